@@ -1,0 +1,173 @@
+"""`mammo-keras` console entry point. It only parses arguments and dispatches."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from mammo_keras import __version__
+from mammo_keras.errors import DataError, DatasetNotFoundError
+
+DATASETS = ("mias", "cbis_ddsm", "inbreast", "bcdr", "cocc", "phantom")
+
+
+def _parse_option(text: str) -> tuple[str, object]:
+    import yaml
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"options are KEY=VALUE. Received: {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def _read(args) -> tuple[object, Path | None]:
+    from mammo_keras import settings
+    from mammo_keras.data import canonical_name, read_dataset
+
+    name = canonical_name(args.dataset)
+    root = settings.dataset_root(name, args.root)
+    return read_dataset(name, root), root
+
+
+def cmd_data_info(args) -> int:
+    from mammo_keras.data.records import summary
+
+    table, root = _read(args)
+    facts = summary(table)
+    if args.json:
+        print(json.dumps(facts, indent=2))
+        return 0
+    print(f"{args.dataset} ({root or 'generated'})")
+    print(f"  images {facts['images']}   patients {facts['patients']}   label rows {facts['rows']}")
+    for title, key in (("images by class", "images_by_pathology"), ("lesions by type", "lesions_by_abnormality"),
+                       ("images by view", "images_by_view"), ("images by side", "images_by_laterality")):
+        print(f"  {title:16s} " + "   ".join(f"{k} {v}" for k, v in facts[key].items()))
+    print(f"  lesions with coordinates {facts['lesions_with_geometry']}")
+    if table.attrs.get("problems"):
+        print(f"  problems ({len(table.attrs['problems'])}):")
+        for problem in table.attrs["problems"][:20]:
+            print(f"    {problem}")
+    return 0
+
+
+def cmd_data_prepare(args) -> int:
+    from mammo_keras.data.prepare import prepare
+
+    table, root = _read(args)
+    out = Path(args.out) if args.out else Path("prepared") / f"{args.dataset}_{args.task}"
+    report = prepare(args.dataset, table, out, args.task, root=root, options=dict(args.option),
+                     workers=args.workers, skip_bad=args.skip_bad, progress=not args.no_progress)
+    print(f"{report.items} items from {report.images} images -> {out} "
+          f"({report.seconds:.1f} s, {report.images_per_second} images/s; "
+          f"{report.resumed_images} images reused from an earlier run)")
+    print(f"  classes: {report.counts_by_label}   item shape: {report.item_shape}")
+    print(f"  data fingerprint: {report.data_fingerprint}")
+    if report.skipped:
+        print(f"  skipped {len(report.skipped)} bad images (listed in {out / 'prepare.json'}):")
+        for entry in report.skipped[:10]:
+            print(f"    {entry['error']}")
+    return 0
+
+
+def cmd_data_download(args) -> int:
+    from mammo_keras.data import canonical_name
+    from mammo_keras.data.download import DownloadError, download_mias, instructions
+
+    name = canonical_name(args.dataset)
+    if name != "mias":
+        print(f"{name} cannot be downloaded automatically (registration or request needed).\n"
+              f"{instructions(name)}", file=sys.stderr)
+        return 2
+    try:
+        folder = download_mias(args.out, url=args.url)
+    except DownloadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"mini-MIAS downloaded and verified in {folder}")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from mammo_keras.config import list_configs, load_config
+    from mammo_keras.reproduce import reproduce
+
+    if args.list or not args.experiment:
+        print("\n".join(list_configs()))
+        return 0
+    config = load_config(args.experiment, args.profile, overrides=dict(args.set))
+    out = reproduce(config, data_dir=args.data, results_dir=args.results)
+    print((out / "table.md").read_text())
+    print(f"results written to {out}/ (table.md, table.csv, run.json, per-fold logs and ROC plots)")
+    if config.profile == "tiny":
+        print("This was the tiny profile on synthetic phantom data. For real data: "
+              "--data DIR (a folder with mias/, cbis-ddsm/, inbreast/, bcdr/) --profile cpu|paper.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mammo_keras.data.prepare import TASKS
+
+    parser = argparse.ArgumentParser(prog="mammo-keras", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mammo_keras {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="read, inspect, download and prepare datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+
+    info = data_commands.add_parser("info", help="counts by class, patients, views")
+    info.add_argument("dataset", choices=DATASETS)
+    info.add_argument("--root", help="dataset folder (default: $MAMMO_DATA/<dataset>)")
+    info.add_argument("--json", action="store_true", help="print the counts as JSON")
+    info.set_defaults(handler=cmd_data_info)
+
+    prep = data_commands.add_parser("prepare", help="cut a paper's inputs into arrays + index.csv")
+    prep.add_argument("dataset", choices=DATASETS)
+    prep.add_argument("--root", help="dataset folder (default: $MAMMO_DATA/<dataset>)")
+    prep.add_argument("--task", required=True, choices=sorted(TASKS),
+                      help="; ".join(f"{t.name}: {t.description}" for t in TASKS.values()))
+    prep.add_argument("--out", help="output folder (default: prepared/<dataset>_<task>)")
+    prep.add_argument("--option", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
+                      help="override a task option, e.g. r=300 or context=fixed (repeatable)")
+    prep.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    prep.add_argument("--skip-bad", action="store_true",
+                      help="record unreadable images in prepare.json and go on instead of stopping")
+    prep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    prep.set_defaults(handler=cmd_data_prepare)
+
+    download = data_commands.add_parser("download", help="download mini-MIAS; print how to get the others")
+    download.add_argument("dataset", choices=DATASETS[:4])
+    download.add_argument("--out", default="data/mias", help="destination folder (default data/mias)")
+    from mammo_keras.data.download import MIAS_URL
+
+    download.add_argument("--url", default=MIAS_URL, help=f"archive address (default {MIAS_URL})")
+    download.set_defaults(handler=cmd_data_download)
+
+    repro = commands.add_parser("reproduce", help="run a paper's table from its config (see --list)")
+    repro.add_argument("experiment", nargs="?", help="<paper>/<table>, e.g. chougrad2018/table2")
+    repro.add_argument("--profile", default="tiny", choices=("tiny", "cpu", "paper"),
+                       help="tiny: phantom data, minutes (default); cpu: real data, reduced epochs; "
+                            "paper: the published protocol")
+    repro.add_argument("--data", help="folder holding mias/, cbis-ddsm/, inbreast/, bcdr/ "
+                                      "(default: $MAMMO_DATA)")
+    repro.add_argument("--results", default="results", help="results root (default results/)")
+    repro.add_argument("--set", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
+                       help="override a config value, e.g. n_splits=3 or epoch_scale=0.1 (repeatable)")
+    repro.add_argument("--list", action="store_true", help="list the available experiment configs")
+    repro.set_defaults(handler=cmd_reproduce)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: keep C++ logs quiet
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (DataError, DatasetNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

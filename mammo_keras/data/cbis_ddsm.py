@@ -1,0 +1,377 @@
+"""CBIS-DDSM reader: the four TCIA description CSVs plus the DICOM files they name.
+
+Facts about the distribution this reader relies on (and the defects it repairs):
+
+- Mass CSVs spell the density column `breast_density`, calc CSVs `breast density`;
+  header names are compared ignoring case, spaces and underscores.
+- CSV paths read `<subject>/<StudyInstanceUID>/<SeriesInstanceUID>/000000.dcm`, but
+  the NBIA Data Retriever names folders descriptively
+  (`<subject>/07-20-2016-DDSM-74994/1.000000-full mammogram images-24515/1-1.dcm`).
+  Files are therefore found through their headers: every `.dcm` under the root is
+  indexed by (PatientID = subject folder name, StudyInstanceUID, SeriesInstanceUID).
+  Within a series a CSV file name selects the file of that name, else the file at
+  that position (`000001.dcm` -> the second file in InstanceNumber/name order).
+- In many rows the "cropped image file path" and "ROI mask file path" columns are
+  swapped, and TCIA often puts both files in one series. The ROI mask is the one
+  with the full image's size (the larger one); the crop is small. Rows whose mask
+  column named the crop get `paths_swapped = True`.
+- Pathology BENIGN_WITHOUT_CALLBACK is benign (raw value kept in `pathology_raw`).
+- Some ROI masks differ in size from their full image. With `check_masks` such a
+  lesion keeps NaN geometry and a `problem` text (also listed in
+  `table.attrs["problems"]`) instead of a box in the wrong coordinates.
+- Some path cells end with a newline inside the quotes; paths are stripped.
+
+Reference: Lee et al. 2017, "A curated mammography data set for use in
+computer-aided detection and diagnosis research", Scientific Data 4:170177.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mammo_keras.data.dicom import read_dicom, read_header
+from mammo_keras.data.records import make_table, mask_geometry
+from mammo_keras.errors import DataError, DatasetNotFoundError
+
+KINDS = ("mass", "calcification")
+SPLITS = ("train", "test")
+CSV_NAMES = {
+    ("mass", "train"): "mass_case_description_train_set.csv",
+    ("mass", "test"): "mass_case_description_test_set.csv",
+    ("calcification", "train"): "calc_case_description_train_set.csv",
+    ("calcification", "test"): "calc_case_description_test_set.csv",
+}
+COMMON_COLUMNS = (
+    "patient_id", "breast density", "left or right breast", "image view", "abnormality id",
+    "abnormality type", "assessment", "pathology", "subtlety", "image file path",
+    "cropped image file path", "ROI mask file path",
+)
+KIND_COLUMNS = {"mass": ("mass shape", "mass margins"),
+                "calcification": ("calc type", "calc distribution")}
+PATHOLOGY = {"MALIGNANT": "malignant", "BENIGN": "benign", "BENIGN_WITHOUT_CALLBACK": "benign"}
+LATERALITY = {"LEFT": "L", "RIGHT": "R"}
+VIEWS = ("CC", "MLO")
+IMAGE_COLUMN, CROP_COLUMN, MASK_COLUMN = "image file path", "cropped image file path", "ROI mask file path"
+_SUBJECT = re.compile(r"^(Mass|Calc)-(Training|Test)_P_\d+_(LEFT|RIGHT)_(CC|MLO)(_\d+)?$")
+
+LAYOUT = """\
+  <root>/**/mass_case_description_train_set.csv   the four TCIA description CSVs,
+  <root>/**/mass_case_description_test_set.csv    anywhere under the root
+  <root>/**/calc_case_description_train_set.csv
+  <root>/**/calc_case_description_test_set.csv
+  <root>/**/<subject>/<study>/<series>/<file>.dcm  the DICOM files, e.g. as the NBIA Data Retriever
+      writes them: CBIS-DDSM/Mass-Training_P_00001_LEFT_CC/07-20-2016-DDSM-74994/
+      1.000000-full mammogram images-24515/1-1.dcm (crops and ROI masks under <subject>_<abnormality id>).
+  Folder names do not matter: files are matched to the CSV paths through the DICOM headers
+  (PatientID, StudyInstanceUID, SeriesInstanceUID)."""
+HOW_TO_GET = """\
+  CBIS-DDSM is public on The Cancer Imaging Archive (collection "CBIS-DDSM",
+  https://doi.org/10.7937/K9/TCIA.2016.7O02S9CY; cite Lee et al. 2017 and TCIA):
+    1. download the .tcia manifest of the collection and open it with the NBIA Data Retriever
+       (https://wiki.cancerimagingarchive.net/display/NBIA/Downloading+TCIA+Images), "Descriptive"
+       or "Classic" directory type both work; about 163 GB, 10,239 DICOM files;
+    2. download the four description CSVs from the same page (mass/calc x training/test);
+    3. put everything under one folder DIR and pass --root DIR
+       (or set MAMMO_DATA so that $MAMMO_DATA/cbis-ddsm is DIR)."""
+
+
+@dataclass(frozen=True)
+class DicomEntry:
+    """What the index knows about one DICOM file, from its header alone."""
+
+    path: Path
+    subject: str
+    study: str
+    series: str
+    rows: int
+    columns: int
+    instance: int
+
+    @property
+    def area(self) -> int:
+        return self.rows * self.columns
+
+    @property
+    def size_text(self) -> str:
+        return f"{self.columns}x{self.rows}"
+
+
+@dataclass(frozen=True)
+class DescriptionCsv:
+    path: Path
+    kind: str
+    split: str
+
+
+SeriesKey = tuple[str, str, str]
+
+
+def read(root: str | Path, *, abnormality: str | Sequence[str] = KINDS,
+         check_masks: bool = True) -> pd.DataFrame:
+    """Read CBIS-DDSM into the record table, one row per CSV row (lesion).
+
+    Args:
+        root: folder holding the description CSVs and the DICOM files.
+        abnormality: "mass", "calcification" or both; only the CSVs of these are read.
+        check_masks: leave geometry NaN (with a `problem` text) when an ROI mask's
+            size differs from its full image's; False uses such masks as they are.
+
+    Returns:
+        The record table plus columns split, density, subtlety, assessment, shape,
+        margins, calc_type, calc_distribution, pathology_raw, crop_path,
+        paths_swapped, problem, csv_file, csv_line; `attrs["problems"]` lists the
+        problem rows as `csv:line: lesion_id: text`.
+
+    Raises:
+        DatasetNotFoundError: a needed description CSV is missing.
+        DataError: a CSV lacks a column or has a bad value, or a referenced file is
+            not found (naming the CSV, its line and the path looked for).
+    """
+    root = Path(root).absolute()
+    kinds = _check_abnormality(abnormality)
+    descriptions = find_descriptions(root, kinds)
+    index = index_dicoms(root)
+    rows, problems = [], []
+    for description in descriptions:
+        for line, fields in read_description(description):
+            row = _lesion_row(root, index, description, line, fields, check_masks=check_masks)
+            if row["problem"]:
+                problems.append(f"{description.path}:{line}: {row['lesion_id']}: {row['problem']}")
+            rows.append(row)
+    table = make_table(rows, origin=str(root))
+    if rows:
+        table = table.astype({"density": "Int64", "subtlety": "Int64", "assessment": "Int64",
+                              "paths_swapped": bool, "csv_line": int})
+    table.attrs["problems"] = problems
+    return table
+
+
+def find_descriptions(root: Path, kinds: Sequence[str]) -> list[DescriptionCsv]:
+    """The description CSVs of `kinds` anywhere under `root`, mass before calc, train before test."""
+    wanted = {name.lower(): key for key, name in CSV_NAMES.items() if key[0] in kinds}
+    found: dict[tuple[str, str], list[Path]] = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if name.lower() in wanted:
+                found.setdefault(wanted[name.lower()], []).append(Path(folder) / name)
+    missing = [CSV_NAMES[key] for key in wanted.values() if key not in found]
+    if missing:
+        raise DatasetNotFoundError(
+            f"cbis_ddsm: description CSV(s) {missing} not found under {root}.\n"
+            f"Expected layout:\n{LAYOUT}\nHow to get it:\n{HOW_TO_GET}")
+    descriptions = []
+    for kind in kinds:
+        for split in SPLITS:
+            paths = sorted(found[(kind, split)])
+            if len(paths) > 1:
+                raise DataError(paths[1], f"two copies of {CSV_NAMES[(kind, split)]} under {root}; "
+                                          f"keep one. Received: {[str(p) for p in paths]}")
+            descriptions.append(DescriptionCsv(paths[0], kind, split))
+    return descriptions
+
+
+def read_description(description: DescriptionCsv) -> Iterator[tuple[int, dict[str, str]]]:
+    """(first line number, fields by canonical column name) for each CSV row.
+
+    Raises:
+        DataError: a required column is missing, naming the CSV and the column.
+    """
+    required = COMMON_COLUMNS + KIND_COLUMNS[description.kind]
+    try:
+        with open(description.path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, [])
+            positions = {_header_key(name): i for i, name in enumerate(header)}
+            for column in required:
+                if _header_key(column) not in positions:
+                    raise DataError(description.path, f"missing required column {column!r}. "
+                                                      f"Received columns: {header}", line=1)
+            line = reader.line_num + 1
+            for values in reader:
+                if any(value.strip() for value in values):
+                    yield line, {column: _cell(values, positions[_header_key(column)])
+                                 for column in required}
+                line = reader.line_num + 1
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DataError(description.path, f"cannot read CSV ({error})") from None
+
+
+def index_dicoms(root: Path) -> dict[SeriesKey, list[DicomEntry]]:
+    """Every .dcm under `root` by (subject, study UID, series UID), from headers only.
+
+    A file present twice (same SOPInstanceUID in one series) is indexed once.
+    """
+    index: dict[SeriesKey, list[DicomEntry]] = {}
+    seen: set[tuple[SeriesKey, str]] = set()
+    for folder, folders, files in os.walk(root):
+        folders.sort()
+        for name in sorted(files):
+            if not name.lower().endswith(".dcm"):
+                continue
+            path = Path(folder) / name
+            header = read_header(path)
+            key = (_subject_of(path, root, header), str(header.get("StudyInstanceUID", "")),
+                   str(header.get("SeriesInstanceUID", "")))
+            instance = str(header.get("SOPInstanceUID", path))
+            if (key, instance) in seen:
+                continue
+            seen.add((key, instance))
+            index.setdefault(key, []).append(DicomEntry(
+                path=path, subject=key[0], study=key[1], series=key[2],
+                rows=int(header.get("Rows", 0) or 0), columns=int(header.get("Columns", 0) or 0),
+                instance=int(header.get("InstanceNumber", 0) or 0)))
+    for entries in index.values():
+        entries.sort(key=lambda entry: (entry.instance, entry.path.name))
+    return index
+
+
+def _lesion_row(root: Path, index: dict[SeriesKey, list[DicomEntry]], description: DescriptionCsv,
+                line: int, fields: dict[str, str], *, check_masks: bool) -> dict:
+    where = (description.path, line)
+    image_series, image = _locate(root, index, where, IMAGE_COLUMN, fields[IMAGE_COLUMN])
+    mask_series, mask_named = _locate(root, index, where, MASK_COLUMN, fields[MASK_COLUMN])
+    crop_series, crop_named = _locate(root, index, where, CROP_COLUMN, fields[CROP_COLUMN])
+    mask, crop = _mask_and_crop(image, mask_series + crop_series, mask_named, crop_named)
+    image_id = _split_path(fields[IMAGE_COLUMN], where, IMAGE_COLUMN)[0]
+    lesion_id = f"{image_id}_{fields['abnormality id']}"
+    geometry, problem = _geometry(image, mask, check_masks=check_masks)
+    shape_column, margin_column = KIND_COLUMNS[description.kind]
+    is_mass = description.kind == "mass"
+    return {
+        "image_id": image_id,
+        "patient_id": fields["patient_id"],
+        "lesion_id": lesion_id,
+        "path": str(image.path),
+        "source": "cbis_ddsm",
+        "laterality": _vocabulary(fields, "left or right breast", LATERALITY, where),
+        "view": _vocabulary(fields, "image view", {view: view for view in VIEWS}, where),
+        "abnormality": _vocabulary(fields, "abnormality type", {kind: kind for kind in KINDS}, where),
+        "pathology": _vocabulary(fields, "pathology", PATHOLOGY, where),
+        **geometry,
+        "mask_path": "" if mask is None else str(mask.path),
+        "split": description.split,
+        "density": _integer(fields, "breast density", where),
+        "subtlety": _integer(fields, "subtlety", where),
+        "assessment": _integer(fields, "assessment", where),
+        "shape": fields[shape_column] if is_mass else "",
+        "margins": fields[margin_column] if is_mass else "",
+        "calc_type": "" if is_mass else fields[shape_column],
+        "calc_distribution": "" if is_mass else fields[margin_column],
+        "pathology_raw": fields["pathology"],
+        "crop_path": "" if crop is None else str(crop.path),
+        "paths_swapped": mask is not None and mask != mask_named,
+        "problem": problem,
+        "csv_file": description.path.name,
+        "csv_line": line,
+    }
+
+
+def _locate(root: Path, index: dict[SeriesKey, list[DicomEntry]], where: tuple[Path, int],
+            column: str, text: str) -> tuple[list[DicomEntry], DicomEntry]:
+    """The files of the series a CSV path names, and the one file it names in it."""
+    subject, study, series, name = _split_path(text, where, column)
+    entries = index.get((subject, study, series), [])
+    if not entries:
+        raise DataError(where[0], f"{column} {text!r} not found: no .dcm file under {root} has "
+                                  f"PatientID={subject}, StudyInstanceUID={study}, "
+                                  f"SeriesInstanceUID={series}", line=where[1])
+    by_name = [entry for entry in entries if entry.path.name == name]
+    if by_name:
+        return entries, by_name[0]
+    stem = Path(name).stem
+    position = int(stem) if stem.isdigit() else 0
+    return entries, entries[position] if position < len(entries) else entries[0]
+
+
+def _mask_and_crop(image: DicomEntry, candidates: list[DicomEntry], mask_named: DicomEntry,
+                   crop_named: DicomEntry) -> tuple[DicomEntry | None, DicomEntry | None]:
+    """Tell the ROI mask (full image size, the larger) from the crop (small) by header size."""
+    unique = list(dict.fromkeys(candidates))
+    if len(unique) == 1:
+        only = unique[0]
+        return (only, None) if 2 * only.area >= image.area else (None, only)
+    mask = max(unique, key=lambda entry: (entry.area, entry == mask_named))
+    others = [entry for entry in unique if entry != mask]
+    crop = crop_named if crop_named in others else min(others, key=lambda entry: entry.area)
+    return mask, crop
+
+
+def _geometry(image: DicomEntry, mask: DicomEntry | None, *,
+              check_masks: bool) -> tuple[dict[str, float], str]:
+    """Box from the mask's non-zero pixels, or no box and the reason."""
+    if mask is None:
+        return {}, "no ROI mask found (the series holds only a cropped image)"
+    if check_masks and (mask.rows, mask.columns) != (image.rows, image.columns):
+        return {}, (f"ROI mask {mask.path} is {mask.size_text} pixels but its full image is "
+                    f"{image.size_text}; geometry left unknown")
+    geometry = mask_geometry(read_dicom(mask.path, apply_voi=False) > 0)
+    if geometry is None:
+        return {}, f"ROI mask {mask.path} is empty; geometry left unknown"
+    return geometry, ""
+
+
+def _split_path(text: str, where: tuple[Path, int], column: str) -> tuple[str, str, str, str]:
+    parts = [part for part in text.replace("\\", "/").split("/") if part]
+    if len(parts) < 4:
+        raise DataError(where[0], f"{column} must read <subject>/<study UID>/<series UID>/<file>.dcm. "
+                                  f"Received: {text!r}", line=where[1])
+    return parts[-4], parts[-3], parts[-2], parts[-1]
+
+
+def _subject_of(path: Path, root: Path, header) -> str:
+    """The subject folder name: the header's PatientID, else the folder named like one."""
+    patient = str(header.get("PatientID", "")).strip()
+    if patient:
+        return patient
+    for part in path.relative_to(root).parts:
+        if _SUBJECT.match(part):
+            return part
+    raise DataError(path, "DICOM header has no PatientID and no folder above it is named like "
+                          "a CBIS-DDSM subject (e.g. Mass-Training_P_00001_LEFT_CC)")
+
+
+def _vocabulary(fields: dict[str, str], column: str, mapping: dict[str, str],
+                where: tuple[Path, int]) -> str:
+    value = fields[column]
+    target = {key.upper(): term for key, term in mapping.items()}.get(value.upper())
+    if target is None:
+        raise DataError(where[0], f"column {column!r} must be one of {list(mapping)}. "
+                                  f"Received: {value!r}", line=where[1])
+    return target
+
+
+def _integer(fields: dict[str, str], column: str, where: tuple[Path, int]) -> int | None:
+    value = fields[column]
+    if value == "":
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        raise DataError(where[0], f"column {column!r} must be an integer. Received: {value!r}",
+                        line=where[1]) from None
+
+
+def _check_abnormality(abnormality: str | Sequence[str]) -> tuple[str, ...]:
+    kinds = (abnormality,) if isinstance(abnormality, str) else tuple(abnormality)
+    if not kinds or any(kind not in KINDS for kind in kinds):
+        raise ValueError(f"abnormality must be a non-empty selection of {list(KINDS)}. "
+                         f"Received: abnormality={abnormality!r}")
+    return tuple(kind for kind in KINDS if kind in kinds)
+
+
+def _header_key(name: str) -> str:
+    return " ".join(name.replace("_", " ").lower().split())
+
+
+def _cell(values: list[str], position: int) -> str:
+    return values[position].strip() if position < len(values) else ""
+
+
+__all__ = ["HOW_TO_GET", "LAYOUT", "DicomEntry", "find_descriptions", "index_dicoms", "read",
+           "read_description"]

@@ -1,0 +1,50 @@
+"""A contact sheet of prepared items per class, for a person to look at."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def contact_sheet(prepared: str | Path, out_png: str | Path, *, per_class: int = 12,
+                  columns: int = 6) -> Path:
+    """Draw up to `per_class` items of each class (first in index order) into one PNG.
+
+    Each tile is contrast-stretched on its own (2nd-98th percentile) and titled with
+    its item id, so masses can be checked by eye to sit in the centre of their crop.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mammo_keras.data.prepare import load_prepared
+
+    images, index = load_prepared(prepared)
+    classes = list(dict.fromkeys(index.sort_values("label")["class_name"]))
+    rows_per_class = [int(np.ceil(min(per_class, (index["class_name"] == c).sum()) / columns))
+                      for c in classes]
+    total_rows = max(1, sum(rows_per_class))
+    figure, axes = plt.subplots(total_rows, columns, figsize=(columns * 1.8, total_rows * 2.0),
+                                squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    row = 0
+    for name, n_rows in zip(classes, rows_per_class):
+        chosen = index.index[index["class_name"] == name][: n_rows * columns]
+        for k, position in enumerate(chosen):
+            axis = axes[row + k // columns, k % columns]
+            tile = np.asarray(images[position], dtype=np.float32)
+            tile = tile[0] if tile.ndim == 3 and tile.shape[0] in (2, 3) and tile.shape[-1] != 3 else tile
+            low, high = np.percentile(tile, [2, 98])
+            axis.imshow(np.clip((tile - low) / max(high - low, 1e-6), 0, 1), cmap="gray")
+            axis.set_title(f"{name}\n{index.loc[position, 'item_id']}", fontsize=7)
+        row += n_rows
+    figure.suptitle(f"{Path(prepared).name}: first {per_class} items per class", fontsize=9)
+    figure.tight_layout(rect=(0, 0, 1, 0.97))
+    out_png = Path(out_png)
+    temp = out_png.with_name(f".{out_png.name}.tmp.png")
+    figure.savefig(temp, dpi=110)
+    plt.close(figure)
+    temp.replace(out_png)
+    return out_png

@@ -1,0 +1,97 @@
+"""DICOM to float array in one place.
+
+Order of operations (DICOM PS3.3 C.11): stored values -> Modality LUT (rescale
+slope/intercept) -> VOI LUT or window centre/width when the file carries one ->
+MONOCHROME1 inverted so that dense tissue is always bright.
+
+Transfer syntaxes: uncompressed and RLE Lossless decode with pydicom alone.
+JPEG baseline/extended need Pillow (installed); JPEG Lossless, JPEG-LS and
+JPEG 2000 need the optional plugins `pylibjpeg pylibjpeg-libjpeg
+pylibjpeg-openjpeg` (or `python-gdcm`); without them the error says so.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from mammo_keras.errors import DataError
+
+try:  # pydicom >= 3
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+except ImportError:  # pragma: no cover - pydicom 2.x
+    from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
+
+PLUGIN_HINT = ("install the optional decoders with "
+               "`pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg` (or python-gdcm)")
+
+
+def read_header(path: str | Path) -> pydicom.Dataset:
+    """The DICOM header without pixel data (fast: used to resolve UIDs)."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, EOFError, ValueError) as error:
+        raise DataError(path, f"not a readable DICOM file ({error})") from None
+
+
+def value_range(dataset: pydicom.Dataset, *, voi_applied: bool) -> tuple[float, float]:
+    """The lowest and highest value the pixels can take after the LUTs (not the image's own)."""
+    if voi_applied and "VOILUTSequence" in dataset:
+        bits = int(dataset.VOILUTSequence[0].LUTDescriptor[2])
+        return 0.0, float(2 ** bits - 1)
+    bits = int(dataset.get("BitsStored", 16))
+    low, high = ((0, 2 ** bits - 1) if int(dataset.get("PixelRepresentation", 0)) == 0
+                 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1))
+    slope = float(dataset.get("RescaleSlope", 1) or 1)
+    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
+    ends = sorted((low * slope + intercept, high * slope + intercept))
+    return float(ends[0]), float(ends[1])
+
+
+def read_dicom(path: str | Path, *, apply_voi: bool = True, normalise: bool = False) -> np.ndarray:
+    """Pixels of a single-frame greyscale DICOM as float32, bright = dense.
+
+    Args:
+        path: the .dcm file.
+        apply_voi: apply the file's VOI LUT / window (as a viewer shows it).
+        normalise: scale to [0, 1] by the format's value range (see `value_range`).
+
+    Raises:
+        DataError: not DICOM, no pixel data, colour or multi-frame images, or a
+            compressed transfer syntax that no installed decoder handles.
+    """
+    try:
+        dataset = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, EOFError, ValueError) as error:
+        raise DataError(path, f"not a readable DICOM file ({error})") from None
+    if "PixelData" not in dataset:
+        raise DataError(path, "DICOM file has no pixel data (PixelData element missing, "
+                              "or the file is truncated before it)")
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DataError(path, "only greyscale DICOM (MONOCHROME1/2) is supported. "
+                              f"Received: PhotometricInterpretation={photometric}")
+    if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
+        raise DataError(path, "multi-frame DICOM (e.g. tomosynthesis) is not supported. "
+                              f"Received: NumberOfFrames={dataset.NumberOfFrames}")
+    syntax = dataset.file_meta.get("TransferSyntaxUID", None) if hasattr(dataset, "file_meta") else None
+    try:
+        pixels = dataset.pixel_array
+    except (NotImplementedError, RuntimeError) as error:
+        name = getattr(syntax, "name", str(syntax))
+        raise DataError(path, f"cannot decode transfer syntax {name}: {PLUGIN_HINT} ({error})") from None
+    except (ValueError, AttributeError, EOFError) as error:
+        raise DataError(path, f"pixel data is truncated or corrupt ({error})") from None
+    array = apply_modality_lut(pixels, dataset)
+    voi_applied = apply_voi and ("VOILUTSequence" in dataset or "WindowCenter" in dataset)
+    if voi_applied:
+        array = apply_voi_lut(array, dataset, index=0)
+    array = np.asarray(array, dtype=np.float32)
+    low, high = value_range(dataset, voi_applied=voi_applied)
+    if photometric == "MONOCHROME1":  # invert within the format's range, not the image's own
+        array = np.float32(low + high) - array
+    if normalise:
+        array = np.clip((array - np.float32(low)) / np.float32(max(high - low, 1e-12)), 0.0, 1.0)
+    return array

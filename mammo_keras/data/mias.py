@@ -1,0 +1,156 @@
+"""mini-MIAS reader: `Info.txt` plus `mdbNNN.pgm` (public archive) or `mdbNNN.png`.
+
+Info.txt facts this parser relies on (checked against the distributed file):
+CRLF line endings; free text before and after the table; table rows
+`REFNUM BG CLASS SEVERITY X Y RADIUS`; NORM rows stop after CLASS; some abnormal
+rows have no coordinates (`mdb059 F CIRC B`, `mdb216 D CALC M *NOTE 3*`); an
+image with several lesions has several rows; X/Y have their origin at the
+bottom-left, so the image row is 1024 - Y. Images mdb(2k-1) and mdb(2k) are the
+two breasts of one woman (Info.txt note 1: even numbers left, odd right).
+
+Reference: Suckling et al. 1994, "The Mammographic Image Analysis Society Digital
+Mammogram Database", Excerpta Medica ICS 1069, 375-378.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from mammo_keras.data.records import circle_geometry, make_table
+from mammo_keras.errors import DataError
+
+IMAGE_SIZE = 1024
+SUFFIXES = (".pgm", ".png")
+CLASS_TO_ABNORMALITY = {
+    "CALC": "calcification", "CIRC": "mass", "SPIC": "mass", "MISC": "mass",
+    "ARCH": "distortion", "ASYM": "asymmetry", "NORM": "normal",
+}
+TISSUE = {"F": "fatty", "G": "fatty-glandular", "D": "dense-glandular"}
+SEVERITY = {"B": "benign", "M": "malignant"}
+_ROW = re.compile(r"^mdb\d{3}\b")
+
+LAYOUT = """\
+  <root>/Info.txt          the label file of the archive (CRLF, table after the header text)
+  <root>/mdb001.pgm ... mdb322.pgm   (or .png conversions of them)"""
+HOW_TO_GET = """\
+  mini-MIAS is public (research use; cite Suckling et al. 1994):
+    mammo-keras data download mias --out DIR      (fetches all-mias.tar.gz from PEIPA)
+  or by hand: download http://peipa.essex.ac.uk/pix/mias/all-mias.tar.gz, unpack it into DIR,
+  then pass --root DIR (or set MAMMO_DATA so that $MAMMO_DATA/mias is DIR)."""
+
+
+def parse_info(path: str | Path) -> pd.DataFrame:
+    """Parse Info.txt into one row per label line (refnum, tissue, class, severity, x, y, radius, line).
+
+    Raises:
+        DataError: a table line that does not follow the format, naming file and line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("latin-1")
+    except OSError as error:
+        raise DataError(path, f"cannot read label file ({error})") from None
+    rows = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not _ROW.match(line):
+            continue
+        rows.append(_parse_row(line, path, number))
+    if not rows:
+        raise DataError(path, "no label rows found (expected lines like 'mdb001 G CIRC B 535 425 197')")
+    return pd.DataFrame(rows)
+
+
+def _parse_row(line: str, path: Path, number: int) -> dict:
+    fields = line.split()
+    refnum, tissue, klass = (fields + ["", ""])[:3]
+    if tissue not in TISSUE:
+        raise DataError(path, f"background tissue must be one of {sorted(TISSUE)}. "
+                              f"Received: {tissue!r} in {line!r}", line=number)
+    if klass not in CLASS_TO_ABNORMALITY:
+        raise DataError(path, f"abnormality class must be one of {sorted(CLASS_TO_ABNORMALITY)}. "
+                              f"Received: {klass!r} in {line!r}", line=number)
+    row = {"refnum": refnum, "tissue": tissue, "mias_class": klass, "severity": "",
+           "x": None, "y": None, "radius": None, "line": number}
+    if klass == "NORM":
+        if len(fields) != 3:
+            raise DataError(path, f"a NORM row has exactly 3 fields. Received: {line!r}", line=number)
+        return row
+    if len(fields) < 4 or fields[3] not in SEVERITY:
+        raise DataError(path, f"abnormal rows need severity B or M. Received: {line!r}", line=number)
+    row["severity"] = fields[3]
+    rest = fields[4:]
+    if not rest or rest[0].startswith("*"):  # no coordinates ("*NOTE 3*": widely distributed calcs)
+        return row
+    if len(rest) != 3:
+        raise DataError(path, f"coordinates are 'X Y RADIUS'. Received: {line!r}", line=number)
+    try:
+        x, y, radius = (float(value) for value in rest)
+    except ValueError:
+        raise DataError(path, f"X, Y and RADIUS must be numbers. Received: {line!r}", line=number) from None
+    if not (0 <= x < IMAGE_SIZE and 0 <= y < IMAGE_SIZE and radius > 0):
+        raise DataError(path, f"lesion centre must lie in the {IMAGE_SIZE}x{IMAGE_SIZE} image and the "
+                              f"radius be positive. Received: {line!r}", line=number)
+    row.update(x=x, y=y, radius=radius)
+    return row
+
+
+def patient_of(refnum: str) -> str:
+    """mdb(2k-1) and mdb(2k) share a patient: mdb001/mdb002 -> 'mias_p001'."""
+    number = int(refnum[3:])
+    return f"mias_p{(number + 1) // 2:03d}"
+
+
+def laterality_of(refnum: str) -> str:
+    """Info.txt note 1: even filename numbers are left breasts, odd numbers right."""
+    return "L" if int(refnum[3:]) % 2 == 0 else "R"
+
+
+def find_image(root: Path, refnum: str) -> Path | None:
+    """The image file for `refnum` (`.pgm` preferred, then `.png`), or None."""
+    for suffix in SUFFIXES:
+        candidate = root / f"{refnum}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read(root: str | Path, *, require_images: bool = True) -> pd.DataFrame:
+    """Read mini-MIAS into the record table (one row per Info.txt label line).
+
+    Args:
+        root: folder with Info.txt and the mdbNNN images.
+        require_images: raise when a labelled image file is missing.
+
+    Returns:
+        The record table; geometry in image pixels with row = 1024 - Y. Extra
+        columns: tissue, mias_class (CIRC/SPIC/...), info_line.
+    """
+    root = Path(root)
+    info = root / "Info.txt"
+    if not info.is_file():
+        raise DataError(info, f"Info.txt not found. Expected layout:\n{LAYOUT}")
+    labels = parse_info(info)
+    records = []
+    lesion_counter: dict[str, int] = {}
+    for row in labels.itertuples(index=False):
+        image = find_image(root, row.refnum)
+        if image is None and require_images:
+            raise DataError(info, f"image file {row.refnum}.pgm/.png not found in {root}", line=row.line)
+        record = {
+            "image_id": row.refnum, "patient_id": patient_of(row.refnum), "source": "mias",
+            "path": str(image.resolve()) if image else "", "laterality": laterality_of(row.refnum),
+            "view": "MLO",  # MIAS is a medio-lateral oblique collection
+            "abnormality": CLASS_TO_ABNORMALITY[row.mias_class],
+            "pathology": SEVERITY.get(row.severity, "normal"),
+            "tissue": TISSUE[row.tissue], "mias_class": row.mias_class, "info_line": row.line,
+        }
+        if row.mias_class != "NORM":
+            lesion_counter[row.refnum] = lesion_counter.get(row.refnum, 0) + 1
+            record["lesion_id"] = f"{row.refnum}_{lesion_counter[row.refnum]}"
+        if row.x is not None:
+            record.update(circle_geometry(row.x, IMAGE_SIZE - row.y, row.radius))
+        records.append(record)
+    return make_table(records, origin=str(info))

@@ -1,0 +1,376 @@
+"""`mammo-keras data prepare`: cut every paper's inputs from a dataset, resumably.
+
+Layout of the output folder (`<out>`):
+
+    items/<image_id>.npz   the arrays cut from one image, with their metadata; written
+                           atomically once the whole image is done, so a killed run
+                           resumes at the first image without one
+    images.npy             all items stacked (N, ...) float32, in index order
+    index.csv              one row per item: item_id, image/patient/lesion ids, label, ...
+    prepare.json           the task, options, counts, skipped files, fingerprints, timing
+    contact_sheet.png      a grid of items per class, for a person to look at
+
+Each task names which record rows it uses and how one image becomes arrays; the
+runner (reading, workers, resume, bad-input policy, fingerprints) is shared.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mammo_keras.data import patches
+from mammo_keras.data import records as rec
+from mammo_keras.data import roi
+from mammo_keras.data.imageio import read_normalised
+from mammo_keras.errors import DataError
+from mammo_keras.fileio import atomic_save_npy, atomic_write_bytes, atomic_write_json, atomic_write_text
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Item:
+    """One prepared array and what it shows."""
+
+    item_id: str
+    array: np.ndarray
+    label: int
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Task:
+    """How a paper's inputs are cut: which rows, how one image becomes items, class names."""
+
+    name: str
+    description: str
+    select: Callable[[pd.DataFrame], pd.DataFrame]
+    extract: Callable[[np.ndarray, pd.DataFrame, dict], list[Item]]
+    class_names: tuple[str, ...]
+    defaults: dict = field(default_factory=dict)
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    TASKS[task.name] = task
+    return task
+
+
+def _binary_lesions(table: pd.DataFrame) -> pd.DataFrame:
+    """Lesions with a box and a benign/malignant label (the ROI papers' inputs)."""
+    chosen = rec.lesions(table, with_geometry=True)
+    return chosen[chosen["pathology"].isin(["benign", "malignant"])]
+
+
+def _lesion_label(row) -> int:
+    return int(row.pathology == "malignant")
+
+
+def _lesion_meta(row) -> dict:
+    return {"lesion_id": row.lesion_id, "abnormality": row.abnormality, "pathology": row.pathology,
+            "box": [row.x0, row.y0, row.x1, row.y1]}
+
+
+def _extract_chougrad(image: np.ndarray, rows: pd.DataFrame, options: dict) -> list[Item]:
+    items = []
+    for row in rows.itertuples(index=False):
+        array = roi.chougrad_roi(image, (row.x0, row.y0, row.x1, row.y1), r=options["r"],
+                                 out_size=options["size"], grow_to_fit=options["grow_to_fit"],
+                                 origin=f"{row.path} (lesion {row.lesion_id})")
+        items.append(Item(row.lesion_id, array, _lesion_label(row), _lesion_meta(row)))
+    return items
+
+
+def _extract_jain_levy(image: np.ndarray, rows: pd.DataFrame, options: dict) -> list[Item]:
+    items = []
+    for row in rows.itertuples(index=False):
+        array = roi.jain_levy_roi(image, (row.x0, row.y0, row.x1, row.y1), context=options["context"],
+                                  padding=options["padding"], factor=options["factor"],
+                                  out_size=options["size"], origin=f"{row.path} (lesion {row.lesion_id})")
+        items.append(Item(row.lesion_id, array, _lesion_label(row), _lesion_meta(row)))
+    return items
+
+
+def _extract_shen_whole(image: np.ndarray, rows: pd.DataFrame, options: dict) -> list[Item]:
+    first = rows.iloc[0]
+    malignant = bool((rows["pathology"] == "malignant").any())
+    array = roi.shen_whole_image(image, size=(options["height"], options["width"]))
+    meta = {"lesion_id": "", "abnormality": ",".join(sorted(set(rows["abnormality"]))),
+            "pathology": "malignant" if malignant else rec.image_labels(rows)["pathology"].iloc[0],
+            "box": []}
+    return [Item(first.image_id, array, int(malignant), meta)]
+
+
+def _stable_rng(seed: int, image_id: str) -> np.random.Generator:
+    """A generator that depends on the image only, so results do not depend on worker order."""
+    return np.random.default_rng([int(seed), zlib.crc32(str(image_id).encode())])
+
+
+def _mass_and_calcification_lesions(table: pd.DataFrame) -> pd.DataFrame:
+    chosen = _binary_lesions(table)
+    return chosen[chosen["abnormality"].isin(["mass", "calcification"])]
+
+
+def _extract_shen_patches(image: np.ndarray, rows: pd.DataFrame, options: dict) -> list[Item]:
+    size = (options["height"], options["width"])
+    scale_x, scale_y = patches.resize_factors(image.shape, size)
+    resized = roi.shen_whole_image(image, size=size)
+    scaled = patches.scale_geometry(rows, scale_x=scale_x, scale_y=scale_y)
+    first = rows.iloc[0]
+    sampled = patches.sample_shen_patches(
+        resized, scaled, patch_size=options["patch_size"], per_roi=options["per_roi"],
+        min_overlap=options["min_overlap"], rng=_stable_rng(options["seed"], first.image_id),
+        origin=str(first.path))
+    items = []
+    for number, patch in enumerate(sampled):
+        lesion = scaled[scaled["lesion_id"] == patch.lesion_id]
+        meta = {"lesion_id": patch.lesion_id or "", "box": [float(v) for v in patch.box],
+                "abnormality": lesion["abnormality"].iloc[0] if len(lesion) else "background",
+                "pathology": lesion["pathology"].iloc[0] if len(lesion) else "normal"}
+        items.append(Item(f"{first.image_id}_p{number:02d}", patch.array, int(patch.label), meta))
+    return items
+
+
+def _extract_coccomini(image: np.ndarray, rows: pd.DataFrame, options: dict) -> list[Item]:
+    items = []
+    rng = _stable_rng(options["seed"], rows.iloc[0].image_id)
+    for row in rows.itertuples(index=False):
+        pair = patches.baseline_pair(image, (row.x0, row.y0, row.x1, row.y1), size=options["size"],
+                                     rng=rng, origin=f"{row.path} (lesion {row.lesion_id})")
+        if pair is None:  # as in the course data: a lesion without a baseline patch is dropped
+            continue
+        label = COCCOMINI_LABELS[(row.abnormality, row.pathology)]
+        items.append(Item(row.lesion_id, np.stack(pair), label, _lesion_meta(row)))
+    return items
+
+
+COCCOMINI_LABELS = {("mass", "benign"): 1, ("mass", "malignant"): 2,
+                    ("calcification", "benign"): 3, ("calcification", "malignant"): 4}
+
+register_task(Task(
+    "chougrad", "Chougrad 2018: r x r lesion ROI (r=300), GCN, 224 x 224; benign=0 malignant=1",
+    _binary_lesions, _extract_chougrad, ("benign", "malignant"),
+    {"r": 300, "size": 224, "grow_to_fit": True}))
+register_task(Task(
+    "jain_levy", "Jain & Levy: box + context padding, shorter side 224, centre 224 x 224; benign=0 malignant=1",
+    _binary_lesions, _extract_jain_levy, ("benign", "malignant"),
+    {"context": "proportional", "padding": 50, "factor": 2.0, "size": 224}))
+register_task(Task(
+    "shen", "Shen 2017: whole image resized to 1152 x 896; malignant image=1 else 0",
+    lambda table: table, _extract_shen_whole, ("not malignant", "malignant"),
+    {"height": 1152, "width": 896}))
+
+
+for _per_roi in (1, 10):
+    register_task(Task(
+        f"shen_s{_per_roi}",
+        f"Shen 2017 S{_per_roi}: {_per_roi} 224 x 224 patch(es) per ROI (overlap >= 0.9) + as many "
+        "background patches, from the 1152 x 896 image; 5 classes",
+        _mass_and_calcification_lesions, _extract_shen_patches, patches.SHEN_CLASSES,
+        {"height": 1152, "width": 896, "patch_size": 224, "per_roi": _per_roi, "min_overlap": 0.9,
+         "seed": 0}))
+register_task(Task(
+    "coccomini", "Coccomini 2021: 150 x 150 lesion patch + adjacent baseline patch (item = [lesion, "
+    "baseline]); labels 1-4 = mass/calcification x benign/malignant",
+    _mass_and_calcification_lesions, _extract_coccomini,
+    ("baseline", "mass_benign", "mass_malignant", "calcification_benign", "calcification_malignant"),
+    {"size": 150, "seed": 0}))
+
+
+@dataclass
+class PrepareReport:
+    """What a prepare run did; saved as prepare.json."""
+
+    dataset: str
+    task: str
+    options: dict
+    root: str
+    out: str
+    items: int = 0
+    images: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    resumed_images: int = 0
+    counts_by_label: dict = field(default_factory=dict)
+    source_fingerprint: str = ""
+    data_fingerprint: str = ""
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    item_shape: list[int] = field(default_factory=list)
+    format_version: int = FORMAT_VERSION
+
+
+def _item_file(out: Path, image_id: str) -> Path:
+    return out / "items" / f"{image_id}.npz"
+
+
+def _process_image(task_name: str, path: str, rows: pd.DataFrame, options: dict,
+                   out: str) -> tuple[str, int]:
+    """Read one image, cut its items and save them with their metadata (one atomic file)."""
+    task = TASKS[task_name]
+    image = read_normalised(path)
+    items = task.extract(image, rows, options)
+    first = rows.iloc[0]
+    metadata = [dict(item_id=item.item_id, image_id=first.image_id, patient_id=first.patient_id,
+                     label=item.label, class_name=task.class_names[item.label], source=first.source,
+                     laterality=first.laterality, view=first.view, image_path=path,
+                     **{k: v for k, v in item.meta.items() if k != "box"},
+                     box=json.dumps(item.meta.get("box", [])))
+                for item in items]
+    buffer = io.BytesIO()
+    arrays = np.stack([item.array for item in items]) if items else np.zeros((0,), np.float32)
+    np.savez(buffer, arrays=arrays.astype(np.float32), metadata=np.array(json.dumps(metadata)))
+    atomic_write_bytes(_item_file(Path(out), str(first.image_id)), buffer.getvalue())
+    return str(first.image_id), len(items)
+
+
+def _load_items(path: Path) -> tuple[np.ndarray, list[dict]]:
+    with np.load(path, allow_pickle=False) as data:
+        return data["arrays"], json.loads(str(data["metadata"]))
+
+
+def _groups(selected: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+    for image_id, rows in selected.groupby("image_id", sort=True):
+        yield str(image_id), rows
+
+
+def source_fingerprint(table: pd.DataFrame, root: Path | None) -> str:
+    """sha256 of the selected records (ids, labels, geometry) and each image file's name and size."""
+    digest = hashlib.sha256()
+    columns = ["image_id", "patient_id", "lesion_id", "abnormality", "pathology", "x0", "y0", "x1", "y1"]
+    digest.update(table[columns].to_csv(index=False).encode())
+    for path in sorted(set(table["path"])):
+        name = os.path.relpath(path, root) if root else Path(path).name
+        size = Path(path).stat().st_size if Path(path).is_file() else -1
+        digest.update(f"{name}\t{size}\n".encode())
+    return digest.hexdigest()
+
+
+def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
+            root: str | Path | None = None, options: dict | None = None, workers: int = 1,
+            skip_bad: bool = False, progress: bool = True, contact_sheet: bool = True) -> PrepareReport:
+    """Cut `task`'s inputs from `table` into `out`; resumes a killed run.
+
+    Args:
+        dataset: the dataset name, recorded in the report.
+        table: the dataset's record table.
+        out: output folder (created).
+        task: one of TASKS.
+        options: overrides of the task's defaults (e.g. {"r": 300}).
+        workers: worker processes (1 = in this process).
+        skip_bad: record unreadable images/lesions in the report and go on, instead of raising.
+
+    Raises:
+        DataError: on the first bad image when skip_bad is False; items already
+            written stay, and the same command resumes after the problem is fixed.
+    """
+    if task not in TASKS:
+        raise ValueError(f"Unknown task. Valid tasks: {sorted(TASKS)}. Received: task={task!r}")
+    spec = TASKS[task]
+    unknown = set(options or {}) - set(spec.defaults)
+    if unknown:
+        raise ValueError(f"Task {task!r} takes options {sorted(spec.defaults)}. Received: {sorted(unknown)}")
+    options = {**spec.defaults, **(options or {})}
+    out = Path(out)
+    (out / "items").mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    selected = spec.select(table)
+    if selected.empty:
+        raise DataError(root, f"dataset {dataset!r} has no rows usable for task {task!r}")
+    report = PrepareReport(dataset, task, options, str(root or ""), str(out))
+    groups = list(_groups(selected))
+    pending = [(image_id, rows) for image_id, rows in groups if not _item_file(out, image_id).is_file()]
+    report.resumed_images = len(groups) - len(pending)
+    _run(task, pending, options, out, workers, skip_bad, progress, report)
+    skipped_ids = {entry["image_id"] for entry in report.skipped}
+    _finalise(spec, [g for g in groups if g[0] not in skipped_ids], out, report)
+    report.source_fingerprint = source_fingerprint(selected, Path(root) if root else None)
+    report.seconds = round(time.perf_counter() - started, 3)
+    processed = len(pending) - len(report.skipped)
+    report.images_per_second = round(processed / report.seconds, 2) if report.seconds else 0.0
+    atomic_write_json(out / "prepare.json", asdict(report))
+    if contact_sheet and report.items:
+        from mammo_keras.data.contact_sheet import contact_sheet as draw
+
+        draw(out, out / "contact_sheet.png")
+    return report
+
+
+def _run(task: str, pending: list, options: dict, out: Path, workers: int, skip_bad: bool,
+         progress: bool, report: PrepareReport) -> None:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(pending), desc=f"prepare {task}", unit="img", disable=not progress)
+
+    def failed(image_id: str, rows: pd.DataFrame, error: Exception) -> None:
+        if not skip_bad:
+            bar.close()
+            raise error
+        report.skipped.append({"image_id": image_id, "path": str(rows.iloc[0]["path"]), "error": str(error)})
+
+    if workers <= 1:
+        for image_id, rows in pending:
+            try:
+                _process_image(task, str(rows.iloc[0]["path"]), rows, options, str(out))
+            except DataError as error:
+                failed(image_id, rows, error)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(_process_image, task, str(rows.iloc[0]["path"]), rows, options,
+                                   str(out)): (image_id, rows) for image_id, rows in pending}
+            for future in as_completed(futures):
+                image_id, rows = futures[future]
+                try:
+                    future.result()
+                except DataError as error:
+                    failed(image_id, rows, error)
+                bar.update()
+    bar.close()
+
+
+def _finalise(spec: Task, groups: list, out: Path, report: PrepareReport) -> None:
+    """Stack every image's items in a fixed order into images.npy + index.csv."""
+    arrays, metadata = [], []
+    for image_id, _ in groups:
+        image_arrays, image_meta = _load_items(_item_file(out, image_id))
+        arrays.extend(image_arrays)
+        metadata.extend(image_meta)
+    index = pd.DataFrame(metadata)
+    stacked = np.stack(arrays).astype(np.float32) if arrays else np.zeros((0,), np.float32)
+    atomic_save_npy(out / "images.npy", stacked)
+    atomic_write_text(out / "index.csv", index.to_csv(index=False))
+    digest = hashlib.sha256(stacked.tobytes())
+    digest.update(index[["item_id", "label"]].to_csv(index=False).encode() if len(index) else b"")
+    report.items = len(index)
+    report.images = len(groups)
+    report.item_shape = list(stacked.shape[1:])
+    report.data_fingerprint = digest.hexdigest()
+    if len(index):
+        counts = index["class_name"].value_counts().sort_index()
+        report.counts_by_label = {str(k): int(v) for k, v in counts.items()}
+
+
+def load_prepared(folder: str | Path, *, mmap: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
+    """The stacked arrays and the index of a prepared folder."""
+    folder = Path(folder)
+    for name in ("images.npy", "index.csv"):
+        if not (folder / name).is_file():
+            raise DataError(folder / name, "prepared file missing: run `mammo-keras data prepare` first")
+    images = np.load(folder / "images.npy", mmap_mode="r" if mmap else None)
+    index = pd.read_csv(folder / "index.csv", keep_default_na=False)
+    if len(index) != len(images):
+        raise DataError(folder / "index.csv", f"index has {len(index)} rows but images.npy has {len(images)}")
+    return images, index

@@ -1,0 +1,217 @@
+"""Patient-level stratified K-fold and train/val/test splits, with leakage checks.
+
+Every split groups on `patient_id` through scikit-learn's `StratifiedGroupKFold`, so all
+images (both breasts, every view, every lesion row) of one woman land in the same fold, while
+the folds keep the class proportions of `label` as far as whole patients allow. A patient in
+two folds is an error (`LeakageError`), never a warning. Assignments are saved beside the
+results so a run can be re-checked and repeated.
+
+Reference: Chougrad et al. 2018 §3, Table 2 (stratified 5-fold CV); Shen et al. 2017 §3.1.1
+(patient-level stratified 85/15 split, then 10% of training patients for validation, i.e.
+fractions=(0.765, 0.085, 0.15)).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from mammo_keras.errors import DataError
+from mammo_keras.fileio import atomic_write_text
+
+SPLIT_NAMES = ("train", "val", "test")
+ASSIGNMENT_COLUMNS = ("fold", "split")
+ID_COLUMNS = ("image_id", "patient_id", "lesion_id")
+MAX_SPLIT_FOLDS = 20
+
+
+class LeakageError(DataError):
+    """One patient's rows fall into more than one fold or split."""
+
+
+def _check_table(table: pd.DataFrame, label: str) -> None:
+    missing = [c for c in ("patient_id", label) if c not in table.columns]
+    if missing:
+        raise ValueError(f"A split needs the columns 'patient_id' and the label column. "
+                         f"Received: table without {missing}")
+    no_patient = table["patient_id"].isna() | (table["patient_id"].astype(str) == "")
+    if no_patient.any():
+        raise ValueError("Every row needs a patient_id to split by patient. "
+                         f"Received: {int(no_patient.sum())} rows without one")
+
+
+def _stratified_group_folds(table: pd.DataFrame, n_splits: int, seed: int, label: str) -> np.ndarray:
+    """Fold number per row from StratifiedGroupKFold(groups=patient_id)."""
+    if not isinstance(n_splits, (int, np.integer)) or n_splits < 2:
+        raise ValueError(f"n_splits must be an integer >= 2. Received: n_splits={n_splits!r}")
+    n_patients = table["patient_id"].nunique()
+    if n_patients < n_splits:
+        raise ValueError(f"Splitting by patient into {n_splits} folds needs at least {n_splits} "
+                         f"patients. Received: {n_patients} patients")
+    folds = np.full(len(table), -1, dtype=np.int64)
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    labels = table[label].astype(str).to_numpy()
+    groups = table["patient_id"].astype(str).to_numpy()
+    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(table)), labels, groups)):
+        folds[held_out] = fold
+    return folds
+
+
+def _check_two_classes(table: pd.DataFrame, column: str, label: str) -> None:
+    classes = table.groupby(column)[label].nunique()
+    one_class = classes[classes < 2]
+    if len(one_class):
+        name = one_class.index[0]
+        name = name.item() if isinstance(name, np.generic) else name
+        only = table.loc[table[column] == name, label].iloc[0]
+        raise ValueError(f"Every {column} must hold at least two classes of {label!r} (a one-class "
+                         f"{column} cannot be scored by AUC); use fewer folds or more patients. Received: "
+                         f"{column} {name!r} holds only {label}={only!r} "
+                         f"({int((table[column] == name).sum())} rows)")
+
+
+def patient_kfold(table: pd.DataFrame, n_splits: int = 5, *, seed: int,
+                  label: str = "pathology") -> pd.DataFrame:
+    """Assign every row a `fold` in 0..n_splits-1, by patient, stratified on `label`.
+
+    Returns:
+        A copy of `table` with an int `fold` column.
+
+    Raises:
+        ValueError: fewer patients than folds, or a fold with a single class.
+    """
+    _check_table(table, label)
+    assigned = table.assign(fold=_stratified_group_folds(table, n_splits, seed, label))
+    _check_two_classes(assigned, "fold", label)
+    check_no_leakage(assigned, by="fold")
+    return assigned
+
+
+def _folds_per_split(fractions: Sequence[float], max_folds: int) -> tuple[int, list[int]]:
+    """The fold count k <= max_folds and folds per split whose k-ths best match `fractions`."""
+    best = None
+    for k in range(2, max_folds + 1):
+        raw = [f * k for f in fractions]
+        counts = [math.floor(r) for r in raw]
+        for i in sorted(range(3), key=lambda i: raw[i] - counts[i], reverse=True)[:k - sum(counts)]:
+            counts[i] += 1
+        for i, fraction in enumerate(fractions):
+            if fraction > 0 and counts[i] == 0:
+                donor = max(range(3), key=lambda j: counts[j])
+                counts[donor] -= 1
+                counts[i] += 1
+        if min(c for c, f in zip(counts, fractions) if f > 0) < 1:
+            continue
+        error = max(abs(c / k - f) for c, f in zip(counts, fractions))
+        if best is None or error < best[0] - 1e-9:
+            best = (error, k, counts)
+    if best is None:
+        raise ValueError(f"Cannot split {len(fractions)} non-zero fractions over at most {max_folds} "
+                         f"patients. Received: fractions={tuple(fractions)}")
+    return best[1], best[2]
+
+
+def train_val_test(table: pd.DataFrame, *, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int,
+                   label: str = "pathology") -> pd.DataFrame:
+    """Assign every row a `split` ("train", "val", "test"), by patient, stratified on `label`.
+
+    The fractions are approximated by whole folds of one StratifiedGroupKFold: the fold count
+    k (2..20, at most the number of patients) whose multiples of 1/k come closest to the
+    fractions is chosen, and the folds are dealt to test, val and train. (0.8, 0.1, 0.1) is
+    exact with k = 10; (0.7, 0.15, 0.15) with k = 20. Fold sizes then vary with patient sizes,
+    so the row fractions are met to within about one patient per fold. A zero val or test
+    fraction leaves that split empty.
+
+    Returns:
+        A copy of `table` with a str `split` column.
+    """
+    _check_table(table, label)
+    fractions = tuple(float(f) for f in fractions)
+    if (len(fractions) != 3 or any(not math.isfinite(f) or f < 0 for f in fractions)
+            or fractions[0] <= 0 or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6)):
+        raise ValueError("fractions must be three numbers (train, val, test) >= 0 with train > 0, "
+                         f"summing to 1. Received: fractions={fractions}")
+    n_patients = table["patient_id"].nunique()
+    k, (n_train, n_val, n_test) = _folds_per_split(fractions, min(MAX_SPLIT_FOLDS, n_patients))
+    folds = _stratified_group_folds(table, k, seed, label)
+    names = np.array(["test"] * n_test + ["val"] * n_val + ["train"] * n_train)
+    assigned = table.assign(split=names[folds])
+    _check_two_classes(assigned, "split", label)
+    check_no_leakage(assigned, by="split")
+    return assigned
+
+
+def check_no_leakage(assignments: pd.DataFrame, by: str = "fold", *,
+                     origin: str | Path | None = None) -> None:
+    """Raise LeakageError when a patient has rows in two folds (or splits), or a row has none.
+
+    Args:
+        assignments: table with `patient_id` and the `by` column.
+        by: "fold" or "split".
+        origin: file the assignments came from, named in the error.
+    """
+    if by not in ASSIGNMENT_COLUMNS:
+        raise ValueError(f"by must be one of {list(ASSIGNMENT_COLUMNS)}. Received: by={by!r}")
+    missing = [c for c in ("patient_id", by) if c not in assignments.columns]
+    if missing:
+        raise DataError(origin, f"assignments lack the columns {missing}")
+    unassigned = assignments[by].isna() | (assignments[by].astype(str) == "")
+    if unassigned.any():
+        raise DataError(origin, f"every row needs a {by}; {int(unassigned.sum())} rows have none "
+                                f"(first: row {int(np.flatnonzero(unassigned.to_numpy())[0])})")
+    per_patient = assignments.groupby(assignments["patient_id"].astype(str))[by].unique()
+    leaked = per_patient[per_patient.map(len) > 1]
+    if len(leaked):
+        shown = "; ".join(f"patient {patient!r} in {by}s {sorted(values.tolist())}"
+                          for patient, values in list(leaked.items())[:10])
+        more = f" and {len(leaked) - 10} more" if len(leaked) > 10 else ""
+        raise LeakageError(origin, f"{len(leaked)} patients appear in more than one {by} "
+                                   f"(each patient must sit in exactly one): {shown}{more}")
+
+
+def save_assignments(assignments: pd.DataFrame, path: str | Path) -> Path:
+    """Write the id columns and fold/split columns to CSV atomically; leaking input raises."""
+    columns = [c for c in ID_COLUMNS + ASSIGNMENT_COLUMNS if c in assignments.columns]
+    present = [c for c in ASSIGNMENT_COLUMNS if c in assignments.columns]
+    if "patient_id" not in columns or not present:
+        raise ValueError("Assignments need a 'patient_id' column and a 'fold' or 'split' column. "
+                         f"Received: columns {list(assignments.columns)}")
+    for by in present:
+        check_no_leakage(assignments, by=by)
+    return atomic_write_text(path, assignments[columns].to_csv(index=False))
+
+
+def load_assignments(path: str | Path) -> pd.DataFrame:
+    """Read assignments saved by `save_assignments` and check them again for leakage."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "fold assignment file not found")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    present = [c for c in ASSIGNMENT_COLUMNS if c in frame.columns]
+    if "patient_id" not in frame.columns or not present:
+        raise DataError(path, "expected a 'patient_id' column and a 'fold' or 'split' column; "
+                              f"found {list(frame.columns)}")
+    if "fold" in frame.columns:
+        bad = ~frame["fold"].str.fullmatch(r"\d+")
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(path, f"fold must be a non-negative integer; found {frame['fold'].iloc[row]!r}",
+                            line=row + 2)
+        frame["fold"] = frame["fold"].astype(np.int64)
+    if "split" in frame.columns:
+        bad = ~frame["split"].isin(SPLIT_NAMES)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(path, f"split must be one of {list(SPLIT_NAMES)}; found "
+                                  f"{frame['split'].iloc[row]!r}", line=row + 2)
+    for by in present:
+        check_no_leakage(frame, by=by, origin=path)
+    return frame
+
+
+__all__ = ["LeakageError", "SPLIT_NAMES", "check_no_leakage", "load_assignments", "patient_kfold",
+           "save_assignments", "train_val_test"]

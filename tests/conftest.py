@@ -1,0 +1,34 @@
+"""Shared fixtures: paths to the real data shipped in ../shared (skipped when absent)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MIAS = REPO.parent / "shared" / "data" / "mini-mias"
+
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow/gpu")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow/gpu test: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords or "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def mini_mias() -> Path:
+    """The real mini-MIAS folder beside the repository, or skip saying why."""
+    if not (SHARED_MIAS / "Info.txt").is_file():
+        pytest.skip(f"mini-MIAS not found at {SHARED_MIAS} (shipped in ../shared/data)")
+    return SHARED_MIAS
