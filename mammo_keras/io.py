@@ -1,0 +1,272 @@
+"""Model export and import: JSON architecture + HDF5 weights + `.keras`, with a checksummed manifest.
+
+    save(model, "out/inceptionv3-md", architecture="chougrad_inceptionv3",
+         class_names=["benign", "malignant"], preprocessing={"roi": 300, "gcn": "mean"})
+    model = load("out/inceptionv3-md")          # JSON + HDF5, checksums verified
+
+A saved folder holds `model.json`, `model.weights.h5`, `model.keras` and `manifest.json`. Each
+file is written to a temporary file in the same folder and moved into place with `os.replace`,
+the manifest last, so a reader never sees a half-written model.
+
+`load_weights_by_name` reads both legacy Keras HDF5 weight files (`layer_names`/`weight_names`
+attributes, Keras 1-2 and `model.save("x.h5")`) and Keras 3 `.weights.h5` files, matching layers
+by name; Keras 3 dropped `load_weights(..., by_name=True)`.
+
+Reference: Chougrad et al. 2018, §2.2.4 ("we saved the weights of each model in HDF5 format and
+the structure in a JSON format").
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+
+from mammo_keras import __version__
+from mammo_keras.errors import DataError
+
+ARCHITECTURE_FILE = "model.json"
+WEIGHTS_FILE = "model.weights.h5"
+KERAS_FILE = "model.keras"
+MANIFEST_FILE = "manifest.json"
+MANIFEST_VERSION = 1
+MATCH_MODES = ("name", "order", "auto")
+LOAD_FORMATS = ("json", "keras")
+
+
+def save(model: keras.Model, directory: str | os.PathLike, *, architecture: str | None = None,
+         class_names: list[str] | None = None, preprocessing: dict | None = None) -> Path:
+    """Write the model as JSON + HDF5 weights + `.keras`, then a manifest with checksums.
+
+    Args:
+        architecture: registry name of the builder (defaults to `model.name`).
+        class_names: names of the output units, in order.
+        preprocessing: JSON-serialisable description of the input pipeline (ROI size, scaling).
+
+    Returns:
+        The folder written.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "format_version": MANIFEST_VERSION,
+        "architecture": architecture or model.name,
+        "input_shape": _input_shape(model),
+        "class_names": list(class_names) if class_names is not None else None,
+        "preprocessing": dict(preprocessing or {}),
+        "keras_version": keras.__version__,
+        "mammo_keras_version": __version__,
+    }
+    try:
+        json.dumps(manifest)
+    except TypeError as error:
+        raise ValueError("`class_names` and `preprocessing` must be JSON-serialisable. "
+                         f"Received: preprocessing={preprocessing!r} ({error})") from None
+    checksums = {
+        ARCHITECTURE_FILE: _atomic_write(directory / ARCHITECTURE_FILE,
+                                         lambda tmp: tmp.write_text(model.to_json(indent=1))),
+        WEIGHTS_FILE: _atomic_write(directory / WEIGHTS_FILE, model.save_weights),
+        KERAS_FILE: _atomic_write(directory / KERAS_FILE, model.save),
+    }
+    manifest["sha256"] = checksums
+    _atomic_write(directory / MANIFEST_FILE,
+                  lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
+    return directory
+
+
+def read_manifest(directory: str | os.PathLike) -> dict:
+    """The manifest of a folder written by `save`."""
+    path = Path(directory) / MANIFEST_FILE
+    if not path.is_file():
+        raise DataError(path, f"no {MANIFEST_FILE}: this folder was not written by "
+                              "mammo_keras.io.save (expected model.json, model.weights.h5, "
+                              "model.keras and manifest.json)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(path, f"not valid JSON ({error.msg})", line=error.lineno) from None
+
+
+def verify_checksums(directory: str | os.PathLike) -> None:
+    """Check every file listed in the manifest against its sha256; raise naming the first bad one."""
+    directory = Path(directory)
+    for filename, expected in read_manifest(directory)["sha256"].items():
+        path = directory / filename
+        if not path.is_file():
+            raise DataError(path, f"listed in {MANIFEST_FILE} but missing")
+        actual = sha256(path)
+        if actual != expected:
+            raise DataError(path, f"sha256 mismatch: the file changed after it was saved "
+                                  f"(manifest {expected}, file {actual})")
+
+
+def load(directory: str | os.PathLike, *, verify: bool = True, format: str = "json") -> keras.Model:  # noqa: A002
+    """Rebuild a model saved by `save`.
+
+    Args:
+        verify: check the sha256 of every file first.
+        format: "json" (architecture JSON + HDF5 weights, the paper's format) or "keras".
+    """
+    if format not in LOAD_FORMATS:
+        raise ValueError(f"`format` must be one of {LOAD_FORMATS}. Received: format={format!r}")
+    directory = Path(directory)
+    if verify:
+        verify_checksums(directory)
+    if format == "keras":
+        return keras.saving.load_model(directory / KERAS_FILE, compile=False, safe_mode=True)
+    config = json.loads((directory / ARCHITECTURE_FILE).read_text())
+    model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    model.load_weights(directory / WEIGHTS_FILE)
+    return model
+
+
+def load_legacy_h5(path: str | os.PathLike, *, compile: bool = False) -> keras.Model:  # noqa: A002
+    """Load a legacy full-model HDF5 file (`model.save("x.h5")` in Keras 2 or 3)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No legacy Keras model file at {path}.")
+    if path.suffix not in (".h5", ".hdf5"):
+        raise ValueError(f"A legacy Keras model file ends in .h5 or .hdf5. Received: path={str(path)!r}")
+    with h5py.File(path, "r") as handle:
+        if "model_config" not in handle.attrs:
+            raise DataError(path, "no `model_config` attribute: this is a weights-only file; build "
+                                  "the model and use load_weights_by_name instead")
+    return keras.saving.load_model(path, compile=compile, safe_mode=True)
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_weight_file(path: str | os.PathLike) -> tuple[list[str], dict[str, list[np.ndarray]], bool]:
+    """Per-layer weight arrays of an HDF5 weights file.
+
+    Returns:
+        (layer names in file order, {layer name: arrays in the layer's weight order}, whether
+        the file is a legacy one, whose order is the model's topological order).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No weights file at {path}.")
+    with h5py.File(path, "r") as handle:
+        root = handle["model_weights"] if "model_weights" in handle else handle
+        if "layer_names" in root.attrs:
+            names = [_text(name) for name in root.attrs["layer_names"]]
+            arrays = {name: [np.asarray(root[name][_text(w)]) for w in root[name].attrs["weight_names"]]
+                      for name in names}
+            legacy = True
+        else:
+            arrays = {}
+            root.visititems(lambda key, item: _collect_keras3_vars(key, item, arrays))
+            names = list(arrays)
+            legacy = False
+    names = [name for name in names if arrays[name]]
+    if not names:
+        raise DataError(path, "no layer weights found: expected a Keras HDF5 weights file (legacy "
+                              "`layer_names` attribute, or Keras 3 `.weights.h5` `vars` groups)")
+    return names, {name: arrays[name] for name in names}, legacy
+
+
+def load_weights_by_name(model: keras.Model, path: str | os.PathLike, *, match: str = "auto",
+                         allow_missing: bool = False) -> list[str]:
+    """Load an HDF5 weights file into `model`, layer by layer.
+
+    Args:
+        match: "name" (each weighted layer of the model takes the file's layer of the same name),
+            "order" (the i-th weighted layer takes the file's i-th, as Keras does for legacy files)
+            or "auto" (by name when every weighted layer is named in the file, else by order for
+            legacy files: InceptionV3's inner layers have session-dependent automatic names).
+        allow_missing: by name, leave layers absent from the file untouched instead of raising.
+
+    Returns:
+        Names of the model layers that received weights.
+
+    Raises:
+        DataError naming the file, the first model layer that does not fit and both shapes.
+    """
+    if match not in MATCH_MODES:
+        raise ValueError(f"`match` must be one of {MATCH_MODES}. Received: match={match!r}")
+    names, arrays, legacy = read_weight_file(path)
+    layers = [layer for layer in _leaf_layers(model) if layer.weights]
+    missing = [layer.name for layer in layers if layer.name not in arrays]
+    if match == "auto":
+        match = "order" if missing and legacy and not allow_missing else "name"
+    if match == "order":
+        if not legacy:
+            raise DataError(path, "a Keras 3 .weights.h5 file does not record layer order; load it "
+                                  "with match='name'")
+        if len(names) != len(layers):
+            first = f" (first layer not named in the file: {missing[0]!r})" if missing else ""
+            raise DataError(path, f"the file has {len(names)} layers with weights, the model "
+                                  f"{model.name!r} has {len(layers)}{first}")
+        pairs = list(zip(layers, names))
+    else:
+        if missing and not allow_missing:
+            first = next(layer for layer in layers if layer.name == missing[0])
+            raise DataError(path, f"layer {first.name!r} of model {model.name!r} (weights "
+                                  f"{_shapes(first.weights)}) is not in the file, whose "
+                                  f"{len(names)} layers start {', '.join(names[:5])}")
+        pairs = [(layer, layer.name) for layer in layers if layer.name in arrays]
+    for layer, file_name in pairs:
+        expected, found = _shapes(layer.weights), [tuple(a.shape) for a in arrays[file_name]]
+        if expected != found:
+            raise DataError(path, f"layer {layer.name!r} of model {model.name!r} expects weights of "
+                                  f"shapes {expected}, the file's layer {file_name!r} has {found}")
+    for layer, file_name in pairs:
+        layer.set_weights(arrays[file_name])
+    return [layer.name for layer, _ in pairs]
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> str:
+    """Write through a temporary file in the same folder, then `os.replace`; returns the sha256."""
+    suffix = "".join(path.suffixes)  # Keras checks ".weights.h5" / ".keras"
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(handle)
+    temporary = Path(temporary)
+    try:
+        write(temporary)
+        digest = sha256(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return digest
+
+
+def _collect_keras3_vars(key: str, item, arrays: dict[str, list[np.ndarray]]) -> None:
+    if key.startswith("optimizer/"):
+        return
+    if isinstance(item, h5py.Group) and key.split("/")[-1] == "vars":
+        name = _text(item.attrs.get("name", key.split("/")[-2] if "/" in key else key))
+        arrays[name] = [np.asarray(item[index]) for index in sorted(item, key=int)]
+
+
+def _leaf_layers(model: keras.Model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def _shapes(weights) -> list[tuple[int, ...]]:
+    return [tuple(w.shape) for w in weights]
+
+
+def _text(value) -> str:
+    return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+
+def _input_shape(model: keras.Model):
+    shapes = [list(tensor.shape[1:]) for tensor in model.inputs]
+    return shapes[0] if len(shapes) == 1 else shapes
