@@ -1,0 +1,1 @@
+"""mammo_keras.evaluation (see DESIGN.md)."""

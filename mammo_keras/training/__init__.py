@@ -1,0 +1,1 @@
+"""mammo_keras.training (see DESIGN.md)."""

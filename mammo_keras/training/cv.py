@@ -1,0 +1,179 @@
+"""Patient-level stratified K-fold cross-validation with per-fold outputs and resume.
+
+Output folder:
+    folds.csv               fold of every item (patient-level; checked for leakage)
+    fold_<k>/log.csv        per-epoch log of every stage
+    fold_<k>/predictions.csv  out-of-fold scores; written last and atomically, it marks the
+                            fold done: a killed run started again skips finished folds and,
+                            being seeded per fold, ends with the same results.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from mammo_keras.data.pipeline import AugmentConfig
+from mammo_keras.data.splits import check_no_leakage, load_assignments, patient_kfold, save_assignments
+from mammo_keras.data.splits import train_val_test
+from mammo_keras.evaluation.metrics import all_metrics
+from mammo_keras.fileio import atomic_write_json, atomic_write_text
+from mammo_keras.training.fit import as_model_input, fit_stages, positive_scores
+from mammo_keras.training.stages import Stage
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow, and ask TF for deterministic kernels."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    try:
+        tf.config.experimental.enable_op_determinism()
+    except (AttributeError, RuntimeError):  # pragma: no cover - older TF or already set
+        pass
+
+
+def assign_folds(index: pd.DataFrame, n_splits: int, seed: int, path: Path) -> pd.DataFrame:
+    """Fold per item, saved to `path` (reused when it exists, so a resumed run keeps its folds).
+
+    The saved file has image_id, patient_id, lesion_id (= item_id) and fold.
+    """
+    if path.is_file():
+        folds = load_assignments(path)
+        if list(folds["lesion_id"].astype(str)) != list(index["item_id"].astype(str)):
+            raise ValueError(f"{path} belongs to other data (its items differ); remove it to start over")
+        return folds
+    table = index.assign(image_id=index["image_id"].astype(str), lesion_id=index["item_id"].astype(str))
+    folds = patient_kfold(table[["item_id", "image_id", "patient_id", "lesion_id", "label"]],
+                          n_splits=n_splits, seed=seed, label="label")
+    save_assignments(folds, path)
+    return load_assignments(path)
+
+
+def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
+                   stages: Sequence[Stage], out: str | Path, *, n_splits: int = 5, seed: int = 0,
+                   augment: AugmentConfig | None = None, val_fraction: float = 0.15,
+                   save_models: bool = False, verbose: int = 0,
+                   progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Train and test one model per fold; returns the pooled out-of-fold predictions.
+
+    Within each training part, `val_fraction` of the patients (stratified) are held out
+    for early stopping and learning-rate drops; the test fold is never seen in training.
+
+    Args:
+        build_model: makes a fresh model (called once per fold, after seeding).
+        images: (N, H, W) prepared arrays; index: their `index.csv` (item_id, patient_id, label).
+        stages: the training protocol.
+        out: output folder; finished folds found there are not trained again.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    folds = assign_folds(index, n_splits, seed, out / "folds.csv")
+    pooled = []
+    for fold in range(n_splits):
+        fold_dir = out / f"fold_{fold}"
+        done = fold_dir / "predictions.csv"
+        if done.is_file():
+            pooled.append(pd.read_csv(done, keep_default_na=False))
+            if progress:
+                progress(f"fold {fold}: done earlier, reused")
+            continue
+        test_mask = (folds["fold"] == fold).to_numpy()
+        train_rows = np.flatnonzero(~test_mask)
+        inner = _inner_split(index.iloc[train_rows].reset_index(drop=True), val_fraction, seed + fold)
+        predictions, metrics = train_and_test(
+            build_model, images, index, stages, fold_dir, fit_rows=train_rows[inner == "train"],
+            val_rows=train_rows[inner == "val"], test_rows=np.flatnonzero(test_mask), fold=fold,
+            seed=seed + fold, augment=augment, save_models=save_models, verbose=verbose)
+        pooled.append(predictions)
+        if progress:
+            progress(f"fold {fold}: accuracy {metrics['accuracy']:.3f} auc {metrics['auc']:.3f} "
+                     f"({metrics['epochs']} epochs, {metrics['seconds']:.0f} s)")
+    result = pd.concat(pooled, ignore_index=True)
+    check_no_leakage(result.assign(image_id=result["item_id"]), by="fold")
+    return result
+
+
+def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
+                   stages: Sequence[Stage], out: Path, *, fit_rows: np.ndarray, val_rows: np.ndarray,
+                   test_rows: np.ndarray, fold: int, seed: int, augment: AugmentConfig | None = None,
+                   save_models: bool = False, verbose: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Seed, build, train on `fit_rows` (watching `val_rows`), score `test_rows`; write the outputs.
+
+    predictions.csv is written last and atomically: it marks this part done.
+    """
+    started = time.perf_counter()
+    labels = index["label"].to_numpy()
+    seed_everything(seed)
+    model = build_model()
+    log = fit_stages(model, stages, (images[fit_rows], labels[fit_rows]),
+                     (images[val_rows], labels[val_rows]) if len(val_rows) else None,
+                     augment=augment, seed=seed, log_csv=out / "log.csv", verbose=verbose)
+    scores = positive_scores(model.predict(as_model_input(images[test_rows], model), verbose=0))
+    predictions = index.iloc[test_rows][["item_id", "patient_id", "label"]].assign(
+        fold=fold, score=scores.astype(np.float64))
+    metrics = {**all_metrics(predictions["label"], predictions["score"]),
+               "fold": fold, "n_train": int(len(fit_rows)), "n_val": int(len(val_rows)),
+               "n_test": int(len(test_rows)), "epochs": int(len(log)),
+               "seconds": round(time.perf_counter() - started, 2)}
+    atomic_write_json(out / "metrics.json", metrics)
+    if save_models:
+        from mammo_keras import io as model_io
+
+        model_io.save(model, out / "model")
+    atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
+    keras.backend.clear_session()
+    return predictions, metrics
+
+
+def holdout(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
+            stages: Sequence[Stage], out: str | Path, *, fractions=(0.8, 0.1, 0.1), seed: int = 0,
+            augment: AugmentConfig | None = None, save_models: bool = False, verbose: int = 0,
+            progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """One patient-level stratified train/val/test split (Jain & Levy, Shen); returns test predictions.
+
+    The split is saved as split.csv; a finished run (test/predictions.csv) is reused.
+    """
+    out = Path(out)
+    done = out / "test" / "predictions.csv"
+    if done.is_file():
+        if progress:
+            progress("hold-out test: done earlier, reused")
+        return pd.read_csv(done, keep_default_na=False)
+    table = index.assign(image_id=index["image_id"].astype(str), lesion_id=index["item_id"].astype(str))
+    split = train_val_test(table[["image_id", "patient_id", "lesion_id", "label"]], fractions=fractions,
+                           seed=seed, label="label")
+    save_assignments(split, out / "split.csv")
+    names = split["split"].to_numpy()
+    predictions, metrics = train_and_test(
+        build_model, images, index, stages, out / "test", fit_rows=np.flatnonzero(names == "train"),
+        val_rows=np.flatnonzero(names == "val"), test_rows=np.flatnonzero(names == "test"), fold=0,
+        seed=seed, augment=augment, save_models=save_models, verbose=verbose)
+    if progress:
+        progress(f"hold-out test: accuracy {metrics['accuracy']:.3f} auc {metrics['auc']:.3f} "
+                 f"({metrics['epochs']} epochs, {metrics['seconds']:.0f} s)")
+    return predictions
+
+
+def _inner_split(train_index: pd.DataFrame, val_fraction: float, seed: int) -> np.ndarray:
+    """'train'/'val' per row of the training part, patient-level and stratified."""
+    if val_fraction <= 0:
+        return np.full(len(train_index), "train")
+    table = train_index.assign(image_id=train_index["item_id"].astype(str),
+                               lesion_id=train_index["item_id"].astype(str))
+    try:
+        split = train_val_test(table, fractions=(1.0 - val_fraction, val_fraction, 0.0),
+                               seed=seed, label="label")["split"].to_numpy()
+    except ValueError:  # too few patients of a class for a stratified hold-out
+        return np.full(len(train_index), "train")
+    return np.where(split == "val", "val", "train")
+
+
+def read_fold_metrics(out: str | Path) -> list[dict]:
+    """metrics.json of every finished fold, in fold order."""
+    return [json.loads(p.read_text()) for p in sorted(Path(out).glob("fold_*/metrics.json"))]

@@ -1,0 +1,106 @@
+"""One generic loop that runs any list of stages on in-memory arrays."""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from mammo_keras.data.pipeline import AugmentConfig, make_dataset
+from mammo_keras.fileio import atomic_write_text
+from mammo_keras.training.stages import Stage, apply_trainable, make_optimizer
+
+
+def as_model_input(images: np.ndarray, model: keras.Model) -> np.ndarray:
+    """(N, H, W) grey arrays -> (N, H, W, C) as the model's input expects (C = 1 or 3)."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 3:
+        images = images[..., None]
+    channels = model.inputs[0].shape[-1]
+    if images.shape[-1] == 1 and channels == 3:
+        images = np.repeat(images, 3, axis=-1)
+    return images
+
+
+def as_targets(labels: np.ndarray, model: keras.Model) -> np.ndarray:
+    """Integer labels -> one-hot for a softmax output, float column for a single sigmoid unit."""
+    labels = np.asarray(labels).astype(int)
+    units = model.outputs[0].shape[-1]
+    if units == 1:
+        return labels.astype(np.float32)[:, None]
+    return keras.utils.to_categorical(labels, units).astype(np.float32)
+
+
+def positive_scores(predictions: np.ndarray) -> np.ndarray:
+    """Probability of class 1 from a softmax (last column) or sigmoid output."""
+    predictions = np.asarray(predictions)
+    return predictions[:, -1] if predictions.ndim == 2 else predictions.ravel()
+
+
+def balanced_class_weight(labels: np.ndarray) -> dict[int, float]:
+    """n / (k * count_c), scikit-learn's 'balanced' rule."""
+    labels = np.asarray(labels).astype(int)
+    classes, counts = np.unique(labels, return_counts=True)
+    return {int(c): float(len(labels) / (len(classes) * n)) for c, n in zip(classes, counts)}
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Collects one row per epoch (stage, epoch, metrics, learning rate, seconds)."""
+
+    def __init__(self, stage: str, rows: list[dict]):
+        super().__init__()
+        self.stage, self.rows = stage, rows
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        rate = self.model.optimizer.learning_rate
+        self.rows.append({"stage": self.stage, "epoch": epoch + 1,
+                          "learning_rate": float(keras.ops.convert_to_numpy(rate)),
+                          "seconds": round(time.perf_counter() - self._started, 3),
+                          **{k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}})
+
+
+def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndarray, np.ndarray],
+               val: tuple[np.ndarray, np.ndarray] | None = None, *, augment: AugmentConfig | None = None,
+               seed: int = 0, log_csv: str | Path | None = None, verbose: int = 0) -> pd.DataFrame:
+    """Train `model` through `stages` in order; returns the per-epoch log (also written to `log_csv`).
+
+    Each stage sets the trainable layers, compiles a fresh optimizer, and trains with
+    its schedule: ReduceLROnPlateau for "plateau", PolynomialDecay for "poly", and
+    early stopping (restoring the best weights) when a patience is set. Plateau and early
+    stopping watch `stage.monitor` on `val`; without validation data they are skipped.
+    """
+    x_train, y_train = as_model_input(train[0], model), np.asarray(train[1]).astype(int)
+    validation = None
+    if val is not None and len(val[0]):
+        validation = (as_model_input(val[0], model), as_targets(val[1], model))
+    rows: list[dict] = []
+    for number, stage in enumerate(stages):
+        if stage.epochs == 0:
+            continue
+        apply_trainable(model, stage.trainable)
+        steps = int(np.ceil(len(x_train) / stage.batch_size))
+        loss = "binary_crossentropy" if model.outputs[0].shape[-1] == 1 else "categorical_crossentropy"
+        model.compile(optimizer=make_optimizer(stage, steps), loss=loss, metrics=["accuracy"])
+        dataset = make_dataset(x_train, as_targets(y_train, model), batch_size=stage.batch_size,
+                               augment=augment, shuffle=True, seed=seed + 1000 * number)
+        callbacks: list[keras.callbacks.Callback] = [EpochLog(stage.name, rows)]
+        if validation is not None and stage.schedule == "plateau":
+            callbacks.append(keras.callbacks.ReduceLROnPlateau(
+                monitor=stage.monitor, factor=stage.plateau_factor, patience=stage.plateau_patience))
+        if validation is not None and stage.early_stopping_patience is not None:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor=stage.monitor, patience=stage.early_stopping_patience, restore_best_weights=True))
+        model.fit(dataset, epochs=stage.epochs, validation_data=validation, callbacks=callbacks, shuffle=False,
+                  class_weight=balanced_class_weight(y_train) if stage.class_weight else None,
+                  verbose=verbose)
+    log = pd.DataFrame(rows)
+    if log_csv is not None:
+        atomic_write_text(log_csv, log.to_csv(index=False))
+    return log

@@ -1,0 +1,145 @@
+"""Stages, the generic fit loop and patient-level cross-validation on a tiny learnable task."""
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from mammo_keras.training import cv
+from mammo_keras.training.fit import balanced_class_weight, fit_stages
+from mammo_keras.training.stages import PRESETS, Stage, apply_trainable, make_optimizer, preset
+
+
+def tiny_task(n_patients=24, per_patient=2, size=16, seed=0):
+    """Bright centre = malignant, dark centre = benign; two items per patient."""
+    rng = np.random.default_rng(seed)
+    n = n_patients * per_patient
+    labels = np.array([(i // per_patient) % 2 for i in range(n)])
+    images = rng.normal(0, 0.1, (n, size, size)).astype(np.float32)
+    images[:, 4:12, 4:12] += np.where(labels == 1, 1.0, -1.0)[:, None, None]
+    index = pd.DataFrame({"item_id": [f"i{i:03d}" for i in range(n)],
+                          "image_id": [f"i{i:03d}" for i in range(n)],
+                          "patient_id": [f"p{i // per_patient:03d}" for i in range(n)], "label": labels})
+    return images, index
+
+
+def tiny_model():
+    inputs = keras.Input((16, 16, 1), name="image")
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="block1_conv1")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    outputs = keras.layers.Dense(2, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_stage_validation_and_scaling():
+    with pytest.raises(ValueError, match="Received: optimizer='adagrad'"):
+        Stage("x", 1, optimizer="adagrad")
+    with pytest.raises(ValueError, match="Received: trainable='top'"):
+        Stage("x", 1, trainable="top")
+    stage = Stage("s", 90, plateau_patience=10, early_stopping_patience=20)
+    small = stage.scaled(0.1)
+    assert (small.epochs, small.plateau_patience, small.early_stopping_patience) == (9, 1, 2)
+    chougrad = preset("chougrad2018")
+    assert [s.epochs for s in chougrad] == [30, 90] and chougrad[1].learning_rate == 1e-4
+    assert chougrad[0].optimizer == "adam" and chougrad[1].batch_size == 128
+    assert set(PRESETS) >= {"chougrad2018", "shen2017_patch", "shen2017_whole", "jain_levy_deeper",
+                            "jain_levy_shallow", "jain_levy_alexnet", "jain_levy_scratch", "coccomini2021"}
+
+
+def test_apply_trainable_by_name_pattern():
+    model = tiny_model()
+    apply_trainable(model, "re:^(head_|predictions)")
+    assert {l.name: l.trainable for l in model.layers if l.weights} == {
+        "block1_conv1": False, "predictions": True}
+    apply_trainable(model, "all")
+    assert all(l.trainable for l in model.layers)
+    with pytest.raises(ValueError, match="No layer name matches"):
+        apply_trainable(model, "re:^nothing")
+
+
+def test_poly_schedule_decays_to_zero():
+    optimizer = make_optimizer(Stage("p", 2, schedule="poly", learning_rate=0.1, poly_power=1.0), 5)
+    schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
+    assert np.isclose(float(schedule(0)), 0.1) and np.isclose(float(schedule(5)), 0.05)
+    assert np.isclose(float(schedule(10)), 0.0)
+
+
+def test_balanced_class_weight():
+    assert balanced_class_weight(np.array([0, 0, 0, 1])) == {0: 4 / 6, 1: 2.0}
+
+
+def test_fit_stages_learns_and_logs(tmp_path):
+    images, index = tiny_task()
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    stages = [Stage("head", 2, optimizer="adam", learning_rate=1e-2, trainable="re:^predictions"),
+              Stage("all", 6, optimizer="adam", learning_rate=1e-2, batch_size=8, schedule="plateau",
+                    plateau_patience=1, early_stopping_patience=3)]
+    log = fit_stages(model, stages, (images[:40], index.label[:40]), (images[40:], index.label[40:]),
+                     log_csv=tmp_path / "log.csv")
+    assert list(log["stage"][:2]) == ["head", "head"] and log["stage"].iloc[-1] == "all"
+    assert log["loss"].iloc[-1] < log["loss"].iloc[0]
+    assert pd.read_csv(tmp_path / "log.csv").shape[0] == len(log)
+    predictions = model.predict(images[40:, ..., None], verbose=0).argmax(axis=1)
+    assert (predictions == index.label[40:].to_numpy()).mean() >= 0.85
+
+
+STAGES = (Stage("all", 4, optimizer="adam", learning_rate=2e-2, batch_size=8),)
+
+
+def test_cross_validation_is_patient_level_and_resumes(tmp_path, monkeypatch):
+    images, index = tiny_task()
+    clean = cv.cross_validate(tiny_model, images, index, STAGES, tmp_path / "clean", n_splits=3, seed=1)
+    assert sorted(clean["item_id"]) == sorted(index["item_id"])
+    assert clean.groupby("patient_id")["fold"].nunique().max() == 1
+    assert ((clean["score"] >= 0.5) == clean["label"]).mean() >= 0.8
+    # A run killed during fold 1 leaves fold 0 finished; the same call resumes there.
+    real = cv.fit_stages
+    calls = {"n": 0}
+
+    def dies_in_second_fold(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cv, "fit_stages", dies_in_second_fold)
+    with pytest.raises(KeyboardInterrupt):
+        cv.cross_validate(tiny_model, images, index, STAGES, tmp_path / "killed", n_splits=3, seed=1)
+    assert (tmp_path / "killed" / "fold_0" / "predictions.csv").is_file()
+    assert not (tmp_path / "killed" / "fold_1" / "predictions.csv").exists()
+    monkeypatch.setattr(cv, "fit_stages", real)
+    messages = []
+    resumed = cv.cross_validate(tiny_model, images, index, STAGES, tmp_path / "killed", n_splits=3,
+                                seed=1, progress=messages.append)
+    assert messages[0] == "fold 0: done earlier, reused"
+    pd.testing.assert_frame_equal(resumed.sort_values("item_id").reset_index(drop=True),
+                                  clean.sort_values("item_id").reset_index(drop=True))
+    assert [m["fold"] for m in cv.read_fold_metrics(tmp_path / "killed")] == [0, 1, 2]
+
+
+def test_layer_rate_sgd_scales_updates_per_layer():
+    """With multipliers (block1 x0.1, predictions x10) one SGD step moves each layer by lr*mult*grad."""
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    stage = Stage("s", 1, optimizer="sgd", learning_rate=0.1, momentum=0.0,
+                  lr_multipliers=(("^block1", 0.1), ("^predictions", 10.0)))
+    plain = keras.optimizers.SGD(0.1, momentum=0.0)
+    x = np.random.default_rng(0).normal(size=(4, 16, 16, 1)).astype(np.float32)
+    y = keras.utils.to_categorical([0, 1, 0, 1], 2)
+    start = [w.copy() for w in model.get_weights()]
+    model.compile(optimizer=plain, loss="categorical_crossentropy")
+    model.train_on_batch(x, y)
+    plain_step = [w - s for w, s in zip(model.get_weights(), start)]
+    model.set_weights(start)
+    model.compile(optimizer=make_optimizer(stage, 1), loss="categorical_crossentropy")
+    model.train_on_batch(x, y)
+    scaled_step = [w - s for w, s in zip(model.get_weights(), start)]
+    # weights: conv kernel, conv bias, dense kernel, dense bias
+    for step, base, mult in zip(scaled_step, plain_step, (0.1, 0.1, 10.0, 10.0)):
+        np.testing.assert_allclose(step, base * mult, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="need optimizer 'sgd'"):
+        Stage("x", 1, optimizer="adam", lr_multipliers=(("a", 0.1),))
