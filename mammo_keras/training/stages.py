@@ -200,6 +200,17 @@ PRESETS = MappingProxyType({
     "coccomini2021_pretrained": _stages(
         Stage("head", 40, optimizer="adam", learning_rate=1e-4, trainable="0FT", batch_size=16,
               early_stopping_patience=4)),
+    # Coccomini 2021 Ch. 5 "fine-tuned": the same, with the backbone's last block trainable.
+    "coccomini2021_fine_tuned": _stages(
+        Stage("last_block", 40, optimizer="adam", learning_rate=1e-4, trainable="1FT", batch_size=16,
+              early_stopping_patience=4)),
+})
+# Chougrad 2018 Fig. 6: the same schedule with each fine-tuning depth (chougrad2018_0FT ... _AllFT).
+PRESETS = MappingProxyType({
+    **PRESETS,
+    **{f"chougrad2018_{depth}": tuple(
+        dataclasses.replace(stage, trainable=depth) if stage.name == "fine_tune" else stage
+        for stage in PRESETS["chougrad2018"]) for depth in ("0FT", "1FT", "2FT", "3FT", "AllFT")},
 })
 
 

@@ -1,0 +1,160 @@
+"""Experiment configs: YAML files under experiments/ parsed into frozen dataclasses.
+
+A config names a paper's table, the data task, the models (one result row per model
+and dataset), the protocol (stage preset, augmentation, CV or hold-out) and how to find
+the paper's reported numbers. `base: <relative path>` composes a shared base file;
+`profiles: {tiny: {...}, cpu: {...}, paper: {...}}` holds per-profile overrides, merged
+over the rest. Configs are data: they never execute code.
+
+    tiny   seconds to minutes, CI: the phantom dataset, small inputs, few epochs
+    cpu    real data on a 2-core machine: reduced epochs (said in the output)
+    paper  the published protocol (GPU)
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILES = ("tiny", "cpu", "paper")
+KINDS = ("cv", "holdout")
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRow:
+    """One model of the table: a registry name, the row label and builder options."""
+
+    name: str
+    label: str
+    options: dict = dataclasses.field(default_factory=dict)
+    stages: str | None = None  # overrides the config's stage preset for this model
+    paper_row: dict = dataclasses.field(default_factory=dict)  # keys that pick the paper's row
+
+    def paper_keys(self) -> dict:
+        """What identifies this model's row in paper_tables.yaml (default: model = label)."""
+        return {"model": self.label, **self.paper_row}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    paper: str
+    table: str
+    title: str
+    profile: str
+    task: str
+    datasets: tuple[str, ...]
+    models: tuple[ModelRow, ...]
+    kind: str = "cv"
+    stages: str = "chougrad2018"
+    epoch_scale: float = 1.0
+    augment: str | None = None
+    input_size: int | tuple[int, int] = 224  # side, or (height, width)
+    input_channels: int = 1
+    label_map: dict = dataclasses.field(default_factory=dict)  # prepared label -> task label
+    item_part: int | None = None  # for paired items (Coccomini): which array of the pair to use
+    input_scale: float = 1.0  # prepared arrays are in [0, 1]; 255 for models with ImageNet scaling
+    abnormality: str | None = None
+    max_items: int | None = None
+    n_splits: int = 5
+    val_fraction: float = 0.15
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    batch_size: int | None = None
+    seed: int = 0
+    n_bootstrap: int = 2000
+    metrics: tuple[str, ...] = ("accuracy", "auc")
+    reported_table: str = ""
+    reported_metric: str = "accuracy"
+    dataset_keys: dict = dataclasses.field(default_factory=dict)
+    note: str = ""
+    source: str = ""
+
+    def __post_init__(self):
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}. Received: profile={self.profile!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}. Received: kind={self.kind!r}")
+        if not self.models:
+            raise ValueError(f"{self.source}: a config needs at least one model")
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        size = self.input_size
+        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    @property
+    def name(self) -> str:
+        return f"{self.paper}/{self.table}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if path in seen:
+        raise ValueError(f"{path}: `base` files include each other in a loop")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"experiment config not found: {path}") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML ({error})") from None
+    if "base" in raw:
+        base = _read_yaml((path.parent / raw.pop("base")).resolve(), seen + (path,))
+        raw = _merge(base, raw)
+    return raw
+
+
+def config_path(name: str, experiments_dir: Path = EXPERIMENTS_DIR) -> Path:
+    """`chougrad2018/table2` -> experiments/chougrad2018/table2.yaml (a path is taken as is)."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        return candidate
+    path = experiments_dir / f"{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"No experiment config {name!r}. Available: {', '.join(list_configs(experiments_dir))}")
+    return path
+
+
+def list_configs(experiments_dir: Path = EXPERIMENTS_DIR) -> list[str]:
+    """Every runnable config as `<paper>/<table>` (files under a `base` folder are parts, not runs)."""
+    return sorted(str(p.relative_to(experiments_dir).with_suffix(""))
+                  for p in experiments_dir.glob("*/*.yaml")
+                  if p.stem != "paper_tables" and p.parent.name != "base")
+
+
+def load_config(name: str, profile: str = "tiny", *, experiments_dir: Path = EXPERIMENTS_DIR,
+                overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Parse a config for `profile`, applying its profile section and then `overrides`."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}. Received: profile={profile!r}")
+    path = config_path(name, experiments_dir)
+    raw = _read_yaml(path)
+    profiles = raw.pop("profiles", {}) or {}
+    raw = _merge(raw, profiles.get(profile, {}) or {})
+    raw = _merge(raw, overrides or {})
+    models = tuple(ModelRow(m["name"], m.get("label", m["name"]), dict(m.get("options", {}) or {}),
+                            m.get("stages"), dict(m.get("paper_row", {}) or {}))
+                   for m in raw.pop("models", []))
+    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ValueError(f"{path}: unknown config keys {unknown}. Valid keys: {sorted(fields)}")
+    if isinstance(raw.get("input_size"), list):
+        raw["input_size"] = tuple(raw["input_size"])
+    for key in ("datasets", "metrics", "fractions"):
+        if key in raw:
+            raw[key] = tuple(raw[key])
+    return ExperimentConfig(profile=profile, models=models, source=str(path), **raw)

@@ -1,0 +1,370 @@
+"""The one generic runner behind `mammo-keras reproduce <paper>/<table>`.
+
+For every dataset of the config it reads the records, prepares the paper's inputs
+(cached and resumable), then trains and evaluates every model with the config's
+protocol, and writes `results/<paper>/<table>/`:
+
+    table.md, table.csv   the paper's numbers and ours side by side, with 95% bootstrap CIs
+    run.json              profile, resolved config, seeds, git commit, data fingerprints, times
+    config.yaml           the resolved config
+    <dataset>/<model>/    folds.csv, fold_<k>/ logs and predictions, roc.png
+Rows whose dataset is absent say where it was looked for and carry the paper's number alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from mammo_keras import __version__, settings
+from mammo_keras.config import EXPERIMENTS_DIR, ExperimentConfig, ModelRow
+from mammo_keras.data import canonical_name, read_dataset
+from mammo_keras.data.prepare import load_prepared, prepare
+from mammo_keras.data.roi import resize
+from mammo_keras.errors import DatasetNotFoundError
+from mammo_keras.evaluation.metrics import all_metrics, bootstrap_ci, fold_summary
+from mammo_keras.fileio import atomic_write_json, atomic_write_text
+
+MERGED = "merged"
+
+
+@dataclasses.dataclass
+class DatasetInputs:
+    """Prepared arrays of one dataset row, or why they are missing."""
+
+    name: str
+    images: np.ndarray | None = None
+    index: pd.DataFrame | None = None
+    fingerprint: str = ""
+    synthetic: bool = False
+    absent: str = ""
+
+
+def git_commit() -> str:
+    """The repository's HEAD commit (with '+dirty' for local changes), or 'unknown'."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def reported_table(config: ExperimentConfig, experiments_dir: Path = EXPERIMENTS_DIR) -> dict:
+    """The paper's table named by the config, from experiments/<paper>/paper_tables.yaml ({} if none)."""
+    path = experiments_dir / config.paper / "paper_tables.yaml"
+    if not config.reported_table or not path.is_file():
+        return {}
+    tables = (yaml.safe_load(path.read_text()) or {}).get("tables", {})
+    return dict(tables.get(config.reported_table) or {})
+
+
+def reported_rows(config: ExperimentConfig, experiments_dir: Path = EXPERIMENTS_DIR) -> list[dict]:
+    """The paper's rows for the config's table."""
+    return list(reported_table(config, experiments_dir).get("rows", []))
+
+
+def reported_value(table: dict, config: ExperimentConfig, model: ModelRow | str,
+                   dataset: str) -> tuple[float | None, float | None]:
+    """(value, std) the paper reports for this model and dataset, as fractions, or (None, None).
+
+    A paper row matches when it carries the model's `paper_keys()` (by default model = label)
+    and, if it names a dataset, the config's key for `dataset`.
+
+    Values the paper prints in percent (`units: {metric: percent}`) are divided by 100, so the
+    paper's number and ours are on one scale whatever the paper's habit.
+    """
+    key = config.dataset_keys.get(dataset, dataset)
+    metric = config.reported_metric
+    scale = 0.01 if (table.get("units") or {}).get(metric) == "percent" else 1.0
+    keys = model.paper_keys() if isinstance(model, ModelRow) else {"model": model}
+    for row in table.get("rows", []):
+        if any(str(row.get(k, "")).lower() != str(v).lower() for k, v in keys.items()):
+            continue
+        if "dataset" in row and key is not None and str(row["dataset"]).lower() != str(key).lower():
+            continue
+        if row.get(metric) is not None:
+            std = row.get(f"{metric}_std")
+            return row[metric] * scale, (None if std is None else std * scale)
+    return None, None
+
+
+def expand_options(options: dict) -> tuple[dict, list[str]]:
+    """Options with `$VAR` / `${VAR}` strings expanded from the environment, and the unset names.
+
+    Lets a config name a local weights file without hard-coding a path, e.g.
+    `weights: ${MAMMO_VGG16_WEIGHTS}`; a row whose variable is unset is skipped, saying which.
+    """
+    expanded, unset = {}, []
+    for key, value in options.items():
+        if isinstance(value, str) and "$" in value:
+            value = os.path.expandvars(value)
+            if "$" in value:
+                unset += re.findall(r"\$\{?(\w+)", value)
+        expanded[key] = value
+    return expanded, unset
+
+
+def _dataset_root(name: str, data_dir: str | Path | None) -> Path | None:
+    if name == "phantom":
+        return None if data_dir is None else Path(data_dir) / "phantom"
+    if data_dir is not None:
+        return Path(data_dir) / settings.DATASET_FOLDERS.get(name, name)
+    return settings.dataset_root(name)
+
+
+def _limit_patients(index: pd.DataFrame, max_items: int | None, seed: int) -> np.ndarray:
+    """Row positions of whole patients, drawn at random, up to about `max_items` rows."""
+    if max_items is None or len(index) <= max_items:
+        return np.arange(len(index))
+    patients = index["patient_id"].drop_duplicates().sample(frac=1.0, random_state=seed)
+    chosen, count = [], 0
+    for patient in patients:
+        if count >= max_items:
+            break
+        chosen.append(patient)
+        count += int((index["patient_id"] == patient).sum())
+    return np.flatnonzero(index["patient_id"].isin(chosen).to_numpy())
+
+
+def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | None, work: Path,
+                progress: Callable[[str], None]) -> DatasetInputs:
+    """Read and prepare one dataset for the config's task; absent data is reported, not raised."""
+    name = canonical_name(dataset)
+    root = _dataset_root(name, data_dir)
+    try:
+        table = read_dataset(name, root)
+    except DatasetNotFoundError as error:
+        where = root if root is not None else "nowhere: pass --data DIR or set MAMMO_DATA"
+        progress(f"{name}: dataset absent (looked in {where}); the paper's numbers are shown alone")
+        return DatasetInputs(name, absent=f"absent (looked in {where})")
+    if config.abnormality:
+        keep = (table["abnormality"] == config.abnormality) | (table["abnormality"] == "normal")
+        table = table[keep].reset_index(drop=True)
+    folder = work / "prepared" / f"{name}_{config.task}"
+    report = prepare(name, table, folder, config.task, root=root, progress=False)
+    images, index = load_prepared(folder, mmap=False)
+    if config.label_map:
+        index = index.assign(label=index["label"].map(lambda v: config.label_map[int(v)]))
+    rows = _limit_patients(index, config.max_items, config.seed)
+    images, index = images[rows], index.iloc[rows].reset_index(drop=True)
+    if config.item_part is not None:
+        images = images[:, config.item_part]
+    if images.shape[1:3] != config.input_hw:
+        images = np.stack([resize(image, config.input_hw) for image in images])
+    if config.input_scale != 1.0:
+        images = images * np.float32(config.input_scale)
+    synthetic = name == "phantom"
+    progress(f"{name}: {len(index)} items ({index['label'].value_counts().sort_index().to_dict()}) "
+             f"from {index['patient_id'].nunique()} patients{' [SYNTHETIC phantom data]' if synthetic else ''}")
+    return DatasetInputs(name, images.astype(np.float32), index, report.data_fingerprint, synthetic)
+
+
+def merge_inputs(parts: list[DatasetInputs]) -> DatasetInputs:
+    """The merged dataset (Chougrad's MD): the union of the other rows' items."""
+    missing = [p.name for p in parts if p.absent]
+    if missing or not parts:
+        return DatasetInputs(MERGED, absent=f"needs every dataset (missing: {', '.join(missing) or 'all'})")
+    index = pd.concat([p.index.assign(patient_id=p.name + ":" + p.index["patient_id"].astype(str),
+                                      item_id=p.name + ":" + p.index["item_id"].astype(str))
+                       for p in parts], ignore_index=True)
+    return DatasetInputs(MERGED, np.concatenate([p.images for p in parts]), index,
+                         "+".join(p.fingerprint[:12] for p in parts), any(p.synthetic for p in parts))
+
+
+def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
+              progress: Callable[[str], None]) -> dict:
+    """Train and evaluate one model on one dataset with the config's protocol."""
+    from mammo_keras import models
+    from mammo_keras.data.pipeline import preset as augment_preset
+    from mammo_keras.training.cv import cross_validate, holdout
+    from mammo_keras.training.stages import preset as stage_preset
+
+    stages = [stage.scaled(config.epoch_scale) if config.epoch_scale != 1.0 else stage
+              for stage in stage_preset(row.stages or config.stages)]
+    if config.batch_size:
+        stages = [dataclasses.replace(stage, batch_size=config.batch_size) for stage in stages]
+    shape = (*config.input_hw, config.input_channels)
+
+    options, _ = expand_options(row.options)
+
+    def build():
+        return models.get(row.name, input_shape=shape, **options)
+
+    started = time.perf_counter()
+    augment = augment_preset(config.augment) if config.augment else None
+    report = lambda message: progress(f"  {row.label}: {message}")  # noqa: E731
+    if config.kind == "cv":
+        predictions = cross_validate(build, inputs.images, inputs.index, stages, out,
+                                     n_splits=config.n_splits, seed=config.seed, augment=augment,
+                                     val_fraction=config.val_fraction, progress=report)
+    else:
+        predictions = holdout(build, inputs.images, inputs.index, stages, out, fractions=config.fractions,
+                              seed=config.seed, augment=augment, progress=report)
+    seconds = time.perf_counter() - started
+    per_fold = [all_metrics(group["label"], group["score"], names=config.metrics)
+                for _, group in predictions.groupby("fold")]
+    summary = fold_summary(per_fold)
+    result = {"seconds": round(seconds, 1), "n_items": int(len(predictions)), "folds": per_fold}
+    for metric in config.metrics:
+        estimate, low, high = bootstrap_ci(predictions["label"], predictions["score"], metric,
+                                           n_replicates=config.n_bootstrap, seed=config.seed)
+        result[metric] = {"fold_mean": summary[metric][0], "fold_std": summary[metric][1],
+                          "pooled": estimate, "ci_low": low, "ci_high": high}
+    _plots(predictions, out, f"{row.label} on {inputs.name}")
+    return result
+
+
+def _plots(predictions: pd.DataFrame, out: Path, title: str) -> None:
+    """roc.png (per fold and pooled) and learning_curves.png (every fold's log)."""
+    from mammo_keras.evaluation.plots import learning_curves, roc_curves
+
+    if predictions["label"].nunique() == 2:
+        roc_curves(predictions, out / "roc.png", title=title)
+    logs = [pd.read_csv(path).assign(fold=int(path.parent.name.split("_")[-1]) if "_" in path.parent.name else 0)
+            for path in sorted(out.glob("*/log.csv"))]
+    if logs:
+        learning_curves(pd.concat(logs, ignore_index=True), out / "learning_curves.png", title=title)
+
+
+def format_metric(metric: str, value: float | None) -> str:
+    """AUC as a fraction (0.912), every other rate in percent (91.2), '-' when missing."""
+    if value is None or not np.isfinite(value):
+        return "-"
+    return f"{value:.3f}" if metric == "auc" else f"{100 * value:.1f}"
+
+
+def write_tables(config: ExperimentConfig, rows: list[dict], out: Path, header: list[str]) -> None:
+    """table.csv (one line per row) and table.md (paper vs ours, with CIs)."""
+    atomic_write_text(out / "table.csv", pd.DataFrame(rows).to_csv(index=False))
+    metric = config.reported_metric
+    other = "accuracy" if metric == "auc" else "auc"
+    unit = "" if metric == "auc" else " (%)"
+    lines = [f"# {config.title}", "", *header, "",
+             f"| dataset | model | n | paper {metric}{unit} | ours {metric}{unit} (fold mean ± sd) | "
+             f"ours {metric}{unit} pooled [95% CI] | ours {other} pooled [95% CI] | minutes | status |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for row in rows:
+        paper = format_metric(metric, row["paper"])
+        if row.get("paper_std") is not None:
+            paper += f" ± {format_metric(metric, row['paper_std'])}"
+        if row["status"] == "ok":
+            ours = (f"{format_metric(metric, row[f'{metric}_fold_mean'])} ± "
+                    f"{format_metric(metric, row[f'{metric}_fold_std'])}")
+            pooled = (f"{format_metric(metric, row[f'{metric}_pooled'])} [{format_metric(metric, row[f'{metric}_ci_low'])}, "
+                      f"{format_metric(metric, row[f'{metric}_ci_high'])}]")
+            second = (f"{format_metric(other, row[f'{other}_pooled'])} [{format_metric(other, row[f'{other}_ci_low'])}, "
+                      f"{format_metric(other, row[f'{other}_ci_high'])}]") if f"{other}_pooled" in row else "-"
+            minutes = f"{row['seconds'] / 60:.1f}"
+        else:
+            ours = pooled = second = minutes = "-"
+        lines.append(f"| {row['dataset']} | {row['model']} | {row.get('n_items', '-')} | {paper} | {ours} | "
+                     f"{pooled} | {second} | {minutes} | {row['status']} |")
+    lines.append("")
+    table = reported_table(config)
+    if table.get("rows"):
+        columns = list(dict.fromkeys(k for r in table["rows"] for k in r))
+        units = ", ".join(f"{k} in {v}" for k, v in (table.get("units") or {}).items())
+        lines += [f"The paper's {config.reported_table} as published ({table.get('source', '')}; {units}):", "",
+                  "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in table["rows"]]
+        lines.append("")
+    atomic_write_text(out / "table.md", "\n".join(lines))
+
+
+def comparison_plot(config: ExperimentConfig, rows: list[dict], out: Path) -> Path | None:
+    """comparison.png: every finished row's pooled metric with its 95% CI, the paper's as markers.
+
+    With one row per model and dataset this is Chougrad's Fig. 5 (random vs pretrained) or Fig. 6
+    (fine-tuning depth) when the config lists those variants as models.
+    """
+    from mammo_keras.evaluation.plots import comparison_bars
+
+    metric = config.reported_metric
+    done = [row for row in rows if row["status"] == "ok"]
+    if len(done) < 2:
+        return None
+    table = pd.DataFrame({"group": [row["dataset"] for row in done], "variant": [row["model"] for row in done],
+                          "mean": [row[f"{metric}_pooled"] for row in done],
+                          "low": [row[f"{metric}_ci_low"] for row in done],
+                          "high": [row[f"{metric}_ci_high"] for row in done]})
+    reported = {(row["dataset"], row["model"]): row["paper"] for row in done if row["paper"] is not None}
+    return comparison_bars(table, out / "comparison.png", ylabel=f"{metric} (pooled, 95% CI)",
+                           title=config.title, reported=reported or None)
+
+
+def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
+              results_dir: str | Path = "results", progress: Callable[[str], None] = print) -> Path:
+    """Run every (dataset, model) row of `config`; returns the results folder."""
+    import keras
+    import tensorflow as tf
+
+    started = time.perf_counter()
+    out = Path(results_dir) / config.paper / config.table
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    progress(f"{config.name} [{config.profile} profile]: {config.title}")
+    if config.epoch_scale != 1.0:
+        progress(f"epochs scaled by {config.epoch_scale} from the paper's protocol ({config.stages})")
+    reported = reported_table(config)
+    inputs: dict[str, DatasetInputs] = {}
+    for dataset in config.datasets:
+        if dataset != MERGED:
+            inputs[dataset] = load_inputs(config, dataset, data_dir, out, progress)
+    if MERGED in config.datasets:
+        inputs[MERGED] = merge_inputs([v for k, v in inputs.items() if k != MERGED])
+    rows, fingerprints = [], {}
+    for dataset in config.datasets:
+        data = inputs[dataset]
+        fingerprints[dataset] = data.fingerprint
+        for model_row in config.models:
+            paper, paper_std = reported_value(reported, config, model_row, dataset)
+            _, unset = expand_options(model_row.options)
+            status = data.absent or (f"skipped: set {', '.join(unset)} (a local weights file)" if unset else "ok")
+            row = {"dataset": dataset + (" (synthetic)" if data.synthetic else ""), "model": model_row.label,
+                   "paper": paper, "paper_std": paper_std, "status": status}
+            if status != "ok":
+                progress(f"{dataset} / {model_row.label}: {status}")
+            else:
+                progress(f"{dataset} / {model_row.label}: training ({config.kind}, {len(data.index)} items)")
+                result = run_model(config, model_row, data, out / dataset / model_row.label, progress)
+                row.update(n_items=result["n_items"], seconds=result["seconds"])
+                for metric in config.metrics:
+                    row.update({f"{metric}_{k}": v for k, v in result[metric].items()})
+            rows.append(row)
+    synthetic = any(d.synthetic for d in inputs.values())
+    header = [f"Profile `{config.profile}`; command: `mammo-keras reproduce {config.name} --profile {config.profile}`.",
+              f"Protocol: {config.kind}{f' ({config.n_splits}-fold, patient-level)' if config.kind == 'cv' else ''}, "
+              f"stages `{config.stages}` x{config.epoch_scale} epochs, augmentation `{config.augment}`, "
+              f"input {config.input_size}px, seed {config.seed}; CIs: {config.n_bootstrap} bootstrap replicates "
+              "of the pooled out-of-fold predictions.",
+              f"Git commit {git_commit()}; wall time {(time.perf_counter() - started) / 60:.1f} min."]
+    if synthetic:
+        header.insert(0, "**SYNTHETIC DATA**: these rows ran on the embedded phantom dataset, not on "
+                         "mammograms; they show the pipeline works, not the paper's accuracy. Point the "
+                         "command at real data with `--data DIR` (or MAMMO_DATA) and `--profile cpu|paper`.")
+    if config.note:
+        header.append(config.note)
+    write_tables(config, rows, out, header)
+    comparison_plot(config, rows, out)
+    atomic_write_json(out / "run.json", {
+        "config": config.to_dict(), "profile": config.profile, "seed": config.seed,
+        "git_commit": git_commit(), "data_fingerprints": fingerprints,
+        "wall_seconds": round(time.perf_counter() - started, 1), "synthetic": synthetic,
+        "versions": {"mammo_keras": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+                     "python": platform.python_version()},
+        "rows": rows})
+    return out

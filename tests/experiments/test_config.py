@@ -1,0 +1,54 @@
+"""Experiment configs: composition, profiles, overrides, errors."""
+from __future__ import annotations
+
+import pytest
+
+from mammo_keras.config import list_configs, load_config
+
+
+def test_chougrad_table2_profiles():
+    paper = load_config("chougrad2018/table2", "paper")
+    assert paper.datasets == ("cbis_ddsm", "bcdr", "inbreast", "merged")
+    assert [m.label for m in paper.models] == ["vgg16", "resnet50", "inceptionv3"]
+    assert paper.models[0].options == {"fine_tune": "2FT", "weights": "imagenet"}
+    assert (paper.n_splits, paper.epoch_scale, paper.input_size, paper.n_bootstrap) == (5, 1.0, 224, 2000)
+    tiny = load_config("chougrad2018/table2", "tiny")
+    assert tiny.datasets == ("phantom",) and tiny.input_size == 75 and tiny.n_splits == 3
+    assert tiny.models[2].options["weights"] is None and tiny.abnormality is None
+    cpu = load_config("chougrad2018/table2", "cpu", overrides={"n_splits": 4})
+    assert cpu.epoch_scale == 0.25 and cpu.n_splits == 4
+
+
+def test_listing_and_errors(tmp_path):
+    assert "chougrad2018/table2" in list_configs()
+    with pytest.raises(FileNotFoundError, match="Available: .*chougrad2018/table2"):
+        load_config("chougrad2018/table9")
+    with pytest.raises(ValueError, match="Received: profile='huge'"):
+        load_config("chougrad2018/table2", "huge")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("paper: x\ntable: y\ntitle: t\ntask: chougrad\ndatasets: [phantom]\n"
+                   "models: [{name: m}]\nlearning_rate: 3\n")
+    with pytest.raises(ValueError, match=r"unknown config keys \['learning_rate'\]"):
+        load_config(str(bad))
+
+
+@pytest.mark.parametrize("profile", ["tiny", "cpu", "paper"])
+@pytest.mark.parametrize("experiment", list_configs())
+def test_every_config_resolves_to_registered_parts(experiment, profile):
+    """Names in configs are data: check each one resolves before a long run needs it."""
+    from mammo_keras import models
+    from mammo_keras.data.pipeline import preset as augment_preset
+    from mammo_keras.data.prepare import TASKS
+    from mammo_keras.training.stages import preset as stage_preset
+
+    config = load_config(experiment, profile)
+    assert config.task in TASKS
+    if config.augment:
+        augment_preset(config.augment)
+    labels = [row.label for row in config.models]
+    assert len(labels) == len(set(labels)), "row labels name result folders: they must be unique"
+    for row in config.models:
+        assert row.name in models.list(), row.name
+        assert stage_preset(row.stages or config.stages)
+    if profile == "tiny":
+        assert config.datasets == ("phantom",)

@@ -1,0 +1,74 @@
+"""experiments/<paper>/paper_tables.yaml: well-formed, cited, and the numbers the runner compares against."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mammo_keras.config import EXPERIMENTS_DIR, list_configs, load_config
+from mammo_keras.reproduce import format_metric, reported_table, reported_value
+
+PAPERS_TEXT = Path(__file__).resolve().parents[3] / "shared" / "papers"
+PAPERS = sorted(p.parent.name for p in EXPERIMENTS_DIR.glob("*/paper_tables.yaml"))
+
+
+def _tables(paper: str) -> dict:
+    return yaml.safe_load((EXPERIMENTS_DIR / paper / "paper_tables.yaml").read_text())
+
+
+def test_every_paper_has_its_tables():
+    assert PAPERS == ["chougrad2018", "coccomini2021", "jain_levy", "shen2017"]
+
+
+@pytest.mark.parametrize("paper", PAPERS)
+def test_tables_are_cited_and_every_value_has_a_unit(paper):
+    data = _tables(paper)
+    assert data["paper"]["key"] == paper and len(data["paper"]["citation"]) > 40
+    for name, table in data["tables"].items():
+        assert table["title"] and table["source"], name
+        assert table["rows"], name
+        units = table["units"]
+        for row in table["rows"]:
+            assert "model" in row, (name, row)
+            for metric in table["metrics"]:
+                assert metric in units, (name, metric)
+            for key, value in row.items():
+                if key.endswith("_std"):
+                    assert key[:-4] in units, (name, key)
+                elif key in units and value is not None:
+                    assert isinstance(value, (int, float)), (name, key, value)
+                    if units[key] == "fraction":
+                        assert 0.0 <= value <= 1.0, (name, key, value)
+                    if units[key] == "percent":
+                        assert 0.0 <= value <= 100.0, (name, key, value)
+
+
+@pytest.mark.parametrize("experiment", list_configs())
+def test_configs_name_existing_tables_and_find_the_papers_numbers(experiment):
+    config = load_config(experiment, "paper")
+    table = reported_table(config)
+    assert table, f"{experiment}: reported_table {config.reported_table!r} not in paper_tables.yaml"
+    found = [reported_value(table, config, row, dataset)[0]
+             for dataset in config.datasets for row in config.models]
+    if config.table == "table2":  # every paper's Table 2 is compared row by row
+        assert any(value is not None for value in found), f"{experiment}: no model/dataset matches the paper's rows"
+    assert all(value is None or 0.0 <= value <= 1.0 for value in found)
+
+
+def test_published_values_are_normalised_to_fractions():
+    config = load_config("chougrad2018/table2", "paper")
+    table = reported_table(config)
+    value, std = reported_value(table, config, "inceptionv3", "merged")
+    assert value == pytest.approx(0.9894) and std == pytest.approx(0.0022)
+    assert format_metric("accuracy", value) == "98.9" and format_metric("auc", 0.9123) == "0.912"
+    assert reported_value(table, config, "inceptionv3", "mias") == (None, None)
+
+
+@pytest.mark.skipif(not PAPERS_TEXT.is_dir(), reason=f"{PAPERS_TEXT} (the papers' text) is absent")
+def test_chougrad_table2_numbers_appear_in_the_paper_text():
+    text = (PAPERS_TEXT / "chougrad2018_transfer_learning.txt").read_text(errors="replace")
+    printed = set(re.findall(r"\d+\.\d+", text))
+    for row in _tables("chougrad2018")["tables"]["table2"]["rows"]:
+        assert f"{row['accuracy']:.2f}" in printed, row

@@ -1,0 +1,53 @@
+"""End to end: the Table 2 configs of Jain & Levy, Coccomini and Shen at the tiny profile (phantom data).
+
+Chougrad's Table 2, the default of `make reproduce-table2`, has its own test with the resume check
+(test_reproduce_chougrad.py). These run each config as `make reproduce-table2 PAPER=...` does, with
+fewer bootstrap replicates, and check the table, the run record and the plots.
+"""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from mammo_keras.cli import main
+from mammo_keras.config import load_config
+
+CASES = {
+    "jain_levy": ["levynet", "alexnet", "googlenet_shallow", "googlenet_deeper"],
+    "coccomini2021": ["scratch_cnn"],
+    "shen2017": ["resnet_resnet", "resnet_vgg"],
+}
+
+
+@pytest.mark.parametrize("paper", sorted(CASES))
+def test_table2_tiny_end_to_end(paper, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MAMMO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MAMMO_DATA", raising=False)
+    results = tmp_path / "results"
+    assert main(["reproduce", f"{paper}/table2", "--profile", "tiny", "--results", str(results),
+                 "--set", "n_bootstrap=100"]) == 0
+    printed = capsys.readouterr().out
+    assert "SYNTHETIC DATA" in printed and "--data DIR" in printed
+    out = results / paper / "table2"
+    config = load_config(f"{paper}/table2", "tiny")
+    table = pd.read_csv(out / "table.csv")
+    assert list(table["model"]) == CASES[paper]
+    assert (table["status"] == "ok").all() and (table["dataset"] == "phantom (synthetic)").all()
+    for metric in config.metrics:
+        pooled = table[f"{metric}_pooled"]
+        assert pooled.between(0, 1).all(), metric
+        assert (table[f"{metric}_ci_low"] <= pooled + 1e-12).all() and (pooled <= table[f"{metric}_ci_high"] + 1e-12).all()
+    markdown = (out / "table.md").read_text()
+    assert "as published" in markdown  # the paper's own rows are printed beneath ours
+    run = json.loads((out / "run.json").read_text())
+    assert run["synthetic"] is True and run["profile"] == "tiny" and len(run["data_fingerprints"]["phantom"]) == 64
+    for label in CASES[paper]:
+        folder = out / "phantom" / label
+        assert (folder / "learning_curves.png").stat().st_size > 0
+        logs = list(folder.glob("*/log.csv"))
+        assert logs and all(len(pd.read_csv(log)) >= 1 for log in logs)
+        predictions = pd.concat(pd.read_csv(p) for p in folder.glob("*/predictions.csv"))
+        assert predictions["score"].between(0, 1).all()
+        assert int(table.loc[table["model"] == label, "n_items"].iloc[0]) == len(predictions)
