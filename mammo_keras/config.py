@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 PROFILES = ("tiny", "cpu", "paper")
-KINDS = ("cv", "holdout")
+KINDS = ("cv", "holdout", "transfer")
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 
 
@@ -55,12 +55,16 @@ class ExperimentConfig:
     input_channels: int = 1
     label_map: dict = dataclasses.field(default_factory=dict)  # prepared label -> task label
     item_part: int | None = None  # for paired items (Coccomini): which array of the pair to use
+    grad_cam: bool = True  # grad_cam.png per fold: overlays on the top test items of each class
     input_scale: float = 1.0  # prepared arrays are in [0, 1]; 255 for models with ImageNet scaling
     abnormality: str | None = None
     max_items: int | None = None
     n_splits: int = 5
     val_fraction: float = 0.15
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    test_dataset: str | None = None  # kind "transfer": train on each of `datasets`, test on this one
+    test_dataset_options: dict = dataclasses.field(default_factory=dict)  # reader options (phantom seed)
+    test_abnormality: str | None = None  # lesion type kept in the test set (None: every type)
     batch_size: int | None = None
     seed: int = 0
     n_bootstrap: int = 2000
@@ -78,6 +82,13 @@ class ExperimentConfig:
             raise ValueError(f"kind must be one of {KINDS}. Received: kind={self.kind!r}")
         if not self.models:
             raise ValueError(f"{self.source}: a config needs at least one model")
+        if self.kind == "transfer":
+            if not self.test_dataset:
+                raise ValueError(f"{self.source}: kind 'transfer' needs `test_dataset`")
+            if self.test_dataset in self.datasets and not self.test_dataset_options:
+                raise ValueError(f"{self.source}: test_dataset {self.test_dataset!r} is also a training "
+                                 "dataset; an independent test needs other data (or other "
+                                 "`test_dataset_options`, e.g. another phantom seed)")
 
     @property
     def input_hw(self) -> tuple[int, int]:

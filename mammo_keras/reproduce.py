@@ -141,20 +141,27 @@ def _limit_patients(index: pd.DataFrame, max_items: int | None, seed: int) -> np
 
 
 def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | None, work: Path,
-                progress: Callable[[str], None]) -> DatasetInputs:
-    """Read and prepare one dataset for the config's task; absent data is reported, not raised."""
+                progress: Callable[[str], None], *, options: dict | None = None,
+                tag: str = "", abnormality: str | None = "config") -> DatasetInputs:
+    """Read and prepare one dataset for the config's task; absent data is reported, not raised.
+
+    Args:
+        options: reader options (e.g. the phantom's seed); `tag` names their prepared folder.
+        abnormality: keep only this lesion type (and normals); "config" means `config.abnormality`.
+    """
     name = canonical_name(dataset)
     root = _dataset_root(name, data_dir)
     try:
-        table = read_dataset(name, root)
+        table = read_dataset(name, root, **(options or {}))
     except DatasetNotFoundError as error:
         where = root if root is not None else "nowhere: pass --data DIR or set MAMMO_DATA"
         progress(f"{name}: dataset absent (looked in {where}); the paper's numbers are shown alone")
         return DatasetInputs(name, absent=f"absent (looked in {where})")
-    if config.abnormality:
-        keep = (table["abnormality"] == config.abnormality) | (table["abnormality"] == "normal")
+    abnormality = config.abnormality if abnormality == "config" else abnormality
+    if abnormality:
+        keep = (table["abnormality"] == abnormality) | (table["abnormality"] == "normal")
         table = table[keep].reset_index(drop=True)
-    folder = work / "prepared" / f"{name}_{config.task}"
+    folder = work / "prepared" / f"{name}_{config.task}{tag}"
     report = prepare(name, table, folder, config.task, root=root, progress=False)
     images, index = load_prepared(folder, mmap=False)
     if config.label_map:
@@ -170,6 +177,9 @@ def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | N
     synthetic = name == "phantom"
     progress(f"{name}: {len(index)} items ({index['label'].value_counts().sort_index().to_dict()}) "
              f"from {index['patient_id'].nunique()} patients{' [SYNTHETIC phantom data]' if synthetic else ''}")
+    if tag:  # items of a second reading of one source (another phantom seed) get their own ids
+        index = index.assign(patient_id=name + tag + ":" + index["patient_id"].astype(str),
+                             item_id=name + tag + ":" + index["item_id"].astype(str))
     return DatasetInputs(name, images.astype(np.float32), index, report.data_fingerprint, synthetic)
 
 
@@ -186,11 +196,14 @@ def merge_inputs(parts: list[DatasetInputs]) -> DatasetInputs:
 
 
 def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
-              progress: Callable[[str], None]) -> dict:
-    """Train and evaluate one model on one dataset with the config's protocol."""
+              progress: Callable[[str], None], test_inputs: DatasetInputs | None = None) -> dict:
+    """Train and evaluate one model on one dataset with the config's protocol.
+
+    Kind "transfer" trains on `inputs` and tests once on `test_inputs`.
+    """
     from mammo_keras import models
     from mammo_keras.data.pipeline import preset as augment_preset
-    from mammo_keras.training.cv import cross_validate, holdout
+    from mammo_keras.training.cv import cross_validate, holdout, transfer
     from mammo_keras.training.stages import preset as stage_preset
 
     stages = [stage.scaled(config.epoch_scale) if config.epoch_scale != 1.0 else stage
@@ -207,13 +220,18 @@ def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
     started = time.perf_counter()
     augment = augment_preset(config.augment) if config.augment else None
     report = lambda message: progress(f"  {row.label}: {message}")  # noqa: E731
+    explain = _grad_cam_writer(report) if config.grad_cam else None
     if config.kind == "cv":
         predictions = cross_validate(build, inputs.images, inputs.index, stages, out,
                                      n_splits=config.n_splits, seed=config.seed, augment=augment,
-                                     val_fraction=config.val_fraction, progress=report)
-    else:
+                                     val_fraction=config.val_fraction, progress=report, explain=explain)
+    elif config.kind == "holdout":
         predictions = holdout(build, inputs.images, inputs.index, stages, out, fractions=config.fractions,
-                              seed=config.seed, augment=augment, progress=report)
+                              seed=config.seed, augment=augment, progress=report, explain=explain)
+    else:
+        predictions = transfer(build, inputs.images, inputs.index, test_inputs.images, test_inputs.index,
+                               stages, out, val_fraction=config.val_fraction, seed=config.seed,
+                               augment=augment, progress=report, explain=explain)
     seconds = time.perf_counter() - started
     per_fold = [all_metrics(group["label"], group["score"], names=config.metrics)
                 for _, group in predictions.groupby("fold")]
@@ -226,6 +244,24 @@ def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
                           "pooled": estimate, "ci_low": low, "ci_high": high}
     _plots(predictions, out, f"{row.label} on {inputs.name}")
     return result
+
+
+def _grad_cam_writer(report: Callable[[str], None]):
+    """An explainer writing grad_cam.png (the most malignant-looking test items of each class) per fold."""
+    from mammo_keras.evaluation.saliency import grad_cam_sheet
+    from mammo_keras.training.fit import as_model_input
+
+    def explain(model, images, predictions, fold_dir: Path) -> None:
+        try:
+            written = grad_cam_sheet(model, as_model_input(images, model), predictions.reset_index(drop=True),
+                                     fold_dir / "grad_cam.png")
+        except ValueError as error:  # a model Grad-CAM cannot explain: say so, keep the fold
+            report(f"no Grad-CAM for {model.name}: {error}")
+            return
+        if written is None:
+            report(f"no Grad-CAM for {model.name} (no single image input with 4-D feature maps)")
+
+    return explain
 
 
 def _plots(predictions: pd.DataFrame, out: Path, title: str) -> None:
@@ -326,26 +362,40 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
             inputs[dataset] = load_inputs(config, dataset, data_dir, out, progress)
     if MERGED in config.datasets:
         inputs[MERGED] = merge_inputs([v for k, v in inputs.items() if k != MERGED])
+    test_inputs = None
+    if config.kind == "transfer":
+        test_inputs = load_inputs(config, config.test_dataset, data_dir, out, progress,
+                                  options=config.test_dataset_options,
+                                  tag="_test" if config.test_dataset_options else "",
+                                  abnormality=config.test_abnormality)
     rows, fingerprints = [], {}
     for dataset in config.datasets:
         data = inputs[dataset]
         fingerprints[dataset] = data.fingerprint
+        shown = dataset
+        if test_inputs is not None:  # a transfer row: trained on `dataset`, tested on the test set
+            fingerprints[f"test:{config.test_dataset}"] = test_inputs.fingerprint
+            shown = f"{dataset} -> {config.test_dataset}"
+            if test_inputs.absent and not data.absent:
+                data = dataclasses.replace(data, absent=f"test set {test_inputs.absent}")
         for model_row in config.models:
-            paper, paper_std = reported_value(reported, config, model_row, dataset)
+            paper, paper_std = reported_value(reported, config, model_row,
+                                              config.test_dataset if test_inputs is not None else dataset)
             _, unset = expand_options(model_row.options)
             status = data.absent or (f"skipped: set {', '.join(unset)} (a local weights file)" if unset else "ok")
-            row = {"dataset": dataset + (" (synthetic)" if data.synthetic else ""), "model": model_row.label,
+            row = {"dataset": shown + (" (synthetic)" if data.synthetic else ""), "model": model_row.label,
                    "paper": paper, "paper_std": paper_std, "status": status}
             if status != "ok":
                 progress(f"{dataset} / {model_row.label}: {status}")
             else:
                 progress(f"{dataset} / {model_row.label}: training ({config.kind}, {len(data.index)} items)")
-                result = run_model(config, model_row, data, out / dataset / model_row.label, progress)
+                result = run_model(config, model_row, data, out / dataset / model_row.label, progress,
+                                   test_inputs=test_inputs)
                 row.update(n_items=result["n_items"], seconds=result["seconds"])
                 for metric in config.metrics:
                     row.update({f"{metric}_{k}": v for k, v in result[metric].items()})
             rows.append(row)
-    synthetic = any(d.synthetic for d in inputs.values())
+    synthetic = any(d.synthetic for d in inputs.values()) or bool(test_inputs and test_inputs.synthetic)
     header = [f"Profile `{config.profile}`; command: `mammo-keras reproduce {config.name} --profile {config.profile}`.",
               f"Protocol: {config.kind}{f' ({config.n_splits}-fold, patient-level)' if config.kind == 'cv' else ''}, "
               f"stages `{config.stages}` x{config.epoch_scale} epochs, augmentation `{config.augment}`, "

@@ -137,3 +137,33 @@ def overlay(image_2d: np.ndarray, heatmap: np.ndarray, out_png: str | Path | Non
         Image.fromarray(rgb).save(buffer, format="PNG")
         atomic_write_bytes(out_png, buffer.getvalue())
     return rgb
+
+
+def grad_cam_sheet(model: keras.Model, images: np.ndarray, predictions, out_png: str | Path, *,
+                   per_class: int = 2, layer_name: str | None = None) -> Path | None:
+    """One PNG row of Grad-CAM overlays: the `per_class` highest-scoring test items of each label.
+
+    Explains the positive score (the malignant class of a binary model). Returns None, writing
+    nothing, when the model has no single image input or no 4-D feature layer to explain.
+
+    Args:
+        images: the test items, (N, H, W) or (N, H, W, C), in the order of `predictions`.
+        predictions: a table with `label` and `score` columns, one row per image.
+    """
+    if len(model.inputs) != 1 or not feature_layers(model):
+        return None
+    labels = np.asarray(predictions["label"])
+    scores = np.asarray(predictions["score"], dtype=np.float64)
+    chosen = [int(i) for label in np.unique(labels)
+              for i in np.flatnonzero(labels == label)[np.argsort(-scores[labels == label])][:per_class]]
+    if not chosen:
+        return None
+    positive = 1 if model.output_shape[-1] > 1 else None
+    maps = grad_cam(model, images[chosen], layer_name=layer_name, class_index=positive)
+    tiles = [overlay(np.asarray(images[i]).reshape(images.shape[1], images.shape[2], -1).mean(axis=-1), heat)
+             for i, heat in zip(chosen, maps)]
+    sheet = np.concatenate(tiles, axis=1)
+    buffer = io.BytesIO()
+    Image.fromarray(sheet).save(buffer, format="PNG")
+    atomic_write_bytes(out_png, buffer.getvalue())
+    return Path(out_png)

@@ -27,6 +27,10 @@ from mammo_keras.training.fit import as_model_input, fit_stages, positive_scores
 from mammo_keras.training.stages import Stage
 
 
+# explain(model, test_images, test_predictions, out_dir): per-fold explanations (e.g. Grad-CAM).
+Explainer = Callable[[keras.Model, np.ndarray, pd.DataFrame, Path], None]
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow, and ask TF for deterministic kernels."""
     import tensorflow as tf
@@ -59,7 +63,8 @@ def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, i
                    stages: Sequence[Stage], out: str | Path, *, n_splits: int = 5, seed: int = 0,
                    augment: AugmentConfig | None = None, val_fraction: float = 0.15,
                    save_models: bool = False, verbose: int = 0,
-                   progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+                   progress: Callable[[str], None] | None = None,
+                   explain: Explainer | None = None) -> pd.DataFrame:
     """Train and test one model per fold; returns the pooled out-of-fold predictions.
 
     Within each training part, `val_fraction` of the patients (stratified) are held out
@@ -70,6 +75,8 @@ def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, i
         images: (N, H, W) prepared arrays; index: their `index.csv` (item_id, patient_id, label).
         stages: the training protocol.
         out: output folder; finished folds found there are not trained again.
+        explain: called as explain(model, test_images, test_predictions, fold_dir) after each
+            fold's test, before the fold is marked done (e.g. Grad-CAM overlays).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +96,8 @@ def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, i
         predictions, metrics = train_and_test(
             build_model, images, index, stages, fold_dir, fit_rows=train_rows[inner == "train"],
             val_rows=train_rows[inner == "val"], test_rows=np.flatnonzero(test_mask), fold=fold,
-            seed=seed + fold, augment=augment, save_models=save_models, verbose=verbose)
+            seed=seed + fold, augment=augment, save_models=save_models, verbose=verbose,
+            explain=explain)
         pooled.append(predictions)
         if progress:
             progress(f"fold {fold}: accuracy {metrics['accuracy']:.3f} auc {metrics['auc']:.3f} "
@@ -102,7 +110,8 @@ def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, i
 def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
                    stages: Sequence[Stage], out: Path, *, fit_rows: np.ndarray, val_rows: np.ndarray,
                    test_rows: np.ndarray, fold: int, seed: int, augment: AugmentConfig | None = None,
-                   save_models: bool = False, verbose: int = 0) -> tuple[pd.DataFrame, dict]:
+                   save_models: bool = False, verbose: int = 0,
+                   explain: Explainer | None = None) -> tuple[pd.DataFrame, dict]:
     """Seed, build, train on `fit_rows` (watching `val_rows`), score `test_rows`; write the outputs.
 
     predictions.csv is written last and atomically: it marks this part done.
@@ -126,6 +135,8 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
         from mammo_keras import io as model_io
 
         model_io.save(model, out / "model")
+    if explain is not None:
+        explain(model, images[test_rows], predictions, out)
     atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
     keras.backend.clear_session()
     return predictions, metrics
@@ -134,7 +145,7 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
 def holdout(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
             stages: Sequence[Stage], out: str | Path, *, fractions=(0.8, 0.1, 0.1), seed: int = 0,
             augment: AugmentConfig | None = None, save_models: bool = False, verbose: int = 0,
-            progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+            progress: Callable[[str], None] | None = None, explain: Explainer | None = None) -> pd.DataFrame:
     """One patient-level stratified train/val/test split (Jain & Levy, Shen); returns test predictions.
 
     The split is saved as split.csv; a finished run (test/predictions.csv) is reused.
@@ -153,11 +164,46 @@ def holdout(build_model: Callable[[], keras.Model], images: np.ndarray, index: p
     predictions, metrics = train_and_test(
         build_model, images, index, stages, out / "test", fit_rows=np.flatnonzero(names == "train"),
         val_rows=np.flatnonzero(names == "val"), test_rows=np.flatnonzero(names == "test"), fold=0,
-        seed=seed, augment=augment, save_models=save_models, verbose=verbose)
+        seed=seed, augment=augment, save_models=save_models, verbose=verbose, explain=explain)
     if progress:
         progress(f"hold-out test: accuracy {metrics['accuracy']:.3f} auc {metrics['auc']:.3f} "
                  f"({metrics['epochs']} epochs, {metrics['seconds']:.0f} s)")
     return predictions
+
+
+def transfer(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
+             test_images: np.ndarray, test_index: pd.DataFrame, stages: Sequence[Stage], out: str | Path, *,
+             val_fraction: float = 0.15, seed: int = 0, augment: AugmentConfig | None = None,
+             save_models: bool = True, verbose: int = 0, progress: Callable[[str], None] | None = None,
+             explain: Explainer | None = None) -> pd.DataFrame:
+    """Train on one dataset, test once on another (Chougrad's independent MIAS test).
+
+    `val_fraction` of the training patients (stratified) steer early stopping; the test set is
+    never seen in training. The trained model is saved to out/test/model (JSON + HDF5 + .keras)
+    for later use, e.g. by a screening application. A finished run is reused.
+    """
+    out = Path(out)
+    done = out / "test" / "predictions.csv"
+    if done.is_file():
+        if progress:
+            progress("independent test: done earlier, reused")
+        return pd.read_csv(done, keep_default_na=False)
+    shared = set(index["item_id"].astype(str)) & set(test_index["item_id"].astype(str))
+    if shared:
+        raise ValueError(f"the test set shares {len(shared)} items with the training set "
+                         f"(first: {sorted(shared)[0]!r}); an independent test needs disjoint data")
+    inner = _inner_split(index.reset_index(drop=True), val_fraction, seed)
+    columns = ["item_id", "patient_id", "label"]
+    both = pd.concat([index[columns], test_index[columns]], ignore_index=True)
+    predictions, metrics = train_and_test(
+        build_model, np.concatenate([images, test_images]), both, stages, out / "test",
+        fit_rows=np.flatnonzero(inner == "train"), val_rows=np.flatnonzero(inner == "val"),
+        test_rows=len(index) + np.arange(len(test_index)), fold=0, seed=seed, augment=augment,
+        save_models=save_models, verbose=verbose, explain=explain)
+    if progress:
+        progress(f"independent test: accuracy {metrics['accuracy']:.3f} auc {metrics['auc']:.3f} "
+                 f"({metrics['epochs']} epochs, {metrics['seconds']:.0f} s)")
+    return predictions.reset_index(drop=True)
 
 
 def _inner_split(train_index: pd.DataFrame, val_fraction: float, seed: int) -> np.ndarray:

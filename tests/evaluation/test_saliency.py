@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mammo_keras.evaluation.saliency import feature_layers, grad_cam, overlay, saliency_map
+import pandas as pd
+
+from mammo_keras.evaluation.saliency import feature_layers, grad_cam, grad_cam_sheet, overlay, saliency_map
 
 # Two 16 x 16 images, each with one bright 5 x 5 square: rows, columns (half-open).
 SQUARES = [((2, 7), (3, 8)), ((9, 14), (8, 13))]
@@ -125,3 +127,17 @@ def test_overlay_resizes_heatmap_and_checks_alpha():
     np.testing.assert_array_equal(rgb, overlay(image, np.ones((4, 4), np.float32)))
     with pytest.raises(ValueError, match="Received: alpha=1.5"):
         overlay(np.zeros((4, 4)), np.zeros((4, 4)), alpha=1.5)
+
+
+def test_grad_cam_sheet_tiles_the_top_items_of_each_class(tmp_path):
+    images = np.concatenate([_images(), _images()[::-1]])  # 4 images, squares in either place
+    predictions = pd.DataFrame({"label": [0, 1, 0, 1], "score": [0.2, 0.9, 0.4, 0.6]})
+    path = grad_cam_sheet(_square_model(), images[..., None], predictions, tmp_path / "cam.png", per_class=1)
+    sheet = np.asarray(Image.open(path))
+    assert sheet.shape == (16, 32, 3)  # one tile per class, side by side
+    # Tile 0 is the benign item scored 0.4 (index 2, square at the bottom right): hottest inside it.
+    red = sheet[:, :16, 0].astype(int) - sheet[:, :16, 2].astype(int)
+    assert _inside(np.unravel_index(np.argmax(red), red.shape), SQUARES[1])
+    dense_only = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Flatten(), keras.layers.Dense(1)])
+    assert grad_cam_sheet(dense_only, images[..., None], predictions, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()

@@ -30,6 +30,15 @@ def test_listing_and_errors(tmp_path):
                    "models: [{name: m}]\nlearning_rate: 3\n")
     with pytest.raises(ValueError, match=r"unknown config keys \['learning_rate'\]"):
         load_config(str(bad))
+    transfer = "paper: x\ntable: y\ntitle: t\ntask: chougrad\ndatasets: [mias]\nmodels: [{name: m}]\nkind: transfer\n"
+    bad.write_text(transfer)
+    with pytest.raises(ValueError, match="needs `test_dataset`"):
+        load_config(str(bad))
+    bad.write_text(transfer + "test_dataset: mias\n")
+    with pytest.raises(ValueError, match="also a training dataset"):
+        load_config(str(bad))
+    bad.write_text(transfer + "test_dataset: inbreast\n")
+    assert load_config(str(bad)).test_dataset == "inbreast"
 
 
 @pytest.mark.parametrize("profile", ["tiny", "cpu", "paper"])

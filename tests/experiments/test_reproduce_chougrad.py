@@ -25,6 +25,7 @@ def test_chougrad_table2_tiny_end_to_end(tmp_path, capsys, monkeypatch):
     assert (table["accuracy_ci_low"] <= table["accuracy_pooled"]).all()
     assert (table["accuracy_pooled"] <= table["accuracy_ci_high"]).all()
     assert (out / "comparison.png").stat().st_size > 0 and (out / "phantom" / "vgg16" / "roc.png").is_file()
+    assert (out / "phantom" / "inceptionv3" / "fold_1" / "grad_cam.png").is_file()
     run = json.loads((out / "run.json").read_text())
     assert run["synthetic"] is True and run["profile"] == "tiny" and run["seed"] == 0
     assert len(run["data_fingerprints"]["phantom"]) == 64 and run["git_commit"]

@@ -46,6 +46,7 @@ def test_table2_tiny_end_to_end(paper, tmp_path, capsys, monkeypatch):
     for label in CASES[paper]:
         folder = out / "phantom" / label
         assert (folder / "learning_curves.png").stat().st_size > 0
+        assert all(log.with_name("grad_cam.png").is_file() for log in folder.glob("*/log.csv"))
         logs = list(folder.glob("*/log.csv"))
         assert logs and all(len(pd.read_csv(log)) >= 1 for log in logs)
         predictions = pd.concat(pd.read_csv(p) for p in folder.glob("*/predictions.csv"))

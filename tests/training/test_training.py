@@ -143,3 +143,24 @@ def test_layer_rate_sgd_scales_updates_per_layer():
         np.testing.assert_allclose(step, base * mult, rtol=1e-4, atol=1e-7)
     with pytest.raises(ValueError, match="need optimizer 'sgd'"):
         Stage("x", 1, optimizer="adam", lr_multipliers=(("a", 0.1),))
+
+
+def test_transfer_trains_on_one_set_tests_on_another_and_saves_the_model(tmp_path):
+    from mammo_keras import io as model_io
+
+    images, index = tiny_task(n_patients=16)
+    test_images, test_index = tiny_task(n_patients=6, seed=5)
+    test_index = test_index.assign(item_id="t" + test_index["item_id"], patient_id="t" + test_index["patient_id"])
+    explained = []
+    predictions = cv.transfer(tiny_model, images, index, test_images, test_index, STAGES, tmp_path / "run",
+                              seed=2, explain=lambda model, imgs, preds, out: explained.append(len(imgs)))
+    assert list(predictions["item_id"]) == list(test_index["item_id"])  # only the test set is scored
+    assert ((predictions["score"] >= 0.5) == predictions["label"]).mean() >= 0.8
+    assert explained == [len(test_index)]
+    saved = model_io.load(tmp_path / "run" / "test" / "model")
+    probabilities = saved.predict(test_images[:2, ..., None], verbose=0)[:, 1]
+    np.testing.assert_allclose(probabilities, predictions["score"].to_numpy()[:2], rtol=1e-5)
+    again = cv.transfer(tiny_model, images, index, test_images, test_index, STAGES, tmp_path / "run")
+    pd.testing.assert_frame_equal(again, predictions, check_dtype=False)  # a finished run is reused
+    with pytest.raises(ValueError, match="shares 12 items"):
+        cv.transfer(tiny_model, images, index, test_images, index.iloc[:12], STAGES, tmp_path / "leak")
