@@ -321,6 +321,18 @@ def write_tables(config: ExperimentConfig, rows: list[dict], out: Path, header: 
     atomic_write_text(out / "table.md", "\n".join(lines))
 
 
+def _describe_weights(weights) -> str:
+    """How a row was initialised: "random", "imagenet" or a local file with its sha256 (for the record)."""
+    if weights is None:
+        return "random"
+    path = Path(str(weights))
+    if weights == "imagenet" or not path.is_file():
+        return str(weights)
+    from mammo_keras.fileio import sha256_file
+
+    return f"{path} (sha256 {sha256_file(path)[:16]})"
+
+
 def comparison_plot(config: ExperimentConfig, rows: list[dict], out: Path) -> Path | None:
     """comparison.png: every finished row's pooled metric with its 95% CI, the paper's as markers.
 
@@ -381,10 +393,11 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
         for model_row in config.models:
             paper, paper_std = reported_value(reported, config, model_row,
                                               config.test_dataset if test_inputs is not None else dataset)
-            _, unset = expand_options(model_row.options)
+            options, unset = expand_options(model_row.options)
             status = data.absent or (f"skipped: set {', '.join(unset)} (a local weights file)" if unset else "ok")
             row = {"dataset": shown + (" (synthetic)" if data.synthetic else ""), "model": model_row.label,
-                   "paper": paper, "paper_std": paper_std, "status": status}
+                   "paper": paper, "paper_std": paper_std, "status": status,
+                   "weights": _describe_weights(options.get("weights"))}
             if status != "ok":
                 progress(f"{dataset} / {model_row.label}: {status}")
             else:
