@@ -32,6 +32,7 @@ class ModelRow:
     options: dict = dataclasses.field(default_factory=dict)
     stages: str | None = None  # overrides the config's stage preset for this model
     paper_row: dict = dataclasses.field(default_factory=dict)  # keys that pick the paper's row
+    input_scale: float | None = None  # overrides the config's input_scale for this model
 
     def paper_keys(self) -> dict:
         """What identifies this model's row in paper_tables.yaml (default: model = label)."""
@@ -157,7 +158,7 @@ def load_config(name: str, profile: str = "tiny", *, experiments_dir: Path = EXP
     raw = _merge(raw, profiles.get(profile, {}) or {})
     raw = _merge(raw, overrides or {})
     models = tuple(ModelRow(m["name"], m.get("label", m["name"]), dict(m.get("options", {}) or {}),
-                            m.get("stages"), dict(m.get("paper_row", {}) or {}))
+                            m.get("stages"), dict(m.get("paper_row", {}) or {}), m.get("input_scale"))
                    for m in raw.pop("models", []))
     fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
     unknown = sorted(set(raw) - fields)

@@ -17,7 +17,7 @@ from mammo_keras.config import load_config
 CASES = {
     "jain_levy": ["levynet", "alexnet", "googlenet_shallow", "googlenet_deeper"],
     "coccomini2021": ["scratch_cnn"],
-    "shen2017": ["resnet_resnet", "resnet_vgg"],
+    "shen2017": ["resnet_resnet"],
 }
 
 

@@ -24,6 +24,9 @@ TINY_KWARGS: dict[str, dict] = {
     "chougrad_*": {"input_shape": (32, 32, 1), "head_units": (8, 4)},
     "coccomini_inceptionv3": {"input_shape": (75, 75, 1), "hidden": 8},
     "coccomini_scratch_cnn": {"input_shape": (32, 32, 1), "fc_units": 16},
+    # Approaches A and B wrap a backbone already tested on its own: VGG16 is the quickest to build.
+    "coccomini_approach_a": {"input_shape": (32, 32, 1), "hidden": 8, "encoder": "vgg16"},
+    "coccomini_approach_b": {"input_shape": (32, 32, 1), "hidden": 8, "family": "vgg16"},
     "coccomini_*": {"input_shape": (32, 32, 1), "hidden": 8},
     "jain_levy_alexnet": {"input_shape": (67, 67, 3)},
     "shen_whole_*_heatmap_fc": {"input_shape": (64, 64, 3), "patch_input_shape": (32, 32, 3),
