@@ -368,6 +368,7 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
     import tensorflow as tf
 
     started = time.perf_counter()
+    commit = git_commit()  # the code that runs is the code at the start, not after edits during a run
     out = Path(results_dir) / config.paper / config.table
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -421,7 +422,7 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
               f"stages `{config.stages}` x{config.epoch_scale} epochs, augmentation `{config.augment}`, "
               f"input {config.input_size}px, seed {config.seed}; CIs: {config.n_bootstrap} bootstrap replicates "
               "of the pooled out-of-fold predictions.",
-              f"Git commit {git_commit()}; wall time of this invocation {(time.perf_counter() - started) / 60:.1f} "
+              f"Git commit {commit}; wall time of this invocation {(time.perf_counter() - started) / 60:.1f} "
               "min (folds finished earlier are reused; `minutes` per row is their recorded training time)."]
     if synthetic:
         header.insert(0, "**SYNTHETIC DATA**: these rows ran on the embedded phantom dataset, not on "
@@ -433,7 +434,7 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
     comparison_plot(config, rows, out)
     atomic_write_json(out / "run.json", {
         "config": config.to_dict(), "profile": config.profile, "seed": config.seed,
-        "git_commit": git_commit(), "data_fingerprints": fingerprints,
+        "git_commit": commit, "data_fingerprints": fingerprints,
         "wall_seconds": round(time.perf_counter() - started, 1), "synthetic": synthetic,
         "versions": {"mammo_keras": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
                      "python": platform.python_version()},

@@ -151,11 +151,9 @@ def holdout(build_model: Callable[[], keras.Model], images: np.ndarray, index: p
     The split is saved as split.csv; a finished run (test/predictions.csv) is reused.
     """
     out = Path(out)
-    done = out / "test" / "predictions.csv"
-    if done.is_file():
-        if progress:
-            progress("hold-out test: done earlier, reused")
-        return pd.read_csv(done, keep_default_na=False)
+    finished = _finished_test(out, progress, "hold-out test")
+    if finished is not None:
+        return finished
     table = index.assign(image_id=index["image_id"].astype(str), lesion_id=index["item_id"].astype(str))
     split = train_val_test(table[["image_id", "patient_id", "lesion_id", "label"]], fractions=fractions,
                            seed=seed, label="label")
@@ -165,9 +163,7 @@ def holdout(build_model: Callable[[], keras.Model], images: np.ndarray, index: p
         build_model, images, index, stages, out / "test", fit_rows=np.flatnonzero(names == "train"),
         val_rows=np.flatnonzero(names == "val"), test_rows=np.flatnonzero(names == "test"), fold=0,
         seed=seed, augment=augment, save_models=save_models, verbose=verbose, explain=explain)
-    if progress:
-        progress(f"hold-out test: accuracy {metrics['accuracy']:.3f} auc {metrics['auc']:.3f} "
-                 f"({metrics['epochs']} epochs, {metrics['seconds']:.0f} s)")
+    _report_test(progress, "hold-out test", metrics)
     return predictions
 
 
@@ -183,11 +179,9 @@ def transfer(build_model: Callable[[], keras.Model], images: np.ndarray, index: 
     for later use, e.g. by a screening application. A finished run is reused.
     """
     out = Path(out)
-    done = out / "test" / "predictions.csv"
-    if done.is_file():
-        if progress:
-            progress("independent test: done earlier, reused")
-        return pd.read_csv(done, keep_default_na=False)
+    finished = _finished_test(out, progress, "independent test")
+    if finished is not None:
+        return finished
     shared = set(index["item_id"].astype(str)) & set(test_index["item_id"].astype(str))
     if shared:
         raise ValueError(f"the test set shares {len(shared)} items with the training set "
@@ -200,10 +194,24 @@ def transfer(build_model: Callable[[], keras.Model], images: np.ndarray, index: 
         fit_rows=np.flatnonzero(inner == "train"), val_rows=np.flatnonzero(inner == "val"),
         test_rows=len(index) + np.arange(len(test_index)), fold=0, seed=seed, augment=augment,
         save_models=save_models, verbose=verbose, explain=explain)
-    if progress:
-        progress(f"independent test: accuracy {metrics['accuracy']:.3f} auc {metrics['auc']:.3f} "
-                 f"({metrics['epochs']} epochs, {metrics['seconds']:.0f} s)")
+    _report_test(progress, "independent test", metrics)
     return predictions.reset_index(drop=True)
+
+
+def _finished_test(out: Path, progress: Callable[[str], None] | None, what: str) -> pd.DataFrame | None:
+    """The predictions of a single-test run finished earlier (out/test/predictions.csv), or None."""
+    done = out / "test" / "predictions.csv"
+    if not done.is_file():
+        return None
+    if progress:
+        progress(f"{what}: done earlier, reused")
+    return pd.read_csv(done, keep_default_na=False)
+
+
+def _report_test(progress: Callable[[str], None] | None, what: str, metrics: dict) -> None:
+    if progress:
+        progress(f"{what}: accuracy {metrics['accuracy']:.3f} auc {metrics['auc']:.3f} "
+                 f"({metrics['epochs']} epochs, {metrics['seconds']:.0f} s)")
 
 
 def _inner_split(train_index: pd.DataFrame, val_fraction: float, seed: int) -> np.ndarray:
