@@ -17,7 +17,6 @@ the structure in a JSON format").
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -30,6 +29,7 @@ import numpy as np
 
 from mammo_keras import __version__
 from mammo_keras.errors import DataError
+from mammo_keras.fileio import sha256_file
 
 ARCHITECTURE_FILE = "model.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -141,12 +141,8 @@ def load_legacy_h5(path: str | os.PathLike, *, compile: bool = False) -> keras.M
 
 
 def sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex sha256 of a file (the package's one implementation, `fileio.sha256_file`)."""
+    return sha256_file(path)
 
 
 def read_weight_file(path: str | os.PathLike) -> tuple[list[str], dict[str, list[np.ndarray]], bool]:

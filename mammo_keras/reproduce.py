@@ -33,7 +33,7 @@ from mammo_keras.data.prepare import load_prepared, prepare
 from mammo_keras.data.roi import resize
 from mammo_keras.errors import DatasetNotFoundError
 from mammo_keras.evaluation.metrics import all_metrics, bootstrap_ci, fold_summary
-from mammo_keras.fileio import atomic_write_json, atomic_write_text
+from mammo_keras.fileio import atomic_write_json, atomic_write_text, sha256_file
 
 MERGED = "merged"
 
@@ -70,11 +70,6 @@ def reported_table(config: ExperimentConfig, experiments_dir: Path = EXPERIMENTS
         return {}
     tables = (yaml.safe_load(path.read_text()) or {}).get("tables", {})
     return dict(tables.get(config.reported_table) or {})
-
-
-def reported_rows(config: ExperimentConfig, experiments_dir: Path = EXPERIMENTS_DIR) -> list[dict]:
-    """The paper's rows for the config's table."""
-    return list(reported_table(config, experiments_dir).get("rows", []))
 
 
 def reported_value(table: dict, config: ExperimentConfig, model: ModelRow | str,
@@ -196,10 +191,12 @@ def merge_inputs(parts: list[DatasetInputs]) -> DatasetInputs:
 
 
 def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
-              progress: Callable[[str], None], test_inputs: DatasetInputs | None = None) -> dict:
+              progress: Callable[[str], None], test_inputs: DatasetInputs | None = None,
+              options: dict | None = None) -> dict:
     """Train and evaluate one model on one dataset with the config's protocol.
 
-    Kind "transfer" trains on `inputs` and tests once on `test_inputs`.
+    Kind "transfer" trains on `inputs` and tests once on `test_inputs`. `options` are the row's
+    builder options with `$VAR`s expanded (default: `expand_options(row.options)`).
     """
     from mammo_keras import models
     from mammo_keras.data.pipeline import preset as augment_preset
@@ -212,7 +209,8 @@ def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
         stages = [dataclasses.replace(stage, batch_size=config.batch_size) for stage in stages]
     shape = (*config.input_hw, config.input_channels)
 
-    options, _ = expand_options(row.options)
+    if options is None:
+        options, _ = expand_options(row.options)
 
     def build():
         return models.get(row.name, input_shape=shape, **options)
@@ -335,8 +333,6 @@ def _describe_weights(weights) -> str:
     path = Path(str(weights))
     if weights == "imagenet" or not path.is_file():
         return str(weights)
-    from mammo_keras.fileio import sha256_file
-
     return f"{path} (sha256 {sha256_file(path)[:16]})"
 
 
@@ -411,7 +407,7 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
             else:
                 progress(f"{dataset} / {model_row.label}: training ({config.kind}, {len(data.index)} items)")
                 result = run_model(config, model_row, data, out / dataset / model_row.label, progress,
-                                   test_inputs=test_inputs)
+                                   test_inputs=test_inputs, options=options)
                 row.update(n_items=result["n_items"], seconds=result["seconds"])
                 for metric in config.metrics:
                     row.update({f"{metric}_{k}": v for k, v in result[metric].items()})
