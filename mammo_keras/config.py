@@ -33,10 +33,28 @@ class ModelRow:
     stages: str | None = None  # overrides the config's stage preset for this model
     paper_row: dict = dataclasses.field(default_factory=dict)  # keys that pick the paper's row
     input_scale: float | None = None  # overrides the config's input_scale for this model
+    train_patients: int | None = None  # hold-out: train on this many training patients (Shen Table 4)
+    # {method: average|weighted_average|stack, members: [labels of earlier rows], column: score|score_tta}:
+    # combines the members' saved scores instead of training a model (`name` is then "ensemble").
+    ensemble: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.ensemble:
+            from mammo_keras.training.ensembling import METHODS
+
+            if self.ensemble.get("method") not in METHODS or len(self.ensemble.get("members") or []) < 2:
+                raise ValueError(f"row {self.label!r}: `ensemble` needs `method` (one of {METHODS}) and two "
+                                 f"or more `members` (labels of earlier rows). Received: {self.ensemble!r}")
+            unknown = sorted(set(self.ensemble) - {"method", "members", "column", "grid", "hidden"})
+            if unknown:
+                raise ValueError(f"row {self.label!r}: unknown `ensemble` keys {unknown}")
 
     def paper_keys(self) -> dict:
-        """What identifies this model's row in paper_tables.yaml (default: model = label)."""
-        return {"model": self.label, **self.paper_row}
+        """What identifies this model's row in paper_tables.yaml (default: model = label).
+
+        A `table` key in `paper_row` names another table of paper_tables.yaml to look in.
+        """
+        return {"model": self.label, **{k: v for k, v in self.paper_row.items() if k != "table"}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +75,8 @@ class ExperimentConfig:
     label_map: dict = dataclasses.field(default_factory=dict)  # prepared label -> task label
     item_part: int | None = None  # for paired items (Coccomini): which array of the pair to use
     grad_cam: bool = True  # grad_cam.png per fold: overlays on the top test items of each class
+    flip_tta: bool = False  # also score the mean over four flips (Shen's A-AUC; metric "a_auc")
+    save_models: bool = False  # save each trained model (JSON + HDF5 + .keras) beside its predictions
     input_scale: float = 1.0  # prepared arrays are in [0, 1]; 255 for models with ImageNet scaling
     abnormality: str | None = None
     max_items: int | None = None
@@ -83,6 +103,14 @@ class ExperimentConfig:
             raise ValueError(f"kind must be one of {KINDS}. Received: kind={self.kind!r}")
         if not self.models:
             raise ValueError(f"{self.source}: a config needs at least one model")
+        labels = [row.label for row in self.models]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"{self.source}: model labels must be unique. Received: {labels}")
+        for number, row in enumerate(self.models):
+            missing = set(row.ensemble.get("members", [])) - set(labels[:number])
+            if missing:
+                raise ValueError(f"{self.source}: ensemble row {row.label!r} needs its members "
+                                 f"{sorted(missing)} listed before it")
         if self.kind == "transfer":
             if not self.test_dataset:
                 raise ValueError(f"{self.source}: kind 'transfer' needs `test_dataset`")
@@ -147,6 +175,22 @@ def list_configs(experiments_dir: Path = EXPERIMENTS_DIR) -> list[str]:
                   if p.stem != "paper_tables" and p.parent.name != "base")
 
 
+def _model_row(raw: dict, path: Path) -> ModelRow:
+    fields = {f.name for f in dataclasses.fields(ModelRow)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown} in model row {raw.get('label', raw.get('name'))!r}. "
+                         f"Valid keys: {sorted(fields)}")
+    values = dict(raw)
+    values.setdefault("name", "ensemble" if values.get("ensemble") else None)
+    if not values["name"]:
+        raise ValueError(f"{path}: every model row needs a `name` (a registry name). Received: {raw!r}")
+    values.setdefault("label", values["name"])
+    for key in ("options", "paper_row", "ensemble"):
+        values[key] = dict(values.get(key) or {})
+    return ModelRow(**values)
+
+
 def load_config(name: str, profile: str = "tiny", *, experiments_dir: Path = EXPERIMENTS_DIR,
                 overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Parse a config for `profile`, applying its profile section and then `overrides`."""
@@ -157,9 +201,7 @@ def load_config(name: str, profile: str = "tiny", *, experiments_dir: Path = EXP
     profiles = raw.pop("profiles", {}) or {}
     raw = _merge(raw, profiles.get(profile, {}) or {})
     raw = _merge(raw, overrides or {})
-    models = tuple(ModelRow(m["name"], m.get("label", m["name"]), dict(m.get("options", {}) or {}),
-                            m.get("stages"), dict(m.get("paper_row", {}) or {}), m.get("input_scale"))
-                   for m in raw.pop("models", []))
+    models = tuple(_model_row(m, path) for m in raw.pop("models", []))
     fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
     unknown = sorted(set(raw) - fields)
     if unknown:

@@ -32,7 +32,7 @@ from mammo_keras.data import canonical_name, read_dataset
 from mammo_keras.data.prepare import load_prepared, prepare
 from mammo_keras.data.roi import resize
 from mammo_keras.errors import DatasetNotFoundError
-from mammo_keras.evaluation.metrics import all_metrics, bootstrap_ci, fold_summary
+from mammo_keras.evaluation.metrics import bootstrap_ci, fold_summary
 from mammo_keras.fileio import atomic_write_json, atomic_write_text, sha256_file
 
 MERGED = "merged"
@@ -63,13 +63,15 @@ def git_commit() -> str:
     return commit + ("+dirty" if dirty else "")
 
 
-def reported_table(config: ExperimentConfig, experiments_dir: Path = EXPERIMENTS_DIR) -> dict:
-    """The paper's table named by the config, from experiments/<paper>/paper_tables.yaml ({} if none)."""
+def reported_table(config: ExperimentConfig, experiments_dir: Path = EXPERIMENTS_DIR, *,
+                   name: str | None = None) -> dict:
+    """The paper's table named by the config (or `name`), from experiments/<paper>/paper_tables.yaml ({} if none)."""
     path = experiments_dir / config.paper / "paper_tables.yaml"
-    if not config.reported_table or not path.is_file():
+    name = name or config.reported_table
+    if not name or not path.is_file():
         return {}
     tables = (yaml.safe_load(path.read_text()) or {}).get("tables", {})
-    return dict(tables.get(config.reported_table) or {})
+    return dict(tables.get(name) or {})
 
 
 def reported_value(table: dict, config: ExperimentConfig, model: ModelRow | str,
@@ -111,6 +113,28 @@ def expand_options(options: dict) -> tuple[dict, list[str]]:
                 unset += re.findall(r"\$\{?(\w+)", value)
         expanded[key] = value
     return expanded, unset
+
+
+def resolve_results(options: dict, results_dir: str | Path) -> tuple[dict, list[str]]:
+    """Options whose value is `{results: <paper>/<table>/<dataset>/<row>}` -> that run's saved weights.
+
+    This chains tables: Shen's whole-image rows start from the patch classifier a Table 1 run
+    saved (`patch_weights: {results: shen2017/table1/cbis_ddsm/s10_resnet50_pretrained}`). The
+    file is `<row>/test/model/model.weights.h5` unless the reference names another `file`.
+    Returns the options and a note per reference whose run has not been made yet.
+    """
+    resolved, missing = {}, []
+    for key, value in options.items():
+        if isinstance(value, dict) and "results" in value:
+            from mammo_keras.io import WEIGHTS_FILE
+
+            path = Path(results_dir) / value["results"] / value.get("file", f"test/model/{WEIGHTS_FILE}")
+            if not path.is_file():
+                run = "/".join(str(value["results"]).split("/")[:2])
+                missing.append(f"{key} needs {path}: run `mammo-keras reproduce {run}` first (same profile)")
+            value = str(path)
+        resolved[key] = value
+    return resolved, missing
 
 
 def _dataset_root(name: str, data_dir: str | Path | None) -> Path | None:
@@ -165,8 +189,10 @@ def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | N
     images, index = images[rows], index.iloc[rows].reset_index(drop=True)
     if config.item_part is not None:
         images = images[:, config.item_part]
-    if images.shape[1:3] != config.input_hw:
-        images = np.stack([resize(image, config.input_hw) for image in images])
+    if images.shape[-2:] != config.input_hw:  # (N, H, W) items, or (N, parts, H, W) pairs
+        images = np.stack([resize(image, config.input_hw) if image.ndim == 2
+                           else np.stack([resize(part, config.input_hw) for part in image])
+                           for image in images])
     if config.input_scale != 1.0:
         images = images * np.float32(config.input_scale)
     synthetic = name == "phantom"
@@ -224,30 +250,76 @@ def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
     augment = augment_preset(config.augment) if config.augment else None
     report = lambda message: progress(f"  {row.label}: {message}")  # noqa: E731
     explain = _grad_cam_writer(report) if config.grad_cam else None
+    common = dict(seed=config.seed, augment=augment, progress=report, explain=explain,
+                  flip_tta=config.flip_tta, save_models=config.save_models)
     if config.kind == "cv":
-        predictions = cross_validate(build, inputs.images, inputs.index, stages, out,
-                                     n_splits=config.n_splits, seed=config.seed, augment=augment,
-                                     val_fraction=config.val_fraction, progress=report, explain=explain)
+        predictions = cross_validate(build, inputs.images, inputs.index, stages, out, n_splits=config.n_splits,
+                                     val_fraction=config.val_fraction, **common)
     elif config.kind == "holdout":
         predictions = holdout(build, inputs.images, inputs.index, stages, out, fractions=config.fractions,
-                              seed=config.seed, augment=augment, progress=report, explain=explain)
+                              train_patients=row.train_patients, **common)
     else:
+        common["save_models"] = True  # the independent test's model is kept for screening use
         predictions = transfer(build, inputs.images, inputs.index, test_inputs.images, test_inputs.index,
-                               stages, out, val_fraction=config.val_fraction, seed=config.seed,
-                               augment=augment, progress=report, explain=explain)
+                               stages, out, val_fraction=config.val_fraction, **common)
     # Training time from each fold's record, so a resumed run reports what the work cost.
     recorded = [json.loads(path.read_text()).get("seconds", 0.0) for path in out.glob("*/metrics.json")]
     seconds = sum(recorded) if recorded else time.perf_counter() - started
-    per_fold = [all_metrics(group["label"], group["score"], names=config.metrics)
-                for _, group in predictions.groupby("fold")]
-    summary = fold_summary(per_fold)
-    result = {"seconds": round(seconds, 1), "n_items": int(len(predictions)), "folds": per_fold}
+    return summarise(config, predictions, out, f"{row.label} on {inputs.name}", seconds)
+
+
+def run_ensemble(config: ExperimentConfig, row: ModelRow, dataset_out: Path) -> dict:
+    """Combine the saved scores of the row's members (earlier rows on this dataset); see training.ensembling."""
+    from mammo_keras.models.ensembles import COCCOMINI_GRID
+    from mammo_keras.training.ensembling import combine
+
+    spec = row.ensemble
+    members = {label: dataset_out / label for label in spec["members"]}
+    predictions = combine(members, spec["method"], dataset_out / row.label, column=spec.get("column", "score"),
+                          grid=tuple(spec.get("grid", COCCOMINI_GRID)), hidden=tuple(spec.get("hidden", (16,))),
+                          seed=config.seed)
+    seconds = sum(json.loads(path.read_text()).get("seconds", 0.0)
+                  for label in spec["members"] for path in (dataset_out / label).glob("*/metrics.json"))
+    return summarise(config, predictions, dataset_out / row.label, f"{row.label} on {dataset_out.name}", seconds)
+
+
+def _metric_inputs(predictions: pd.DataFrame, metric: str):
+    """(y_true, y_score, function) for `metric` on a predictions table, or None where undefined.
+
+    "a_auc" is the AUC of the flip-augmented score; a multi-class table (`pred`) has accuracy only.
+    """
+    from mammo_keras.evaluation.metrics import METRICS, auc, multiclass_accuracy
+
+    labels = predictions["label"]
+    if "pred" in predictions:
+        return (labels, predictions["pred"], multiclass_accuracy) if metric == "accuracy" else None
+    if metric == "a_auc":
+        return (labels, predictions["score_tta"], auc) if "score_tta" in predictions else None
+    return labels, predictions["score"], METRICS[metric]
+
+
+def summarise(config: ExperimentConfig, predictions: pd.DataFrame, out: Path, title: str,
+              seconds: float) -> dict:
+    """Per-fold metrics, their mean and sd, pooled estimates with bootstrap CIs, and the plots."""
+    result = {"seconds": round(seconds, 1), "n_items": int(len(predictions))}
+    per_fold: list[dict] = [{} for _ in predictions.groupby("fold")]
+    nan = float("nan")
     for metric in config.metrics:
-        estimate, low, high = bootstrap_ci(predictions["label"], predictions["score"], metric,
-                                           n_replicates=config.n_bootstrap, seed=config.seed)
-        result[metric] = {"fold_mean": summary[metric][0], "fold_std": summary[metric][1],
+        inputs = _metric_inputs(predictions, metric)
+        if inputs is None:
+            result[metric] = {"fold_mean": nan, "fold_std": nan, "pooled": nan, "ci_low": nan, "ci_high": nan}
+            continue
+        labels, scores, function = inputs
+        for values, (_, group) in zip(per_fold, predictions.groupby("fold")):
+            with np.errstate(all="ignore"):
+                values[metric] = function(labels[group.index], scores[group.index])
+        estimate, low, high = bootstrap_ci(labels, scores, function, n_replicates=config.n_bootstrap,
+                                           seed=config.seed)
+        summary = fold_summary([{metric: v[metric]} for v in per_fold])[metric]
+        result[metric] = {"fold_mean": summary[0], "fold_std": summary[1],
                           "pooled": estimate, "ci_low": low, "ci_high": high}
-    _plots(predictions, out, f"{row.label} on {inputs.name}")
+    result["folds"] = per_fold
+    _plots(predictions, out, title)
     return result
 
 
@@ -273,7 +345,7 @@ def _plots(predictions: pd.DataFrame, out: Path, title: str) -> None:
     """roc.png (per fold and pooled) and learning_curves.png (every fold's log)."""
     from mammo_keras.evaluation.plots import learning_curves, roc_curves
 
-    if predictions["label"].nunique() == 2:
+    if "score" in predictions and predictions["label"].nunique() == 2:
         roc_curves(predictions, out / "roc.png", title=title)
     logs = [pd.read_csv(path).assign(fold=int(path.parent.name.split("_")[-1]) if "_" in path.parent.name else 0)
             for path in sorted(out.glob("*/log.csv"))]
@@ -282,22 +354,30 @@ def _plots(predictions: pd.DataFrame, out: Path, title: str) -> None:
 
 
 def format_metric(metric: str, value: float | None) -> str:
-    """AUC as a fraction (0.912), every other rate in percent (91.2), '-' when missing."""
+    """AUC (and A-AUC) as a fraction (0.912), every other rate in percent (91.2), '-' when missing."""
     if value is None or not np.isfinite(value):
         return "-"
-    return f"{value:.3f}" if metric == "auc" else f"{100 * value:.1f}"
+    return f"{value:.3f}" if metric in ("auc", "a_auc") else f"{100 * value:.1f}"
 
 
 def write_tables(config: ExperimentConfig, rows: list[dict], out: Path, header: list[str]) -> None:
     """table.csv (one line per row) and table.md (paper vs ours, with CIs)."""
     atomic_write_text(out / "table.csv", pd.DataFrame(rows).to_csv(index=False))
     metric = config.reported_metric
-    other = "accuracy" if metric == "auc" else "auc"
-    unit = "" if metric == "auc" else " (%)"
+    others = [m for m in config.metrics if m != metric]
+    unit = lambda m: "" if m in ("auc", "a_auc") else " (%)"  # noqa: E731
     lines = [f"# {config.title}", "", *header, "",
-             f"| dataset | model | n | paper {metric}{unit} | ours {metric}{unit} (fold mean ± sd) | "
-             f"ours {metric}{unit} pooled [95% CI] | ours {other} pooled [95% CI] | minutes | status |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             f"| dataset | model | n | paper {metric}{unit(metric)} | ours {metric}{unit(metric)} (fold mean ± sd) | "
+             f"ours {metric}{unit(metric)} pooled [95% CI] | "
+             + " | ".join(f"ours {m}{unit(m)} pooled [95% CI]" for m in others) + " | minutes | status |",
+             "|---|---|---:|---:|---:|---:|" + "---:|" * len(others) + "---:|---|"]
+
+    def pooled(name: str, row: dict) -> str:
+        if not np.isfinite(row.get(f"{name}_pooled", np.nan)):
+            return "-"
+        return (f"{format_metric(name, row[f'{name}_pooled'])} [{format_metric(name, row[f'{name}_ci_low'])}, "
+                f"{format_metric(name, row[f'{name}_ci_high'])}]")
+
     for row in rows:
         paper = format_metric(metric, row["paper"])
         if row.get("paper_std") is not None:
@@ -305,15 +385,14 @@ def write_tables(config: ExperimentConfig, rows: list[dict], out: Path, header: 
         if row["status"] == "ok":
             ours = (f"{format_metric(metric, row[f'{metric}_fold_mean'])} ± "
                     f"{format_metric(metric, row[f'{metric}_fold_std'])}")
-            pooled = (f"{format_metric(metric, row[f'{metric}_pooled'])} [{format_metric(metric, row[f'{metric}_ci_low'])}, "
-                      f"{format_metric(metric, row[f'{metric}_ci_high'])}]")
-            second = (f"{format_metric(other, row[f'{other}_pooled'])} [{format_metric(other, row[f'{other}_ci_low'])}, "
-                      f"{format_metric(other, row[f'{other}_ci_high'])}]") if f"{other}_pooled" in row else "-"
+            first = pooled(metric, row)
+            rest = [pooled(m, row) for m in others]
             minutes = f"{row['seconds'] / 60:.1f}"
         else:
-            ours = pooled = second = minutes = "-"
+            ours = first = minutes = "-"
+            rest = ["-"] * len(others)
         lines.append(f"| {row['dataset']} | {row['model']} | {row.get('n_items', '-')} | {paper} | {ours} | "
-                     f"{pooled} | {second} | {minutes} | {row['status']} |")
+                     f"{first} | " + " | ".join(rest) + f" | {minutes} | {row['status']} |")
     lines.append("")
     table = reported_table(config)
     if table.get("rows"):
@@ -394,20 +473,36 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
             shown = f"{dataset} -> {config.test_dataset}"
             if test_inputs.absent and not data.absent:
                 data = dataclasses.replace(data, absent=f"test set {test_inputs.absent}")
+        finished: set[str] = set()
         for model_row in config.models:
-            paper, paper_std = reported_value(reported, config, model_row,
+            table = reported_table(config, name=model_row.paper_row["table"]) if "table" in model_row.paper_row \
+                else reported
+            paper, paper_std = reported_value(table, config, model_row,
                                               config.test_dataset if test_inputs is not None else dataset)
             options, unset = expand_options(model_row.options)
-            status = data.absent or (f"skipped: set {', '.join(unset)} (a local weights file)" if unset else "ok")
+            options, pending = resolve_results(options, results_dir)
+            waiting = sorted(set(model_row.ensemble.get("members", [])) - finished)
+            status = (data.absent
+                      or (f"skipped: set {', '.join(unset)} (a local weights file)" if unset else "")
+                      or (f"skipped: {pending[0]}" if pending else "")
+                      or (f"skipped: members without results: {', '.join(waiting)}" if waiting else "")
+                      or "ok")
             row = {"dataset": shown + (" (synthetic)" if data.synthetic else ""), "model": model_row.label,
                    "paper": paper, "paper_std": paper_std, "status": status,
-                   "weights": _describe_weights(options.get("weights"))}
+                   "weights": (f"ensemble of {', '.join(model_row.ensemble['members'])}" if model_row.ensemble
+                               else _describe_weights(options.get("weights") or options.get("patch_weights")))}
             if status != "ok":
                 progress(f"{dataset} / {model_row.label}: {status}")
             else:
-                progress(f"{dataset} / {model_row.label}: training ({config.kind}, {len(data.index)} items)")
-                result = run_model(config, model_row, data, out / dataset / model_row.label, progress,
-                                   test_inputs=test_inputs, options=options)
+                if model_row.ensemble:
+                    progress(f"{dataset} / {model_row.label}: {model_row.ensemble['method']} of "
+                             f"{', '.join(model_row.ensemble['members'])}")
+                    result = run_ensemble(config, model_row, out / dataset)
+                else:
+                    progress(f"{dataset} / {model_row.label}: training ({config.kind}, {len(data.index)} items)")
+                    result = run_model(config, model_row, data, out / dataset / model_row.label, progress,
+                                       test_inputs=test_inputs, options=options)
+                finished.add(model_row.label)
                 row.update(n_items=result["n_items"], seconds=result["seconds"])
                 for metric in config.metrics:
                     row.update({f"{metric}_{k}": v for k, v in result[metric].items()})

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from types import MappingProxyType
 
 import numpy as np
@@ -286,7 +287,7 @@ def random_augment(images: tf.Tensor, config: AugmentConfig, seed) -> tf.Tensor:
     return apply_transform(images, params, config)
 
 
-def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: int,
+def make_dataset(images: np.ndarray | Sequence[np.ndarray], labels: np.ndarray | None, *, batch_size: int,
                  augment: AugmentConfig | None, shuffle: bool, seed: int, cache: bool = False,
                  drop_remainder: bool = False) -> tf.data.Dataset:
     """Batches of (images, labels) from in-memory NHWC arrays, augmented in the graph.
@@ -295,7 +296,8 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: i
     datasets built with the same arguments yield the same batches epoch by epoch.
 
     Args:
-        images: [N, H, W, C] array, cast to float32.
+        images: [N, H, W, C] array, cast to float32, or a list of such arrays for a model with
+            several inputs (a siamese pair); every array of an item gets the same transform.
         labels: [N, ...] array, or None to yield images only.
         batch_size: images per batch.
         augment: random augmentation, or None for none (validation/test).
@@ -304,28 +306,37 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: i
         cache: cache the examples after the first epoch.
         drop_remainder: drop the last incomplete batch.
     """
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim != 4:
-        raise ValueError(f"`images` must be an NHWC array. Received: shape={images.shape}")
-    if labels is not None and len(labels) != len(images):
+    several = isinstance(images, (list, tuple))
+    arrays = [np.asarray(a, dtype=np.float32) for a in (images if several else [images])]
+    for array in arrays:
+        if array.ndim != 4 or len(array) != len(arrays[0]):
+            raise ValueError("`images` must be an NHWC array (or a list of them, one length). "
+                             f"Received: shapes={[a.shape for a in arrays]}")
+    if labels is not None and len(labels) != len(arrays[0]):
         raise ValueError("`images` and `labels` must have the same length. "
-                         f"Received: {len(images)} images, {len(labels)} labels")
+                         f"Received: {len(arrays[0])} images, {len(labels)} labels")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
-    elements = images if labels is None else (images, np.asarray(labels))
+    inputs = tuple(arrays) if several else arrays[0]
+    elements = inputs if labels is None else (inputs, np.asarray(labels))
     dataset = tf.data.Dataset.from_tensor_slices(elements)
     if cache:
         dataset = dataset.cache()
     if shuffle:
-        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(len(arrays[0]), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     if augment is not None:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
+        def transform(batch, batch_seed):
+            if several:
+                return tuple(random_augment(part, augment, batch_seed) for part in batch)
+            return random_augment(batch, augment, batch_seed)
+
         def augment_batch(batch, batch_seed):
             if labels is None:
-                return random_augment(batch, augment, batch_seed)
-            return random_augment(batch[0], augment, batch_seed), batch[1]
+                return transform(batch, batch_seed)
+            return transform(batch[0], batch_seed), batch[1]
 
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
             augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -77,6 +77,14 @@ def f1(y_true, y_score, *, threshold: float = 0.5) -> float:
     return _ratio(2 * p * r, p + r) if np.isfinite(p) and np.isfinite(r) else float("nan")
 
 
+def multiclass_accuracy(y_true, y_pred) -> float:
+    """Share of items whose predicted class (integer) equals the true class (any number of classes)."""
+    y_true, y_pred = np.asarray(y_true).astype(int).ravel(), np.asarray(y_pred).astype(int).ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true and y_pred need the same length. Received: {y_true.shape} and {y_pred.shape}")
+    return float(np.mean(y_true == y_pred)) if len(y_true) else float("nan")
+
+
 METRICS: Mapping[str, Callable[..., float]] = {
     "accuracy": accuracy, "auc": auc, "sensitivity": sensitivity, "specificity": specificity,
     "precision": precision, "recall": recall, "f1": f1,

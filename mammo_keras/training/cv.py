@@ -21,7 +21,7 @@ import pandas as pd
 from mammo_keras.data.pipeline import AugmentConfig
 from mammo_keras.data.splits import check_no_leakage, load_assignments, patient_kfold, save_assignments
 from mammo_keras.data.splits import train_val_test
-from mammo_keras.evaluation.metrics import all_metrics
+from mammo_keras.evaluation.metrics import all_metrics, auc, multiclass_accuracy
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
 from mammo_keras.training.fit import as_model_input, fit_stages, positive_scores
 from mammo_keras.training.stages import Stage
@@ -62,7 +62,7 @@ def assign_folds(index: pd.DataFrame, n_splits: int, seed: int, path: Path) -> p
 def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
                    stages: Sequence[Stage], out: str | Path, *, n_splits: int = 5, seed: int = 0,
                    augment: AugmentConfig | None = None, val_fraction: float = 0.15,
-                   save_models: bool = False, verbose: int = 0,
+                   save_models: bool = False, verbose: int = 0, flip_tta: bool = False,
                    progress: Callable[[str], None] | None = None,
                    explain: Explainer | None = None) -> pd.DataFrame:
     """Train and test one model per fold; returns the pooled out-of-fold predictions.
@@ -97,23 +97,51 @@ def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, i
             build_model, images, index, stages, fold_dir, fit_rows=train_rows[inner == "train"],
             val_rows=train_rows[inner == "val"], test_rows=np.flatnonzero(test_mask), fold=fold,
             seed=seed + fold, augment=augment, save_models=save_models, verbose=verbose,
-            explain=explain)
+            flip_tta=flip_tta, explain=explain)
         pooled.append(predictions)
         if progress:
-            progress(f"fold {fold}: accuracy {metrics['accuracy']:.3f} auc {metrics['auc']:.3f} "
-                     f"({metrics['epochs']} epochs, {metrics['seconds']:.0f} s)")
+            progress(f"fold {fold}: {_summary(metrics)} ({metrics['epochs']} epochs, {metrics['seconds']:.0f} s)")
     result = pd.concat(pooled, ignore_index=True)
     check_no_leakage(result.assign(image_id=result["item_id"]), by="fold")
     return result
 
 
+def prediction_columns(model: keras.Model, inputs, *, flip_tta: bool = False) -> dict[str, np.ndarray]:
+    """Score columns for a predictions table.
+
+    A binary model gives `score` (probability of class 1) and, with `flip_tta`, `score_tta`
+    (the mean over the four flips, Shen's augmented prediction). A model with k > 2 classes
+    gives `pred` (the argmax) and `p_0` ... `p_<k-1>`.
+    """
+    outputs = np.asarray(model.predict(inputs, verbose=0), dtype=np.float64)
+    if outputs.ndim == 2 and outputs.shape[1] > 2:
+        return {"pred": outputs.argmax(axis=1), **{f"p_{k}": outputs[:, k] for k in range(outputs.shape[1])}}
+    columns = {"score": positive_scores(outputs)}
+    if flip_tta:
+        from mammo_keras.models.wrappers import flip_tta as wrap
+
+        columns["score_tta"] = positive_scores(np.asarray(wrap(model).predict(inputs, verbose=0), dtype=np.float64))
+    return columns
+
+
+def prediction_metrics(predictions: pd.DataFrame) -> dict[str, float]:
+    """Every binary metric of `score` (plus `a_auc` of `score_tta`), or the accuracy of `pred`."""
+    if "pred" in predictions:
+        return {"accuracy": multiclass_accuracy(predictions["label"], predictions["pred"])}
+    metrics = all_metrics(predictions["label"], predictions["score"])
+    if "score_tta" in predictions:
+        metrics["a_auc"] = auc(predictions["label"], predictions["score_tta"])
+    return metrics
+
+
 def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
                    stages: Sequence[Stage], out: Path, *, fit_rows: np.ndarray, val_rows: np.ndarray,
                    test_rows: np.ndarray, fold: int, seed: int, augment: AugmentConfig | None = None,
-                   save_models: bool = False, verbose: int = 0,
+                   save_models: bool = False, verbose: int = 0, flip_tta: bool = False,
                    explain: Explainer | None = None) -> tuple[pd.DataFrame, dict]:
     """Seed, build, train on `fit_rows` (watching `val_rows`), score `test_rows`; write the outputs.
 
+    Validation scores go to val_predictions.csv (what ensembles choose their weights on);
     predictions.csv is written last and atomically: it marks this part done.
     """
     started = time.perf_counter()
@@ -123,10 +151,15 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
     log = fit_stages(model, stages, (images[fit_rows], labels[fit_rows]),
                      (images[val_rows], labels[val_rows]) if len(val_rows) else None,
                      augment=augment, seed=seed, log_csv=out / "log.csv", verbose=verbose)
-    scores = positive_scores(model.predict(as_model_input(images[test_rows], model), verbose=0))
-    predictions = index.iloc[test_rows][["item_id", "patient_id", "label"]].assign(
-        fold=fold, score=scores.astype(np.float64))
-    metrics = {**all_metrics(predictions["label"], predictions["score"]),
+
+    def scored(rows: np.ndarray) -> pd.DataFrame:
+        columns = prediction_columns(model, as_model_input(images[rows], model), flip_tta=flip_tta)
+        return index.iloc[rows][["item_id", "patient_id", "label"]].assign(fold=fold, **columns)
+
+    if len(val_rows):
+        atomic_write_text(out / "val_predictions.csv", scored(val_rows).to_csv(index=False))
+    predictions = scored(test_rows)
+    metrics = {**prediction_metrics(predictions),
                "fold": fold, "n_train": int(len(fit_rows)), "n_val": int(len(val_rows)),
                "n_test": int(len(test_rows)), "epochs": int(len(log)),
                "seconds": round(time.perf_counter() - started, 2)}
@@ -145,10 +178,13 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
 def holdout(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
             stages: Sequence[Stage], out: str | Path, *, fractions=(0.8, 0.1, 0.1), seed: int = 0,
             augment: AugmentConfig | None = None, save_models: bool = False, verbose: int = 0,
+            flip_tta: bool = False, train_patients: int | None = None,
             progress: Callable[[str], None] | None = None, explain: Explainer | None = None) -> pd.DataFrame:
     """One patient-level stratified train/val/test split (Jain & Levy, Shen); returns test predictions.
 
     The split is saved as split.csv; a finished run (test/predictions.csv) is reused.
+    `train_patients` trains on that many of the training patients only (drawn with `seed`; the
+    validation and test parts stay whole): Shen's Table 4, accuracy by training-set size.
     """
     out = Path(out)
     finished = _finished_test(out, progress, "hold-out test")
@@ -159,10 +195,14 @@ def holdout(build_model: Callable[[], keras.Model], images: np.ndarray, index: p
                            seed=seed, label="label")
     save_assignments(split, out / "split.csv")
     names = split["split"].to_numpy()
+    fit_rows = np.flatnonzero(names == "train")
+    if train_patients is not None:
+        fit_rows = _first_patients(index, fit_rows, train_patients, seed)
     predictions, metrics = train_and_test(
-        build_model, images, index, stages, out / "test", fit_rows=np.flatnonzero(names == "train"),
+        build_model, images, index, stages, out / "test", fit_rows=fit_rows,
         val_rows=np.flatnonzero(names == "val"), test_rows=np.flatnonzero(names == "test"), fold=0,
-        seed=seed, augment=augment, save_models=save_models, verbose=verbose, explain=explain)
+        seed=seed, augment=augment, save_models=save_models, verbose=verbose, flip_tta=flip_tta,
+        explain=explain)
     _report_test(progress, "hold-out test", metrics)
     return predictions
 
@@ -170,8 +210,8 @@ def holdout(build_model: Callable[[], keras.Model], images: np.ndarray, index: p
 def transfer(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
              test_images: np.ndarray, test_index: pd.DataFrame, stages: Sequence[Stage], out: str | Path, *,
              val_fraction: float = 0.15, seed: int = 0, augment: AugmentConfig | None = None,
-             save_models: bool = True, verbose: int = 0, progress: Callable[[str], None] | None = None,
-             explain: Explainer | None = None) -> pd.DataFrame:
+             save_models: bool = True, verbose: int = 0, flip_tta: bool = False,
+             progress: Callable[[str], None] | None = None, explain: Explainer | None = None) -> pd.DataFrame:
     """Train on one dataset, test once on another (Chougrad's independent MIAS test).
 
     `val_fraction` of the training patients (stratified) steer early stopping; the test set is
@@ -193,7 +233,7 @@ def transfer(build_model: Callable[[], keras.Model], images: np.ndarray, index: 
         build_model, np.concatenate([images, test_images]), both, stages, out / "test",
         fit_rows=np.flatnonzero(inner == "train"), val_rows=np.flatnonzero(inner == "val"),
         test_rows=len(index) + np.arange(len(test_index)), fold=0, seed=seed, augment=augment,
-        save_models=save_models, verbose=verbose, explain=explain)
+        save_models=save_models, verbose=verbose, flip_tta=flip_tta, explain=explain)
     _report_test(progress, "independent test", metrics)
     return predictions.reset_index(drop=True)
 
@@ -208,10 +248,24 @@ def _finished_test(out: Path, progress: Callable[[str], None] | None, what: str)
     return pd.read_csv(done, keep_default_na=False)
 
 
+def _summary(metrics: dict) -> str:
+    return " ".join(f"{name} {metrics[name]:.3f}" for name in ("accuracy", "auc", "a_auc") if name in metrics)
+
+
 def _report_test(progress: Callable[[str], None] | None, what: str, metrics: dict) -> None:
     if progress:
-        progress(f"{what}: accuracy {metrics['accuracy']:.3f} auc {metrics['auc']:.3f} "
-                 f"({metrics['epochs']} epochs, {metrics['seconds']:.0f} s)")
+        progress(f"{what}: {_summary(metrics)} ({metrics['epochs']} epochs, {metrics['seconds']:.0f} s)")
+
+
+def _first_patients(index: pd.DataFrame, rows: np.ndarray, n_patients: int, seed: int) -> np.ndarray:
+    """The items of `n_patients` patients drawn at random (seeded) from those of `rows`."""
+    patients = index.iloc[rows]["patient_id"].astype(str)
+    unique = patients.drop_duplicates().to_numpy()
+    if not isinstance(n_patients, int) or isinstance(n_patients, bool) or not 0 < n_patients <= len(unique):
+        raise ValueError(f"`train_patients` must be an integer from 1 to the {len(unique)} training "
+                         f"patients. Received: train_patients={n_patients!r}")
+    chosen = set(np.random.default_rng(seed).permutation(unique)[:n_patients])
+    return rows[patients.isin(chosen).to_numpy()]
 
 
 def _inner_split(train_index: pd.DataFrame, val_fraction: float, seed: int) -> np.ndarray:

@@ -14,15 +14,40 @@ from mammo_keras.fileio import atomic_write_text
 from mammo_keras.training.stages import Stage, apply_trainable, make_optimizer
 
 
-def as_model_input(images: np.ndarray, model: keras.Model) -> np.ndarray:
-    """(N, H, W) grey arrays -> (N, H, W, C) as the model's input expects (C = 1 or 3)."""
-    images = np.asarray(images, dtype=np.float32)
+# Parts of a paired item in prepared arrays (N, 2, H, W): Coccomini's [lesion, baseline].
+PAIR_PARTS = ("abnormality", "baseline")
+
+
+def _channels(images: np.ndarray, channels: int) -> np.ndarray:
     if images.ndim == 3:
         images = images[..., None]
-    channels = model.inputs[0].shape[-1]
     if images.shape[-1] == 1 and channels == 3:
         images = np.repeat(images, 3, axis=-1)
     return images
+
+
+def as_model_input(images: np.ndarray, model: keras.Model) -> np.ndarray | list[np.ndarray]:
+    """(N, H, W) grey arrays -> (N, H, W, C) as the model's input expects (C = 1 or 3).
+
+    A model with several inputs (the siamese network) takes paired items, (N, parts, H, W):
+    part k feeds the input named PAIR_PARTS[k] when the model names its inputs that way,
+    otherwise input k.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if len(model.inputs) == 1:
+        return _channels(images, model.inputs[0].shape[-1])
+    if images.ndim < 4 or images.shape[1] != len(model.inputs):
+        raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs and needs paired items "
+                         f"of shape (N, {len(model.inputs)}, H, W). Received: shape={images.shape}")
+    names = [tensor.name.split(":")[0] for tensor in model.inputs]
+    order = ([PAIR_PARTS.index(n) for n in names] if sorted(names) == sorted(PAIR_PARTS)
+             else list(range(len(names))))
+    return [_channels(images[:, part], tensor.shape[-1]) for part, tensor in zip(order, model.inputs)]
+
+
+def count(inputs: np.ndarray | Sequence[np.ndarray]) -> int:
+    """Number of items in a model input (an array or a list of arrays, one per model input)."""
+    return len(inputs[0]) if isinstance(inputs, (list, tuple)) else len(inputs)
 
 
 def as_targets(labels: np.ndarray, model: keras.Model) -> np.ndarray:
@@ -78,14 +103,14 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
     """
     x_train, y_train = as_model_input(train[0], model), np.asarray(train[1]).astype(int)
     validation = None
-    if val is not None and len(val[0]):
+    if val is not None and count(val[0]):
         validation = (as_model_input(val[0], model), as_targets(val[1], model))
     rows: list[dict] = []
     for number, stage in enumerate(stages):
         if stage.epochs == 0:
             continue
         apply_trainable(model, stage.trainable)
-        steps = int(np.ceil(len(x_train) / stage.batch_size))
+        steps = int(np.ceil(count(x_train) / stage.batch_size))
         loss = "binary_crossentropy" if model.outputs[0].shape[-1] == 1 else "categorical_crossentropy"
         model.compile(optimizer=make_optimizer(stage, steps), loss=loss, metrics=["accuracy"])
         dataset = make_dataset(x_train, as_targets(y_train, model), batch_size=stage.batch_size,

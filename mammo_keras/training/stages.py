@@ -9,6 +9,7 @@ schedule, weight decay and early stopping. Presets reproduce each paper's protoc
                                  Chougrad's block-wise fine-tuning (`backbones.set_fine_tuning`)
     "re:<pattern>"               layers whose name matches the regular expression; the rest frozen
                                  (e.g. "re:^(inception_5|predictions)" for GoogLeNet "deeper")
+    "as_built"                   what the model's builder set (the siamese encoder's `fine_tune`)
 """
 from __future__ import annotations
 
@@ -57,8 +58,9 @@ class Stage:
         if self.lr_multipliers and self.optimizer != "sgd":
             raise ValueError("`lr_multipliers` need optimizer 'sgd' (for plain or momentum SGD a scaled "
                              f"gradient is a scaled learning rate). Received: optimizer={self.optimizer!r}")
-        if not (self.trainable == "all" or self.trainable in STRATEGIES or self.trainable.startswith("re:")):
-            raise ValueError(f"`trainable` must be 'all', one of {STRATEGIES} or 're:<pattern>'. "
+        if not (self.trainable in ("all", "as_built") or self.trainable in STRATEGIES
+                or self.trainable.startswith("re:")):
+            raise ValueError(f"`trainable` must be 'all', 'as_built', one of {STRATEGIES} or 're:<pattern>'. "
                              f"Received: trainable={self.trainable!r}")
 
     def scaled(self, epoch_scale: float, *, min_epochs: int = 1) -> Stage:
@@ -74,6 +76,8 @@ class Stage:
 
 def apply_trainable(model: keras.Model, trainable: str) -> keras.Model:
     """Set which layers train for a stage, selecting by name (never by position)."""
+    if trainable == "as_built":
+        return model
     if trainable == "all":
         model.trainable = True
         for layer in model.layers:
@@ -172,6 +176,11 @@ PRESETS = MappingProxyType({
               trainable="re:^(top_|predictions)", batch_size=2),
         Stage("all", 20, optimizer="adam", learning_rate=1e-5, weight_decay=0.01, trainable="all",
               batch_size=2)),
+    # Shen 2017 §3.2.2: the DDSM whole-image models fine-tuned on INbreast: all layers, Adam 1e-5,
+    # 200 epochs, weight decay 0.01, batch 2 (as the whole-image stages).
+    "shen2017_inbreast": _stages(
+        Stage("all", 200, optimizer="adam", learning_rate=1e-5, weight_decay=0.01, trainable="all",
+              batch_size=2)),
     # Jain & Levy §4.1-4.3, GoogLeNet "deeper": SGD 1e-2 with Caffe's poly policy (power 0.5),
     # inception_5a/5b at the full rate, earlier layers x0.1, the new classifier x10; L2 1e-3
     # (as decoupled weight decay), batch 32, 30 epochs; momentum 0.9 from the BVLC solver.
@@ -196,6 +205,12 @@ PRESETS = MappingProxyType({
     "coccomini2021": _stages(
         Stage("train", 80, optimizer="adam", learning_rate=1e-3, early_stopping_patience=4,
               class_weight=True, batch_size=16)),
+    # Coccomini 2021 Ch. 6: siamese networks, Adam 1e-3, binary cross-entropy; the encoder's
+    # trainable part is what its `fine_tune` option built (frozen, or the last block trainable).
+    # Epochs and batch are unstated: those of the Ch. 5 models (40, 16) with early stopping 4.
+    "coccomini2021_siamese": _stages(
+        Stage("siamese", 40, optimizer="adam", learning_rate=1e-3, trainable="as_built", batch_size=16,
+              early_stopping_patience=4)),
     # Coccomini 2021 Ch. 5: pretrained backbones with a dense-256 sigmoid head, batch 16, 40 epochs.
     "coccomini2021_pretrained": _stages(
         Stage("head", 40, optimizer="adam", learning_rate=1e-4, trainable="0FT", batch_size=16,

@@ -50,7 +50,10 @@ def test_configs_name_existing_tables_and_find_the_papers_numbers(experiment):
     config = load_config(experiment, "paper")
     table = reported_table(config)
     assert table, f"{experiment}: reported_table {config.reported_table!r} not in paper_tables.yaml"
-    found = [reported_value(table, config, row, dataset)[0]
+    for row in config.models:  # a row may look in another table of the paper
+        if "table" in row.paper_row:
+            assert reported_table(config, name=row.paper_row["table"]), (experiment, row.label)
+    found = [reported_value(reported_table(config, name=row.paper_row.get("table")), config, row, dataset)[0]
              for dataset in config.datasets for row in config.models]
     if config.table == "table2":  # every paper's Table 2 is compared row by row
         assert any(value is not None for value in found), f"{experiment}: no model/dataset matches the paper's rows"
