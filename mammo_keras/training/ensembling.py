@@ -34,8 +34,10 @@ def _parts(folder: Path) -> list[str]:
 
 def _read(path: Path, column: str, what: str) -> pd.DataFrame:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the ensemble needs the {what} of every member. "
-                                "Run the member rows again (remove their folder to retrain).")
+        why = ("its training part had no validation patients (raise `val_fraction`), or it was trained "
+               "before validation scores were saved (remove its folder to retrain)"
+               if path.name.startswith("val_") else "the member has not finished this part")
+        raise FileNotFoundError(f"{path} is missing: the ensemble needs the {what} of every member; {why}")
     table = pd.read_csv(path, keep_default_na=False)
     if column not in table:
         raise ValueError(f"{path} has no column {column!r} (columns: {list(table.columns)}); "

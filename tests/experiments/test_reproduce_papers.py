@@ -36,6 +36,8 @@ def test_table2_tiny_end_to_end(paper, tmp_path, capsys, monkeypatch):
     assert list(table["model"]) == CASES[paper]
     assert (table["status"] == "ok").all() and (table["dataset"] == "phantom (synthetic)").all()
     assert table["accuracy_pooled"].notna().all() and table["auc_pooled"].notna().all()
+    if config.flip_tta:  # Shen's A-AUC: the AUC of the mean score over four flips
+        assert table["a_auc_pooled"].between(0, 1).all()
     for metric in config.metrics:
         # Precision is undefined (NaN, shown as "-") for a model that calls nothing malignant.
         rows = table[table[f"{metric}_pooled"].notna()]
