@@ -224,17 +224,22 @@ def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
     augment = augment_preset(config.augment) if config.augment else None
     report = lambda message: progress(f"  {row.label}: {message}")  # noqa: E731
     explain = _grad_cam_writer(report) if config.grad_cam else None
+    from mammo_keras.app.recipe import model_info  # what a saved model's manifest records for `predict`
+
+    info = model_info(config, row)
     if config.kind == "cv":
         predictions = cross_validate(build, inputs.images, inputs.index, stages, out,
                                      n_splits=config.n_splits, seed=config.seed, augment=augment,
-                                     val_fraction=config.val_fraction, progress=report, explain=explain)
+                                     val_fraction=config.val_fraction, progress=report, explain=explain,
+                                     model_info=info)
     elif config.kind == "holdout":
         predictions = holdout(build, inputs.images, inputs.index, stages, out, fractions=config.fractions,
-                              seed=config.seed, augment=augment, progress=report, explain=explain)
+                              seed=config.seed, augment=augment, progress=report, explain=explain,
+                              model_info=info)
     else:
         predictions = transfer(build, inputs.images, inputs.index, test_inputs.images, test_inputs.index,
                                stages, out, val_fraction=config.val_fraction, seed=config.seed,
-                               augment=augment, progress=report, explain=explain)
+                               augment=augment, progress=report, explain=explain, model_info=info)
     # Training time from each fold's record, so a resumed run reports what the work cost.
     recorded = [json.loads(path.read_text()).get("seconds", 0.0) for path in out.glob("*/metrics.json")]
     seconds = sum(recorded) if recorded else time.perf_counter() - started

@@ -64,7 +64,7 @@ def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, i
                    augment: AugmentConfig | None = None, val_fraction: float = 0.15,
                    save_models: bool = False, verbose: int = 0,
                    progress: Callable[[str], None] | None = None,
-                   explain: Explainer | None = None) -> pd.DataFrame:
+                   explain: Explainer | None = None, model_info: dict | None = None) -> pd.DataFrame:
     """Train and test one model per fold; returns the pooled out-of-fold predictions.
 
     Within each training part, `val_fraction` of the patients (stratified) are held out
@@ -97,7 +97,7 @@ def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, i
             build_model, images, index, stages, fold_dir, fit_rows=train_rows[inner == "train"],
             val_rows=train_rows[inner == "val"], test_rows=np.flatnonzero(test_mask), fold=fold,
             seed=seed + fold, augment=augment, save_models=save_models, verbose=verbose,
-            explain=explain)
+            explain=explain, model_info=model_info)
         pooled.append(predictions)
         if progress:
             progress(f"fold {fold}: accuracy {metrics['accuracy']:.3f} auc {metrics['auc']:.3f} "
@@ -111,8 +111,11 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
                    stages: Sequence[Stage], out: Path, *, fit_rows: np.ndarray, val_rows: np.ndarray,
                    test_rows: np.ndarray, fold: int, seed: int, augment: AugmentConfig | None = None,
                    save_models: bool = False, verbose: int = 0,
-                   explain: Explainer | None = None) -> tuple[pd.DataFrame, dict]:
+                   explain: Explainer | None = None, model_info: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """Seed, build, train on `fit_rows` (watching `val_rows`), score `test_rows`; write the outputs.
+
+    `model_info`: keyword arguments for `io.save` (architecture, class names, preprocessing) recorded
+    in the saved model's manifest, so that `mammo-keras predict` prepares new images as training did.
 
     predictions.csv is written last and atomically: it marks this part done.
     """
@@ -134,7 +137,7 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
     if save_models:
         from mammo_keras import io as model_io
 
-        model_io.save(model, out / "model")
+        model_io.save(model, out / "model", **(model_info or {}))
     if explain is not None:
         explain(model, images[test_rows], predictions, out)
     atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
@@ -145,7 +148,8 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
 def holdout(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
             stages: Sequence[Stage], out: str | Path, *, fractions=(0.8, 0.1, 0.1), seed: int = 0,
             augment: AugmentConfig | None = None, save_models: bool = False, verbose: int = 0,
-            progress: Callable[[str], None] | None = None, explain: Explainer | None = None) -> pd.DataFrame:
+            progress: Callable[[str], None] | None = None, explain: Explainer | None = None,
+            model_info: dict | None = None) -> pd.DataFrame:
     """One patient-level stratified train/val/test split (Jain & Levy, Shen); returns test predictions.
 
     The split is saved as split.csv; a finished run (test/predictions.csv) is reused.
@@ -162,7 +166,8 @@ def holdout(build_model: Callable[[], keras.Model], images: np.ndarray, index: p
     predictions, metrics = train_and_test(
         build_model, images, index, stages, out / "test", fit_rows=np.flatnonzero(names == "train"),
         val_rows=np.flatnonzero(names == "val"), test_rows=np.flatnonzero(names == "test"), fold=0,
-        seed=seed, augment=augment, save_models=save_models, verbose=verbose, explain=explain)
+        seed=seed, augment=augment, save_models=save_models, verbose=verbose, explain=explain,
+        model_info=model_info)
     _report_test(progress, "hold-out test", metrics)
     return predictions
 
@@ -171,7 +176,7 @@ def transfer(build_model: Callable[[], keras.Model], images: np.ndarray, index: 
              test_images: np.ndarray, test_index: pd.DataFrame, stages: Sequence[Stage], out: str | Path, *,
              val_fraction: float = 0.15, seed: int = 0, augment: AugmentConfig | None = None,
              save_models: bool = True, verbose: int = 0, progress: Callable[[str], None] | None = None,
-             explain: Explainer | None = None) -> pd.DataFrame:
+             explain: Explainer | None = None, model_info: dict | None = None) -> pd.DataFrame:
     """Train on one dataset, test once on another (Chougrad's independent MIAS test).
 
     `val_fraction` of the training patients (stratified) steer early stopping; the test set is
@@ -193,7 +198,7 @@ def transfer(build_model: Callable[[], keras.Model], images: np.ndarray, index: 
         build_model, np.concatenate([images, test_images]), both, stages, out / "test",
         fit_rows=np.flatnonzero(inner == "train"), val_rows=np.flatnonzero(inner == "val"),
         test_rows=len(index) + np.arange(len(test_index)), fold=0, seed=seed, augment=augment,
-        save_models=save_models, verbose=verbose, explain=explain)
+        save_models=save_models, verbose=verbose, explain=explain, model_info=model_info)
     _report_test(progress, "independent test", metrics)
     return predictions.reset_index(drop=True)
 
