@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from app_fixtures import INPUT, LESION, R, SIZE, lesion_image, write_png
+from app_fixtures import fixture_png, trained_model  # noqa: F401 - fixtures
 from mammo_keras import io as model_io
 from mammo_keras.app.predict import (Lesion, class_probabilities, lesion_window, load_model_folder,
                                      model_input, predict_image, read_scan)

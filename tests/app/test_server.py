@@ -7,6 +7,7 @@ import re
 import pytest
 
 from app_fixtures import LESION
+from app_fixtures import fixture_png, trained_model  # noqa: F401 - fixtures
 from mammo_keras.app.predict import Lesion, load_model_folder, predict_image
 from mammo_keras.app.server import create_app
 
