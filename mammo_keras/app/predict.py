@@ -98,6 +98,7 @@ def load_model_folder(directory: str | Path, *, recipe: str | None = None) -> Lo
             framework cannot run (several inputs, outputs that do not match the class names).
     """
     from mammo_keras import io as model_io
+    from mammo_keras import models  # noqa: F401 - registers the package's custom layers (GreyToRGB, ...)
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -294,7 +295,7 @@ def predict_image(loaded: LoadedModel, path: str | Path, lesion: Lesion | None =
     Grad-CAM explains the last class (malignant for benign/malignant models), like the per-fold
     Grad-CAM sheets of `reproduce`, so that the map always shows the evidence for cancer.
     """
-    from mammo_keras.evaluation.saliency import feature_layers, grad_cam
+    from mammo_keras.evaluation.saliency import grad_cam
     from mammo_keras.training.fit import as_model_input
 
     name = name or str(path)
@@ -306,12 +307,26 @@ def predict_image(loaded: LoadedModel, path: str | Path, lesion: Lesion | None =
     probabilities = class_probabilities(np.asarray(outputs), loaded.class_names)[0]
     explained = loaded.class_names[-1]
     heatmap = None
-    if feature_layers(loaded.model):
+    layer = explained_layer(loaded.model)
+    if layer is not None:
         class_index = None if loaded.model.outputs[0].shape[-1] == 1 else len(loaded.class_names) - 1
-        heatmap = grad_cam(loaded.model, batch, class_index=class_index)[0]
+        heatmap = grad_cam(loaded.model, batch, layer_name=layer, class_index=class_index)[0]
     result = dict(zip(loaded.class_names, (float(p) for p in probabilities)))
     panel = render_panel(image, loaded.preprocessing, box, heatmap, display_size=display_size)
     return Prediction(name, box, result, heatmap, explained, panel)
+
+
+def explained_layer(model) -> str | None:
+    """The layer Grad-CAM explains: the last 4-D feature map with more than one position.
+
+    A 1 x 1 map (InceptionV3's mixed8-10 at 75 px inputs) gives a constant heatmap, so the last
+    layer that still has a spatial extent is taken instead; None when the model has no 4-D layer.
+    """
+    from mammo_keras.evaluation.saliency import feature_layers
+
+    names = feature_layers(model)
+    spatial = [n for n in names if max(model.get_layer(n).output.shape[1:3]) > 1]
+    return spatial[-1] if spatial else (names[-1] if names else None)
 
 
 def render_panel(image: np.ndarray, preprocessing: Preprocessing, box: roi.Box | None,

@@ -54,8 +54,8 @@ def create_app(loaded: LoadedModel, workdir: str | Path, *, max_upload_mb: float
     preprocessing = loaded.preprocessing
 
     def page(status: int = 200, **context):
-        values = {"model_name": loaded.directory.name if loaded.directory.name != "model"
-                  else "/".join(loaded.directory.parts[-3:]),
+        values = {"model_name": f"{loaded.manifest.get('architecture', 'model')} "
+                                f"({'/'.join(loaded.directory.parts[-5:])})",
                   "recipe": preprocessing.recipe, "input_hw": preprocessing.input_hw,
                   "class_names": preprocessing.class_names, "needs_roi": preprocessing.needs_roi,
                   "formats": FORMATS, "max_mb": f"{max_upload_mb:g}",

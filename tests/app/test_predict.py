@@ -13,8 +13,8 @@ from PIL import Image
 from app_fixtures import INPUT, LESION, R, SIZE, lesion_image, write_png
 from app_fixtures import fixture_png, trained_model  # noqa: F401 - fixtures
 from mammo_keras import io as model_io
-from mammo_keras.app.predict import (Lesion, class_probabilities, lesion_window, load_model_folder,
-                                     model_input, predict_image, read_scan)
+from mammo_keras.app.predict import (Lesion, class_probabilities, explained_layer, lesion_window,
+                                     load_model_folder, model_input, predict_image, read_scan)
 from mammo_keras.app.recipe import Preprocessing, from_manifest, model_info
 from mammo_keras.cli import main
 from mammo_keras.config import load_config
@@ -112,6 +112,18 @@ def test_class_probabilities_from_softmax_and_sigmoid():
     np.testing.assert_allclose(class_probabilities(np.array([[0.2], [0.9]]), ("b", "m")),
                                [[0.8, 0.2], [0.1, 0.9]])
     np.testing.assert_array_equal(class_probabilities(np.array([[0.3, 0.7]]), ("b", "m")), [[0.3, 0.7]])
+
+
+def test_grad_cam_skips_feature_maps_of_one_position():
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(2, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.MaxPooling2D(8, name="pool")(x)  # 1 x 1
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(x))
+    assert explained_layer(keras.Model(inputs, outputs)) == "conv"
+    flat = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
+    assert explained_layer(flat) is None
 
 
 def test_predictions_equal_the_model_and_separate_the_classes(loaded, fixture_png, tmp_path):
@@ -213,3 +225,35 @@ def test_cli_bad_input_exits_non_zero(trained_model, fixture_png, tmp_path, caps
     assert "--roi x,y,r" in capsys.readouterr().err
     assert main(["predict", str(fixture_png), "--model", str(tmp_path), "--roi", "100,60,12"]) == 1
     assert "manifest.json" in capsys.readouterr().err
+
+
+def test_console_command_in_a_fresh_process(fixture_png, tmp_path):
+    """A fresh interpreter, as a user runs it: the package's custom layers must load by themselves."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import keras
+
+    from mammo_keras.models.layers import GreyToRGB
+
+    inputs = keras.Input((INPUT, INPUT, 1), name="image")
+    x = keras.layers.Conv2D(4, 3, name="conv")(GreyToRGB(name="grey_to_rgb")(inputs))
+    outputs = keras.layers.Dense(2, activation="softmax", name="predictions")(
+        keras.layers.GlobalAveragePooling2D(name="gap")(x))
+    info = model_info(load_config("chougrad2018/mias_test", "tiny", overrides={"input_size": INPUT}),
+                      load_config("chougrad2018/mias_test", "tiny").models[0])
+    model_io.save(keras.Model(inputs, outputs), tmp_path / "model", **info)
+    repo = Path(__file__).resolve().parents[2]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),
+                   "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-m", "mammo_keras.cli", "predict", str(fixture_png), "--model",
+                           str(tmp_path / "model"), "--roi", ",".join(map(str, LESION)), "--csv",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
+                          env=environment, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [row] = list(csv.DictReader(io.StringIO(done.stdout)))
+    expected = predict_image(load_model_folder(tmp_path / "model"), fixture_png, Lesion("circle", LESION))
+    assert float(row["malignant"]) == pytest.approx(expected.probabilities["malignant"], abs=1e-5)
+    assert (tmp_path / "out" / "case_gradcam.png").is_file()
