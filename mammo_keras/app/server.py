@@ -49,7 +49,6 @@ def create_app(loaded: LoadedModel, workdir: str | Path, *, max_upload_mb: float
         raise ValueError(f"workdir must be an existing folder. Received: workdir={str(workdir)!r}")
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
-    app.config["MAX_FORM_MEMORY_SIZE"] = 64 * 1024  # the text fields are a few numbers
     lock = threading.Lock()  # one prediction at a time: the model and TensorFlow's graph are shared
     preprocessing = loaded.preprocessing
 

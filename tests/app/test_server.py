@@ -106,3 +106,19 @@ def test_the_app_needs_its_folder_and_a_positive_cap(loaded, tmp_path):
         create_app(loaded, tmp_path / "absent")
     with pytest.raises(ValueError, match="max_upload_mb must be positive"):
         create_app(loaded, tmp_path, max_upload_mb=0)
+
+
+def test_uploads_below_the_cap_are_accepted_whatever_their_size(loaded, tmp_path):
+    """A mammogram file is hundreds of KB to tens of MB; only MAX_CONTENT_LENGTH may refuse it."""
+    import numpy as np
+    from PIL import Image
+
+    work = tmp_path / "uploads"
+    work.mkdir()
+    client = create_app(loaded, work, max_upload_mb=2).test_client()
+    noise = np.random.default_rng(0).integers(0, 256, (800, 800), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    assert 500_000 < len(buffer.getvalue()) < 2 * 1024 * 1024
+    answer = _post(client, {"x": "400", "y": "400", "r": "40"}, (buffer.getvalue(), "noise.png"))
+    assert answer.status_code == 200 and sum(_probabilities(answer.text).values()) == pytest.approx(1.0, abs=2e-4)
