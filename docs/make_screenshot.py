@@ -56,11 +56,13 @@ def main() -> None:
             driver.find_element(By.ID, "y-from-bottom").click()
         driver.find_element(By.ID, "classify").click()
         WebDriverWait(driver, 120).until(ec.presence_of_element_located((By.ID, "probabilities")))
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+            "var i = document.getElementById('heatmap'); return i.complete && i.naturalWidth > 0"))
         height = driver.execute_script("return document.getElementById('result').getBoundingClientRect().bottom")
-        driver.set_window_size(args.width, int(height) + 40)
         page = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
         page = page.crop((0, 0, page.width, min(page.height, int(height) + 20)))
-        page.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(args.out, optimize=True)
+        page.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(
+            args.out, optimize=True)
         print(f"{args.out}: {page.width}x{page.height}, {Path(args.out).stat().st_size // 1024} KB")
     finally:
         driver.quit()

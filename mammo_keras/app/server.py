@@ -21,6 +21,7 @@ import base64
 import re
 import secrets
 import shutil
+import signal
 import tempfile
 import threading
 from pathlib import Path
@@ -185,6 +186,8 @@ def serve(loaded: LoadedModel, *, host: str = "127.0.0.1", port: int = 8000, max
               "Ctrl-C stops)", flush=True)
         if ready is not None:
             ready.set()
+        if threading.current_thread() is threading.main_thread():  # `kill` cleans up as Ctrl-C does
+            signal.signal(signal.SIGTERM, _interrupt)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
@@ -193,3 +196,7 @@ def serve(loaded: LoadedModel, *, host: str = "127.0.0.1", port: int = 8000, max
             server.server_close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
