@@ -122,3 +122,30 @@ def test_uploads_below_the_cap_are_accepted_whatever_their_size(loaded, tmp_path
     assert 500_000 < len(buffer.getvalue()) < 2 * 1024 * 1024
     answer = _post(client, {"x": "400", "y": "400", "r": "40"}, (buffer.getvalue(), "noise.png"))
     assert answer.status_code == 200 and sum(_probabilities(answer.text).values()) == pytest.approx(1.0, abs=2e-4)
+
+
+def test_whole_image_models_need_no_lesion(fixture_png, tmp_path):
+    """A Shen-style whole-image model: no ROI fields, a result straight after the upload."""
+    import keras
+
+    from mammo_keras import io as model_io
+
+    inputs = keras.Input((24, 18, 3), name="image")
+    x = keras.layers.Conv2D(2, 3, padding="same", name="conv")(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax", name="predictions")(
+        keras.layers.GlobalAveragePooling2D(name="gap")(x))
+    model_io.save(keras.Model(inputs, outputs), tmp_path / "model", class_names=["not malignant", "malignant"],
+                  preprocessing={"recipe": "shen", "options": {"height": 48, "width": 36}, "input_hw": [24, 18],
+                                 "input_channels": 3, "input_scale": 1.0})
+    loaded = load_model_folder(tmp_path / "model")
+    result = predict_image(loaded, fixture_png)
+    assert result.row()["roi"] == "whole" and set(result.row()) >= {"not_malignant", "malignant"}
+    assert result.panel.shape == (384, 384, 3)
+    work = tmp_path / "uploads"
+    work.mkdir()
+    client = create_app(loaded, work).test_client()
+    assert 'id="x"' not in client.get("/").text
+    answer = _post(client, {}, (fixture_png.read_bytes(), "case.png"))
+    assert answer.status_code == 200
+    assert _probabilities(answer.text) == pytest.approx(result.probabilities, abs=1e-4)
+    assert '<span id="roi">whole</span>' in answer.text
