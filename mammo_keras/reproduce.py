@@ -199,6 +199,7 @@ def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
     builder options with `$VAR`s expanded (default: `expand_options(row.options)`).
     """
     from mammo_keras import models
+    from mammo_keras.app.recipe import model_info
     from mammo_keras.data.pipeline import preset as augment_preset
     from mammo_keras.training.cv import cross_validate, holdout, transfer
     from mammo_keras.training.stages import preset as stage_preset
@@ -224,9 +225,7 @@ def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
     augment = augment_preset(config.augment) if config.augment else None
     report = lambda message: progress(f"  {row.label}: {message}")  # noqa: E731
     explain = _grad_cam_writer(report) if config.grad_cam else None
-    from mammo_keras.app.recipe import model_info  # what a saved model's manifest records for `predict`
-
-    info = model_info(config, row)
+    info = model_info(config, row)  # what a saved model's manifest records for `predict`
     if config.kind == "cv":
         predictions = cross_validate(build, inputs.images, inputs.index, stages, out,
                                      n_splits=config.n_splits, seed=config.seed, augment=augment,
