@@ -174,7 +174,11 @@ def cmd_serve(args) -> int:
     from mammo_keras.app.server import serve
 
     loaded = load_model_folder(args.model, recipe=args.recipe)
-    serve(loaded, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+    try:
+        serve(loaded, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+    except OSError as error:  # e.g. the port is taken
+        print(f"error: cannot serve on {args.host}:{args.port} ({error.strerror or error})", file=sys.stderr)
+        return 1
     return 0
 
 
