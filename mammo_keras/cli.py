@@ -106,6 +106,82 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def _lesions(args) -> list:
+    """One Lesion per image (or none): --roi/--bbox given once apply to every image."""
+    from mammo_keras.app.predict import Lesion
+
+    specs = ([Lesion.parse(t, "circle", args.y_origin) for t in args.roi]
+             + [Lesion.parse(t, "box", args.y_origin) for t in args.bbox])
+    if args.roi and args.bbox:
+        raise ValueError("give the lesions either as --roi or as --bbox, not both")
+    if not specs:
+        return [None] * len(args.images)
+    if len(specs) == 1:
+        return specs * len(args.images)
+    if len(specs) != len(args.images):
+        raise ValueError(f"give one --roi/--bbox for every image, or one for all. "
+                         f"Received: {len(specs)} lesions for {len(args.images)} images")
+    return specs
+
+
+def cmd_predict(args) -> int:
+    import csv
+
+    from mammo_keras.app.predict import column_name, load_model_folder, predict_image, write_png
+
+    lesions = _lesions(args)
+    loaded = load_model_folder(args.model, recipe=args.recipe)
+    out = Path(args.out)
+    rows, failed, used = [], 0, set()
+    for path, lesion in zip(args.images, lesions):
+        try:
+            result = predict_image(loaded, path, lesion)
+        except (DataError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        stem = Path(path).stem
+        name = f"{stem}_gradcam.png"
+        number = 1
+        while name in used:
+            number += 1
+            name = f"{stem}_{number}_gradcam.png"
+        used.add(name)
+        heatmap = write_png(out / name, result.panel)
+        rows.append(result.row(heatmap))
+    if rows and args.json:
+        print(json.dumps(rows, indent=2))
+    elif rows and args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    elif rows:
+        classes = [column_name(name) for name in loaded.class_names]
+        widths = {"image": max(5, *(len(r["image"]) for r in rows)), "roi": max(3, *(len(r["roi"]) for r in rows))}
+        print(f"{'image':{widths['image']}}  {'roi':{widths['roi']}}  "
+              + "  ".join(f"{c:>10}" for c in classes) + "  predicted   heatmap")
+        for r in rows:
+            print(f"{r['image']:{widths['image']}}  {r['roi']:{widths['roi']}}  "
+                  + "  ".join(f"{r[c]:10.4f}" for c in classes) + f"  {r['predicted']:10}  {r['heatmap']}")
+        print(f"model {loaded.directory} ({loaded.preprocessing.recipe} recipe, input "
+              f"{loaded.preprocessing.input_hw[0]}x{loaded.preprocessing.input_hw[1]}); Grad-CAM explains "
+              f"'{loaded.class_names[-1]}'. Not a medical device: research use only.", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_serve(args) -> int:
+    from mammo_keras.app.predict import load_model_folder
+    from mammo_keras.app.server import serve
+
+    loaded = load_model_folder(args.model, recipe=args.recipe)
+    try:
+        serve(loaded, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+    except OSError as error:  # e.g. the port is taken
+        print(f"error: cannot serve on {args.host}:{args.port} ({error.strerror or error})", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mammo_keras.data.prepare import TASKS
 
@@ -156,6 +232,39 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config value, e.g. n_splits=3 or epoch_scale=0.1 (repeatable)")
     repro.add_argument("--list", action="store_true", help="list the available experiment configs")
     repro.set_defaults(handler=cmd_reproduce)
+
+    predict = commands.add_parser("predict", help="classify new mammograms with a saved model; "
+                                                  "probabilities and Grad-CAM heatmap PNGs")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="DICOM, PNG, PGM, JPEG or TIFF files")
+    predict.add_argument("--model", required=True, help="a model folder saved by mammo_keras "
+                                                        "(manifest.json, model.json, model.weights.h5)")
+    predict.add_argument("--roi", action="append", default=[], metavar="X,Y,R",
+                         help="lesion centre and radius in pixels (MIAS style); once for all images "
+                              "or once per image")
+    predict.add_argument("--bbox", action="append", default=[], metavar="X0,Y0,X1,Y1",
+                         help="lesion box in pixels, instead of --roi")
+    predict.add_argument("--y-origin", default="top-left", choices=("top-left", "bottom-left"),
+                         help="where y is counted from (MIAS Info.txt: bottom-left; default top-left)")
+    predict.add_argument("--out", default="predictions", help="folder for the heatmap PNGs (default predictions/)")
+    predict.add_argument("--recipe", choices=("chougrad", "jain_levy", "shen"),
+                         help="for model folders that do not record their preprocessing")
+    formats = predict.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="print the rows as JSON")
+    formats.add_argument("--csv", action="store_true", help="print the rows as CSV (image, roi, one column "
+                                                            "per class, predicted, heatmap)")
+    predict.set_defaults(handler=cmd_predict)
+
+    serve = commands.add_parser("serve", help="a local web page: upload a mammogram, mark the lesion, "
+                                              "see the probabilities and the Grad-CAM heatmap")
+    serve.add_argument("--model", required=True, help="a model folder saved by mammo_keras")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this "
+                                                           "machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--max-upload-mb", type=float, default=100.0,
+                       help="largest upload accepted, in MB (default 100)")
+    serve.add_argument("--recipe", choices=("chougrad", "jain_levy", "shen"),
+                       help="for model folders that do not record their preprocessing")
+    serve.set_defaults(handler=cmd_serve)
     return parser
 
 

@@ -225,6 +225,7 @@ def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
     builder options with `$VAR`s expanded (default: `expand_options(row.options)`).
     """
     from mammo_keras import models
+    from mammo_keras.app.recipe import model_info
     from mammo_keras.data.pipeline import preset as augment_preset
     from mammo_keras.training.cv import cross_validate, holdout, transfer
     from mammo_keras.training.stages import preset as stage_preset
@@ -250,7 +251,8 @@ def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
     augment = augment_preset(config.augment) if config.augment else None
     report = lambda message: progress(f"  {row.label}: {message}")  # noqa: E731
     explain = _grad_cam_writer(report) if config.grad_cam else None
-    common = dict(seed=config.seed, augment=augment, progress=report, explain=explain,
+    info = model_info(config, row)  # what a saved model's manifest records for `predict`
+    common = dict(model_info=info, seed=config.seed, augment=augment, progress=report, explain=explain,
                   flip_tta=config.flip_tta, save_models=config.save_models)
     if config.kind == "cv":
         predictions = cross_validate(build, inputs.images, inputs.index, stages, out, n_splits=config.n_splits,

@@ -64,7 +64,7 @@ def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, i
                    augment: AugmentConfig | None = None, val_fraction: float = 0.15,
                    save_models: bool = False, verbose: int = 0, flip_tta: bool = False,
                    progress: Callable[[str], None] | None = None,
-                   explain: Explainer | None = None) -> pd.DataFrame:
+                   explain: Explainer | None = None, model_info: dict | None = None) -> pd.DataFrame:
     """Train and test one model per fold; returns the pooled out-of-fold predictions.
 
     Within each training part, `val_fraction` of the patients (stratified) are held out
@@ -97,7 +97,7 @@ def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, i
             build_model, images, index, stages, fold_dir, fit_rows=train_rows[inner == "train"],
             val_rows=train_rows[inner == "val"], test_rows=np.flatnonzero(test_mask), fold=fold,
             seed=seed + fold, augment=augment, save_models=save_models, verbose=verbose,
-            flip_tta=flip_tta, explain=explain)
+            flip_tta=flip_tta, explain=explain, model_info=model_info)
         pooled.append(predictions)
         if progress:
             progress(f"fold {fold}: {_summary(metrics)} ({metrics['epochs']} epochs, {metrics['seconds']:.0f} s)")
@@ -138,9 +138,11 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
                    stages: Sequence[Stage], out: Path, *, fit_rows: np.ndarray, val_rows: np.ndarray,
                    test_rows: np.ndarray, fold: int, seed: int, augment: AugmentConfig | None = None,
                    save_models: bool = False, verbose: int = 0, flip_tta: bool = False,
-                   explain: Explainer | None = None) -> tuple[pd.DataFrame, dict]:
+                   explain: Explainer | None = None, model_info: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """Seed, build, train on `fit_rows` (watching `val_rows`), score `test_rows`; write the outputs.
 
+    `model_info`: keyword arguments for `io.save` (architecture, class names, preprocessing) recorded
+    in the saved model's manifest, so that `mammo-keras predict` prepares new images as training did.
     Validation scores go to val_predictions.csv (what ensembles choose their weights on);
     predictions.csv is written last and atomically: it marks this part done.
     """
@@ -167,7 +169,7 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
     if save_models:
         from mammo_keras import io as model_io
 
-        model_io.save(model, out / "model")
+        model_io.save(model, out / "model", **(model_info or {}))
     if explain is not None:
         explain(model, images[test_rows], predictions, out)
     atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
@@ -179,7 +181,8 @@ def holdout(build_model: Callable[[], keras.Model], images: np.ndarray, index: p
             stages: Sequence[Stage], out: str | Path, *, fractions=(0.8, 0.1, 0.1), seed: int = 0,
             augment: AugmentConfig | None = None, save_models: bool = False, verbose: int = 0,
             flip_tta: bool = False, train_patients: int | None = None,
-            progress: Callable[[str], None] | None = None, explain: Explainer | None = None) -> pd.DataFrame:
+            progress: Callable[[str], None] | None = None, explain: Explainer | None = None,
+            model_info: dict | None = None) -> pd.DataFrame:
     """One patient-level stratified train/val/test split (Jain & Levy, Shen); returns test predictions.
 
     The split is saved as split.csv; a finished run (test/predictions.csv) is reused.
@@ -202,7 +205,7 @@ def holdout(build_model: Callable[[], keras.Model], images: np.ndarray, index: p
         build_model, images, index, stages, out / "test", fit_rows=fit_rows,
         val_rows=np.flatnonzero(names == "val"), test_rows=np.flatnonzero(names == "test"), fold=0,
         seed=seed, augment=augment, save_models=save_models, verbose=verbose, flip_tta=flip_tta,
-        explain=explain)
+        explain=explain, model_info=model_info)
     _report_test(progress, "hold-out test", metrics)
     return predictions
 
@@ -211,7 +214,8 @@ def transfer(build_model: Callable[[], keras.Model], images: np.ndarray, index: 
              test_images: np.ndarray, test_index: pd.DataFrame, stages: Sequence[Stage], out: str | Path, *,
              val_fraction: float = 0.15, seed: int = 0, augment: AugmentConfig | None = None,
              save_models: bool = True, verbose: int = 0, flip_tta: bool = False,
-             progress: Callable[[str], None] | None = None, explain: Explainer | None = None) -> pd.DataFrame:
+             progress: Callable[[str], None] | None = None, explain: Explainer | None = None,
+             model_info: dict | None = None) -> pd.DataFrame:
     """Train on one dataset, test once on another (Chougrad's independent MIAS test).
 
     `val_fraction` of the training patients (stratified) steer early stopping; the test set is
@@ -233,7 +237,7 @@ def transfer(build_model: Callable[[], keras.Model], images: np.ndarray, index: 
         build_model, np.concatenate([images, test_images]), both, stages, out / "test",
         fit_rows=np.flatnonzero(inner == "train"), val_rows=np.flatnonzero(inner == "val"),
         test_rows=len(index) + np.arange(len(test_index)), fold=0, seed=seed, augment=augment,
-        save_models=save_models, verbose=verbose, flip_tta=flip_tta, explain=explain)
+        save_models=save_models, verbose=verbose, flip_tta=flip_tta, explain=explain, model_info=model_info)
     _report_test(progress, "independent test", metrics)
     return predictions.reset_index(drop=True)
 
