@@ -4,11 +4,21 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
-RUNTIME = [
-    line.strip()
-    for line in (HERE / "requirements.txt").read_text().splitlines()
-    if line.strip() and not line.startswith("#") and not line.startswith("pytest")
-]
+
+
+def _requirements() -> tuple[list[str], list[str]]:
+    """requirements.txt: runtime needs, then, after the `# Tests` line, what only the tests need."""
+    runtime, tests = [], []
+    current = runtime
+    for line in (HERE / "requirements.txt").read_text().splitlines():
+        if line.startswith("# Tests"):
+            current = tests
+        elif line.strip() and not line.startswith("#"):
+            current.append(line.strip())
+    return runtime, tests
+
+
+RUNTIME, TEST = _requirements()
 
 setup(
     name="mammo_keras",
@@ -18,8 +28,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["mammo_keras", "mammo_keras.*"]),
-    package_data={"mammo_keras.data": ["*.json"]},
+    package_data={"mammo_keras.data": ["*.json"], "mammo_keras.app": ["templates/*.html"]},
     install_requires=RUNTIME,
-    extras_require={"test": ["pytest>=7.4"]},
+    extras_require={"test": TEST},
     entry_points={"console_scripts": ["mammo-keras=mammo_keras.cli:main"]},
 )

@@ -115,6 +115,8 @@ def load(directory: str | os.PathLike, *, verify: bool = True, format: str = "js
     """
     if format not in LOAD_FORMATS:
         raise ValueError(f"`format` must be one of {LOAD_FORMATS}. Received: format={format!r}")
+    from mammo_keras import models  # noqa: F401 - registers the custom layers (GreyToRGB, Flip, ...)
+
     directory = Path(directory)
     if verify:
         verify_checksums(directory)
