@@ -7,12 +7,13 @@ STAMP  := $(VENV)/.installed
 PAPER   ?= chougrad2018
 PROFILE ?= tiny
 DATA    ?=
+TEST_WORKERS ?= auto
 
 .PHONY: install test test-all reproduce-table2 clean help
 
 help:
 	@echo "make install   create $(VENV) and install mammo_keras with its test needs"
-	@echo "make test      install if needed, then run the test suite (slow tests skipped)"
+	@echo "make test      install if needed, then run the test suite on every core (slow tests skipped)"
 	@echo "make test-all  also run the tests marked slow"
 	@echo "make reproduce-table2 [PAPER=shen2017|jain_levy|coccomini2021] [PROFILE=tiny|cpu|paper] [DATA=DIR]"
 	@echo "               run a paper's Table 2 (default: Chougrad 2018 on the phantom data, tiny profile)"
@@ -28,10 +29,10 @@ $(STAMP): requirements.txt setup.py
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q --runslow
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --runslow
 
 reproduce-table2: $(STAMP)
 	$(BIN)/mammo-keras reproduce $(PAPER)/table2 --profile $(PROFILE) $(if $(DATA),--data $(DATA),)
