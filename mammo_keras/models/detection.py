@@ -90,7 +90,7 @@ def _load_local(model: keras.Model, weights) -> None:
 
 def _retinanet(depth: int, input_shape, num_classes: int, *, weights, name, width: float = 1.0,
                head_convs: int = 4, min_level: int = 3, max_level: int = 7, anchor_size: float = 4.0,
-               aspect_ratios=(0.5, 1.0, 2.0), force_match: bool = True,
+               aspect_ratios=(0.5, 1.0, 2.0),
                max_detections: int = 100) -> keras.Model:
     import keras_hub
     from keras_hub.src.layers.modeling.anchor_generator import AnchorGenerator
@@ -107,12 +107,11 @@ def _retinanet(depth: int, input_shape, num_classes: int, *, weights, name, widt
     decoder = NonMaxSuppression(bounding_box_format="xyxy", from_logits=True, iou_threshold=0.5,
                                 confidence_threshold=MIN_CONFIDENCE, max_detections=max_detections)
     # Anchors of side anchor_size * stride at each level (Lin et al.: 4, i.e. 32 px at P3); a
-    # downsampled mammogram's masses can be smaller, hence the option. force_match makes each
-    # mass's best anchor a positive even below the 0.5 IoU threshold, so no mass goes unlearned.
+    # downsampled mammogram's masses can be smaller, hence the option. (keras-hub 0.32's
+    # force-match option of the label encoder fails on padded boxes, so it stays off.)
     anchors = AnchorGenerator("xyxy", min_level=min_level, max_level=max_level, num_scales=3,
                               aspect_ratios=list(aspect_ratios), anchor_size=anchor_size)
-    encoder_of_labels = RetinaNetLabelEncoder(anchors, bounding_box_format="xyxy", encoding_format="center_xywh",
-                                              box_matcher_force_match_for_each_col=force_match)
+    encoder_of_labels = RetinaNetLabelEncoder(anchors, bounding_box_format="xyxy", encoding_format="center_xywh")
     model = keras_hub.models.RetinaNetObjectDetector(
         backbone=backbone, num_classes=num_classes, bounding_box_format="xyxy", anchor_generator=anchors,
         label_encoder=encoder_of_labels, pre_logits_num_conv_layers=head_convs, prediction_decoder=decoder,
@@ -132,7 +131,7 @@ def retinanet_resnet50(input_shape=(512, 512, 3), num_classes: int = 1, *, weigh
 
     Options: `width` (multiplies stage 2-4 filters of a randomly initialised backbone),
     `head_convs` (conv layers per head, 4 in Lin et al.), `min_level`/`max_level`, `anchor_size`
-    and `aspect_ratios` (Lin et al.: 4 and 0.5/1/2), `force_match`, `max_detections`.
+    and `aspect_ratios` (Lin et al.: 4 and 0.5/1/2), `max_detections`.
 
     Reference: Jung et al. 2018 (Hamed et al. 2020, Table 3, "[37]"); Lin et al. 2017.
     """
