@@ -37,6 +37,7 @@ def test_retinanet_learns_and_predicts_boxes_inside_the_image():
     bias = keras.ops.convert_to_numpy(model.classification_head.prediction_layer.bias)
     np.testing.assert_allclose(1 / (1 + np.exp(-bias)), 0.01, rtol=1e-5)
     run._compile(model, 1e-3)
+    model.run_eagerly = True  # three tiny steps: tracing the graph would cost more than running them
     losses = _fit_steps(model, "labels")
     assert losses[-1] < losses[0]
     detections = run.predict(model, np.zeros((3, 64, 64, 3), "float32"), batch_size=2)
@@ -44,6 +45,14 @@ def test_retinanet_learns_and_predicts_boxes_inside_the_image():
     for boxes, scores in detections:
         assert boxes.shape[1:] == (4,) and len(boxes) == len(scores)
         assert ((boxes >= 0) & (boxes <= 64)).all() and (scores >= 0.01 - 1e-6).all()
+
+
+def test_yolov8_missing_keras_cv_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "keras_cv", None)
+    with pytest.raises(ImportError, match="pip install keras-cv==0.9.0 tensorflow-datasets keras-core"):
+        models.get("yolov8_detector", input_shape=(64, 64, 3), weights=None)
 
 
 def test_retinanet_weights_options(tmp_path, monkeypatch):
@@ -68,6 +77,7 @@ def test_retinanet_weights_options(tmp_path, monkeypatch):
         models.get("retinanet_resnet18", input_shape=(64, 64, 1), weights=None)
 
 
+@pytest.mark.slow  # keras-cv's YOLOv8 graph takes about a minute of CPU to trace and fit
 def test_yolov8_learns_when_keras_cv_is_installed():
     pytest.importorskip("keras_cv", reason="YOLOv8 needs the optional keras-cv install")
     keras.utils.set_random_seed(0)
