@@ -118,7 +118,6 @@ def run_model(config: ExperimentConfig, row: ModelRow, split: dict, out: Path, o
     import keras
 
     from mammo_keras import models
-    from mammo_keras.evaluation.plots import froc_curve
 
     build_options = dict(row.options)
     normalisation = build_options.pop("normalisation", options["normalisation"])
@@ -157,8 +156,8 @@ def run_model(config: ExperimentConfig, row: ModelRow, split: dict, out: Path, o
     _write_detections(out / "detections.csv", test["items"], detections, truth, test["scales"])
     pd.DataFrame({"fp_per_image": fp_rate, "sensitivity": sensitivity, "threshold": thresholds}).to_csv(
         out / "froc.csv", index=False)
-    froc_curve(fp_rate, sensitivity, out / "froc.png",
-               title=f"{row.label}: FROC on {len(truth)} test images ({sum(len(t) for t in truth)} masses)")
+    froc_figure(fp_rate, sensitivity, out / "froc.png",
+                title=f"{row.label}: FROC, {len(truth)} test images ({sum(len(t) for t in truth)} masses)")
     logs = pd.read_csv(out / "log.csv")
     _loss_plot(logs, out / "learning_curves.png", title=f"{row.label}: detection loss")
     _boxes_figure(out / "boxes.png", test, detections, truth, options["n_box_images"])
@@ -168,6 +167,21 @@ def run_model(config: ExperimentConfig, row: ModelRow, split: dict, out: Path, o
                "n_test_images": len(truth), "n_test_lesions": int(sum(len(t) for t in truth))}
     atomic_write_json(out / "metrics.json", summary)
     return summary
+
+
+def froc_figure(fp_per_image, sensitivity, path: Path, *, title: str, max_fp: float = 8.0) -> dict:
+    """The FROC plot up to `max_fp` false positives per image, where CAD operating points lie.
+
+    A weak detector keeps boxes down to confidence 0.01 and reaches tens of FPs per image; drawn to
+    the end, the 0.5/1/2 FP/image points would be squeezed against the axis.
+    """
+    from mammo_keras.evaluation.plots import froc_curve
+
+    fp_per_image, sensitivity = np.asarray(fp_per_image), np.asarray(sensitivity)
+    keep = fp_per_image <= max_fp
+    return froc_curve(fp_per_image[keep], sensitivity[keep], path,
+                      title=f"{title}\nto {max_fp:g} FP/image (all boxes: {fp_per_image[-1]:.1f} FP/image, "
+                            f"sensitivity {sensitivity[-1]:.2f})")
 
 
 def _loss_plot(logs: pd.DataFrame, path: Path, *, title: str) -> None:
