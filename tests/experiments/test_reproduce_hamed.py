@@ -49,3 +49,15 @@ def test_table3_tiny_end_to_end(tmp_path, capsys, monkeypatch):
     run = json.loads((out / "run.json").read_text())
     assert run["synthetic"] is True and run["profile"] == "tiny" and len(run["data_fingerprints"]["phantom"]) == 64
     assert run["versions"]["keras_hub"] != "not installed"
+
+
+def test_table3_absent_datasets_show_the_papers_rows_alone(tmp_path, monkeypatch):
+    monkeypatch.delenv("MAMMO_DATA", raising=False)
+    results = tmp_path / "results"
+    assert main(["reproduce", "hamed2020/table3", "--profile", "paper", "--results", str(results)]) == 0
+    table = pd.read_csv(results / "hamed2020" / "table3" / "table.csv")
+    assert list(zip(table["dataset"], table["model"])) == [
+        ("cbis_ddsm", "retinanet"), ("cbis_ddsm", "yolov8"), ("inbreast", "retinanet"), ("inbreast", "yolov8")]
+    assert table["status"].str.startswith("absent (").all()
+    assert table["paper"].iloc[0] == "[37]: higher true positive rate than the complex model which is average 97%"
+    assert "[4]: Detection accuracy = 99.7%" in table["paper"].iloc[1]
