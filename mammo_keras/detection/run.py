@@ -17,7 +17,7 @@ Reference: Hamed et al. 2020, Table 3 and Sec. 3.1 (IoU, mAP).
 """
 from __future__ import annotations
 
-import json
+import io
 import platform
 import time
 from collections.abc import Callable
@@ -34,7 +34,7 @@ from mammo_keras.data.splits import save_assignments, train_val_test
 from mammo_keras.detection import data as ddata
 from mammo_keras.errors import DatasetNotFoundError
 from mammo_keras.evaluation import detection as metrics
-from mammo_keras.fileio import atomic_write_json, atomic_write_text
+from mammo_keras.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 DEFAULTS = {"epochs": 10, "learning_rate": 1e-4, "negatives_per_positive": None, "hflip": True,
             "normalisation": "imagenet", "dataset_options": {}, "n_box_images": 4}
@@ -122,10 +122,11 @@ def run_model(config: ExperimentConfig, row: ModelRow, split: dict, out: Path, o
     build_options = dict(row.options)
     normalisation = build_options.pop("normalisation", options["normalisation"])
     epochs = int(build_options.pop("epochs", options["epochs"]))
+    learning_rate = float(build_options.pop("learning_rate", options["learning_rate"]))
     keras.utils.set_random_seed(config.seed)
     shape = (*config.input_hw, 3)
     model = models.get(row.name, input_shape=shape, num_classes=1, **build_options)
-    _compile(model, float(build_options.pop("learning_rate", options["learning_rate"])))
+    _compile(model, learning_rate)
     images, boxes = split["train"]["images"], split["train"]["boxes"]
     if options["hflip"]:  # fixed mirrored copies: the survey's papers all augment by flips/rotations
         flipped, flipped_boxes = ddata.hflip(images, boxes)
@@ -232,10 +233,6 @@ def _boxes_figure(path: Path, test: dict, detections, truth, count: int) -> None
     for panel in panels:
         strip.paste(panel, (x, 0))
         x += panel.width + 4
-    import io
-
-    from mammo_keras.fileio import atomic_write_bytes
-
     buffer = io.BytesIO()
     strip.save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())
