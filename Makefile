@@ -19,10 +19,11 @@ help:
 	@echo "               run a paper's Table 2 (default: Chougrad 2018 on the phantom data, tiny profile)"
 	@echo "make clean     remove build outputs (keeps $(VENV), prepared/ and results/)"
 
-$(STAMP): requirements.txt setup.py
+$(STAMP): requirements.txt requirements-nodeps.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

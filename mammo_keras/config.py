@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 PROFILES = ("tiny", "cpu", "paper")
-KINDS = ("cv", "holdout", "transfer")
+KINDS = ("cv", "holdout", "transfer", "detection")
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 
 
@@ -94,6 +94,7 @@ class ExperimentConfig:
     reported_metric: str = "accuracy"
     dataset_keys: dict = dataclasses.field(default_factory=dict)
     note: str = ""
+    detection: dict = dataclasses.field(default_factory=dict)  # kind "detection": see detection/run.py
     source: str = ""
 
     def __post_init__(self):

@@ -446,6 +446,11 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
 
     started = time.perf_counter()
     commit = git_commit()  # the code that runs is the code at the start, not after edits during a run
+    if config.kind == "detection":  # whole-image mass detection (Hamed 2020 Table 3) has its own runner
+        from mammo_keras.detection.run import reproduce_detection
+
+        return reproduce_detection(config, data_dir=data_dir, results_dir=results_dir, progress=progress,
+                                   commit=commit)
     out = Path(results_dir) / config.paper / config.table
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,87 @@
+"""Detection metrics on hand-made boxes whose IoU, AP and FROC values are worked out by hand."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mammo_keras.evaluation import detection as det
+
+
+def test_iou_known_overlaps():
+    a = [[0, 0, 10, 10]]
+    b = [[0, 0, 10, 10], [5, 0, 15, 10], [5, 5, 15, 15], [20, 20, 30, 30], [0, 0, 5, 10]]
+    # identical; half overlap 50/150; quarter 25/175; disjoint; contained 50/100
+    np.testing.assert_allclose(det.iou(a, b), [[1.0, 1 / 3, 1 / 7, 0.0, 0.5]])
+    assert det.iou(np.zeros((0, 4)), a).shape == (0, 1)
+    with pytest.raises(ValueError, match="shape"):
+        det.iou([[0, 0, 1]], a)
+
+
+def test_match_is_greedy_by_score_and_counts_duplicates_as_false_positives():
+    gt = [[0, 0, 10, 10]]
+    pred = [[0, 0, 10, 9], [0, 0, 10, 10], [50, 50, 60, 60]]
+    is_tp, overlap = det.match(pred, [0.5, 0.9, 0.7], gt)
+    # The 0.9 box takes the lesion; the 0.5 box (IoU 0.9) is then a duplicate: a false positive.
+    assert is_tp.tolist() == [False, True, False]
+    np.testing.assert_allclose(overlap, [0.9, 1.0, 0.0])
+    # Below the threshold nothing matches.
+    assert not det.match([[5, 0, 15, 10]], [1.0], gt)[0].any()
+
+
+def _toy():
+    # Image 1: lesion A found by the top box (0.9), a false positive at 0.8.
+    # Image 2: lesion B found at 0.6; lesion C missed; a false positive at 0.7.
+    # Image 3: normal, one false positive at 0.3.
+    detections = [
+        (np.array([[0, 0, 10, 10], [30, 30, 40, 40]]), np.array([0.9, 0.8])),
+        (np.array([[0, 0, 20, 20], [60, 60, 70, 70]]), np.array([0.6, 0.7])),
+        (np.array([[5, 5, 9, 9]]), np.array([0.3])),
+    ]
+    truth = [np.array([[0, 0, 10, 10]]), np.array([[0, 0, 20, 20], [80, 80, 90, 90]]), np.zeros((0, 4))]
+    return detections, truth
+
+
+def test_average_precision_by_hand():
+    detections, truth = _toy()
+    # Ranked: 0.9 TP, 0.8 FP, 0.7 FP, 0.6 TP, 0.3 FP; 3 lesions.
+    # Recall steps 1/3 at precision 1, 2/3 at precision 2/4 -> AP = 1/3 * 1 + 1/3 * 0.5 = 0.5.
+    assert det.average_precision(detections, truth) == pytest.approx(0.5)
+    assert det.average_precision([(np.zeros((0, 4)), np.zeros(0))], [np.array([[0, 0, 1, 1]])]) == 0.0
+    assert math.isnan(det.average_precision([(np.zeros((0, 4)), np.zeros(0))], [np.zeros((0, 4))]))
+
+
+def test_froc_and_sensitivity_at_fp_rates_by_hand():
+    detections, truth = _toy()
+    fp_per_image, sensitivity, thresholds = det.froc(detections, truth)
+    np.testing.assert_allclose(fp_per_image, np.array([0, 0, 1, 2, 2, 3]) / 3)
+    np.testing.assert_allclose(sensitivity, np.array([0, 1, 1, 1, 2, 2]) / 3)
+    assert thresholds[0] == np.inf and thresholds[-1] == 0.3
+    # <= 0.5 FP/image allows 1 FP (1/3): sensitivity 1/3; <= 1 FP/image allows 3 FPs: 2/3.
+    assert det.sensitivity_at(fp_per_image, sensitivity) == {0.5: pytest.approx(1 / 3), 1.0: pytest.approx(2 / 3),
+                                                             2.0: pytest.approx(2 / 3)}
+    result = det.evaluate(detections, truth)
+    assert result["ap"] == pytest.approx(0.5)
+    assert result["sensitivity_all"] == pytest.approx(2 / 3) and result["fp_per_image_all"] == pytest.approx(1.0)
+    assert result["mean_iou_tp"] == pytest.approx(1.0)
+
+
+def test_bootstrap_brackets_the_point_estimate_and_is_seeded():
+    detections, truth = _toy()
+    first = det.bootstrap(detections, truth, n_replicates=50, seed=3)
+    assert first == det.bootstrap(detections, truth, n_replicates=50, seed=3)
+    low, high = first["sens_at_1fpi"]
+    assert 0.0 <= low <= high <= 1.0
+
+
+def test_draw_boxes_writes_a_colour_png(tmp_path):
+    from PIL import Image
+
+    image = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    path = det.draw_boxes(image, tmp_path / "b.png", gt_boxes=[[10, 10, 30, 30]],
+                          pred_boxes=[[12, 12, 30, 30], [40, 40, 60, 60]], scores=[0.9, 0.4], is_tp=[True, False])
+    pixels = np.asarray(Image.open(path))
+    assert pixels.shape == (64, 64, 3)
+    assert (pixels[40, 50] == (255, 40, 40)).all()  # the false positive's left edge is red
+    assert (pixels[20, 10] == (0, 220, 0)).all()  # the ground truth's left edge is green

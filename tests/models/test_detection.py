@@ -1,0 +1,90 @@
+"""The registered detectors at a tiny size: build, learn one box, predict inside the image, weights options."""
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from mammo_keras import models
+from mammo_keras.detection import run
+from mammo_keras.detection.data import padded_targets
+
+TINY_RETINANET = {"input_shape": (64, 64, 3), "weights": None, "width": 0.25, "head_convs": 1, "max_level": 5}
+
+
+def _fit_steps(model, label_key: str, steps: int = 3) -> list[float]:
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(2, 64, 64, 3)).astype("float32")
+    images[0, 8:40, 8:40] += 3.0  # a bright square where the box is
+    targets = padded_targets([np.array([[8, 8, 40, 40]], "float32"), np.zeros((0, 4), "float32")],
+                             label_key=label_key)
+    history = model.fit(images, targets, epochs=steps, batch_size=2, verbose=0, shuffle=False)
+    return history.history["loss"]
+
+
+def test_detectors_are_registered_for_the_survey():
+    names = models.list(paper="hamed2020")
+    assert names == ["retinanet_resnet18", "retinanet_resnet50", "yolov8_detector"]
+    assert all(models.entry(name).task == "detection" for name in names)
+
+
+def test_retinanet_learns_and_predicts_boxes_inside_the_image():
+    keras.utils.set_random_seed(0)
+    model = models.get("retinanet_resnet18", **TINY_RETINANET)
+    # The classification logits start at the focal-loss prior p = 0.01 (Lin et al. 2017).
+    bias = keras.ops.convert_to_numpy(model.classification_head.prediction_layer.bias)
+    np.testing.assert_allclose(1 / (1 + np.exp(-bias)), 0.01, rtol=1e-5)
+    run._compile(model, 1e-3)
+    model.run_eagerly = True  # three tiny steps: tracing the graph would cost more than running them
+    losses = _fit_steps(model, "labels")
+    assert losses[-1] < losses[0]
+    detections = run.predict(model, np.zeros((3, 64, 64, 3), "float32"), batch_size=2)
+    assert len(detections) == 3
+    for boxes, scores in detections:
+        assert boxes.shape[1:] == (4,) and len(boxes) == len(scores)
+        assert ((boxes >= 0) & (boxes <= 64)).all() and (scores >= 0.01 - 1e-6).all()
+
+
+def test_yolov8_missing_keras_cv_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "keras_cv", None)
+    with pytest.raises(ImportError, match="pip install keras-cv==0.9.0 tensorflow-datasets keras-core"):
+        models.get("yolov8_detector", input_shape=(64, 64, 3), weights=None)
+
+
+def test_retinanet_weights_options(tmp_path, monkeypatch):
+    import keras_hub
+
+    model = models.get("retinanet_resnet18", **TINY_RETINANET)
+    path = tmp_path / "encoder.weights.h5"
+    model.backbone.image_encoder.save_weights(str(path))
+    loaded = models.get("retinanet_resnet18", **{**TINY_RETINANET, "weights": str(path)})
+    for a, b in zip(model.backbone.image_encoder.weights, loaded.backbone.image_encoder.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    with pytest.raises(ValueError, match="Received: weights='nowhere.h5'"):
+        models.get("retinanet_resnet18", **{**TINY_RETINANET, "weights": "nowhere.h5"})
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no route to kaggle.com")
+
+    monkeypatch.setattr(keras_hub.models.ResNetBackbone, "from_preset", offline)
+    with pytest.raises(RuntimeError, match="resnet_50_imagenet.*weights=None"):
+        models.get("retinanet_resnet50", input_shape=(64, 64, 3), weights="imagenet")
+    with pytest.raises(ValueError, match="Received: input_shape=\\(64, 64, 1\\)"):
+        models.get("retinanet_resnet18", input_shape=(64, 64, 1), weights=None)
+
+
+@pytest.mark.slow  # keras-cv's YOLOv8 graph takes about a minute of CPU to trace and fit
+def test_yolov8_learns_when_keras_cv_is_installed():
+    pytest.importorskip("keras_cv", reason="YOLOv8 needs the optional keras-cv install")
+    keras.utils.set_random_seed(0)
+    model = models.get("yolov8_detector", input_shape=(64, 64, 3), weights=None,
+                       channels=(16, 32, 64, 64), depths=(1, 1, 1, 1))
+    run._compile(model, 1e-3)
+    losses = _fit_steps(model, "classes")
+    assert losses[-1] < losses[0] and not math.isnan(losses[-1])
+    with pytest.raises(ValueError, match="not ImageNet"):
+        models.get("yolov8_detector", input_shape=(64, 64, 3), weights="imagenet")
