@@ -1,0 +1,160 @@
+"""Training on several GPUs or machines with tf.distribute, selected by name (`--strategy`).
+
+    "default"       no distribution: TensorFlow's default strategy (one device)
+    "mirrored"      MirroredStrategy: every local GPU holds a replica; gradients all-reduced
+    "multi_worker"  MultiWorkerMirroredStrategy: several machines (workers), each with its GPUs.
+                    The cluster comes from the TF_CONFIG environment variable, which TensorFlow
+                    reads itself; every worker runs the same command with its own task index.
+
+Keras builds variables on the strategy that is current when a model is created, so build and
+compile inside `strategy.scope()` (`training_scope` does that together with a precision policy).
+A batch of `batch_size` from the input pipeline is the *global* batch: each of R replicas gets
+batch_size / R, so the protocol (batch, learning rate, epochs) is unchanged by scaling out.
+
+Cluster check, the same code the two-worker test runs (one command per machine):
+
+    TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+                "task": {"type": "worker", "index": 0}}' \\
+        python -m mammo_keras.training.distribute --out check_worker0
+
+Each worker trains a tiny network on the same synthetic task and writes `weights.npz` and
+`result.json` (losses, a weight checksum) to `--out`; the checksums must agree.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def make_strategy(name: str = "default"):
+    """The tf.distribute strategy called `name` (one of STRATEGIES)."""
+    import tensorflow as tf
+
+    if name not in STRATEGIES:
+        raise ValueError(f"`strategy` must be one of {STRATEGIES}. Received: strategy={name!r}")
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        # Ring all-reduce works on CPU (gRPC) and GPU; NCCL is picked automatically on GPUs by AUTO.
+        options = tf.distribute.experimental.CommunicationOptions(
+            implementation=tf.distribute.experimental.CommunicationImplementation.AUTO)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    return tf.distribute.get_strategy()
+
+
+def task_info(strategy) -> dict:
+    """Worker type and index (chief = worker 0) and replica count, for logs and output paths."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None) or "worker"
+    task_id = getattr(resolver, "task_id", None) or 0
+    return {"task_type": task_type, "task_id": int(task_id),
+            "is_chief": task_type == "chief" or (task_type == "worker" and int(task_id) == 0),
+            "replicas": int(strategy.num_replicas_in_sync)}
+
+
+@contextlib.contextmanager
+def training_scope(strategy: str = "default", precision: str = "float32") -> Iterator[object]:
+    """Build, compile and train inside `strategy` with the dtype `precision`; restores both after.
+
+    Yields the strategy. `precision` is as in `mammo_keras.training.precision.policy_name`.
+    """
+    from mammo_keras.training.precision import precision_scope
+
+    chosen = make_strategy(strategy)
+    with precision_scope(precision), chosen.scope():
+        yield chosen
+
+
+# ---------------------------------------------------------------- cluster check (worker entry point)
+
+def check_task(n: int = 256, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A tiny learnable task, identical on every worker: bright centre = 1, dark centre = 0."""
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % 2).astype(np.float32)
+    images = rng.normal(0.0, 0.2, (n, size, size, 1)).astype(np.float32)
+    images[:, size // 4: 3 * size // 4, size // 4: 3 * size // 4] += np.where(labels == 1, 1.0, -1.0)[
+        :, None, None, None]
+    return images, labels[:, None]
+
+
+def check_model(size: int = 16):
+    """A small CNN with a sigmoid output (float32 output whatever the policy)."""
+    import keras
+
+    inputs = keras.Input((size, size, 1), name="image")
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="block1_conv1")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="cluster_check")
+
+
+def weights_checksum(weights: list[np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for array in weights:
+        digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def run_check(out: str | Path, *, strategy: str = "multi_worker", epochs: int = 4, batch_size: int = 32,
+              seed: int = 0) -> dict:
+    """Train `check_model` on `check_task` under `strategy`; write weights.npz and result.json.
+
+    Returns the result: per-epoch losses, the weight checksum, task and replica count.
+    """
+    import keras
+    import tensorflow as tf
+
+    from mammo_keras.fileio import atomic_write_bytes, atomic_write_json
+
+    keras.utils.set_random_seed(seed)
+    chosen = make_strategy(strategy)
+    images, labels = check_task(seed=seed)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dataset = dataset.with_options(options)
+    with chosen.scope():
+        model = check_model(images.shape[1])
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss="binary_crossentropy")
+    history = model.fit(dataset, epochs=epochs, verbose=0, shuffle=False)
+    weights = [np.asarray(w) for w in model.get_weights()]
+    result = {**task_info(chosen), "strategy": strategy, "loss": [float(v) for v in history.history["loss"]],
+              "checksum": weights_checksum(weights)}
+    out = Path(out)
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, *weights)
+    atomic_write_bytes(out / "weights.npz", buffer.getvalue())
+    atomic_write_json(out / "result.json", result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mammo_keras.training.distribute",
+        description="Cluster check: train a tiny network under a tf.distribute strategy on every "
+                    "worker (cluster from TF_CONFIG) and write its weights and losses.")
+    parser.add_argument("--out", required=True, help="folder for weights.npz and result.json")
+    parser.add_argument("--strategy", default="multi_worker", choices=STRATEGIES)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=32, help="global batch size")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    result = run_check(args.out, strategy=args.strategy, epochs=args.epochs, batch_size=args.batch_size,
+                       seed=args.seed)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
