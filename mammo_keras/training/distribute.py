@@ -74,6 +74,58 @@ def training_scope(strategy: str = "default", precision: str = "float32") -> Ite
         yield chosen
 
 
+def ready_for_fit(model, dataset) -> None:
+    """Let `model.fit` run under MultiWorkerMirroredStrategy (a no-op under any other strategy).
+
+    Keras 3 (seen with 3.15.1; keras-team/keras#20585) cannot start `fit` on a model built under
+    MultiWorkerMirroredStrategy: `Trainer._maybe_symbolic_build` passes the first (x, y) batch,
+    a nested per-replica value, to `strategy.reduce`, which that strategy rejects ("Attempt to
+    convert a value (PerReplica ...)"). Here the loss, metrics and optimizer are built from one
+    plain batch in the strategy's scope instead, and the model then takes its strategy from the
+    scope `fit` runs in (call `fit` inside `strategy.scope()`), which skips that step.
+    """
+    import tensorflow as tf
+
+    strategy = getattr(model, "_distribute_strategy", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    _patch_keras_multi_worker_logs()
+    batch = next(iter(dataset.take(1)))
+    with strategy.scope():
+        model._symbolic_build(data_batch=batch)
+    model._distribute_strategy = None
+
+
+def _patch_keras_multi_worker_logs() -> None:
+    """Average per-replica scalar logs over the workers (Keras 3.15 reduces them along axis 0).
+
+    Keras' `reduce_per_replica` calls `strategy.reduce("MEAN", v, axis=0)` on the scalar loss
+    and metric values of each step when it runs on several workers, which TensorFlow rejects
+    ("Invalid reduction dimension 0 for input with 0 dimensions"). This wraps it, once, so that
+    scalars are averaged over replicas (`axis=None`); everything else goes to Keras unchanged.
+    Gradients are all-reduced by the optimizer either way; this only concerns the logs.
+    """
+    from keras.src.backend.tensorflow import trainer
+
+    original = trainer.reduce_per_replica
+    if getattr(original, "_mammo_keras_patched", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
+            def mean(value):
+                shape = getattr(value, "shape", None)
+                if shape is not None and shape.rank == 0:  # a per-replica or a local scalar
+                    return strategy.reduce("MEAN", value, axis=None)
+                return original(value, strategy, reduction)
+
+            return trainer.tree.map_structure(mean, values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._mammo_keras_patched = True
+    trainer.reduce_per_replica = reduce_per_replica
+
+
 # ---------------------------------------------------------------- cluster check (worker entry point)
 
 def check_task(n: int = 256, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +177,8 @@ def run_check(out: str | Path, *, strategy: str = "multi_worker", epochs: int = 
     with chosen.scope():
         model = check_model(images.shape[1])
         model.compile(optimizer=keras.optimizers.SGD(0.5), loss="binary_crossentropy")
-    history = model.fit(dataset, epochs=epochs, verbose=0, shuffle=False)
+        ready_for_fit(model, dataset)
+        history = model.fit(dataset, epochs=epochs, verbose=0, shuffle=False)
     weights = [np.asarray(w) for w in model.get_weights()]
     result = {**task_info(chosen), "strategy": strategy, "loss": [float(v) for v in history.history["loss"]],
               "checksum": weights_checksum(weights)}
