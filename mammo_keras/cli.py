@@ -97,7 +97,10 @@ def cmd_reproduce(args) -> int:
         print("\n".join(list_configs()))
         return 0
     config = load_config(args.experiment, args.profile, overrides=dict(args.set))
-    out = reproduce(config, data_dir=args.data, results_dir=args.results)
+    from mammo_keras.training.distribute import training_scope
+
+    with training_scope(args.strategy, args.precision):
+        out = reproduce(config, data_dir=args.data, results_dir=args.results)
     print((out / "table.md").read_text())
     print(f"results written to {out}/ (table.md, table.csv, run.json, per-fold logs and ROC plots)")
     if config.profile == "tiny":
@@ -108,6 +111,7 @@ def cmd_reproduce(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from mammo_keras.data.prepare import TASKS
+    from mammo_keras.training.distribute import STRATEGIES
 
     parser = argparse.ArgumentParser(prog="mammo-keras", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mammo_keras {__version__}")
@@ -155,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--set", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
                        help="override a config value, e.g. n_splits=3 or epoch_scale=0.1 (repeatable)")
     repro.add_argument("--list", action="store_true", help="list the available experiment configs")
+    repro.add_argument("--strategy", default="default", choices=STRATEGIES,
+                       help="tf.distribute strategy: mirrored = every local GPU; multi_worker = several "
+                            "machines, cluster from TF_CONFIG (see README, 'Speed and scale')")
+    repro.add_argument("--precision", default="float32",
+                       choices=("float32", "mixed", "mixed_float16", "mixed_bfloat16"),
+                       help="dtype policy; mixed = float16 on a GPU, bfloat16 on a CPU (outputs stay float32)")
     repro.set_defaults(handler=cmd_reproduce)
     return parser
 

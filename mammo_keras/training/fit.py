@@ -11,6 +11,7 @@ import pandas as pd
 
 from mammo_keras.data.pipeline import AugmentConfig, make_dataset
 from mammo_keras.fileio import atomic_write_text
+from mammo_keras.training.distribute import ready_for_fit
 from mammo_keras.training.feature_cache import CachedFeatures, feature_dataset, frozen_cut
 from mammo_keras.training.stages import Stage, apply_trainable, make_optimizer
 
@@ -109,6 +110,7 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
                 stage_validation = (val_features, validation[1])
         trained.compile(optimizer=make_optimizer(stage, steps), loss=loss, metrics=["accuracy"],
                         jit_compile=jit_compile)
+        ready_for_fit(trained, dataset)  # a no-op unless built under MultiWorkerMirroredStrategy
         callbacks: list[keras.callbacks.Callback] = [EpochLog(stage.name, rows)]
         if validation is not None and stage.schedule == "plateau":
             callbacks.append(keras.callbacks.ReduceLROnPlateau(

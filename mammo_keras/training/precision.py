@@ -59,19 +59,20 @@ def precision_scope(precision: str = "float32") -> Iterator[str]:
         keras.config.set_dtype_policy(previous)
 
 
-def with_float32_output(model: keras.Model, output_layer: str = "predictions") -> keras.Model:
-    """`model` itself when its output layer computes in float32; else a copy whose does.
+def with_float32_output(model: keras.Model) -> keras.Model:
+    """`model` itself when its output layers compute in float32; else a copy where they do.
 
-    The copy (`keras.models.clone_model`, same layer names and weights) differs only by the
-    dtype policy of `output_layer`, so its probabilities are float32 as are its outputs.
+    The copy (`keras.models.clone_model`: same layer names, weights and trainable flags)
+    differs only by the dtype policy of the layers that produce the outputs (`predictions`),
+    so the probabilities are computed, and returned, in float32.
     """
-    layer = model.get_layer(output_layer)
-    if layer.compute_dtype == "float32":
+    outputs = {tensor._keras_history.operation.name for tensor in model.outputs}
+    if all(model.get_layer(name).compute_dtype == "float32" for name in outputs):
         return model
 
     def clone(source: keras.layers.Layer) -> keras.layers.Layer:
         config = source.get_config()
-        if source.name == output_layer:
+        if source.name in outputs:
             config["dtype"] = "float32"
         return source.__class__.from_config(config)
 
