@@ -6,8 +6,9 @@
                     The cluster comes from the TF_CONFIG environment variable, which TensorFlow
                     reads itself; every worker runs the same command with its own task index.
 
-Keras builds variables on the strategy that is current when a model is created, so build and
-compile inside `strategy.scope()` (`training_scope` does that together with a precision policy).
+Keras builds variables on the strategy that is current when a model is created and trains
+with that strategy; `build_model` builds inside the strategy (and precision) chosen by an
+enclosing `training_scope`, which is what `mammo-keras reproduce --strategy --precision` does.
 A batch of `batch_size` from the input pipeline is the *global* batch: each of R replicas gets
 batch_size / R, so the protocol (batch, learning rate, epochs) is unchanged by scaling out.
 
@@ -24,10 +25,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import contextvars
 import hashlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -61,17 +63,44 @@ def task_info(strategy) -> dict:
             "replicas": int(strategy.num_replicas_in_sync)}
 
 
+# The strategy and precision of the enclosing `training_scope`. A context variable, not a scope
+# stack: `keras.backend.clear_session()` (called between folds) resets TensorFlow's strategy stack
+# and Keras' dtype policy, so each model is built under them again by `build_model`.
+_ACTIVE: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("mammo_keras_training", default=None)
+
+
 @contextlib.contextmanager
 def training_scope(strategy: str = "default", precision: str = "float32") -> Iterator[object]:
-    """Build, compile and train inside `strategy` with the dtype `precision`; restores both after.
+    """Within the block, `build_model` builds under `strategy` with the dtype policy `precision`.
 
     Yields the strategy. `precision` is as in `mammo_keras.training.precision.policy_name`.
+    Nothing global changes: the choice is read by `build_model` only.
     """
-    from mammo_keras.training.precision import precision_scope
+    from mammo_keras.training.precision import policy_name
 
+    policy_name(precision)  # fail early on a bad name
     chosen = make_strategy(strategy)
-    with precision_scope(precision), chosen.scope():
+    token = _ACTIVE.set((chosen, precision))
+    try:
         yield chosen
+    finally:
+        _ACTIVE.reset(token)
+
+
+def build_model(builder: Callable[[], object]):
+    """`builder()` under the enclosing `training_scope`'s strategy and precision; float32 outputs.
+
+    Outside a `training_scope` this is `builder()` (with float32 outputs, which float32 models
+    already have). Keras keeps the strategy a model was built under and trains with it.
+    """
+    from mammo_keras.training.precision import precision_scope, with_float32_output
+
+    active = _ACTIVE.get()
+    if active is None:
+        return with_float32_output(builder())
+    strategy, precision = active
+    with precision_scope(precision), strategy.scope():
+        return with_float32_output(builder())
 
 
 def ready_for_fit(model, dataset) -> None:
@@ -81,8 +110,7 @@ def ready_for_fit(model, dataset) -> None:
     MultiWorkerMirroredStrategy: `Trainer._maybe_symbolic_build` passes the first (x, y) batch,
     a nested per-replica value, to `strategy.reduce`, which that strategy rejects ("Attempt to
     convert a value (PerReplica ...)"). Here the loss, metrics and optimizer are built from one
-    plain batch in the strategy's scope instead, and the model then takes its strategy from the
-    scope `fit` runs in (call `fit` inside `strategy.scope()`), which skips that step.
+    plain batch in the strategy's scope instead, and that step is skipped for this model.
     """
     import tensorflow as tf
 
@@ -93,7 +121,11 @@ def ready_for_fit(model, dataset) -> None:
     batch = next(iter(dataset.take(1)))
     with strategy.scope():
         model._symbolic_build(data_batch=batch)
-    model._distribute_strategy = None
+    model._maybe_symbolic_build = _already_built
+
+
+def _already_built(iterator=None, data_batch=None) -> None:
+    """Stands in for `Trainer._maybe_symbolic_build` once `ready_for_fit` has built the model."""
 
 
 def _patch_keras_multi_worker_logs() -> None:
@@ -177,8 +209,8 @@ def run_check(out: str | Path, *, strategy: str = "multi_worker", epochs: int = 
     with chosen.scope():
         model = check_model(images.shape[1])
         model.compile(optimizer=keras.optimizers.SGD(0.5), loss="binary_crossentropy")
-        ready_for_fit(model, dataset)
-        history = model.fit(dataset, epochs=epochs, verbose=0, shuffle=False)
+    ready_for_fit(model, dataset)
+    history = model.fit(dataset, epochs=epochs, verbose=0, shuffle=False)
     weights = [np.asarray(w) for w in model.get_weights()]
     result = {**task_info(chosen), "strategy": strategy, "loss": [float(v) for v in history.history["loss"]],
               "checksum": weights_checksum(weights)}

@@ -18,6 +18,8 @@ Reference: Chougrad et al. 2018, §2.2.3 (0FT: the backbone as a fixed feature e
 """
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 
@@ -122,7 +124,9 @@ class CachedFeatures:
 
     def get(self, model: keras.Model, cut: str) -> tuple[keras.Model, np.ndarray, np.ndarray | None]:
         """(head, train features, validation features) for `cut`, computing them if needed."""
-        prefix, head = split_at(model, cut)
+        strategy = getattr(model, "_distribute_strategy", None)  # build the head where the model lives
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            prefix, head = split_at(model, cut)
         if self._cut != cut or self._features is None:
             train = compute_features(prefix, self.train_images, batch_size=self.batch_size)
             val = None if self.val_images is None else compute_features(prefix, self.val_images,

@@ -108,8 +108,9 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
                                       shuffle=True, seed=seed + 1000 * number)
             if validation is not None:
                 stage_validation = (val_features, validation[1])
-        trained.compile(optimizer=make_optimizer(stage, steps), loss=loss, metrics=["accuracy"],
-                        jit_compile=jit_compile)
+        with trained.distribute_strategy.scope():  # optimizer variables where the model lives
+            trained.compile(optimizer=make_optimizer(stage, steps), loss=loss, metrics=["accuracy"],
+                            jit_compile=jit_compile)
         ready_for_fit(trained, dataset)  # a no-op unless built under MultiWorkerMirroredStrategy
         callbacks: list[keras.callbacks.Callback] = [EpochLog(stage.name, rows)]
         if validation is not None and stage.schedule == "plateau":
