@@ -52,14 +52,31 @@ def test_head_on_features_matches_the_full_model():
         split_at(model, "nope")
 
 
+def tiny_net(dropout=0.5):
+    """conv (frozen by the stage) -> flatten -> dense -> [dropout] -> predictions."""
+    inputs = keras.Input((32, 32, 1), name="image")
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="block1_conv1")(inputs)
+    x = keras.layers.Flatten(name="head_pool")(x)
+    x = keras.layers.Dense(8, activation="relu", name="head_dense1")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = keras.layers.Dense(2, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs)
+
+
+HEAD_ONLY = "re:^(head_|predictions)"
+
+
 def test_cached_training_trains_the_model_itself():
     images, labels = images_and_labels()
-    model = small_chougrad("0FT")
+    keras.utils.set_random_seed(0)
+    model = tiny_net()
     backbone_before = [w.copy() for w in model.get_layer("block1_conv1").get_weights()]
     head_before = model.get_layer("predictions").get_weights()[0].copy()
-    stage = Stage("head", 3, optimizer="adam", learning_rate=1e-2, trainable="0FT", batch_size=8)
+    stage = Stage("head", 3, optimizer="adam", learning_rate=1e-2, trainable=HEAD_ONLY, batch_size=8)
     log = fit_stages(model, [stage], (images[:16], labels[:16]), (images[16:], labels[16:]),
                      augment=None, seed=0, cache_features=True)
+    assert frozen_cut(model) == "head_pool"
     assert len(log) == 3 and "val_loss" in log.columns
     for before, after in zip(backbone_before, model.get_layer("block1_conv1").get_weights()):
         np.testing.assert_array_equal(before, after)  # the frozen prefix is untouched
@@ -72,14 +89,13 @@ def test_cached_training_trains_the_model_itself():
 
 
 def test_cached_and_recomputed_training_agree():
-    """Same seed, same batches: the head learns the same weights from cached features (no dropout)."""
+    """Same seed, same batches: the head learns the same weights from cached features."""
     images, labels = images_and_labels()
-    stage = Stage("head", 2, optimizer="sgd", learning_rate=0.05, trainable="0FT", batch_size=8)
+    stage = Stage("head", 2, optimizer="sgd", learning_rate=0.05, trainable=HEAD_ONLY, batch_size=8)
     finals = []
     for cache in (False, True):
         keras.utils.set_random_seed(0)
-        model = build_chougrad("vgg16", (32, 32, 1), weights=None, fine_tune="0FT", head_units=(8,),
-                               dropout=0.0)
+        model = tiny_net(dropout=0.0)
         fit_stages(model, [stage], (images, labels), None, augment=None, seed=0, cache_features=cache)
         finals.append(model.get_layer("predictions").get_weights()[0])
     np.testing.assert_allclose(finals[0], finals[1], atol=1e-5)
