@@ -20,7 +20,8 @@ import pandas as pd
 
 from benchmarks.common import check_size, interleaved, median, result, timed
 
-SIZES = {"tiny": dict(n=32, side=48, steps=2, rounds=1), "full": dict(n=512, side=150, steps=24, rounds=3)}
+SIZES = {"tiny": dict(n=32, side=48, steps=2, rounds=1, fc_units=64),
+         "full": dict(n=256, side=150, steps=16, rounds=3, fc_units=2048)}
 BATCH = 16
 
 
@@ -48,7 +49,7 @@ def run(size: str = "full") -> dict:
         folder = Path(tmp)
         labels = _prepared_folder(folder, n, side)
         keras.utils.set_random_seed(0)
-        model = models.get("coccomini_scratch_cnn", input_shape=(side, side, 1))
+        model = models.get("coccomini_scratch_cnn", input_shape=(side, side, 1), fc_units=settings["fc_units"])
         model.compile(optimizer="adam", loss="binary_crossentropy")
         targets = labels.astype(np.float32)[:, None]
         files = make_prepared_dataset(folder, labels=targets, batch_size=BATCH, augment=preset("cocc_scratch"),

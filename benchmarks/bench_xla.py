@@ -10,7 +10,7 @@ import numpy as np
 
 from benchmarks.common import check_size, interleaved, median, result, timed
 
-SIZES = {"tiny": dict(side=48, steps=2, rounds=1), "full": dict(side=150, steps=20, rounds=3)}
+SIZES = {"tiny": dict(side=48, steps=2, rounds=1, fc_units=64), "full": dict(side=150, steps=12, rounds=3, fc_units=2048)}
 BATCH = 16
 
 
@@ -27,7 +27,7 @@ def run(size: str = "full") -> dict:
     built = {}
     for jit in (False, True):
         keras.utils.set_random_seed(0)
-        model = models.get("coccomini_scratch_cnn", input_shape=(side, side, 1))
+        model = models.get("coccomini_scratch_cnn", input_shape=(side, side, 1), fc_units=settings["fc_units"])
         model.compile(optimizer="adam", loss="binary_crossentropy", jit_compile=jit)
         model.train_on_batch(x, y)  # trace / compile
         built["xla" if jit else "no_xla"] = model

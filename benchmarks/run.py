@@ -42,10 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="results file (default benchmarks/results.json)")
     args = parser.parse_args(argv)
-    chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(BENCHMARKS)
-    unknown = sorted(set(chosen) - set(BENCHMARKS))
+    chosen = {name.strip() for name in args.only.split(",") if name.strip()} or set(BENCHMARKS)
+    unknown = sorted(chosen - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmarks {unknown}; valid: {sorted(BENCHMARKS)}")
+    chosen = [name for name in BENCHMARKS if name in chosen]  # always in the order
 
     from benchmarks.common import load_average, machine_info
     from mammo_keras.fileio import atomic_write_json
