@@ -60,7 +60,8 @@ def cmd_data_prepare(args) -> int:
     report = prepare(args.dataset, table, out, args.task, root=root, options=dict(args.option),
                      workers=args.workers, skip_bad=args.skip_bad, progress=not args.no_progress)
     print(f"{report.items} items from {report.images} images -> {out} "
-          f"({report.seconds:.1f} s, {report.images_per_second} images/s; "
+          f"({report.seconds:.1f} s, {report.images_per_second} images/s, {report.items_per_second} items/s "
+          f"with {report.workers} workers; "
           f"{report.resumed_images} images reused from an earlier run)")
     print(f"  classes: {report.counts_by_label}   item shape: {report.item_shape}")
     print(f"  data fingerprint: {report.data_fingerprint}")
@@ -134,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", help="output folder (default: prepared/<dataset>_<task>)")
     prep.add_argument("--option", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
                       help="override a task option, e.g. r=300 or context=fixed (repeatable)")
-    prep.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    prep.add_argument("--workers", type=int, default=0,
+                      help="worker processes (default 0: one per CPU core; 1: no extra process)")
     prep.add_argument("--skip-bad", action="store_true",
                       help="record unreadable images in prepare.json and go on instead of stopping")
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
