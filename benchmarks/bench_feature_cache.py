@@ -18,7 +18,7 @@ import numpy as np
 from benchmarks.common import check_size, median, result
 
 SIZES = {"tiny": dict(family="vgg16", n=16, side=32, epochs=2, batch=8),
-         "full": dict(family="inceptionv3", n=128, side=224, epochs=4, batch=32)}
+         "full": dict(family="inceptionv3", n=128, side=224, epochs=3, batch=32)}
 PAPER_HEAD_EPOCHS = 30
 
 

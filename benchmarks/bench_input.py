@@ -21,7 +21,7 @@ import pandas as pd
 from benchmarks.common import check_size, interleaved, median, result, timed
 
 SIZES = {"tiny": dict(n=32, side=48, steps=2, rounds=1, fc_units=64),
-         "full": dict(n=256, side=150, steps=16, rounds=3, fc_units=2048)}
+         "full": dict(n=256, side=150, steps=10, rounds=3, fc_units=2048)}
 BATCH = 16
 
 

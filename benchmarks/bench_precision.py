@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmarks.common import REPO, check_size, interleaved, median, result, timed
 
-SIZES = {"tiny": dict(shape=(128, 96, 3), batches=1, rounds=1), "full": dict(shape=(1152, 896, 3), batches=2, rounds=3)}
+SIZES = {"tiny": dict(shape=(128, 96, 3), batches=1, rounds=1), "full": dict(shape=(1152, 896, 3), batches=1, rounds=3)}
 BATCH = 2
 
 
