@@ -9,7 +9,7 @@ PROFILE ?= tiny
 DATA    ?=
 TEST_WORKERS ?= auto
 
-.PHONY: install test test-all reproduce-table2 clean help
+.PHONY: install test test-all reproduce-table2 bench clean help
 
 help:
 	@echo "make install   create $(VENV) and install mammo_keras with its test needs"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-all  also run the tests marked slow"
 	@echo "make reproduce-table2 [PAPER=shen2017|jain_levy|coccomini2021] [PROFILE=tiny|cpu|paper] [DATA=DIR]"
 	@echo "               run a paper's Table 2 (default: Chougrad 2018 on the phantom data, tiny profile)"
+	@echo "make bench     speed benchmarks side by side (ratios printed; figures -> benchmarks/results.json)"
 	@echo "make clean     remove build outputs (keeps $(VENV), prepared/ and results/)"
 
 $(STAMP): requirements.txt requirements-nodeps.txt setup.py
@@ -37,6 +38,9 @@ test-all: $(STAMP)
 
 reproduce-table2: $(STAMP)
 	$(BIN)/mammo-keras reproduce $(PAPER)/table2 --profile $(PROFILE) $(if $(DATA),--data $(DATA),)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

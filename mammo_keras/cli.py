@@ -60,7 +60,8 @@ def cmd_data_prepare(args) -> int:
     report = prepare(args.dataset, table, out, args.task, root=root, options=dict(args.option),
                      workers=args.workers, skip_bad=args.skip_bad, progress=not args.no_progress)
     print(f"{report.items} items from {report.images} images -> {out} "
-          f"({report.seconds:.1f} s, {report.images_per_second} images/s; "
+          f"({report.seconds:.1f} s, {report.images_per_second} images/s, {report.items_per_second} items/s "
+          f"with {report.workers} workers; "
           f"{report.resumed_images} images reused from an earlier run)")
     print(f"  classes: {report.counts_by_label}   item shape: {report.item_shape}")
     print(f"  data fingerprint: {report.data_fingerprint}")
@@ -97,7 +98,10 @@ def cmd_reproduce(args) -> int:
         print("\n".join(list_configs()))
         return 0
     config = load_config(args.experiment, args.profile, overrides=dict(args.set))
-    out = reproduce(config, data_dir=args.data, results_dir=args.results)
+    from mammo_keras.training.distribute import training_scope
+
+    with training_scope(args.strategy, args.precision):
+        out = reproduce(config, data_dir=args.data, results_dir=args.results)
     print((out / "table.md").read_text())
     print(f"results written to {out}/ (table.md, table.csv, run.json, per-fold logs and ROC plots)")
     if config.profile == "tiny":
@@ -184,6 +188,7 @@ def cmd_serve(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from mammo_keras.data.prepare import TASKS
+    from mammo_keras.training.distribute import STRATEGIES
 
     parser = argparse.ArgumentParser(prog="mammo-keras", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mammo_keras {__version__}")
@@ -206,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", help="output folder (default: prepared/<dataset>_<task>)")
     prep.add_argument("--option", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
                       help="override a task option, e.g. r=300 or context=fixed (repeatable)")
-    prep.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    prep.add_argument("--workers", type=int, default=0,
+                      help="worker processes (default 0: one per CPU core; 1: no extra process)")
     prep.add_argument("--skip-bad", action="store_true",
                       help="record unreadable images in prepare.json and go on instead of stopping")
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -231,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--set", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
                        help="override a config value, e.g. n_splits=3 or epoch_scale=0.1 (repeatable)")
     repro.add_argument("--list", action="store_true", help="list the available experiment configs")
+    repro.add_argument("--strategy", default="default", choices=STRATEGIES,
+                       help="tf.distribute strategy: mirrored = every local GPU; multi_worker = several "
+                            "machines, cluster from TF_CONFIG (see README, 'Speed and scale')")
+    repro.add_argument("--precision", default="float32",
+                       choices=("float32", "mixed", "mixed_float16", "mixed_bfloat16"),
+                       help="dtype policy; mixed = float16 on a GPU, bfloat16 on a CPU (outputs stay float32)")
     repro.set_defaults(handler=cmd_reproduce)
 
     predict = commands.add_parser("predict", help="classify new mammograms with a saved model; "

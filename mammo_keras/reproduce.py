@@ -228,6 +228,7 @@ def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
     from mammo_keras.app.recipe import model_info
     from mammo_keras.data.pipeline import preset as augment_preset
     from mammo_keras.training.cv import cross_validate, holdout, transfer
+    from mammo_keras.training.distribute import build_model
     from mammo_keras.training.stages import preset as stage_preset
 
     stages = [stage.scaled(config.epoch_scale) if config.epoch_scale != 1.0 else stage
@@ -239,8 +240,8 @@ def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
     if options is None:
         options, _ = expand_options(row.options)
 
-    def build():
-        return models.get(row.name, input_shape=shape, **options)
+    def build():  # under the --strategy / --precision of an enclosing training_scope, if any
+        return build_model(lambda: models.get(row.name, input_shape=shape, **options))
 
     if row.input_scale is not None:  # arrays are scaled once per dataset by config.input_scale
         gain = np.float32(row.input_scale / config.input_scale)

@@ -343,6 +343,92 @@ def make_dataset(images: np.ndarray | Sequence[np.ndarray], labels: np.ndarray |
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def make_prepared_dataset(folder, rows: np.ndarray | None = None, labels: np.ndarray | None = None, *,
+                          batch_size: int, augment: AugmentConfig | None, shuffle: bool, seed: int,
+                          channels: int | None = None, scale: float = 1.0, cache: bool | str = False,
+                          drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batches from a prepared folder (`mammo-keras data prepare`), read in parallel, never loaded whole.
+
+    The folder's images.npy is memory-mapped; items are read by parallel tf.data workers,
+    optionally cached (in memory with True, in a file with a path), shuffled, batched,
+    augmented in the graph and prefetched, so the accelerator does not wait for input. With
+    the same arguments it yields exactly the batches `make_dataset` yields from the same
+    arrays in memory (tests/data/test_pipeline_files.py).
+
+    Args:
+        folder: the prepared folder (images.npy + index.csv).
+        rows: which items (positions in images.npy), in order; default all.
+        labels: targets for those rows (e.g. one-hot); default index.csv's `label`;
+            `False` yields images only.
+        channels: 1 or 3 output channels for grey items (3 repeats the grey channel).
+        scale: multiply pixel values (the configs' `input_scale`, e.g. 255).
+        cache: False, True (memory) or a file path prefix (tf.data's file cache).
+    """
+    from mammo_keras.data.prepare import load_prepared
+
+    images, index = load_prepared(folder, mmap=True)
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.int64)
+    if labels is None:
+        labels = index["label"].to_numpy()[rows]
+    with_labels = labels is not False
+    if with_labels and len(labels) != len(rows):
+        raise ValueError("`rows` and `labels` must have the same length. "
+                         f"Received: {len(rows)} rows, {len(labels)} labels")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
+    item_shape = tuple(images.shape[1:])
+    if len(item_shape) == 2:
+        item_shape = (*item_shape, 1)
+    if len(item_shape) != 3:
+        raise ValueError("Prepared items must be (H, W) or (H, W, C) arrays to form NHWC batches. "
+                         f"Received: item shape={tuple(images.shape[1:])}")
+    out_channels = channels or item_shape[-1]
+    if out_channels not in (item_shape[-1], 3) or (out_channels != item_shape[-1] and item_shape[-1] != 1):
+        raise ValueError("`channels` must keep the items' channels or repeat one grey channel 3 times. "
+                         f"Received: channels={channels!r} for items of shape {item_shape}")
+    source = images
+
+    def read(position):
+        return np.asarray(source[int(position)], dtype=np.float32).reshape(item_shape)
+
+    def load(position):
+        image = tf.numpy_function(read, [position], tf.float32, stateful=False)
+        image.set_shape(item_shape)
+        if scale != 1.0:
+            image = image * np.float32(scale)
+        if out_channels != item_shape[-1]:
+            image = tf.repeat(image, out_channels, axis=-1)
+        return image
+
+    positions = tf.data.Dataset.from_tensor_slices(rows)
+    targets = tf.data.Dataset.from_tensor_slices(np.asarray(labels)) if with_labels else None
+    if cache is not False:  # decode once, then shuffle the cached arrays every epoch
+        dataset = positions.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if with_labels:
+            dataset = tf.data.Dataset.zip((dataset, targets))
+        dataset = dataset.cache("" if cache is True else str(cache))
+        if shuffle:
+            dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    else:  # shuffle the cheap positions, then read only what each epoch needs
+        dataset = positions if not with_labels else tf.data.Dataset.zip((positions, targets))
+        if shuffle:
+            dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.map((lambda p, y: (load(p), y)) if with_labels else load,
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if augment is not None:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+        def augment_batch(batch, batch_seed):
+            if not with_labels:
+                return random_augment(batch, augment, batch_seed)
+            return random_augment(batch[0], augment, batch_seed), batch[1]
+
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
 __all__ = ["AugmentConfig", "FILL_MODES", "PARAM_KEYS", "PRESETS", "affine_matrices", "apply_transform",
-           "make_dataset", "preset", "random_augment",
+           "make_dataset", "make_prepared_dataset", "preset", "random_augment",
            "sample_transform"]

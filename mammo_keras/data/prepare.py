@@ -208,6 +208,8 @@ class PrepareReport:
     data_fingerprint: str = ""
     seconds: float = 0.0
     images_per_second: float = 0.0
+    items_per_second: float = 0.0
+    workers: int = 1
     item_shape: list[int] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
 
@@ -269,7 +271,8 @@ def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
         out: output folder (created).
         task: one of TASKS.
         options: overrides of the task's defaults (e.g. {"r": 300}).
-        workers: worker processes (1 = in this process).
+        workers: worker processes (1 = in this process; 0 = one per CPU core). Results do
+            not depend on it: each image's randomness is seeded from its id.
         skip_bad: record unreadable images/lesions in the report and go on, instead of raising.
 
     Raises:
@@ -278,6 +281,9 @@ def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
     """
     if task not in TASKS:
         raise ValueError(f"Unknown task. Valid tasks: {sorted(TASKS)}. Received: task={task!r}")
+    if not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"`workers` must be an integer >= 0 (0: one per CPU core). Received: workers={workers!r}")
+    workers = workers or os.cpu_count() or 1
     spec = TASKS[task]
     unknown = set(options or {}) - set(spec.defaults)
     if unknown:
@@ -300,6 +306,8 @@ def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
     report.seconds = round(time.perf_counter() - started, 3)
     processed = len(pending) - len(report.skipped)
     report.images_per_second = round(processed / report.seconds, 2) if report.seconds else 0.0
+    report.items_per_second = round(report.items / report.seconds, 2) if report.seconds else 0.0
+    report.workers = workers
     atomic_write_json(out / "prepare.json", asdict(report))
     if contact_sheet and report.items:
         from mammo_keras.data.contact_sheet import contact_sheet as draw
@@ -312,7 +320,8 @@ def _run(task: str, pending: list, options: dict, out: Path, workers: int, skip_
          progress: bool, report: PrepareReport) -> None:
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(pending), desc=f"prepare {task}", unit="img", disable=not progress)
+    bar = tqdm(total=len(pending), desc=f"prepare {task} ({workers} worker{'s' * (workers > 1)})", unit="img",
+               disable=not progress)
 
     def failed(image_id: str, rows: pd.DataFrame, error: Exception) -> None:
         if not skip_bad:

@@ -11,6 +11,8 @@ import pandas as pd
 
 from mammo_keras.data.pipeline import AugmentConfig, make_dataset
 from mammo_keras.fileio import atomic_write_text
+from mammo_keras.training.distribute import ready_for_fit
+from mammo_keras.training.feature_cache import CachedFeatures, feature_dataset, frozen_cut
 from mammo_keras.training.stages import Stage, apply_trainable, make_optimizer
 
 
@@ -93,28 +95,48 @@ class EpochLog(keras.callbacks.Callback):
 
 def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndarray, np.ndarray],
                val: tuple[np.ndarray, np.ndarray] | None = None, *, augment: AugmentConfig | None = None,
-               seed: int = 0, log_csv: str | Path | None = None, verbose: int = 0) -> pd.DataFrame:
+               seed: int = 0, log_csv: str | Path | None = None, verbose: int = 0,
+               cache_features: bool = False, jit_compile: bool | str = "auto") -> pd.DataFrame:
     """Train `model` through `stages` in order; returns the per-epoch log (also written to `log_csv`).
 
     Each stage sets the trainable layers, compiles a fresh optimizer, and trains with
     its schedule: ReduceLROnPlateau for "plateau", PolynomialDecay for "poly", and
     early stopping (restoring the best weights) when a patience is set. Plateau and early
     stopping watch `stage.monitor` on `val`; without validation data they are skipped.
+
+    With `cache_features`, a stage whose frozen, deterministic prefix sees unaugmented images
+    (`augment` None; e.g. Chougrad's 0FT) runs the prefix once and trains only the rest of the
+    network on its output (`feature_cache`); the model's own layers are trained either way.
+    `jit_compile` goes to `model.compile` ("auto": XLA on GPUs, not on CPUs, as Keras decides).
     """
     x_train, y_train = as_model_input(train[0], model), np.asarray(train[1]).astype(int)
     validation = None
     if val is not None and count(val[0]):
         validation = (as_model_input(val[0], model), as_targets(val[1], model))
     rows: list[dict] = []
+    cached = CachedFeatures(x_train, None if validation is None else validation[0])
     for number, stage in enumerate(stages):
         if stage.epochs == 0:
             continue
         apply_trainable(model, stage.trainable)
         steps = int(np.ceil(count(x_train) / stage.batch_size))
         loss = "binary_crossentropy" if model.outputs[0].shape[-1] == 1 else "categorical_crossentropy"
-        model.compile(optimizer=make_optimizer(stage, steps), loss=loss, metrics=["accuracy"])
-        dataset = make_dataset(x_train, as_targets(y_train, model), batch_size=stage.batch_size,
-                               augment=augment, shuffle=True, seed=seed + 1000 * number)
+        cut = frozen_cut(model) if cache_features and augment is None else None
+        trained, stage_validation = model, validation
+        if cut is None:
+            cached.invalidate()
+            dataset = make_dataset(x_train, as_targets(y_train, model), batch_size=stage.batch_size,
+                                   augment=augment, shuffle=True, seed=seed + 1000 * number)
+        else:
+            trained, train_features, val_features = cached.get(model, cut)
+            dataset = feature_dataset(train_features, as_targets(y_train, model), batch_size=stage.batch_size,
+                                      shuffle=True, seed=seed + 1000 * number)
+            if validation is not None:
+                stage_validation = (val_features, validation[1])
+        with trained.distribute_strategy.scope():  # optimizer variables where the model lives
+            trained.compile(optimizer=make_optimizer(stage, steps), loss=loss, metrics=["accuracy"],
+                            jit_compile=jit_compile)
+        ready_for_fit(trained, dataset)  # a no-op unless built under MultiWorkerMirroredStrategy
         callbacks: list[keras.callbacks.Callback] = [EpochLog(stage.name, rows)]
         if validation is not None and stage.schedule == "plateau":
             callbacks.append(keras.callbacks.ReduceLROnPlateau(
@@ -122,9 +144,10 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
         if validation is not None and stage.early_stopping_patience is not None:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor=stage.monitor, patience=stage.early_stopping_patience, restore_best_weights=True))
-        model.fit(dataset, epochs=stage.epochs, validation_data=validation, callbacks=callbacks, shuffle=False,
-                  class_weight=balanced_class_weight(y_train) if stage.class_weight else None,
-                  verbose=verbose)
+        trained.fit(dataset, epochs=stage.epochs, validation_data=stage_validation, callbacks=callbacks,
+                    shuffle=False,
+                    class_weight=balanced_class_weight(y_train) if stage.class_weight else None,
+                    verbose=verbose)
     log = pd.DataFrame(rows)
     if log_csv is not None:
         atomic_write_text(log_csv, log.to_csv(index=False))
