@@ -76,6 +76,7 @@ class ExperimentConfig:
     item_part: int | None = None  # for paired items (Coccomini): which array of the pair to use
     grad_cam: bool = True  # grad_cam.png per fold: overlays on the top test items of each class
     flip_tta: bool = False  # also score the mean over four flips (Shen's A-AUC; metric "a_auc")
+    cache_features: bool = True  # frozen prefix on unaugmented inputs: compute its output once (issue 6)
     save_models: bool = False  # save each trained model (JSON + HDF5 + .keras) beside its predictions
     input_scale: float = 1.0  # prepared arrays are in [0, 1]; 255 for models with ImageNet scaling
     abnormality: str | None = None

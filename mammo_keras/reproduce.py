@@ -254,7 +254,8 @@ def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
     explain = _grad_cam_writer(report) if config.grad_cam else None
     info = model_info(config, row)  # what a saved model's manifest records for `predict`
     common = dict(model_info=info, seed=config.seed, augment=augment, progress=report, explain=explain,
-                  flip_tta=config.flip_tta, save_models=config.save_models)
+                  flip_tta=config.flip_tta, save_models=config.save_models,
+                  cache_features=config.cache_features)
     if config.kind == "cv":
         predictions = cross_validate(build, inputs.images, inputs.index, stages, out, n_splits=config.n_splits,
                                      val_fraction=config.val_fraction, **common)

@@ -310,8 +310,9 @@ def make_dataset(images: np.ndarray | Sequence[np.ndarray], labels: np.ndarray |
     arrays = [np.asarray(a, dtype=np.float32) for a in (images if several else [images])]
     for array in arrays:
         if array.ndim != 4 or len(array) != len(arrays[0]):
+            shapes = [a.shape for a in arrays] if several else arrays[0].shape
             raise ValueError("`images` must be an NHWC array (or a list of them, one length). "
-                             f"Received: shapes={[a.shape for a in arrays]}")
+                             f"Received: shape{'s' if several else ''}={shapes}")
     if labels is not None and len(labels) != len(arrays[0]):
         raise ValueError("`images` and `labels` must have the same length. "
                          f"Received: {len(arrays[0])} images, {len(labels)} labels")

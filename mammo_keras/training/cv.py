@@ -63,7 +63,7 @@ def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, i
                    stages: Sequence[Stage], out: str | Path, *, n_splits: int = 5, seed: int = 0,
                    augment: AugmentConfig | None = None, val_fraction: float = 0.15,
                    save_models: bool = False, verbose: int = 0, flip_tta: bool = False,
-                   progress: Callable[[str], None] | None = None,
+                   cache_features: bool = True, progress: Callable[[str], None] | None = None,
                    explain: Explainer | None = None, model_info: dict | None = None) -> pd.DataFrame:
     """Train and test one model per fold; returns the pooled out-of-fold predictions.
 
@@ -97,7 +97,7 @@ def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, i
             build_model, images, index, stages, fold_dir, fit_rows=train_rows[inner == "train"],
             val_rows=train_rows[inner == "val"], test_rows=np.flatnonzero(test_mask), fold=fold,
             seed=seed + fold, augment=augment, save_models=save_models, verbose=verbose,
-            flip_tta=flip_tta, explain=explain, model_info=model_info)
+            flip_tta=flip_tta, cache_features=cache_features, explain=explain, model_info=model_info)
         pooled.append(predictions)
         if progress:
             progress(f"fold {fold}: {_summary(metrics)} ({metrics['epochs']} epochs, {metrics['seconds']:.0f} s)")
@@ -138,11 +138,14 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
                    stages: Sequence[Stage], out: Path, *, fit_rows: np.ndarray, val_rows: np.ndarray,
                    test_rows: np.ndarray, fold: int, seed: int, augment: AugmentConfig | None = None,
                    save_models: bool = False, verbose: int = 0, flip_tta: bool = False,
-                   explain: Explainer | None = None, model_info: dict | None = None) -> tuple[pd.DataFrame, dict]:
+                   cache_features: bool = True, explain: Explainer | None = None,
+                   model_info: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """Seed, build, train on `fit_rows` (watching `val_rows`), score `test_rows`; write the outputs.
 
     `model_info`: keyword arguments for `io.save` (architecture, class names, preprocessing) recorded
     in the saved model's manifest, so that `mammo-keras predict` prepares new images as training did.
+    `cache_features`: a stage whose frozen prefix sees unaugmented images trains on the prefix's
+    output, computed once (`training.feature_cache`; the same weights result, faster).
     Validation scores go to val_predictions.csv (what ensembles choose their weights on);
     predictions.csv is written last and atomically: it marks this part done.
     """
@@ -152,7 +155,8 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
     model = build_model()
     log = fit_stages(model, stages, (images[fit_rows], labels[fit_rows]),
                      (images[val_rows], labels[val_rows]) if len(val_rows) else None,
-                     augment=augment, seed=seed, log_csv=out / "log.csv", verbose=verbose)
+                     augment=augment, seed=seed, log_csv=out / "log.csv", verbose=verbose,
+                     cache_features=cache_features)
 
     def scored(rows: np.ndarray) -> pd.DataFrame:
         columns = prediction_columns(model, as_model_input(images[rows], model), flip_tta=flip_tta)
@@ -180,7 +184,7 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
 def holdout(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
             stages: Sequence[Stage], out: str | Path, *, fractions=(0.8, 0.1, 0.1), seed: int = 0,
             augment: AugmentConfig | None = None, save_models: bool = False, verbose: int = 0,
-            flip_tta: bool = False, train_patients: int | None = None,
+            flip_tta: bool = False, cache_features: bool = True, train_patients: int | None = None,
             progress: Callable[[str], None] | None = None, explain: Explainer | None = None,
             model_info: dict | None = None) -> pd.DataFrame:
     """One patient-level stratified train/val/test split (Jain & Levy, Shen); returns test predictions.
@@ -205,7 +209,7 @@ def holdout(build_model: Callable[[], keras.Model], images: np.ndarray, index: p
         build_model, images, index, stages, out / "test", fit_rows=fit_rows,
         val_rows=np.flatnonzero(names == "val"), test_rows=np.flatnonzero(names == "test"), fold=0,
         seed=seed, augment=augment, save_models=save_models, verbose=verbose, flip_tta=flip_tta,
-        explain=explain, model_info=model_info)
+        cache_features=cache_features, explain=explain, model_info=model_info)
     _report_test(progress, "hold-out test", metrics)
     return predictions
 
@@ -213,7 +217,7 @@ def holdout(build_model: Callable[[], keras.Model], images: np.ndarray, index: p
 def transfer(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
              test_images: np.ndarray, test_index: pd.DataFrame, stages: Sequence[Stage], out: str | Path, *,
              val_fraction: float = 0.15, seed: int = 0, augment: AugmentConfig | None = None,
-             save_models: bool = True, verbose: int = 0, flip_tta: bool = False,
+             save_models: bool = True, verbose: int = 0, flip_tta: bool = False, cache_features: bool = True,
              progress: Callable[[str], None] | None = None, explain: Explainer | None = None,
              model_info: dict | None = None) -> pd.DataFrame:
     """Train on one dataset, test once on another (Chougrad's independent MIAS test).
@@ -237,7 +241,8 @@ def transfer(build_model: Callable[[], keras.Model], images: np.ndarray, index: 
         build_model, np.concatenate([images, test_images]), both, stages, out / "test",
         fit_rows=np.flatnonzero(inner == "train"), val_rows=np.flatnonzero(inner == "val"),
         test_rows=len(index) + np.arange(len(test_index)), fold=0, seed=seed, augment=augment,
-        save_models=save_models, verbose=verbose, flip_tta=flip_tta, explain=explain, model_info=model_info)
+        save_models=save_models, verbose=verbose, flip_tta=flip_tta, cache_features=cache_features,
+        explain=explain, model_info=model_info)
     _report_test(progress, "independent test", metrics)
     return predictions.reset_index(drop=True)
 
