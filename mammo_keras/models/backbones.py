@@ -187,7 +187,7 @@ def _effective_trainable_layers(model: keras.Model):
             yield layer
 
 
-def _parents(model: keras.Model) -> dict[str, set[str]]:
+def layer_parents(model: keras.Model) -> dict[str, set[str]]:
     """Layer name -> names of the layers feeding it, within this model's graph."""
     parents: dict[str, set[str]] = {layer.name: set() for layer in model.layers}
     for nodes in model._nodes_by_depth.values():
@@ -212,7 +212,7 @@ def _ancestors(parents: dict[str, set[str]], name: str) -> set[str]:
 
 def _inception_modules(model: keras.Model, order: list[str]) -> list[list[str]]:
     """Stem + mixed0..mixed10: each module is what lies between two consecutive `mixedN`."""
-    parents = _parents(model)
+    parents = layer_parents(model)
     ends = [f"mixed{i}" for i in range(11)]
     missing = [end for end in ends if end not in parents]
     if missing:

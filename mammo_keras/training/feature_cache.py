@@ -23,21 +23,11 @@ import contextlib
 import keras
 import numpy as np
 
+from mammo_keras.models.backbones import layer_parents
+
 STOCHASTIC_LAYERS = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
                      keras.layers.SpatialDropout3D, keras.layers.GaussianNoise,
                      keras.layers.GaussianDropout, keras.layers.AlphaDropout)
-
-
-def _parents(model: keras.Model) -> dict[str, set[str]]:
-    """Layer name -> names of the layers feeding it, within this model's graph."""
-    parents: dict[str, set[str]] = {layer.name: set() for layer in model.layers}
-    for nodes in model._nodes_by_depth.values():
-        for node in nodes:
-            for tensor in node.arguments.keras_tensors:
-                source = tensor._keras_history.operation
-                if source is not None and node.operation.name in parents:
-                    parents[node.operation.name].add(source.name)
-    return parents
 
 
 def _is_fixed(layer: keras.layers.Layer) -> bool:
@@ -56,7 +46,7 @@ def frozen_cut(model: keras.Model) -> str | None:
     Returns None when there is no such layer (the first layer trains, or the graph has no
     single-tensor cut before its trainable part). Layers are found by graph, not position.
     """
-    parents = _parents(model)
+    parents = layer_parents(model)
     order = [layer.name for layer in model.layers]
     output_layers = {tensor._keras_history.operation.name for tensor in model.outputs}
     upstream: dict[str, set[str]] = {}
