@@ -3,33 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from mammo_keras.data import mias
 from mammo_keras.detection import data as ddata
-
-INFO = (  # the real format: CRLF, text around the table (as in tests/data/test_mias.py)
-    "MAMMOGRAPHIC IMAGE ANALYSIS SOCIETY\r\n\r\n"
-    "mdb001 G CIRC B 535 425 197\r\n"
-    "mdb002 G CIRC B 522 280 69\r\n"
-    "mdb003 D NORM \r\n"
-    "mdb004 F CALC B\r\n"
-    "mdb005 F MISC B 233 994 29\r\n"
-    "mdb005 F MISC M 313 540 27\r\n"
-    "mdb006 D CALC M *NOTE 3* \r\n"
-)
-
-
-def write_folder(root):
-    root.mkdir(parents=True)
-    (root / "Info.txt").write_bytes(INFO.encode("latin-1"))
-    for number in range(1, 7):
-        Image.fromarray(np.full((1024, 1024), number, dtype=np.uint8)).save(root / f"mdb{number:03d}.png")
-    return root
+from mias_fixtures import write_folder
 
 
 def test_mini_mias_items_keep_masses_with_boxes_and_normals(tmp_path):
-    table = mias.read(write_folder(tmp_path / "mias"))
+    table = mias.read(write_folder(tmp_path / "mias", suffix=".png"))
     items = ddata.detection_items(table).set_index("image_id")
     # mdb004 (CALC) and mdb006 (CALC, no coordinates) are not masses: left out.
     assert list(items.index) == ["mdb001", "mdb002", "mdb003", "mdb005"]
@@ -41,7 +22,7 @@ def test_mini_mias_items_keep_masses_with_boxes_and_normals(tmp_path):
 
 
 def test_load_images_scales_boxes_with_the_image(tmp_path):
-    table = mias.read(write_folder(tmp_path / "mias"))
+    table = mias.read(write_folder(tmp_path / "mias", suffix=".png"))
     items = ddata.detection_items(table)
     images, boxes, scales = ddata.load_images(items, (256, 256))
     assert images.shape == (4, 256, 256) and images.dtype == np.float32
@@ -51,7 +32,7 @@ def test_load_images_scales_boxes_with_the_image(tmp_path):
 
 
 def test_negatives_subsampled_by_ratio_and_seed(tmp_path):
-    table = mias.read(write_folder(tmp_path / "mias"))
+    table = mias.read(write_folder(tmp_path / "mias", suffix=".png"))
     items = ddata.detection_items(table)
     assert len(ddata.subsample_negatives(items, None, seed=0)) == 4
     assert (ddata.subsample_negatives(items, 0.0, seed=0)["label"] == 1).all()
