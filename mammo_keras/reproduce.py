@@ -172,7 +172,7 @@ def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | N
     root = _dataset_root(name, data_dir)
     try:
         table = read_dataset(name, root, **(options or {}))
-    except DatasetNotFoundError as error:
+    except DatasetNotFoundError:
         where = root if root is not None else "nowhere: pass --data DIR or set MAMMO_DATA"
         progress(f"{name}: dataset absent (looked in {where}); the paper's numbers are shown alone")
         return DatasetInputs(name, absent=f"absent (looked in {where})")
@@ -287,29 +287,16 @@ def run_ensemble(config: ExperimentConfig, row: ModelRow, dataset_out: Path) -> 
     return summarise(config, predictions, dataset_out / row.label, f"{row.label} on {dataset_out.name}", seconds)
 
 
-def _metric_inputs(predictions: pd.DataFrame, metric: str):
-    """(y_true, y_score, function) for `metric` on a predictions table, or None where undefined.
-
-    "a_auc" is the AUC of the flip-augmented score; a multi-class table (`pred`) has accuracy only.
-    """
-    from mammo_keras.evaluation.metrics import METRICS, auc, multiclass_accuracy
-
-    labels = predictions["label"]
-    if "pred" in predictions:
-        return (labels, predictions["pred"], multiclass_accuracy) if metric == "accuracy" else None
-    if metric == "a_auc":
-        return (labels, predictions["score_tta"], auc) if "score_tta" in predictions else None
-    return labels, predictions["score"], METRICS[metric]
-
-
 def summarise(config: ExperimentConfig, predictions: pd.DataFrame, out: Path, title: str,
               seconds: float) -> dict:
     """Per-fold metrics, their mean and sd, pooled estimates with bootstrap CIs, and the plots."""
+    from mammo_keras.training.cv import metric_inputs
+
     result = {"seconds": round(seconds, 1), "n_items": int(len(predictions))}
     per_fold: list[dict] = [{} for _ in predictions.groupby("fold")]
     nan = float("nan")
     for metric in config.metrics:
-        inputs = _metric_inputs(predictions, metric)
+        inputs = metric_inputs(predictions, metric)
         if inputs is None:
             result[metric] = {"fold_mean": nan, "fold_std": nan, "pooled": nan, "ci_low": nan, "ci_high": nan}
             continue

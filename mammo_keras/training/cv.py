@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pandas as pd
 from mammo_keras.data.pipeline import AugmentConfig
 from mammo_keras.data.splits import check_no_leakage, load_assignments, patient_kfold, save_assignments
 from mammo_keras.data.splits import train_val_test
-from mammo_keras.evaluation.metrics import all_metrics, auc, multiclass_accuracy
+from mammo_keras.evaluation.metrics import METRIC_NAMES, METRICS, auc, multiclass_accuracy
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
 from mammo_keras.training.fit import as_model_input, fit_stages, positive_scores
 from mammo_keras.training.stages import Stage
@@ -124,13 +125,30 @@ def prediction_columns(model: keras.Model, inputs, *, flip_tta: bool = False) ->
     return columns
 
 
+def metric_inputs(predictions: pd.DataFrame, metric: str):
+    """(y_true, y_score, function) for `metric` on a predictions table, or None where undefined.
+
+    "a_auc" is the AUC of the flip-augmented score (`score_tta`); a multi-class table (`pred`)
+    has accuracy only.
+    """
+    labels = predictions["label"]
+    if "pred" in predictions:
+        return (labels, predictions["pred"], multiclass_accuracy) if metric == "accuracy" else None
+    if metric == "a_auc":
+        return (labels, predictions["score_tta"], auc) if "score_tta" in predictions else None
+    return labels, predictions["score"], METRICS[metric]
+
+
 def prediction_metrics(predictions: pd.DataFrame) -> dict[str, float]:
     """Every binary metric of `score` (plus `a_auc` of `score_tta`), or the accuracy of `pred`."""
-    if "pred" in predictions:
-        return {"accuracy": multiclass_accuracy(predictions["label"], predictions["pred"])}
-    metrics = all_metrics(predictions["label"], predictions["score"])
-    if "score_tta" in predictions:
-        metrics["a_auc"] = auc(predictions["label"], predictions["score_tta"])
+    metrics = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in (*METRIC_NAMES, "a_auc"):
+            inputs = metric_inputs(predictions, name)
+            if inputs is not None:
+                labels, scores, function = inputs
+                metrics[name] = function(labels, scores)
     return metrics
 
 
