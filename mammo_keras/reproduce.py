@@ -267,9 +267,13 @@ def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
         predictions = transfer(build, inputs.images, inputs.index, test_inputs.images, test_inputs.index,
                                stages, out, val_fraction=config.val_fraction, **common)
     # Training time from each fold's record, so a resumed run reports what the work cost.
-    recorded = [json.loads(path.read_text()).get("seconds", 0.0) for path in out.glob("*/metrics.json")]
-    seconds = sum(recorded) if recorded else time.perf_counter() - started
+    seconds = recorded_seconds(out) or time.perf_counter() - started
     return summarise(config, predictions, out, f"{row.label} on {inputs.name}", seconds)
+
+
+def recorded_seconds(out: Path) -> float:
+    """Training seconds recorded in the metrics.json of every part (fold) under `out`; 0 if none."""
+    return sum(json.loads(path.read_text()).get("seconds", 0.0) for path in out.glob("*/metrics.json"))
 
 
 def run_ensemble(config: ExperimentConfig, row: ModelRow, dataset_out: Path) -> dict:
@@ -282,8 +286,7 @@ def run_ensemble(config: ExperimentConfig, row: ModelRow, dataset_out: Path) -> 
     predictions = combine(members, spec["method"], dataset_out / row.label, column=spec.get("column", "score"),
                           grid=tuple(spec.get("grid", COCCOMINI_GRID)), hidden=tuple(spec.get("hidden", (16,))),
                           seed=config.seed)
-    seconds = sum(json.loads(path.read_text()).get("seconds", 0.0)
-                  for label in spec["members"] for path in (dataset_out / label).glob("*/metrics.json"))
+    seconds = sum(recorded_seconds(folder) for folder in members.values())
     return summarise(config, predictions, dataset_out / row.label, f"{row.label} on {dataset_out.name}", seconds)
 
 
