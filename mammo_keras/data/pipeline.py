@@ -144,6 +144,9 @@ PRESETS: MappingProxyType[str, AugmentConfig] = MappingProxyType({
     "shen2017": AugmentConfig(
         horizontal_flip=True, vertical_flip=True, rotation_range=25.0, shear_range=0.2,
         zoom_range=(0.8, 1.2), channel_shift_range=20.0),
+    # Jain & Levy §3.2: "random mirroring of input images online" (Caffe's mirror: left-right); the
+    # rotations and crops are offline (`data.recipes.OfflineAugment`).
+    "jain_levy": AugmentConfig(horizontal_flip=True),
     # Coccomini 2021 Ch. 3.2: rotation 0-360 and h/v flips for every network.
     "cocc_pretrained": AugmentConfig(rotation_range=360.0, horizontal_flip=True, vertical_flip=True),
     # Coccomini 2021 Code 4.1 (scratch CNN): plus shifts 0.1, shear 0.01, zoom 0.1. That code
@@ -344,6 +347,31 @@ def make_dataset(images: np.ndarray | Sequence[np.ndarray], labels: np.ndarray |
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def batch_balancing_weights(targets: tf.Tensor) -> tf.Tensor:
+    """Sample weights that balance the classes present in one batch: n / (k_present * n_class).
+
+    `targets` is one-hot (B, K) or a single binary column (B, 1). Every class present in the
+    batch then carries the same total weight, and the weights average to 1.
+
+    Reference: Shen et al. 2017, Sec. 3.1.2 ("the sample weights were adjusted within each batch
+    to keep the five classes balanced").
+    """
+    targets = tf.cast(targets, tf.float32)
+    if targets.shape[-1] == 1:
+        targets = tf.concat([1.0 - targets, targets], axis=-1)
+    counts = tf.reduce_sum(targets, axis=0)
+    present = tf.reduce_sum(tf.cast(counts > 0, tf.float32))
+    size = tf.cast(tf.shape(targets)[0], tf.float32)
+    per_item = tf.reduce_sum(targets * counts, axis=-1)
+    return size / (present * per_item)
+
+
+def balance_batches(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """(x, y) batches -> (x, y, w) with `batch_balancing_weights(y)`."""
+    return dataset.map(lambda x, y: (x, y, batch_balancing_weights(y)),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
 def make_prepared_dataset(folder, rows: np.ndarray | None = None, labels: np.ndarray | None = None, *,
                           batch_size: int, augment: AugmentConfig | None, shuffle: bool, seed: int,
                           channels: int | None = None, scale: float = 1.0, cache: bool | str = False,
@@ -430,6 +458,6 @@ def make_prepared_dataset(folder, rows: np.ndarray | None = None, labels: np.nda
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-__all__ = ["AugmentConfig", "FILL_MODES", "PARAM_KEYS", "PRESETS", "affine_matrices", "apply_transform",
+__all__ = ["AugmentConfig", "balance_batches", "batch_balancing_weights", "FILL_MODES", "PARAM_KEYS", "PRESETS", "affine_matrices", "apply_transform",
            "make_dataset", "make_prepared_dataset", "preset", "random_augment",
            "sample_transform"]

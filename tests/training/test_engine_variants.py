@@ -12,7 +12,7 @@ from mammo_keras.data.pipeline import AugmentConfig, make_dataset
 from mammo_keras.training import cv
 from mammo_keras.training.ensembling import combine
 from mammo_keras.training.fit import as_model_input
-from mammo_keras.training.stages import Stage, apply_trainable
+from mammo_keras.training.stages import Stage, apply_trainable, trainable_flags
 
 STAGE = Stage("s", 2, optimizer="adam", learning_rate=1e-2, batch_size=8)
 
@@ -99,7 +99,10 @@ def test_holdout_trains_on_nested_patient_subsets(tmp_path):
 def test_as_built_keeps_the_builders_trainable_flags():
     model = pair_model()
     model.get_layer("out").trainable = False
-    apply_trainable(model, "as_built")
+    built = trainable_flags(model)
+    apply_trainable(model, "all")
+    assert model.get_layer("out").trainable
+    apply_trainable(model, "as_built", built)  # back to what the builder set
     assert not model.get_layer("out").trainable
 
 

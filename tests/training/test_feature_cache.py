@@ -31,7 +31,7 @@ def test_cut_follows_the_frozen_part():
     apply_trainable(model, "1FT")
     assert frozen_cut(model) == "block4_pool"
     apply_trainable(model, "all")
-    assert frozen_cut(model) == "grey_to_rgb"  # no weights before the first convolution
+    assert frozen_cut(model) == "imagenet_scaling"  # no weights before the first convolution
     inputs = keras.Input((4,), name="x")
     dropped = keras.layers.Dropout(0.5, name="noise")(inputs)
     outputs = keras.layers.Dense(1, name="predictions")(dropped)

@@ -10,7 +10,7 @@ import pytest
 
 from mammo_keras.training import cv
 from mammo_keras.training.fit import balanced_class_weight, fit_stages
-from mammo_keras.training.stages import PRESETS, Stage, apply_trainable, make_optimizer, preset
+from mammo_keras.training.stages import PRESETS, SelectorError, Stage, apply_trainable, make_optimizer, preset
 
 
 def tiny_task(n_patients=24, per_patient=2, size=16, seed=0):
@@ -45,8 +45,9 @@ def test_stage_validation_and_scaling():
     chougrad = preset("chougrad2018")
     assert [s.epochs for s in chougrad] == [30, 90] and chougrad[1].learning_rate == 1e-4
     assert chougrad[0].optimizer == "adam" and chougrad[1].batch_size == 128
-    assert set(PRESETS) >= {"chougrad2018", "shen2017_patch", "shen2017_whole", "jain_levy_deeper",
-                            "jain_levy_shallow", "jain_levy_alexnet", "jain_levy_scratch", "coccomini2021"}
+    assert set(PRESETS) >= {"chougrad2018", "shen2017_patch_resnet50", "shen2017_patch_vgg16", "shen2017_whole",
+                            "jain_levy_deeper", "jain_levy_shallow", "jain_levy_alexnet", "jain_levy_scratch",
+                            "coccomini2021"}
 
 
 def test_apply_trainable_by_name_pattern():
@@ -56,8 +57,12 @@ def test_apply_trainable_by_name_pattern():
         "block1_conv1": False, "predictions": True}
     apply_trainable(model, "all")
     assert all(l.trainable for l in model.layers)
-    with pytest.raises(ValueError, match="No layer name matches"):
+    with pytest.raises(SelectorError, match=r"'re:\^nothing' matches no layer with weights.*block1 \(1\), "
+                                            r"predictions \(1\)"):
         apply_trainable(model, "re:^nothing")
+    # head_pool has no weights: a pattern that selects only weightless layers selects nothing
+    with pytest.raises(SelectorError, match="matches no layer with weights"):
+        apply_trainable(model, "re:^head_")
 
 
 def test_poly_schedule_decays_to_zero():
@@ -141,8 +146,26 @@ def test_layer_rate_sgd_scales_updates_per_layer():
     # weights: conv kernel, conv bias, dense kernel, dense bias
     for step, base, mult in zip(scaled_step, plain_step, (0.1, 0.1, 10.0, 10.0)):
         np.testing.assert_allclose(step, base * mult, rtol=1e-4, atol=1e-7)
-    with pytest.raises(ValueError, match="need optimizer 'sgd'"):
-        Stage("x", 1, optimizer="adam", lr_multipliers=(("a", 0.1),))
+    with pytest.raises(SelectorError, match="'\\^nothing' matches no weight"):
+        make_optimizer(dataclasses.replace(stage, lr_multipliers=(("^nothing", 2.0),)), 1, model)
+
+
+def test_layer_rate_adam_scales_each_layers_step():
+    """Adam's step is invariant to gradient scale; a per-layer rate scales the step itself."""
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    x = np.random.default_rng(0).normal(size=(4, 16, 16, 1)).astype(np.float32)
+    y = keras.utils.to_categorical([0, 1, 0, 1], 2)
+    start = [w.copy() for w in model.get_weights()]
+    steps = []
+    for multipliers in ((), (("^block1_conv1/bias", 2.0), ("^block1", 0.1), ("^predictions", 10.0))):
+        model.set_weights(start)
+        stage = Stage("s", 1, optimizer="adam", learning_rate=1e-3, lr_multipliers=multipliers)
+        model.compile(optimizer=make_optimizer(stage, 1, model), loss="categorical_crossentropy")
+        model.train_on_batch(x, y)
+        steps.append([w - s for w, s in zip(model.get_weights(), start)])
+    for plain, scaled, mult in zip(steps[0], steps[1], (0.1, 2.0, 10.0, 10.0)):
+        np.testing.assert_allclose(scaled, plain * mult, rtol=1e-4, atol=1e-8)
 
 
 def test_transfer_trains_on_one_set_tests_on_another_and_saves_the_model(tmp_path):
