@@ -41,13 +41,16 @@ LOAD_FORMATS = ("json", "keras")
 
 
 def save(model: keras.Model, directory: str | os.PathLike, *, architecture: str | None = None,
-         class_names: list[str] | None = None, preprocessing: dict | None = None) -> Path:
+         class_names: list[str] | None = None, preprocessing: dict | None = None,
+         arrays: dict[str, np.ndarray] | None = None) -> Path:
     """Write the model as JSON + HDF5 weights + `.keras`, then a manifest with checksums.
 
     Args:
         architecture: registry name of the builder (defaults to `model.name`).
         class_names: names of the output units, in order.
         preprocessing: JSON-serialisable description of the input pipeline (ROI size, scaling).
+        arrays: `.npy` files the input pipeline needs (e.g. a training-set mean image), by file name;
+            they are checksummed with the rest.
 
     Returns:
         The folder written.
@@ -74,6 +77,11 @@ def save(model: keras.Model, directory: str | os.PathLike, *, architecture: str 
         WEIGHTS_FILE: _atomic_write(directory / WEIGHTS_FILE, model.save_weights),
         KERAS_FILE: _atomic_write(directory / KERAS_FILE, model.save),
     }
+    for filename, array in (arrays or {}).items():
+        if not filename.endswith(".npy") or Path(filename).name != filename:
+            raise ValueError(f"array files are plain '<name>.npy' names. Received: {filename!r}")
+        checksums[filename] = _atomic_write(directory / filename,
+                                            lambda tmp, a=array: np.save(tmp, np.asarray(a), allow_pickle=False))
     manifest["sha256"] = checksums
     _atomic_write(directory / MANIFEST_FILE,
                   lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))

@@ -36,7 +36,7 @@ from mammo_keras.data.imageio import read_normalised
 from mammo_keras.errors import DataError
 from mammo_keras.fileio import atomic_save_npy, atomic_write_bytes, atomic_write_json, atomic_write_text
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: Jain & Levy items are canvases with their window's extent
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,13 @@ class Task:
     extract: Callable[[np.ndarray, pd.DataFrame, dict], list[Item]]
     class_names: tuple[str, ...]
     defaults: dict = field(default_factory=dict)
+    chain: Callable[[dict], list[dict]] = lambda options: []  # the steps, in order, for the plan
+
+    def steps(self, options: dict | None = None) -> list[dict]:
+        """What `extract` does to an image with these options, step by step (read first)."""
+        read = {"step": "read", "what": "pixels to float in [0, 1] by the file format's value range "
+                                         "(DICOM: VOI LUT, MONOCHROME1 inverted)"}
+        return [read, *self.chain({**self.defaults, **(options or {})})]
 
 
 TASKS: dict[str, Task] = {}
@@ -97,10 +104,13 @@ def _extract_chougrad(image: np.ndarray, rows: pd.DataFrame, options: dict) -> l
 def _extract_jain_levy(image: np.ndarray, rows: pd.DataFrame, options: dict) -> list[Item]:
     items = []
     for row in rows.itertuples(index=False):
-        array = roi.jain_levy_roi(image, (row.x0, row.y0, row.x1, row.y1), context=options["context"],
-                                  padding=options["padding"], factor=options["factor"],
-                                  out_size=options["size"], origin=f"{row.path} (lesion {row.lesion_id})")
-        items.append(Item(row.lesion_id, array, _lesion_label(row), _lesion_meta(row)))
+        array, (height, width) = roi.jain_levy_canvas(
+            image, (row.x0, row.y0, row.x1, row.y1), context=options["context"], padding=options["padding"],
+            factor=options["factor"], out_size=options["size"], canvas=options["canvas"],
+            origin=f"{row.path} (lesion {row.lesion_id})")
+        side = array.shape[0]  # the window's extent as a fraction of the canvas survives a resize
+        meta = {**_lesion_meta(row), "window_rows": height / side, "window_cols": width / side}
+        items.append(Item(row.lesion_id, array, _lesion_label(row), meta))
     return items
 
 
@@ -135,9 +145,10 @@ def _extract_shen_patches(image: np.ndarray, rows: pd.DataFrame, options: dict) 
         min_overlap=options["min_overlap"], rng=_stable_rng(options["seed"], first.image_id),
         origin=str(first.path))
     items = []
+    image_mean = float(resized.mean())  # Shen subtracts the whole images' mean grey, patches included
     for number, patch in enumerate(sampled):
         lesion = scaled[scaled["lesion_id"] == patch.lesion_id]
-        meta = {"lesion_id": patch.lesion_id or "", "box": [float(v) for v in patch.box],
+        meta = {"lesion_id": patch.lesion_id or "", "box": [float(v) for v in patch.box], "image_mean_grey": image_mean,
                 "abnormality": lesion["abnormality"].iloc[0] if len(lesion) else "background",
                 "pathology": lesion["pathology"].iloc[0] if len(lesion) else "normal"}
         items.append(Item(f"{first.image_id}_p{number:02d}", patch.array, int(patch.label), meta))
@@ -160,18 +171,37 @@ def _extract_coccomini(image: np.ndarray, rows: pd.DataFrame, options: dict) -> 
 COCCOMINI_LABELS = {("mass", "benign"): 1, ("mass", "malignant"): 2,
                     ("calcification", "benign"): 3, ("calcification", "malignant"): 4}
 
+LESIONS = {"step": "select", "what": "lesions with a box and a benign/malignant pathology; benign=0 malignant=1"}
+
 register_task(Task(
     "chougrad", "Chougrad 2018: r x r lesion ROI (r=300), GCN, 224 x 224; benign=0 malignant=1",
     _binary_lesions, _extract_chougrad, ("benign", "malignant"),
-    {"r": 300, "size": 224, "grow_to_fit": True}))
+    {"r": 300, "size": 224, "grow_to_fit": True},
+    lambda o: [LESIONS,
+               {"step": "crop", "rule": "r x r window centred on the lesion box, clipped at the image border "
+                                        "and rescaled to r x r", "r": o["r"],
+                "grow_to_fit": o["grow_to_fit"]},
+               {"step": "resize", "size": [o["size"], o["size"]], "filter": "bilinear (antialiased)"},
+               {"step": "gcn", "what": "subtract the ROI's own mean (no division by its std)"}]))
 register_task(Task(
-    "jain_levy", "Jain & Levy: box + context padding, shorter side 224, centre 224 x 224; benign=0 malignant=1",
+    "jain_levy", "Jain & Levy: box + context padding, shorter side 224, kept on a 336 x 336 canvas (random "
+    "224 crops for training, the centre 224 x 224 for evaluation); benign=0 malignant=1",
     _binary_lesions, _extract_jain_levy, ("benign", "malignant"),
-    {"context": "proportional", "padding": 50, "factor": 2.0, "size": 224}))
+    {"context": "proportional", "padding": 50, "factor": 2.0, "size": 224, "canvas": 1.5},
+    lambda o: [LESIONS,
+               {"step": "crop", "rule": "the lesion box with context, clipped at the image border",
+                "context": o["context"], **({"factor": o["factor"]} if o["context"] == "proportional"
+                                            else {"padding": o["padding"]})},
+               {"step": "resize", "what": "shorter side to size, the other in proportion", "size": o["size"]},
+               {"step": "canvas", "what": "kept centred on a square canvas (random training crops come from "
+                                          "it; evaluation uses its centre square)", "side": round(o["size"] * o["canvas"])}]))
 register_task(Task(
     "shen", "Shen 2017: whole image resized to 1152 x 896; malignant image=1 else 0",
     lambda table: table, _extract_shen_whole, ("not malignant", "malignant"),
-    {"height": 1152, "width": 896}))
+    {"height": 1152, "width": 896},
+    lambda o: [{"step": "select", "what": "every image; malignant=1 if any lesion on it is malignant, else 0 "
+                                          "(benign or normal)"},
+               {"step": "resize", "size": [o["height"], o["width"]], "filter": "bilinear (antialiased)"}]))
 
 
 for _per_roi in (1, 10):
@@ -181,13 +211,25 @@ for _per_roi in (1, 10):
         "background patches, from the 1152 x 896 image; 5 classes",
         _mass_and_calcification_lesions, _extract_shen_patches, patches.SHEN_CLASSES,
         {"height": 1152, "width": 896, "patch_size": 224, "per_roi": _per_roi, "min_overlap": 0.9,
-         "seed": 0}))
+         "seed": 0},
+        lambda o: [{"step": "select", "what": "mass and calcification lesions with a box and a benign/malignant "
+                                              "pathology; 5 classes: " + ", ".join(patches.SHEN_CLASSES)},
+                   {"step": "resize", "size": [o["height"], o["width"]], "what": "the whole image first"},
+                   {"step": "patches", "per_roi": o["per_roi"], "size": o["patch_size"],
+                    "min_overlap": o["min_overlap"],
+                    "what": "patches around each ROI (overlap ratio >= min_overlap) and as many background "
+                            "patches from the same image"}]))
 register_task(Task(
     "coccomini", "Coccomini 2021: 150 x 150 lesion patch + adjacent baseline patch (item = [lesion, "
     "baseline]); labels 1-4 = mass/calcification x benign/malignant",
     _mass_and_calcification_lesions, _extract_coccomini,
     ("baseline", "mass_benign", "mass_malignant", "calcification_benign", "calcification_malignant"),
-    {"size": 150, "seed": 0}))
+    {"size": 150, "seed": 0},
+    lambda o: [{"step": "select", "what": "mass and calcification lesions with a box and a benign/malignant "
+                                          "pathology; labels 1-4 = mass/calcification x benign/malignant"},
+               {"step": "patch_pair", "size": [o["size"], o["size"]],
+                "what": "the lesion's box and an adjacent, non-overlapping baseline patch of the same size, "
+                        "each resized (nearest) to size; lesions without a baseline patch are dropped"}]))
 
 
 @dataclass
@@ -290,6 +332,7 @@ def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
         raise ValueError(f"Task {task!r} takes options {sorted(spec.defaults)}. Received: {sorted(unknown)}")
     options = {**spec.defaults, **(options or {})}
     out = Path(out)
+    _forget_other_recipe(out, task, options)
     (out / "items").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     selected = spec.select(table)
@@ -314,6 +357,20 @@ def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
 
         draw(out, out / "contact_sheet.png")
     return report
+
+
+def _forget_other_recipe(out: Path, task: str, options: dict) -> None:
+    """Items cut with another task, other options or an older format are not reused: remove them."""
+    key = {"task": task, "options": options, "format_version": FORMAT_VERSION}
+    marker = out / "recipe.json"
+    if marker.is_file() and json.loads(marker.read_text()) == json.loads(json.dumps(key)):
+        return
+    items = out / "items"
+    if items.is_dir():
+        for path in items.glob("*.npz"):
+            path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, key)
 
 
 def _run(task: str, pending: list, options: dict, out: Path, workers: int, skip_bad: bool,

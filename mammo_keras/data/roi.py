@@ -102,19 +102,9 @@ def chougrad_roi(image: np.ndarray, box: Box, *, r: int = 300, out_size: int = 2
     return global_contrast_normalise(roi) if gcn else roi
 
 
-def jain_levy_roi(image: np.ndarray, box: Box, *, context: str = "proportional",
-                  padding: int = 50, factor: float = 2.0, out_size: int = 224,
-                  origin: str = "<image>") -> np.ndarray:
-    """The mass bounding box with context, shorter side resized to `out_size`, centre square.
-
-    context="fixed": `padding` pixels all around the box ("small context");
-    context="proportional": a window `factor` times the box size ("large context").
-    The paper resizes the shorter side to 224 and samples random 224 crops at
-    training time; the prepared array keeps the centre square so that every ROI
-    has one shape (random crops then come from the augmentation pipeline).
-
-    Reference: Jain & Levy, DeepMammo, Sec. 3.1 and Table 1.
-    """
+def _jain_levy_window(image: np.ndarray, box: Box, *, context: str, padding: int, factor: float,
+                      origin: str) -> np.ndarray:
+    """The mass box with its context ("fixed": `padding` px around; "proportional": `factor` x the box)."""
     if context not in ("fixed", "proportional"):
         raise ValueError(f"context must be 'fixed' or 'proportional'. Received: context={context!r}")
     check_box(box, image.shape, origin=origin)
@@ -123,14 +113,64 @@ def jain_levy_roi(image: np.ndarray, box: Box, *, context: str = "proportional",
         width, height = (x1 - x0) + 2 * padding, (y1 - y0) + 2 * padding
     else:
         width, height = (x1 - x0) * factor, (y1 - y0) * factor
-    window = clip_window((x0 + x1) / 2.0, (y0 + y1) / 2.0, width, height, image.shape)
-    crop = window.crop(image)
+    return clip_window((x0 + x1) / 2.0, (y0 + y1) / 2.0, width, height, image.shape).crop(image)
+
+
+def _shorter_side_to(crop: np.ndarray, out_size: int) -> np.ndarray:
     scale = out_size / min(crop.shape)
-    resized = resize(crop, (max(out_size, round(crop.shape[0] * scale)),
-                            max(out_size, round(crop.shape[1] * scale))))
-    top = (resized.shape[0] - out_size) // 2
-    left = (resized.shape[1] - out_size) // 2
-    return resized[top:top + out_size, left:left + out_size].copy()
+    return resize(crop, (max(out_size, round(crop.shape[0] * scale)),
+                         max(out_size, round(crop.shape[1] * scale))))
+
+
+def centre_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The centred `size` (rows, cols) window of a 2-D array (or of each item of an (N, H, W) stack)."""
+    height, width = image.shape[-2:]
+    top, left = (height - size[0]) // 2, (width - size[1]) // 2
+    if top < 0 or left < 0:
+        raise ValueError(f"centre_crop of {size} from a {height}x{width} array. Received: size={size}")
+    return np.ascontiguousarray(image[..., top:top + size[0], left:left + size[1]])
+
+
+def jain_levy_roi(image: np.ndarray, box: Box, *, context: str = "proportional",
+                  padding: int = 50, factor: float = 2.0, out_size: int = 224,
+                  origin: str = "<image>") -> np.ndarray:
+    """The mass bounding box with context, shorter side resized to `out_size`, centre square.
+
+    context="fixed": `padding` pixels all around the box ("small context");
+    context="proportional": a window `factor` times the box size ("large context").
+    This is the evaluation input; training samples random crops of the same resized window
+    (`jain_levy_canvas` keeps it, `recipes.offline_augment` rotates and crops it).
+
+    Reference: Jain & Levy, DeepMammo, Sec. 3.1 and Table 1.
+    """
+    crop = _jain_levy_window(image, box, context=context, padding=padding, factor=factor, origin=origin)
+    return centre_crop(_shorter_side_to(crop, out_size), (out_size, out_size)).copy()
+
+
+def jain_levy_canvas(image: np.ndarray, box: Box, *, context: str = "proportional", padding: int = 50,
+                     factor: float = 2.0, out_size: int = 224, canvas: float = 1.5,
+                     origin: str = "<image>") -> tuple[np.ndarray, tuple[int, int]]:
+    """The resized context window (shorter side `out_size`) centred on a square canvas.
+
+    The canvas side is `round(out_size * canvas)`; a longer side beyond it is cut to the canvas
+    (centred), and the rest of the canvas is 0. Returns the canvas and the (rows, cols) of the
+    window on it: random `out_size` crops (Jain & Levy's offline augmentation) are drawn inside
+    that window, and its centre `out_size` square is `jain_levy_roi`.
+
+    Reference: Jain & Levy, DeepMammo, Sec. 3.1-3.2 (resize the shorter side to 224, random
+    224 x 224 crops).
+    """
+    if canvas < 1.0:
+        raise ValueError(f"`canvas` must be >= 1 (a multiple of out_size). Received: canvas={canvas!r}")
+    crop = _jain_levy_window(image, box, context=context, padding=padding, factor=factor, origin=origin)
+    resized = _shorter_side_to(crop, out_size)
+    side = int(round(out_size * canvas))
+    rows, cols = min(resized.shape[0], side), min(resized.shape[1], side)
+    window = centre_crop(resized, (rows, cols))
+    board = np.zeros((side, side), np.float32)
+    top, left = (side - rows) // 2, (side - cols) // 2
+    board[top:top + rows, left:left + cols] = window
+    return board, (rows, cols)
 
 
 def shen_whole_image(image: np.ndarray, *, size: tuple[int, int] = (1152, 896)) -> np.ndarray:

@@ -145,6 +145,67 @@ def train_val_test(table: pd.DataFrame, *, fractions: Sequence[float] = (0.8, 0.
     return assigned
 
 
+def reuse_split(table: pd.DataFrame, source: pd.DataFrame, *, fractions: Sequence[float], seed: int,
+                label: str = "pathology") -> tuple[pd.DataFrame, int]:
+    """Assign `split` by patient from an earlier run's assignments (`source`: patient_id, split).
+
+    A chained table (Shen's whole-image networks after the patch classifier of Table 1) must keep
+    every patient in the part the earlier run put them in, or whole-image test patients would
+    sit in the patch classifier's training part. Patients the earlier run did not see get a
+    fresh patient-level split of their own (`train_val_test` with `fractions`), which cannot
+    leak: no earlier model was trained on them.
+
+    Returns:
+        A copy of `table` with a `split` column, and the number of patients new to the split.
+    """
+    _check_table(table, label)
+    by_patient = (source.assign(patient_id=source["patient_id"].astype(str))
+                  .drop_duplicates("patient_id").set_index("patient_id")["split"])
+    patients = table["patient_id"].astype(str)
+    split = patients.map(by_patient)
+    new = split.isna().to_numpy()
+    assigned = table.assign(split=split.to_numpy())
+    n_new = int(patients[new].nunique())
+    if n_new:
+        try:
+            fresh = train_val_test(table[new], fractions=fractions, seed=seed, label=label)["split"]
+        except ValueError:  # too few new patients for a stratified split: they only train
+            fresh = pd.Series("train", index=table.index[new])
+        assigned.loc[new, "split"] = fresh.to_numpy()
+    check_no_leakage(assigned, by="split")
+    return assigned, n_new
+
+
+def balance_parts(assigned: pd.DataFrame, *, parts: Sequence[str] = ("val", "test"), seed: int,
+                  label: str = "pathology") -> pd.DataFrame:
+    """Move whole patients from `parts` to "train" until each part has as many rows of each class.
+
+    Jain & Levy: "The validation and testing sets were each constrained to have an equal number of
+    benign and malignant images". Patients are moved in a seeded random order, each only when
+    it brings the part's two class counts closer; the classes' surplus goes to training.
+    """
+    result = assigned.copy()
+    rng = np.random.default_rng(seed)
+    classes = sorted(result[label].unique())
+    if len(classes) != 2:
+        raise ValueError(f"balanced parts need two classes. Received: classes={classes}")
+    for part in parts:
+        in_part = result["split"] == part
+        patients = result.loc[in_part, "patient_id"].astype(str).unique()
+        for patient in rng.permutation(patients):
+            counts = result.loc[result["split"] == part, label].value_counts()
+            gap = int(counts.get(classes[1], 0)) - int(counts.get(classes[0], 0))
+            if gap == 0:
+                break
+            rows = (result["split"] == part) & (result["patient_id"].astype(str) == patient)
+            own = result.loc[rows, label].value_counts()
+            change = int(own.get(classes[1], 0)) - int(own.get(classes[0], 0))
+            if abs(gap - change) < abs(gap):
+                result.loc[rows, "split"] = "train"
+    check_no_leakage(result, by="split")
+    return result
+
+
 def check_no_leakage(assignments: pd.DataFrame, by: str = "fold", *,
                      origin: str | Path | None = None) -> None:
     """Raise LeakageError when a patient has rows in two folds (or splits), or a row has none.
@@ -213,5 +274,5 @@ def load_assignments(path: str | Path) -> pd.DataFrame:
     return frame
 
 
-__all__ = ["LeakageError", "SPLIT_NAMES", "check_no_leakage", "load_assignments", "patient_kfold",
-           "save_assignments", "train_val_test"]
+__all__ = ["LeakageError", "SPLIT_NAMES", "balance_parts", "check_no_leakage", "load_assignments", "patient_kfold",
+           "reuse_split", "save_assignments", "train_val_test"]

@@ -9,6 +9,7 @@ Output folder:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
@@ -20,8 +21,9 @@ import numpy as np
 import pandas as pd
 
 from mammo_keras.data.pipeline import AugmentConfig
-from mammo_keras.data.splits import check_no_leakage, load_assignments, patient_kfold, save_assignments
-from mammo_keras.data.splits import train_val_test
+from mammo_keras.data.recipes import FittedInputs, Normalisation, OfflineAugment
+from mammo_keras.data.splits import balance_parts, check_no_leakage, load_assignments, patient_kfold
+from mammo_keras.data.splits import reuse_split, save_assignments, train_val_test
 from mammo_keras.evaluation.metrics import METRIC_NAMES, METRICS, auc, multiclass_accuracy
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
 from mammo_keras.training.fit import as_model_input, fit_stages, positive_scores
@@ -60,25 +62,59 @@ def assign_folds(index: pd.DataFrame, n_splits: int, seed: int, path: Path) -> p
     return load_assignments(path)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    """How one part (fold) is trained and scored: the protocol of a result row, as one object.
+
+    stages: the training stages; augment: online augmentation; normalisation / offline /
+    eval_crop: the training-part-dependent input steps (`data.recipes`); fine_tune: the row's
+    fine-tuning strategy (stages may be skipped for it); selection / snapshots: which epoch's
+    weights are kept; flip_tta: also score the mean over four flips; save_models: save each
+    part's model with `model_info` (the manifest sections `predict` reads).
+    """
+
+    stages: tuple[Stage, ...]
+    augment: AugmentConfig | None = None
+    normalisation: Normalisation = Normalisation()
+    offline: OfflineAugment | None = None
+    eval_crop: tuple[int, int] | None = None
+    fine_tune: str | None = None
+    selection: str = "last"
+    snapshots: int | None = None
+    flip_tta: bool = False
+    cache_features: bool = True
+    save_models: bool = False
+    model_info: dict | None = None
+    verbose: int = 0
+
+
+def as_spec(stages: TrainSpec | Sequence[Stage], **options) -> TrainSpec:
+    """A TrainSpec from a spec (options replace its fields) or from a plain list of stages."""
+    options = {k: v for k, v in options.items() if v is not None}
+    if isinstance(stages, TrainSpec):
+        return dataclasses.replace(stages, **options)
+    return TrainSpec(stages=tuple(stages), **options)
+
+
 def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
-                   stages: Sequence[Stage], out: str | Path, *, n_splits: int = 5, seed: int = 0,
-                   augment: AugmentConfig | None = None, val_fraction: float = 0.15,
-                   save_models: bool = False, verbose: int = 0, flip_tta: bool = False,
-                   cache_features: bool = True, progress: Callable[[str], None] | None = None,
-                   explain: Explainer | None = None, model_info: dict | None = None) -> pd.DataFrame:
+                   spec: TrainSpec | Sequence[Stage], out: str | Path, *, n_splits: int = 5, seed: int = 0,
+                   val_fraction: float = 0.15, progress: Callable[[str], None] | None = None,
+                   explain: Explainer | None = None, **options) -> pd.DataFrame:
     """Train and test one model per fold; returns the pooled out-of-fold predictions.
 
     Within each training part, `val_fraction` of the patients (stratified) are held out
-    for early stopping and learning-rate drops; the test fold is never seen in training.
+    for early stopping, learning-rate drops and epoch selection; the test fold is never seen
+    in training.
 
     Args:
         build_model: makes a fresh model (called once per fold, after seeding).
         images: (N, H, W) prepared arrays; index: their `index.csv` (item_id, patient_id, label).
-        stages: the training protocol.
+        spec: the training protocol (a TrainSpec, or a list of stages plus TrainSpec `options`).
         out: output folder; finished folds found there are not trained again.
-        explain: called as explain(model, test_images, test_predictions, fold_dir) after each
+        explain: called as explain(model, test_inputs, test_predictions, fold_dir) after each
             fold's test, before the fold is marked done (e.g. Grad-CAM overlays).
     """
+    spec = as_spec(spec, **options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     folds = assign_folds(index, n_splits, seed, out / "folds.csv")
@@ -95,10 +131,9 @@ def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, i
         train_rows = np.flatnonzero(~test_mask)
         inner = _inner_split(index.iloc[train_rows].reset_index(drop=True), val_fraction, seed + fold)
         predictions, metrics = train_and_test(
-            build_model, images, index, stages, fold_dir, fit_rows=train_rows[inner == "train"],
+            build_model, images, index, spec, fold_dir, fit_rows=train_rows[inner == "train"],
             val_rows=train_rows[inner == "val"], test_rows=np.flatnonzero(test_mask), fold=fold,
-            seed=seed + fold, augment=augment, save_models=save_models, verbose=verbose,
-            flip_tta=flip_tta, cache_features=cache_features, explain=explain, model_info=model_info)
+            seed=seed + fold, explain=explain)
         pooled.append(predictions)
         if progress:
             progress(f"fold {fold}: {_summary(metrics)} ({metrics['epochs']} epochs, {metrics['seconds']:.0f} s)")
@@ -153,97 +188,123 @@ def prediction_metrics(predictions: pd.DataFrame) -> dict[str, float]:
 
 
 def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
-                   stages: Sequence[Stage], out: Path, *, fit_rows: np.ndarray, val_rows: np.ndarray,
-                   test_rows: np.ndarray, fold: int, seed: int, augment: AugmentConfig | None = None,
-                   save_models: bool = False, verbose: int = 0, flip_tta: bool = False,
-                   cache_features: bool = True, explain: Explainer | None = None,
-                   model_info: dict | None = None) -> tuple[pd.DataFrame, dict]:
-    """Seed, build, train on `fit_rows` (watching `val_rows`), score `test_rows`; write the outputs.
+                   spec: TrainSpec | Sequence[Stage], out: Path, *, fit_rows: np.ndarray, val_rows: np.ndarray,
+                   test_rows: np.ndarray, fold: int, seed: int, explain: Explainer | None = None,
+                   **options) -> tuple[pd.DataFrame, dict]:
+    """Seed, build, fit the input steps and train on `fit_rows` (watching `val_rows`), score `test_rows`.
 
-    `model_info`: keyword arguments for `io.save` (architecture, class names, preprocessing) recorded
-    in the saved model's manifest, so that `mammo-keras predict` prepares new images as training did.
-    `cache_features`: a stage whose frozen prefix sees unaugmented images trains on the prefix's
-    output, computed once (`training.feature_cache`; the same weights result, faster).
-    Validation scores go to val_predictions.csv (what ensembles choose their weights on);
+    The training-part-dependent input steps (mean subtraction, offline augmentation) are fitted
+    on `fit_rows` only; validation and test items get the fitted transform. Validation scores go
+    to val_predictions.csv (what ensembles choose their weights on); the model (with the fitted
+    input steps and `spec.model_info` in its manifest) is saved when `spec.save_models`;
     predictions.csv is written last and atomically: it marks this part done.
     """
+    spec = as_spec(spec, **options)
     started = time.perf_counter()
     labels = index["label"].to_numpy()
+    fitted, x_fit, source = FittedInputs.fit(images[fit_rows], index.iloc[fit_rows], normalisation=spec.normalisation,
+                                             offline=spec.offline, crop=spec.eval_crop, seed=seed)
+    y_fit = labels[fit_rows][source]
     seed_everything(seed)
     model = build_model()
-    log = fit_stages(model, stages, (images[fit_rows], labels[fit_rows]),
-                     (images[val_rows], labels[val_rows]) if len(val_rows) else None,
-                     augment=augment, seed=seed, log_csv=out / "log.csv", verbose=verbose,
-                     cache_features=cache_features)
+    log = fit_stages(model, spec.stages, (x_fit, y_fit),
+                     (fitted.transform(images[val_rows]), labels[val_rows]) if len(val_rows) else None,
+                     augment=spec.augment, seed=seed, log_csv=out / "log.csv", verbose=spec.verbose,
+                     cache_features=spec.cache_features, fine_tune=spec.fine_tune, selection=spec.selection,
+                     snapshots=spec.snapshots)
 
     def scored(rows: np.ndarray) -> pd.DataFrame:
-        columns = prediction_columns(model, as_model_input(images[rows], model), flip_tta=flip_tta)
+        columns = prediction_columns(model, as_model_input(fitted.transform(images[rows]), model),
+                                     flip_tta=spec.flip_tta)
         return index.iloc[rows][["item_id", "patient_id", "label"]].assign(fold=fold, **columns)
 
     if len(val_rows):
         atomic_write_text(out / "val_predictions.csv", scored(val_rows).to_csv(index=False))
     predictions = scored(test_rows)
+    selected = log.loc[log["selected"], "total_epoch"] if "selected" in log else []
     metrics = {**prediction_metrics(predictions),
-               "fold": fold, "n_train": int(len(fit_rows)), "n_val": int(len(val_rows)),
-               "n_test": int(len(test_rows)), "epochs": int(len(log)),
+               "fold": fold, "n_train": int(len(fit_rows)), "n_train_inputs": int(len(x_fit)),
+               "n_val": int(len(val_rows)), "n_test": int(len(test_rows)), "epochs": int(len(log)),
+               "selected_epoch": int(selected.iloc[0]) if len(selected) else None,
+               "selection": spec.selection, "inputs": fitted.to_manifest(),
                "seconds": round(time.perf_counter() - started, 2)}
     atomic_write_json(out / "metrics.json", metrics)
-    if save_models:
+    if spec.save_models:
         from mammo_keras import io as model_io
 
-        model_io.save(model, out / "model", **(model_info or {}))
+        info = dict(spec.model_info or {})
+        info["preprocessing"] = {**info.get("preprocessing", {}), **fitted.to_manifest()}
+        model_io.save(model, out / "model", arrays=fitted.arrays(), **info)
     if explain is not None:
-        explain(model, images[test_rows], predictions, out)
+        explain(model, fitted.transform(images[test_rows]), predictions, out)
     atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
     keras.backend.clear_session()
     return predictions, metrics
 
 
+def holdout_split(index: pd.DataFrame, *, fractions=(0.8, 0.1, 0.1), seed: int = 0,
+                  source: pd.DataFrame | None = None, balance_eval: bool = False) -> tuple[pd.DataFrame, int]:
+    """The patient-level train/val/test assignment of a hold-out run, and the patients new to `source`.
+
+    `source`: an earlier run's split (patient_id, split) that this one must keep (chained tables);
+    `balance_eval`: move patients to training until val and test hold both classes equally.
+    """
+    table = index.assign(image_id=index["image_id"].astype(str), lesion_id=index["item_id"].astype(str))
+    columns = ["image_id", "patient_id", "lesion_id", "label"]
+    if source is not None:
+        split, new = reuse_split(table[columns], source, fractions=fractions, seed=seed, label="label")
+    else:
+        split, new = train_val_test(table[columns], fractions=fractions, seed=seed, label="label"), 0
+    if balance_eval:
+        split = balance_parts(split, seed=seed, label="label")
+    return split, new
+
+
 def holdout(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
-            stages: Sequence[Stage], out: str | Path, *, fractions=(0.8, 0.1, 0.1), seed: int = 0,
-            augment: AugmentConfig | None = None, save_models: bool = False, verbose: int = 0,
-            flip_tta: bool = False, cache_features: bool = True, train_patients: int | None = None,
-            progress: Callable[[str], None] | None = None, explain: Explainer | None = None,
-            model_info: dict | None = None) -> pd.DataFrame:
+            spec: TrainSpec | Sequence[Stage], out: str | Path, *, fractions=(0.8, 0.1, 0.1), seed: int = 0,
+            train_patients: int | None = None, split_source: pd.DataFrame | None = None,
+            balance_eval: bool = False, progress: Callable[[str], None] | None = None,
+            explain: Explainer | None = None, **options) -> pd.DataFrame:
     """One patient-level stratified train/val/test split (Jain & Levy, Shen); returns test predictions.
 
     The split is saved as split.csv; a finished run (test/predictions.csv) is reused.
+    `split_source` keeps an earlier run's patient split (see `holdout_split`).
     `train_patients` trains on that many of the training patients only (drawn with `seed`; the
     validation and test parts stay whole): Shen's Table 4, accuracy by training-set size.
     """
+    spec = as_spec(spec, **options)
     out = Path(out)
     finished = _finished_test(out, progress, "hold-out test")
     if finished is not None:
         return finished
-    table = index.assign(image_id=index["image_id"].astype(str), lesion_id=index["item_id"].astype(str))
-    split = train_val_test(table[["image_id", "patient_id", "lesion_id", "label"]], fractions=fractions,
-                           seed=seed, label="label")
+    split, new = holdout_split(index, fractions=fractions, seed=seed, source=split_source, balance_eval=balance_eval)
+    if progress and split_source is not None:
+        progress(f"patient split kept from the earlier run ({new} patients new to it)")
     save_assignments(split, out / "split.csv")
     names = split["split"].to_numpy()
     fit_rows = np.flatnonzero(names == "train")
     if train_patients is not None:
         fit_rows = _first_patients(index, fit_rows, train_patients, seed)
     predictions, metrics = train_and_test(
-        build_model, images, index, stages, out / "test", fit_rows=fit_rows,
+        build_model, images, index, spec, out / "test", fit_rows=fit_rows,
         val_rows=np.flatnonzero(names == "val"), test_rows=np.flatnonzero(names == "test"), fold=0,
-        seed=seed, augment=augment, save_models=save_models, verbose=verbose, flip_tta=flip_tta,
-        cache_features=cache_features, explain=explain, model_info=model_info)
+        seed=seed, explain=explain)
     _report_test(progress, "hold-out test", metrics)
     return predictions
 
 
 def transfer(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
-             test_images: np.ndarray, test_index: pd.DataFrame, stages: Sequence[Stage], out: str | Path, *,
-             val_fraction: float = 0.15, seed: int = 0, augment: AugmentConfig | None = None,
-             save_models: bool = True, verbose: int = 0, flip_tta: bool = False, cache_features: bool = True,
+             test_images: np.ndarray, test_index: pd.DataFrame, spec: TrainSpec | Sequence[Stage],
+             out: str | Path, *, val_fraction: float = 0.15, seed: int = 0,
              progress: Callable[[str], None] | None = None, explain: Explainer | None = None,
-             model_info: dict | None = None) -> pd.DataFrame:
+             **options) -> pd.DataFrame:
     """Train on one dataset, test once on another (Chougrad's independent MIAS test).
 
     `val_fraction` of the training patients (stratified) steer early stopping; the test set is
     never seen in training. The trained model is saved to out/test/model (JSON + HDF5 + .keras)
     for later use, e.g. by a screening application. A finished run is reused.
     """
+    spec = as_spec(spec, **{"save_models": True, **options})
     out = Path(out)
     finished = _finished_test(out, progress, "independent test")
     if finished is not None:
@@ -253,14 +314,12 @@ def transfer(build_model: Callable[[], keras.Model], images: np.ndarray, index: 
         raise ValueError(f"the test set shares {len(shared)} items with the training set "
                          f"(first: {sorted(shared)[0]!r}); an independent test needs disjoint data")
     inner = _inner_split(index.reset_index(drop=True), val_fraction, seed)
-    columns = ["item_id", "patient_id", "label"]
+    columns = [c for c in index.columns if c in test_index.columns]
     both = pd.concat([index[columns], test_index[columns]], ignore_index=True)
     predictions, metrics = train_and_test(
-        build_model, np.concatenate([images, test_images]), both, stages, out / "test",
+        build_model, np.concatenate([images, test_images]), both, spec, out / "test",
         fit_rows=np.flatnonzero(inner == "train"), val_rows=np.flatnonzero(inner == "val"),
-        test_rows=len(index) + np.arange(len(test_index)), fold=0, seed=seed, augment=augment,
-        save_models=save_models, verbose=verbose, flip_tta=flip_tta, cache_features=cache_features,
-        explain=explain, model_info=model_info)
+        test_rows=len(index) + np.arange(len(test_index)), fold=0, seed=seed, explain=explain)
     _report_test(progress, "independent test", metrics)
     return predictions.reset_index(drop=True)
 

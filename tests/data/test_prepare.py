@@ -90,8 +90,20 @@ def test_shen_and_jain_levy_tasks(mias_folder, tmp_path):
     assert dict(zip(index["image_id"], index["label"])) == {
         "mdb001": 0, "mdb002": 0, "mdb003": 0, "mdb004": 0, "mdb005": 1, "mdb006": 1}
     run(mias_folder, tmp_path / "jl", task="jain_levy", options={"context": "fixed"})
-    images, _ = load_prepared(tmp_path / "jl")
-    assert images.shape == (4, 224, 224)
+    images, index = load_prepared(tmp_path / "jl")
+    assert images.shape == (4, 336, 336)  # the 224-side window kept on a 1.5 x canvas
+    assert (index[["window_rows", "window_cols"]].min().min() >= 224 / 336 - 1e-9
+            and index[["window_rows", "window_cols"]].max().max() <= 1.0)
+
+
+def test_changed_options_recut_the_items(mias_folder, tmp_path):
+    """Items cut with other options are not reused (before, r=300 items came back for r=200)."""
+    run(mias_folder, tmp_path / "p", options={"r": 300})
+    again = run(mias_folder, tmp_path / "p", options={"r": 300})
+    assert again.resumed_images == 3
+    report = run(mias_folder, tmp_path / "p", options={"r": 200})
+    assert report.resumed_images == 0
+    assert json.loads((tmp_path / "p" / "recipe.json").read_text())["options"]["r"] == 200
     with pytest.raises(ValueError, match=r"Received: \['radius'\]"):
         run(mias_folder, tmp_path / "x", options={"radius": 3})
 

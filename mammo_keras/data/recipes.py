@@ -1,0 +1,200 @@
+"""The steps between prepared items and model inputs that depend on the training part of a split.
+
+Two of the papers normalise with statistics of their training set, and one augments it offline;
+both must be fitted on the training part of each fold (never on validation or test items):
+
+    Normalisation("train_mean_grey")     Shen: subtract the training set's mean grey value
+    Normalisation("train_whole_image_mean_grey")
+                                         Shen's patches: the mean grey value of the whole images
+                                         the training patches come from (index column image_mean_grey)
+    Normalisation("train_mean_image")    Jain & Levy: subtract the training set's mean image
+    OfflineAugment(5, 5)                 Jain & Levy: 5 random rotations x 5 random crops per item,
+                                         corners filled with the training set's mean pixel
+
+`FittedInputs.fit` learns them on the training items of one part; `training_set` and
+`transform` then give the model inputs. The fitted values are saved with a model
+(`to_manifest` / `arrays`), so `predict` prepares a new image exactly as the run did.
+"""
+from __future__ import annotations
+
+import dataclasses
+import zlib
+
+import numpy as np
+from scipy import ndimage
+
+from mammo_keras.data.roi import centre_crop
+
+NORMALISATIONS = ("none", "train_mean_grey", "train_whole_image_mean_grey", "train_mean_image")
+IMAGE_MEAN_COLUMN = "image_mean_grey"
+FILLS = ("train_mean_pixel",)
+
+
+@dataclasses.dataclass(frozen=True)
+class OfflineAugment:
+    """Jain & Levy's offline augmentation of the training set.
+
+    Each training item (a canvas holding the resized context window) is rotated `rotations`
+    times by an angle drawn uniformly from [0, 360) degrees, the uncovered corners filled with
+    the training set's mean pixel value, and `crops_per_rotation` random crops of the input
+    size are cut inside the window: `rotations * crops_per_rotation` items per lesion.
+
+    Reference: Jain & Levy, DeepMammo, Sec. 3.2 (x25, 36,400 training crops from 1,456 images).
+    """
+
+    rotations: int = 5
+    crops_per_rotation: int = 5
+    fill: str = "train_mean_pixel"
+
+    def __post_init__(self):
+        for name in ("rotations", "crops_per_rotation"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        if self.fill not in FILLS:
+            raise ValueError(f"`fill` must be one of {FILLS}. Received: fill={self.fill!r}")
+
+    @property
+    def copies(self) -> int:
+        return self.rotations * self.crops_per_rotation
+
+
+def window_slices(shape: tuple[int, int], rows_fraction: float, cols_fraction: float):
+    """The centred window of a canvas, from its extent stored as fractions of the canvas side."""
+    height, width = shape
+    rows, cols = int(round(rows_fraction * height)), int(round(cols_fraction * width))
+    top, left = (height - rows) // 2, (width - cols) // 2
+    return slice(top, top + rows), slice(left, left + cols)
+
+
+def _item_rng(seed: int, item_id: str) -> np.random.Generator:
+    return np.random.default_rng([int(seed), zlib.crc32(str(item_id).encode())])
+
+
+def offline_augment(canvases: np.ndarray, windows: np.ndarray, item_ids, size: tuple[int, int],
+                    spec: OfflineAugment, *, fill: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The augmented training items: (N * copies, *size) crops, and the source row of each.
+
+    Args:
+        canvases: (N, S, S) canvases; windows: (N, 2) the window extent of each as fractions.
+        item_ids: the items' ids; each item's draws depend on (seed, id) only.
+        size: (rows, cols) of the crops (the model's input size).
+        fill: the value of the rotated-in corners (the training set's mean pixel).
+    """
+    out = np.empty((len(canvases) * spec.copies, *size), np.float32)
+    source = np.repeat(np.arange(len(canvases)), spec.copies)
+    position = 0
+    for canvas, (rows_fraction, cols_fraction), item_id in zip(canvases, windows, item_ids):
+        rng = _item_rng(seed, item_id)
+        rows, cols = window_slices(canvas.shape, rows_fraction, cols_fraction)
+        window = canvas[rows, cols]
+        if window.shape[0] < size[0] or window.shape[1] < size[1]:
+            raise ValueError(f"item {item_id!r}: its window {window.shape} is smaller than the crop size {size}")
+        for _ in range(spec.rotations):
+            angle = rng.uniform(0.0, 360.0)
+            rotated = ndimage.rotate(window, angle, reshape=False, order=1, mode="constant", cval=fill)
+            for _ in range(spec.crops_per_rotation):
+                top = rng.integers(0, rotated.shape[0] - size[0] + 1)
+                left = rng.integers(0, rotated.shape[1] - size[1] + 1)
+                out[position] = rotated[top:top + size[0], left:left + size[1]]
+                position += 1
+    return out, source
+
+
+def mean_window_pixel(canvases: np.ndarray, windows: np.ndarray) -> float:
+    """The mean pixel value over the windows of the training canvases (not their empty margins)."""
+    total, count = 0.0, 0
+    for canvas, (rows_fraction, cols_fraction) in zip(canvases, windows):
+        rows, cols = window_slices(canvas.shape, rows_fraction, cols_fraction)
+        window = canvas[rows, cols]
+        total += float(window.sum(dtype=np.float64))
+        count += window.size
+    return total / count if count else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalisation:
+    """Subtract a statistic of the training part: its mean grey value (a scalar) or mean image."""
+
+    kind: str = "none"
+
+    def __post_init__(self):
+        if self.kind not in NORMALISATIONS:
+            raise ValueError(f"`normalisation` must be one of {NORMALISATIONS}. Received: {self.kind!r}")
+
+    def fit(self, images: np.ndarray, index=None) -> np.ndarray | float | None:
+        """The statistic of the training part (`index`: its rows, for the whole-image means)."""
+        if self.kind == "none":
+            return None
+        if self.kind == "train_whole_image_mean_grey":
+            if index is None or IMAGE_MEAN_COLUMN not in index:
+                raise ValueError(f"normalisation {self.kind!r} needs the index column {IMAGE_MEAN_COLUMN!r} "
+                                 "(the source image's mean grey value, which the Shen patch tasks record)")
+            per_image = index.drop_duplicates("image_id")[IMAGE_MEAN_COLUMN].astype(float)
+            if per_image.empty:
+                raise ValueError("cannot fit a training-set normalisation on an empty training part")
+            return float(per_image.mean())  # every image has the same size: the mean of the means
+        images = np.asarray(images, dtype=np.float64)
+        if len(images) == 0:
+            raise ValueError("cannot fit a training-set normalisation on an empty training part")
+        if self.kind == "train_mean_grey":
+            return float(images.mean())
+        return images.mean(axis=0).astype(np.float32)
+
+
+@dataclasses.dataclass
+class FittedInputs:
+    """The training-part-dependent steps of one part (fold), fitted on its training items."""
+
+    normalisation: Normalisation
+    offline: OfflineAugment | None
+    crop: tuple[int, int] | None  # evaluation crop of canvases (Jain & Levy); None: items as they are
+    mean: np.ndarray | float | None = None
+    fill: float | None = None
+
+    @classmethod
+    def fit(cls, images: np.ndarray, index, *, normalisation: Normalisation, offline: OfflineAugment | None,
+            crop: tuple[int, int] | None, seed: int) -> tuple[FittedInputs, np.ndarray, np.ndarray]:
+        """Fit on the training items; returns (fitted, training inputs, source row of each input)."""
+        fitted = cls(normalisation, offline, crop)
+        if offline is not None:
+            windows = index[["window_rows", "window_cols"]].to_numpy(dtype=np.float64)
+            fitted.fill = mean_window_pixel(images, windows)
+            train, source = offline_augment(images, windows, index["item_id"].astype(str), crop, offline,
+                                            fill=fitted.fill, seed=seed)
+        else:
+            train = fitted._cropped(images)
+            source = np.arange(len(images))
+        fitted.mean = normalisation.fit(train, index)
+        return fitted, fitted._subtract(train), source
+
+    def _cropped(self, images: np.ndarray) -> np.ndarray:
+        if self.crop is None:
+            return np.asarray(images, dtype=np.float32)
+        return centre_crop(np.asarray(images, dtype=np.float32), self.crop)
+
+    def _subtract(self, images: np.ndarray) -> np.ndarray:
+        if self.mean is None:
+            return np.asarray(images, dtype=np.float32)
+        return np.asarray(images, dtype=np.float32) - np.asarray(self.mean, dtype=np.float32)
+
+    def transform(self, images: np.ndarray) -> np.ndarray:
+        """Evaluation inputs (validation, test, new images): centre crop, then the fitted subtraction."""
+        return self._subtract(self._cropped(images))
+
+    def to_manifest(self) -> dict:
+        """What a saved model records; a mean image goes to the array file `mean_image.npy`."""
+        record: dict = {"normalisation": self.normalisation.kind}
+        if self.normalisation.kind in ("train_mean_grey", "train_whole_image_mean_grey"):
+            record["mean_grey"] = float(self.mean)
+        elif self.normalisation.kind == "train_mean_image":
+            record["mean_image_file"] = "mean_image.npy"
+        if self.crop is not None:
+            record["eval_crop"] = list(self.crop)
+        if self.fill is not None:
+            record["offline_fill"] = float(self.fill)
+        return record
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"mean_image.npy": np.asarray(self.mean, np.float32)} \
+            if self.normalisation.kind == "train_mean_image" else {}
