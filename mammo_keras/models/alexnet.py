@@ -16,6 +16,7 @@ import keras
 from keras import layers, ops
 
 from mammo_keras import io as mk_io
+from mammo_keras.models.layers import GreyToRGB
 from mammo_keras.models.registry import register
 
 
@@ -154,7 +155,9 @@ def _alexnet(input_shape, num_classes, *, weights, name, dropout, weight_decay,
                              activation="relu", kernel_regularizer=reg, name=layer_name)
 
     inputs = keras.Input(shape=input_shape, name="input")
-    x = conv(96, 11, "conv1", strides=4, padding="valid")(inputs)
+    # Jain & Levy replicate the grey image across the 3 channels the BVLC weights expect.
+    x = GreyToRGB(name="grey_to_rgb")(inputs) if input_shape[-1] == 1 else inputs
+    x = conv(96, 11, "conv1", strides=4, padding="valid")(x)
     x = LocalResponseNormalization.from_caffe(5, 1e-4, 0.75, name="norm1")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
     x = conv(256, 5, "conv2", groups=2)(x)

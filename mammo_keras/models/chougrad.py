@@ -4,9 +4,18 @@
                        fine_tune="2FT")
 
 Every builder shares one signature: `(input_shape=(224, 224, 3), num_classes=2, *, weights=None,
-fine_tune="2FT", head_units=(256, 128), input_scaling=None, name=None)`. A one-channel input gets a
-`GreyToRGB` layer; `input_scaling="imagenet"` adds the backbone's own ImageNet scaling as an
-`ImageNetScaling` layer (the paper feeds GCN-normalised ROIs directly, so the default is None).
+fine_tune="2FT", head_units=(256, 128), input_scaling="imagenet_centred", name=None)`. A one-channel
+input gets a `GreyToRGB` layer. The inputs are GCN ROIs in 0-255 units (the ROI minus its own
+mean); `input_scaling="imagenet_centred"` (the default) applies the backbone's own ImageNet
+scale to them as an `ImageNetScaling(centred=True)` layer: VGG16/ResNet50 take mean-subtracted
+0-255 values as they are, InceptionV3 divides them by 127.5. The paper names GCN only; the
+ImageNet weights were trained on those ranges, so a network given [0, 1] inputs would see about
+1/255 of them. `input_scaling=None` feeds the inputs unscaled; "imagenet" is the full
+`preprocess_input` for un-centred 0-255 inputs.
+
+`fine_tune="random"` initialises every kernel from N(0, 0.05), the paper's "small random number
+generated from a Gaussian distribution ... between 0 and 0.05" (Keras 1's `normal` initialiser,
+biases 0), instead of the Keras defaults.
 
 The head is Pool -> Dense(256, relu) -> Dropout(0.5) -> Dense(128, relu) -> Dense(2, softmax), L2
 0.1 on its dense kernels. Pool is Flatten, except for ResNet50 where it is global average pooling:
@@ -64,10 +73,28 @@ PAPER_TABLE1 = {
 _HEAD_POOLING = {"vgg16": "flatten", "resnet50": "avg", "inceptionv3": "flatten"}
 
 
+RANDOM_INIT_STDDEV = 0.05
+INPUT_SCALINGS = (None, "imagenet", "imagenet_centred")
+
+
+def gaussian_init(model: keras.Model, stddev: float = RANDOM_INIT_STDDEV, seed: int | None = None) -> keras.Model:
+    """Every Conv/Dense kernel drawn from N(0, stddev), biases 0 (Chougrad's random initialisation)."""
+    initializer = keras.initializers.RandomNormal(0.0, stddev, seed=seed)
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
+        kernel.assign(initializer(kernel.shape, dtype=kernel.dtype))
+        bias = getattr(layer, "bias", None)
+        if bias is not None:
+            bias.assign(keras.ops.zeros(bias.shape, dtype=bias.dtype))
+    return model
+
+
 def build_chougrad(family: str, input_shape: tuple[int, int, int] = (224, 224, 3),
                    num_classes: int = 2, *, weights: str | os.PathLike | None = None,
                    fine_tune: str = "2FT", head_units: tuple[int, ...] = CHOUGRAD_HEAD_UNITS,
-                   dropout: float = 0.5, l2: float = 0.1, input_scaling: str | None = None,
+                   dropout: float = 0.5, l2: float = 0.1, input_scaling: str | None = "imagenet_centred",
                    name: str | None = None) -> keras.Model:
     """A Chougrad network: [GreyToRGB] -> [ImageNetScaling] -> backbone -> dense head.
 
@@ -78,7 +105,8 @@ def build_chougrad(family: str, input_shape: tuple[int, int, int] = (224, 224, 3
         fine_tune: "random" (random init, all trainable; needs weights=None), "0FT", "1FT",
             "2FT", "3FT" or "AllFT".
         head_units: widths of the hidden dense layers of the head.
-        input_scaling: None, "imagenet" (the backbone's own scaling) or "caffe"/"tf"/"torch".
+        input_scaling: "imagenet_centred" (the backbone's scale for mean-subtracted 0-255 inputs),
+            "imagenet" (its full scaling of 0-255 inputs), None, or a mode "caffe"/"tf"/"torch".
     """
     if fine_tune not in STRATEGIES:
         raise ValueError(f"`fine_tune` must be one of {STRATEGIES}. Received: fine_tune={fine_tune!r}")
@@ -91,21 +119,24 @@ def build_chougrad(family: str, input_shape: tuple[int, int, int] = (224, 224, 3
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = GreyToRGB(name="grey_to_rgb")(inputs) if input_shape[-1] == 1 else inputs
     if input_scaling is not None:
-        mode = SCALING_MODE.get(family) if input_scaling == "imagenet" else input_scaling
+        centred = input_scaling == "imagenet_centred"
+        mode = SCALING_MODE.get(family) if input_scaling in ("imagenet", "imagenet_centred") else input_scaling
         if mode not in SCALING_MODES:
-            raise ValueError(f'`input_scaling` must be None, "imagenet" or one of {SCALING_MODES}. '
+            raise ValueError(f"`input_scaling` must be one of {INPUT_SCALINGS} or {SCALING_MODES}. "
                              f"Received: input_scaling={input_scaling!r}")
-        x = ImageNetScaling(mode, name="imagenet_scaling")(x)
+        x = ImageNetScaling(mode, centred=centred, name="imagenet_scaling")(x)
     base = backbone(family, (*input_shape[:2], 3), weights=weights, input_tensor=x)
     outputs = chougrad_head(base.output, num_classes, units=tuple(head_units), dropout=dropout,
                             l2=l2, pooling=_HEAD_POOLING[family])
     model = keras.Model(inputs, outputs, name=name or f"chougrad_{family}")
+    if fine_tune == "random":
+        gaussian_init(model)
     return set_fine_tuning(model, fine_tune, family)
 
 
 @register("chougrad_vgg16", paper=PAPER, task="roi")
 def chougrad_vgg16(input_shape=(224, 224, 3), num_classes=2, *, weights=None, fine_tune="2FT",
-                   head_units=CHOUGRAD_HEAD_UNITS, input_scaling=None, name=None) -> keras.Model:
+                   head_units=CHOUGRAD_HEAD_UNITS, input_scaling="imagenet_centred", name=None) -> keras.Model:
     """Chougrad 2018 VGG16 with the custom dense head, fine-tuned per `fine_tune`."""
     return build_chougrad("vgg16", input_shape, num_classes, weights=weights, fine_tune=fine_tune,
                           head_units=head_units, input_scaling=input_scaling, name=name)
@@ -113,7 +144,7 @@ def chougrad_vgg16(input_shape=(224, 224, 3), num_classes=2, *, weights=None, fi
 
 @register("chougrad_resnet50", paper=PAPER, task="roi")
 def chougrad_resnet50(input_shape=(224, 224, 3), num_classes=2, *, weights=None, fine_tune="2FT",
-                      head_units=CHOUGRAD_HEAD_UNITS, input_scaling=None, name=None) -> keras.Model:
+                      head_units=CHOUGRAD_HEAD_UNITS, input_scaling="imagenet_centred", name=None) -> keras.Model:
     """Chougrad 2018 ResNet50 with the custom dense head, fine-tuned per `fine_tune`."""
     return build_chougrad("resnet50", input_shape, num_classes, weights=weights, fine_tune=fine_tune,
                           head_units=head_units, input_scaling=input_scaling, name=name)
@@ -121,7 +152,7 @@ def chougrad_resnet50(input_shape=(224, 224, 3), num_classes=2, *, weights=None,
 
 @register("chougrad_inceptionv3", paper=PAPER, task="roi")
 def chougrad_inceptionv3(input_shape=(224, 224, 3), num_classes=2, *, weights=None, fine_tune="2FT",
-                         head_units=CHOUGRAD_HEAD_UNITS, input_scaling=None, name=None) -> keras.Model:
+                         head_units=CHOUGRAD_HEAD_UNITS, input_scaling="imagenet_centred", name=None) -> keras.Model:
     """Chougrad 2018 InceptionV3 (the paper's best, "Inceptionv3-MD") fine-tuned per `fine_tune`."""
     return build_chougrad("inceptionv3", input_shape, num_classes, weights=weights,
                           fine_tune=fine_tune, head_units=head_units, input_scaling=input_scaling,

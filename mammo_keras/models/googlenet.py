@@ -13,6 +13,7 @@ import keras
 from keras import layers
 
 from mammo_keras.models.alexnet import LocalResponseNormalization, caffe_l2, load_converted_weights
+from mammo_keras.models.layers import GreyToRGB
 from mammo_keras.models.registry import register
 
 # Szegedy et al. Table 1: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.
@@ -61,8 +62,10 @@ def _googlenet(input_shape, num_classes, *, weights, name, dropout, weight_decay
         raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
     reg = caffe_l2(weight_decay)
     inputs = keras.Input(shape=input_shape, name="input")
+    # Jain & Levy replicate the grey image across the 3 channels the BVLC weights expect.
+    x = GreyToRGB(name="grey_to_rgb")(inputs) if input_shape[-1] == 1 else inputs
     # Caffe pads 3 on every side before the stride-2 7x7 conv; Keras "same" would pad 2/3.
-    x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
+    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
     x = layers.Conv2D(64, 7, strides=2, activation="relu", kernel_regularizer=reg,
                       name="conv1_7x7_s2")(x)
     # Caffe pools round up; "same" pooling pads only the bottom/right, which is the same windows.

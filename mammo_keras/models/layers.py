@@ -46,13 +46,18 @@ class ImageNetScaling(keras.layers.Layer):
     Args:
         mode: "caffe" (RGB->BGR, subtract the BGR channel means; VGG16, ResNet50),
             "tf" (scale to [-1, 1]; InceptionV3) or "torch" (to [0, 1], then channel z-score).
+        centred: the inputs are already mean-subtracted 0-255 values (Chougrad's GCN ROIs), so
+            only the scale of `mode` applies: caffe x (BGR order), tf x / 127.5, torch x / 255 / std.
+            A linear scaling commutes with the per-image mean subtraction, so this equals the
+            backbone's own scaling followed by GCN.
     """
 
-    def __init__(self, mode: str = "caffe", **kwargs):
+    def __init__(self, mode: str = "caffe", centred: bool = False, **kwargs):
         super().__init__(**kwargs)
         if mode not in SCALING_MODES:
             raise ValueError(f"`mode` must be one of {SCALING_MODES}. Received: mode={mode!r}")
         self.mode = mode
+        self.centred = bool(centred)
 
     def build(self, input_shape):
         if self.mode != "tf" and input_shape[-1] != 3:
@@ -63,16 +68,16 @@ class ImageNetScaling(keras.layers.Layer):
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)
         if self.mode == "tf":
-            return x / 127.5 - 1.0
+            return x / 127.5 if self.centred else x / 127.5 - 1.0
         if self.mode == "caffe":
             x = ops.flip(x, axis=-1)
-            return x - ops.convert_to_tensor(_CAFFE_BGR_MEAN, dtype=x.dtype)
+            return x if self.centred else x - ops.convert_to_tensor(_CAFFE_BGR_MEAN, dtype=x.dtype)
         mean = ops.convert_to_tensor(_TORCH_MEAN, dtype=x.dtype)
         std = ops.convert_to_tensor(_TORCH_STD, dtype=x.dtype)
-        return (x / 255.0 - mean) / std
+        return x / 255.0 / std if self.centred else (x / 255.0 - mean) / std
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
     def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
+        return {**super().get_config(), "mode": self.mode, "centred": self.centred}

@@ -12,6 +12,7 @@ import keras
 from keras import layers
 
 from mammo_keras.errors import DataError
+from mammo_keras.models.layers import GreyToRGB
 from mammo_keras.models.registry import register
 
 # Caffe's "xavier" filler (default variance_norm FAN_IN): uniform in +-sqrt(3 / fan_in).
@@ -56,7 +57,7 @@ def jain_levy_levynet(input_shape=(224, 224, 3), num_classes=2, *, weights=None,
 
     Unstated details, decided here: 3x3 convs with stride 1 and no padding (Caffe's default),
     2x2/2 max pools, no dropout, Caffe "xavier" initialisation (= `lecun_uniform`), 224x224x3
-    inputs (the paper's augmented crops).
+    inputs (the paper's augmented crops; a grey input is replicated to 3 channels in the model).
 
     Args:
         weights: None or the path of a weights file saved from this model.
@@ -64,7 +65,8 @@ def jain_levy_levynet(input_shape=(224, 224, 3), num_classes=2, *, weights=None,
     Reference: Jain & Levy, "DeepMammo", Sec. 4 (a) and Table 2 (row "LevyNet").
     """
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = inputs
+    # The paper replicates the grey image across 3 channels for every network.
+    x = GreyToRGB(name="grey_to_rgb")(inputs) if input_shape[-1] == 1 else inputs
     for index, filters in enumerate((32, 32, 64), start=1):
         x = layers.Conv2D(filters, 3, kernel_initializer=CAFFE_XAVIER, name=f"conv{index}")(x)
         x = layers.BatchNormalization(name=f"conv{index}_bn")(x)

@@ -359,6 +359,9 @@ def _whole_image(arch: str, preset: str, input_shape, num_classes: int, weights,
                          f"Received: {preset=}")
     config.update(options)
     shen.check_weights(weights)
+    # The patch classifier takes the whole image's channels (one grey channel is replicated to
+    # three inside it, by its `grey_to_rgb` layer).
+    patch_input_shape = (*tuple(patch_input_shape)[:2], tuple(input_shape)[-1])
     if patch_model is None:
         patch_init = "imagenet" if weights == "imagenet" else patch_weights
         if weights == "imagenet" and patch_weights is not None:

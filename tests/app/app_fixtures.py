@@ -64,6 +64,7 @@ def _train(base: Path) -> Path:
     row = dataclasses.replace(config.models[0], name="jain_levy_levynet", label="levynet", options={})
     info = model_info(config, row)
     info["preprocessing"]["options"]["r"] = R  # small images: a 48-pixel window, as a config could set
+    info["preprocessing"]["input_scale"] = 1.0  # [0, 1] items, as a row's `input_scale: 1` sets
     items, labels = [], []
     for seed in range(48):
         malignant = seed % 2 == 1
@@ -71,7 +72,7 @@ def _train(base: Path) -> Path:
         # 8-bit round trip, as the PNG the prediction reads
         image = np.round(255 * image).astype(np.float32) / 255.0
         item = chougrad_roi(image, (x - r, y - r, x + r, y + r), r=R, out_size=224, grow_to_fit=True)
-        items.append(resize(item, (INPUT, INPUT)))
+        items.append(resize(item, (INPUT, INPUT)) * np.float32(info["preprocessing"]["input_scale"]))
         labels.append(int(malignant))
     index = pd.DataFrame({"item_id": [f"i{k}" for k in range(48)], "patient_id": [f"p{k}" for k in range(48)],
                           "label": labels})

@@ -37,12 +37,12 @@ def test_model_info_records_what_the_runner_does():
     assert model_info(config, config.models[0]) == {
         "architecture": "chougrad_inceptionv3", "class_names": ["benign", "malignant"],
         "preprocessing": {"recipe": "chougrad", "options": {"r": 300, "size": 224, "grow_to_fit": True},
-                          "input_hw": [75, 75], "input_channels": 1, "input_scale": 1.0,
+                          "input_hw": [75, 75], "input_channels": 1, "input_scale": 255.0,
                           "intensity": "format_range"}}
     mias = load_config("chougrad2018/mias_cv", "cpu")
-    x255 = next(row for row in mias.models if row.label == "vgg16_pretrained_2FT_x255")
-    assert model_info(mias, x255)["preprocessing"]["input_scale"] == 255.0  # the row's own scale wins
-    assert model_info(mias, x255)["preprocessing"]["input_hw"] == [96, 96]
+    scratch = next(row for row in mias.models if row.label == "coccomini_scratch_cnn")
+    assert model_info(mias, scratch)["preprocessing"]["input_scale"] == 1.0  # the row's own scale wins
+    assert model_info(mias, scratch)["preprocessing"]["input_hw"] == [96, 96]
 
 
 def test_saved_manifest_carries_the_preprocessing(trained_model):
