@@ -98,6 +98,12 @@ def cmd_reproduce(args) -> int:
         print("\n".join(list_configs()))
         return 0
     config = load_config(args.experiment, args.profile, overrides=dict(args.set))
+    if args.plan:
+        from mammo_keras.plan import compile_plan, render_markdown
+
+        plan = compile_plan(config)
+        print(json.dumps(plan, indent=1, default=str) if args.json else render_markdown(plan))
+        return 0
     from mammo_keras.training.distribute import training_scope
 
     with training_scope(args.strategy, args.precision):
@@ -237,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--set", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
                        help="override a config value, e.g. n_splits=3 or epoch_scale=0.1 (repeatable)")
     repro.add_argument("--list", action="store_true", help="list the available experiment configs")
+    repro.add_argument("--plan", action="store_true",
+                       help="print the protocol every row would run (data chain, split, per stage the optimizer, "
+                            "trainable layers, learning rates, L2, epochs; selection; evaluation) and exit "
+                            "without training or reading data")
+    repro.add_argument("--json", action="store_true", help="with --plan: print the plan as JSON")
     repro.add_argument("--strategy", default="default", choices=STRATEGIES,
                        help="tf.distribute strategy: mirrored = every local GPU; multi_worker = several "
                             "machines, cluster from TF_CONFIG (see README, 'Speed and scale')")

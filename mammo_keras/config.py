@@ -96,6 +96,18 @@ class ExperimentConfig:
     dataset_keys: dict = dataclasses.field(default_factory=dict)
     note: str = ""
     detection: dict = dataclasses.field(default_factory=dict)  # kind "detection": see detection/run.py
+    # Input steps fitted on each training part (data.recipes): "none", "train_mean_grey" (Shen),
+    # "train_mean_image" (Jain & Levy); and offline augmentation of the training part
+    # ({rotations, crops_per_rotation, fill}: Jain & Levy's x25).
+    normalisation: str = "none"
+    offline_augment: dict = dataclasses.field(default_factory=dict)
+    # Which epoch's weights are kept (training.fit.SELECTIONS), optionally among this many evenly
+    # spaced snapshots (Jain & Levy took four).
+    selection: str = "last"
+    selection_snapshots: int | None = None
+    # Chained tables: keep the patient split of this earlier run (`<paper>/<table>`) per dataset.
+    split_from: str = ""
+    balance_eval: bool = False  # hold-out: as many items of each class in val and in test (Jain & Levy)
     source: str = ""
 
     def __post_init__(self):
@@ -113,6 +125,20 @@ class ExperimentConfig:
             if missing:
                 raise ValueError(f"{self.source}: ensemble row {row.label!r} needs its members "
                                  f"{sorted(missing)} listed before it")
+        from mammo_keras.data.recipes import NORMALISATIONS, OfflineAugment
+        from mammo_keras.training.fit import SELECTIONS
+
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"{self.source}: `normalisation` must be one of {NORMALISATIONS}. "
+                             f"Received: normalisation={self.normalisation!r}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"{self.source}: `selection` must be one of {SELECTIONS}. "
+                             f"Received: selection={self.selection!r}")
+        if self.offline_augment:
+            OfflineAugment(**self.offline_augment)
+        if self.split_from and self.kind != "holdout":
+            raise ValueError(f"{self.source}: `split_from` keeps an earlier hold-out split; it needs kind "
+                             f"'holdout'. Received: kind={self.kind!r}")
         if self.kind == "transfer":
             if not self.test_dataset:
                 raise ValueError(f"{self.source}: kind 'transfer' needs `test_dataset`")
@@ -170,11 +196,18 @@ def config_path(name: str, experiments_dir: Path = EXPERIMENTS_DIR) -> Path:
     return path
 
 
+NOT_CONFIGS = ("paper_tables", "protocol")
+
+
 def list_configs(experiments_dir: Path = EXPERIMENTS_DIR) -> list[str]:
-    """Every runnable config as `<paper>/<table>` (files under a `base` folder are parts, not runs)."""
+    """Every runnable config as `<paper>/<table>`.
+
+    Not runs: the shared `base/` folder, a paper's `_base.yaml` (what its configs share),
+    `paper_tables.yaml` (the paper's numbers) and `protocol.yaml` (the paper's stated protocol).
+    """
     return sorted(str(p.relative_to(experiments_dir).with_suffix(""))
                   for p in experiments_dir.glob("*/*.yaml")
-                  if p.stem != "paper_tables" and p.parent.name != "base")
+                  if p.stem not in NOT_CONFIGS and not p.stem.startswith("_") and p.parent.name != "base")
 
 
 def _model_row(raw: dict, path: Path) -> ModelRow:
@@ -193,6 +226,33 @@ def _model_row(raw: dict, path: Path) -> ModelRow:
     return ModelRow(**values)
 
 
+def _select_rows(models: list[ModelRow], path: Path, *, rows, row_options: dict,
+                 row_overrides: dict) -> tuple[ModelRow, ...]:
+    """Profiles change rows, not whole model lists: a subset (`rows`), options merged into every
+    row (`row_options`) and per-row field changes (`row_overrides: {label: {field: value}}`)."""
+    labels = [row.label for row in models]
+    for what, names in (("rows", rows or []), ("row_overrides", list(row_overrides))):
+        unknown = sorted(set(names) - set(labels))
+        if unknown:
+            raise ValueError(f"{path}: `{what}` names rows the config does not have: {unknown}. "
+                             f"Rows: {labels}")
+    chosen = [row for row in models if rows is None or row.label in rows]
+    fields = {f.name for f in dataclasses.fields(ModelRow)}
+    result = []
+    for row in chosen:
+        change = dict(row_overrides.get(row.label) or {})
+        unknown = sorted(set(change) - fields)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {unknown} in row_overrides[{row.label!r}]. "
+                             f"Valid keys: {sorted(fields)}")
+        options = {**row.options, **({} if row.ensemble else row_options), **dict(change.pop("options", {}) or {})}
+        for key in ("paper_row", "ensemble"):
+            if key in change:
+                change[key] = {**getattr(row, key), **dict(change[key] or {})}
+        result.append(dataclasses.replace(row, options=options, **change))
+    return tuple(result)
+
+
 def load_config(name: str, profile: str = "tiny", *, experiments_dir: Path = EXPERIMENTS_DIR,
                 overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Parse a config for `profile`, applying its profile section and then `overrides`."""
@@ -203,7 +263,9 @@ def load_config(name: str, profile: str = "tiny", *, experiments_dir: Path = EXP
     profiles = raw.pop("profiles", {}) or {}
     raw = _merge(raw, profiles.get(profile, {}) or {})
     raw = _merge(raw, overrides or {})
-    models = tuple(_model_row(m, path) for m in raw.pop("models", []))
+    models = _select_rows([_model_row(m, path) for m in raw.pop("models", [])], path,
+                          rows=raw.pop("rows", None), row_options=raw.pop("row_options", None) or {},
+                          row_overrides=raw.pop("row_overrides", None) or {})
     fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
     unknown = sorted(set(raw) - fields)
     if unknown:

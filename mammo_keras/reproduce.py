@@ -30,6 +30,7 @@ from mammo_keras import __version__, settings
 from mammo_keras.config import EXPERIMENTS_DIR, ExperimentConfig, ModelRow
 from mammo_keras.data import canonical_name, read_dataset
 from mammo_keras.data.prepare import load_prepared, prepare
+from mammo_keras.data.recipes import IMAGE_MEAN_COLUMN
 from mammo_keras.data.roi import resize
 from mammo_keras.errors import DatasetNotFoundError
 from mammo_keras.evaluation.metrics import bootstrap_ci, fold_summary
@@ -74,29 +75,78 @@ def reported_table(config: ExperimentConfig, experiments_dir: Path = EXPERIMENTS
     return dict(tables.get(name) or {})
 
 
+def matching_row(table: dict, config: ExperimentConfig, model: ModelRow | str, dataset: str | None, *,
+                 require_metric: bool = True) -> int | None:
+    """The first of `matching_rows`, or None."""
+    found = matching_rows(table, config, model, dataset, require_metric=require_metric)
+    return found[0] if found else None
+
+
+def matching_rows(table: dict, config: ExperimentConfig, model: ModelRow | str, dataset: str | None, *,
+                  require_metric: bool = True) -> list[int]:
+    """The position of the paper's row that `model` on `dataset` reproduces in `table`, or None.
+
+    A paper row matches when it carries the model's `paper_keys()` (by default model = label),
+    names the config's key for `dataset` if it names a dataset (dataset None: any), and has the
+    reported metric.
+    """
+    key = None if dataset is None else config.dataset_keys.get(dataset, dataset)
+    metric = config.reported_metric
+    keys = model.paper_keys() if isinstance(model, ModelRow) else {"model": model}
+    def differs(value, wanted) -> bool:  # a list of wanted values matches any of them
+        options = wanted if isinstance(wanted, (list, tuple)) else [wanted]
+        return str(value).lower() not in {str(v).lower() for v in options}
+
+    found = []
+    for number, row in enumerate(table.get("rows", [])):
+        if any(differs(row.get(k, ""), v) for k, v in keys.items()):
+            continue
+        if "dataset" in row and key is not None and str(row["dataset"]).lower() != str(key).lower():
+            continue
+        if row.get(metric) is not None or not require_metric:
+            found.append(number)
+    return found
+
+
 def reported_value(table: dict, config: ExperimentConfig, model: ModelRow | str,
                    dataset: str) -> tuple[float | None, float | None]:
-    """(value, std) the paper reports for this model and dataset, as fractions, or (None, None).
-
-    A paper row matches when it carries the model's `paper_keys()` (by default model = label)
-    and, if it names a dataset, the config's key for `dataset`.
+    """(value, std) the paper reports for this model and dataset (`matching_row`), as fractions.
 
     Values the paper prints in percent (`units: {metric: percent}`) are divided by 100, so the
     paper's number and ours are on one scale whatever the paper's habit.
     """
-    key = config.dataset_keys.get(dataset, dataset)
+    number = matching_row(table, config, model, dataset)
+    if number is None:
+        return None, None
     metric = config.reported_metric
     scale = 0.01 if (table.get("units") or {}).get(metric) == "percent" else 1.0
-    keys = model.paper_keys() if isinstance(model, ModelRow) else {"model": model}
-    for row in table.get("rows", []):
-        if any(str(row.get(k, "")).lower() != str(v).lower() for k, v in keys.items()):
+    row = table["rows"][number]
+    std = row.get(f"{metric}_std")
+    return row[metric] * scale, (None if std is None else std * scale)
+
+
+def reproductions(paper: str, experiments_dir: Path = EXPERIMENTS_DIR) -> dict[tuple[str, int], list[dict]]:
+    """For each (table, row position) of a paper's paper_tables.yaml, the config rows that reproduce it."""
+    from mammo_keras.config import list_configs, load_config
+
+    found: dict[tuple[str, int], list[dict]] = {}
+    for name in list_configs(experiments_dir):
+        if not name.startswith(paper + "/"):
             continue
-        if "dataset" in row and key is not None and str(row["dataset"]).lower() != str(key).lower():
-            continue
-        if row.get(metric) is not None:
-            std = row.get(f"{metric}_std")
-            return row[metric] * scale, (None if std is None else std * scale)
-    return None, None
+        config = load_config(name, "paper", experiments_dir=experiments_dir)
+        for model in config.models:
+            table_name = model.paper_row.get("table") or config.reported_table
+            table = reported_table(config, experiments_dir, name=table_name)
+            shown = [config.test_dataset] if config.kind == "transfer" else config.datasets
+            for dataset, shown_as in zip(config.datasets, shown * len(config.datasets)):
+                # a survey's detection rows are other works on other data: matched by model alone
+                detection = config.kind == "detection"
+                numbers = matching_rows(table, config, model, None if detection else shown_as,
+                                        require_metric=not detection)
+                for number in numbers if detection else numbers[:1]:
+                    entry = {"config": config.table, "row": model.label, "dataset": dataset}
+                    found.setdefault((table_name, number), []).append(entry)
+    return found
 
 
 def expand_options(options: dict) -> tuple[dict, list[str]]:
@@ -115,26 +165,67 @@ def expand_options(options: dict) -> tuple[dict, list[str]]:
     return expanded, unset
 
 
-def resolve_results(options: dict, results_dir: str | Path) -> tuple[dict, list[str]]:
-    """Options whose value is `{results: <paper>/<table>/<dataset>/<row>}` -> that run's saved weights.
+def resolve_results(options: dict, results_dir: str | Path, dataset: str) -> tuple[dict, list[str]]:
+    """Options whose value is `{results: <paper>/<table>, row: <label>}` -> that run's saved weights.
 
     This chains tables: Shen's whole-image rows start from the patch classifier a Table 1 run
-    saved (`patch_weights: {results: shen2017/table1/cbis_ddsm/s10_resnet50_pretrained}`). The
-    file is `<row>/test/model/model.weights.h5` unless the reference names another `file`.
-    Returns the options and a note per reference whose run has not been made yet.
+    saved on the same dataset (`patch_weights: {results: shen2017/table1, row: s10_resnet50_pretrained}`).
+    The file is `<results>/<paper>/<table>/<dataset>/<row>/test/model/model.weights.h5` unless the
+    reference names another `file`. Returns the options and a note per reference whose run has
+    not been made yet.
     """
     resolved, missing = {}, []
     for key, value in options.items():
         if isinstance(value, dict) and "results" in value:
-            from mammo_keras.io import WEIGHTS_FILE
-
-            path = Path(results_dir) / value["results"] / value.get("file", f"test/model/{WEIGHTS_FILE}")
+            path = results_path(value, results_dir, dataset)
             if not path.is_file():
-                run = "/".join(str(value["results"]).split("/")[:2])
-                missing.append(f"{key} needs {path}: run `mammo-keras reproduce {run}` first (same profile)")
+                missing.append(f"{key} needs {path}: run `mammo-keras reproduce {value['results']}` first "
+                               "(same profile and data)")
             value = str(path)
         resolved[key] = value
     return resolved, missing
+
+
+def results_path(reference: dict, results_dir: str | Path, dataset: str) -> Path:
+    """The file a `{results: <paper>/<table>, row: <label>[, dataset: ..., file: ...]}` reference names.
+
+    `dataset` defaults to the dataset of the row that refers (a chain on the same data); Shen's
+    Table 4 names `cbis_ddsm`, the data its INbreast rows were first trained on.
+    """
+    from mammo_keras.io import WEIGHTS_FILE
+
+    unknown = sorted(set(reference) - {"results", "row", "dataset", "file"})
+    if unknown or "row" not in reference or str(reference["results"]).count("/") != 1:
+        raise ValueError("a results reference is {results: <paper>/<table>, row: <row label>} with optional "
+                         f"`dataset` and `file`. Received: {reference!r}")
+    return (Path(results_dir) / reference["results"] / reference.get("dataset", dataset) / reference["row"]
+            / reference.get("file", f"test/model/{WEIGHTS_FILE}"))
+
+
+def table_split(config: ExperimentConfig, dataset: str, data: DatasetInputs, out: Path,
+                results_dir: str | Path, progress: Callable[[str], None]) -> tuple[pd.DataFrame | None, str]:
+    """The hold-out patient split every row of this table shares on `dataset`, saved as split.csv.
+
+    With `split_from`, the earlier run's split of the same dataset is kept (chained tables: a
+    whole-image test patient may not sit in the part the patch classifier trained on). Returns
+    (patient_id, split) or None with the reason when the earlier run has not been made.
+    """
+    from mammo_keras.data.splits import load_assignments, save_assignments
+    from mammo_keras.training.cv import holdout_split
+
+    source = None
+    if config.split_from:
+        path = Path(results_dir) / config.split_from / dataset / "split.csv"
+        if not path.is_file():
+            return None, (f"the patient split of {config.split_from} is needed ({path}): run `mammo-keras "
+                          f"reproduce {config.split_from}` first (same profile and data)")
+        source = load_assignments(path)
+    split, new = holdout_split(data.index, fractions=config.fractions, seed=config.seed, source=source,
+                               balance_eval=config.balance_eval)
+    save_assignments(split, out / dataset / "split.csv")
+    if source is not None:
+        progress(f"{dataset}: patient split kept from {config.split_from} ({new} patients new to it)")
+    return split[["patient_id", "split"]], ""
 
 
 def _dataset_root(name: str, data_dir: str | Path | None) -> Path | None:
@@ -189,12 +280,15 @@ def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | N
     images, index = images[rows], index.iloc[rows].reset_index(drop=True)
     if config.item_part is not None:
         images = images[:, config.item_part]
-    if images.shape[-2:] != config.input_hw:  # (N, H, W) items, or (N, parts, H, W) pairs
-        images = np.stack([resize(image, config.input_hw) if image.ndim == 2
-                           else np.stack([resize(part, config.input_hw) for part in image])
+    target = item_shape(config)
+    if images.shape[-2:] != target:  # (N, H, W) items, or (N, parts, H, W) pairs
+        images = np.stack([resize(image, target) if image.ndim == 2
+                           else np.stack([resize(part, target) for part in image])
                            for image in images])
     if config.input_scale != 1.0:
         images = images * np.float32(config.input_scale)
+        if IMAGE_MEAN_COLUMN in index:  # the source images' mean grey, on the items' scale
+            index = index.assign(**{IMAGE_MEAN_COLUMN: index[IMAGE_MEAN_COLUMN].astype(float) * config.input_scale})
     synthetic = name == "phantom"
     progress(f"{name}: {len(index)} items ({index['label'].value_counts().sort_index().to_dict()}) "
              f"from {index['patient_id'].nunique()} patients{' [SYNTHETIC phantom data]' if synthetic else ''}")
@@ -202,6 +296,14 @@ def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | N
         index = index.assign(patient_id=name + tag + ":" + index["patient_id"].astype(str),
                              item_id=name + tag + ":" + index["item_id"].astype(str))
     return DatasetInputs(name, images.astype(np.float32), index, report.data_fingerprint, synthetic)
+
+
+def item_shape(config: ExperimentConfig) -> tuple[int, int]:
+    """The (rows, cols) prepared items are resized to: the input size, or the canvas around it."""
+    factor = canvas_factor(config)
+    if not factor:
+        return config.input_hw
+    return tuple(int(round(side * factor)) for side in config.input_hw)
 
 
 def merge_inputs(parts: list[DatasetInputs]) -> DatasetInputs:
@@ -216,27 +318,57 @@ def merge_inputs(parts: list[DatasetInputs]) -> DatasetInputs:
                          "+".join(p.fingerprint[:12] for p in parts), any(p.synthetic for p in parts))
 
 
-def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
-              progress: Callable[[str], None], test_inputs: DatasetInputs | None = None,
-              options: dict | None = None) -> dict:
-    """Train and evaluate one model on one dataset with the config's protocol.
-
-    Kind "transfer" trains on `inputs` and tests once on `test_inputs`. `options` are the row's
-    builder options with `$VAR`s expanded (default: `expand_options(row.options)`).
-    """
-    from mammo_keras import models
-    from mammo_keras.app.recipe import model_info
-    from mammo_keras.data.pipeline import preset as augment_preset
-    from mammo_keras.training.cv import cross_validate, holdout, transfer
-    from mammo_keras.training.distribute import build_model
+def row_stages(config: ExperimentConfig, row: ModelRow) -> tuple:
+    """The row's stage list at the config's profile: its preset, epochs scaled, batch size overridden."""
     from mammo_keras.training.stages import preset as stage_preset
 
     stages = [stage.scaled(config.epoch_scale) if config.epoch_scale != 1.0 else stage
               for stage in stage_preset(row.stages or config.stages)]
     if config.batch_size:
         stages = [dataclasses.replace(stage, batch_size=config.batch_size) for stage in stages]
-    shape = (*config.input_hw, config.input_channels)
+    return tuple(stages)
 
+
+def train_spec(config: ExperimentConfig, row: ModelRow, options: dict):
+    """The TrainSpec (training.cv) of one result row: everything that trains and scores one part."""
+    from mammo_keras.app.recipe import model_info
+    from mammo_keras.data.pipeline import preset as augment_preset
+    from mammo_keras.data.recipes import Normalisation, OfflineAugment
+    from mammo_keras.training.cv import TrainSpec
+
+    offline = OfflineAugment(**config.offline_augment) if config.offline_augment else None
+    return TrainSpec(stages=row_stages(config, row),
+                     augment=augment_preset(config.augment) if config.augment else None,
+                     normalisation=Normalisation(config.normalisation), offline=offline,
+                     eval_crop=config.input_hw if canvas_factor(config) else None,
+                     fine_tune=options.get("fine_tune"), selection=config.selection,
+                     snapshots=config.selection_snapshots, flip_tta=config.flip_tta,
+                     cache_features=config.cache_features,
+                     save_models=config.save_models or config.kind == "transfer",
+                     model_info=model_info(config, row))
+
+
+def canvas_factor(config: ExperimentConfig) -> float | None:
+    """The canvas side / input side of a task whose items are canvases (Jain & Levy), else None."""
+    from mammo_keras.data.prepare import TASKS
+
+    return TASKS[config.task].defaults.get("canvas") if config.task in TASKS else None
+
+
+def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
+              progress: Callable[[str], None], test_inputs: DatasetInputs | None = None,
+              options: dict | None = None, split_source: pd.DataFrame | None = None) -> dict:
+    """Train and evaluate one model on one dataset with the config's protocol.
+
+    Kind "transfer" trains on `inputs` and tests once on `test_inputs`. `options` are the row's
+    builder options with `$VAR`s expanded (default: `expand_options(row.options)`);
+    `split_source` the patient split a hold-out row keeps (the table's own, or a chained run's).
+    """
+    from mammo_keras import models
+    from mammo_keras.training.cv import cross_validate, holdout, transfer
+    from mammo_keras.training.distribute import build_model
+
+    shape = (*config.input_hw, config.input_channels)
     if options is None:
         options, _ = expand_options(row.options)
 
@@ -245,27 +377,28 @@ def run_model(config: ExperimentConfig, row, inputs: DatasetInputs, out: Path,
 
     if row.input_scale is not None:  # arrays are scaled once per dataset by config.input_scale
         gain = np.float32(row.input_scale / config.input_scale)
-        inputs = dataclasses.replace(inputs, images=inputs.images * gain)
+        index = inputs.index
+        if IMAGE_MEAN_COLUMN in index:
+            index = index.assign(**{IMAGE_MEAN_COLUMN: index[IMAGE_MEAN_COLUMN].astype(float) * gain})
+        inputs = dataclasses.replace(inputs, images=inputs.images * gain, index=index)
         if test_inputs is not None:
             test_inputs = dataclasses.replace(test_inputs, images=test_inputs.images * gain)
     started = time.perf_counter()
-    augment = augment_preset(config.augment) if config.augment else None
     report = lambda message: progress(f"  {row.label}: {message}")  # noqa: E731
     explain = _grad_cam_writer(report) if config.grad_cam else None
-    info = model_info(config, row)  # what a saved model's manifest records for `predict`
-    common = dict(model_info=info, seed=config.seed, augment=augment, progress=report, explain=explain,
-                  flip_tta=config.flip_tta, save_models=config.save_models,
-                  cache_features=config.cache_features)
+    spec = train_spec(config, row, options)
     if config.kind == "cv":
-        predictions = cross_validate(build, inputs.images, inputs.index, stages, out, n_splits=config.n_splits,
-                                     val_fraction=config.val_fraction, **common)
+        predictions = cross_validate(build, inputs.images, inputs.index, spec, out, n_splits=config.n_splits,
+                                     val_fraction=config.val_fraction, seed=config.seed, progress=report,
+                                     explain=explain)
     elif config.kind == "holdout":
-        predictions = holdout(build, inputs.images, inputs.index, stages, out, fractions=config.fractions,
-                              train_patients=row.train_patients, **common)
+        predictions = holdout(build, inputs.images, inputs.index, spec, out, fractions=config.fractions,
+                              seed=config.seed, train_patients=row.train_patients, split_source=split_source,
+                              progress=report, explain=explain)
     else:
-        common["save_models"] = True  # the independent test's model is kept for screening use
         predictions = transfer(build, inputs.images, inputs.index, test_inputs.images, test_inputs.index,
-                               stages, out, val_fraction=config.val_fraction, **common)
+                               spec, out, val_fraction=config.val_fraction, seed=config.seed, progress=report,
+                               explain=explain)
     # Training time from each fold's record, so a resumed run reports what the work cost.
     seconds = recorded_seconds(out) or time.perf_counter() - started
     return summarise(config, predictions, out, f"{row.label} on {inputs.name}", seconds)
@@ -313,8 +446,19 @@ def summarise(config: ExperimentConfig, predictions: pd.DataFrame, out: Path, ti
         result[metric] = {"fold_mean": summary[0], "fold_std": summary[1],
                           "pooled": estimate, "ci_low": low, "ci_high": high}
     result["folds"] = per_fold
+    result["selected_epochs"] = selected_epochs(out)
     _plots(predictions, out, title)
     return result
+
+
+def selected_epochs(out: Path) -> list[int]:
+    """The epoch whose weights each part (fold) scored, from its metrics.json (Shen's "#Epochs")."""
+    epochs = []
+    for path in sorted(out.glob("*/metrics.json")):
+        value = json.loads(path.read_text()).get("selected_epoch")
+        if value is not None:
+            epochs.append(int(value))
+    return epochs
 
 
 def _grad_cam_writer(report: Callable[[str], None]):
@@ -361,10 +505,12 @@ def write_tables(config: ExperimentConfig, rows: list[dict], out: Path, header: 
     others = [m for m in config.metrics if m != metric]
     unit = lambda m: "" if m in ("auc", "a_auc") else " (%)"  # noqa: E731
     lines = [f"# {config.title}", "", *header, "",
+             "`epoch`: the epoch whose weights each part scored (selection rule in plan.md); "
+             "`minutes`: recorded training time.", "",
              f"| dataset | model | n | paper {metric}{unit(metric)} | ours {metric}{unit(metric)} (fold mean ± sd) | "
              f"ours {metric}{unit(metric)} pooled [95% CI] | "
-             + " | ".join(f"ours {m}{unit(m)} pooled [95% CI]" for m in others) + " | minutes | status |",
-             "|---|---|---:|---:|---:|---:|" + "---:|" * len(others) + "---:|---|"]
+             + " | ".join(f"ours {m}{unit(m)} pooled [95% CI]" for m in others) + " | epoch | minutes | status |",
+             "|---|---|---:|---:|---:|---:|" + "---:|" * len(others) + "---:|---:|---|"]
 
     def pooled(name: str, row: dict) -> str:
         if not np.isfinite(row.get(f"{name}_pooled", np.nan)):
@@ -386,8 +532,9 @@ def write_tables(config: ExperimentConfig, rows: list[dict], out: Path, header: 
             ours = first = minutes = "-"
             rest = ["-"] * len(others)
         lines.append(f"| {row['dataset']} | {row['model']} | {row.get('n_items', '-')} | {paper} | {ours} | "
-                     f"{first} | " + " | ".join(rest) + f" | {minutes} | {row['status']} |")
+                     f"{first} | " + " | ".join(rest) + f" | {row.get('epochs') or '-'} | {minutes} | {row['status']} |")
     lines.append("")
+    lines += deviation_lines(config.paper)
     table = reported_table(config)
     if table.get("rows"):
         columns = list(dict.fromkeys(k for r in table["rows"] for k in r))
@@ -397,6 +544,18 @@ def write_tables(config: ExperimentConfig, rows: list[dict], out: Path, header: 
         lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in table["rows"]]
         lines.append("")
     atomic_write_text(out / "table.md", "\n".join(lines))
+
+
+def deviation_lines(paper: str) -> list[str]:
+    """The paper's declared deviations (protocol.yaml), printed under every results table of it."""
+    from mammo_keras.protocol import declared
+
+    deviations = declared(paper)["deviations"]
+    if not deviations:
+        return []
+    return ["Declared deviations from the paper's stated protocol (experiments/"
+            f"{paper}/protocol.yaml; `--plan` shows the executed protocol):", "",
+            *[f"- {d['stated']} ({d['cite']}): {d['reason']}" for d in deviations], ""]
 
 
 def _describe_weights(weights) -> str:
@@ -436,8 +595,15 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
     import keras
     import tensorflow as tf
 
+    from mammo_keras.plan import compile_plan, write_plan
+
     started = time.perf_counter()
     commit = git_commit()  # the code that runs is the code at the start, not after edits during a run
+    # The protocol every row will run, built before any data is read: a selector that matches
+    # nothing or an input too small for a network stops the run here, not after hours.
+    plan = compile_plan(config)
+    write_plan(plan, Path(results_dir) / config.paper / config.table)
+    progress(f"plan written to {Path(results_dir) / config.paper / config.table / 'plan.md'}")
     if config.kind == "detection":  # whole-image mass detection (Hamed 2020 Table 3) has its own runner
         from mammo_keras.detection.run import reproduce_detection
 
@@ -473,15 +639,19 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
             if test_inputs.absent and not data.absent:
                 data = dataclasses.replace(data, absent=f"test set {test_inputs.absent}")
         finished: set[str] = set()
+        split_source, split_missing = None, ""
+        if config.kind == "holdout" and not data.absent:
+            split_source, split_missing = table_split(config, dataset, data, out, results_dir, progress)
         for model_row in config.models:
             table = reported_table(config, name=model_row.paper_row["table"]) if "table" in model_row.paper_row \
                 else reported
             paper, paper_std = reported_value(table, config, model_row,
                                               config.test_dataset if test_inputs is not None else dataset)
             options, unset = expand_options(model_row.options)
-            options, pending = resolve_results(options, results_dir)
+            options, pending = resolve_results(options, results_dir, dataset)
             waiting = sorted(set(model_row.ensemble.get("members", [])) - finished)
             status = (data.absent
+                      or (f"skipped: {split_missing}" if split_missing else "")
                       or (f"skipped: set {', '.join(unset)} (a local weights file)" if unset else "")
                       or (f"skipped: {pending[0]}" if pending else "")
                       or (f"skipped: members without results: {', '.join(waiting)}" if waiting else "")
@@ -500,9 +670,10 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
                 else:
                     progress(f"{dataset} / {model_row.label}: training ({config.kind}, {len(data.index)} items)")
                     result = run_model(config, model_row, data, out / dataset / model_row.label, progress,
-                                       test_inputs=test_inputs, options=options)
+                                       test_inputs=test_inputs, options=options, split_source=split_source)
                 finished.add(model_row.label)
-                row.update(n_items=result["n_items"], seconds=result["seconds"])
+                row.update(n_items=result["n_items"], seconds=result["seconds"],
+                           epochs=" ".join(str(e) for e in result.get("selected_epochs", [])))
                 for metric in config.metrics:
                     row.update({f"{metric}_{k}": v for k, v in result[metric].items()})
             rows.append(row)

@@ -71,6 +71,28 @@ def load_items(config: ExperimentConfig, dataset: str, data_dir, options: dict) 
                           label="pathology")  # benign / malignant / normal: every split gets both mass kinds
 
 
+def plan_row(config: ExperimentConfig, row: ModelRow) -> dict:
+    """What `run_model` does for `row`, for the plan (the detector is not built: keras-hub / keras-cv
+    presets need a download, and the loop below is the whole protocol)."""
+    options = settings_of(config)
+    build = dict(row.options)
+    normalisation = build.pop("normalisation", options["normalisation"])
+    epochs = int(build.pop("epochs", options["epochs"]))
+    learning_rate = float(build.pop("learning_rate", options["learning_rate"]))
+    return {"detection": {
+        "input": [*config.input_hw, 3], "normalisation": normalisation, "builder_options": build,
+        "optimizer": {"name": "adam", "learning_rate": learning_rate, "clipnorm": 10.0},
+        "epochs": epochs, "batch_size": config.batch_size or 4, "trainable": "all",
+        "loss": "binary cross-entropy + CIoU (YOLOv8)" if row.name.startswith("yolo")
+        else "focal + Huber (keras-hub RetinaNet)",
+        "augmentation": "fixed horizontally mirrored copies of the training images" if options["hflip"] else None,
+        "negatives_per_positive": options["negatives_per_positive"],
+        "selection": "best validation loss (EarlyStopping restore_best_weights)",
+        "matching": "IoU >= 0.5, a detection takes its best still-unmatched lesion",
+        "metrics": ["ap", "sens_at_0.5fpi", "sens_at_1fpi", "sens_at_2fpi"],
+        "ci": {"method": "bootstrap over test images", "replicates": config.n_bootstrap}}}
+
+
 def _compile(model, learning_rate: float):
     import keras
 
@@ -370,6 +392,11 @@ def _write_tables(config, rows, paper_rows, out: Path, options: dict, synthetic:
         cells.append(f"{row['minutes']:.1f}" if "minutes" in row else "-")
         cells.append(row.get("paper") or "-")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    from mammo_keras.reproduce import deviation_lines
+
+    deviations = deviation_lines(config.paper)
+    if deviations:
+        lines += ["", *deviations]
     if paper_rows:
         lines += ["", "Table 3 as published (detection rows):", "",
                   "| ref | work | detector | data | reported |", "|---|---|---|---|---|"]

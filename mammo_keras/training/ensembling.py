@@ -25,6 +25,22 @@ from mammo_keras.fileio import atomic_write_json, atomic_write_text
 from mammo_keras.models.ensembles import COCCOMINI_GRID, select_weights
 
 METHODS = ("average", "weighted_average", "stack")
+# The stack's level-1 MLP: fitted on the members' validation scores of each part, which leave no
+# held-out set for it, so its early stopping watches its own training loss.
+STACK = {"epochs": 40, "patience": 3, "monitor": "loss", "learning_rate": 1e-2, "batch_size": 32,
+         "fitted_on": "the members' validation scores of each part"}
+
+
+def describe(spec: Mapping) -> dict:
+    """What an ensemble row does, for the plan: method, members, score column and its settings."""
+    method = spec["method"]
+    plan = {"method": method, "members": list(spec["members"]), "column": spec.get("column", "score")}
+    if method == "weighted_average":
+        plan.update(grid=list(spec.get("grid", COCCOMINI_GRID)), selected_on="the members' validation scores "
+                    "of each part (highest accuracy)", normalised=True)
+    elif method == "stack":
+        plan.update(hidden=list(spec.get("hidden", (16,))), output="sigmoid", **STACK)
+    return plan
 SCORE_COLUMNS = ("score", "score_tta")
 
 
@@ -65,9 +81,10 @@ def _stack_scores(x_val: np.ndarray, y_val: np.ndarray, x_test: np.ndarray, *, h
         x = keras.layers.Dense(units, activation="relu", name=f"stack_dense_{number}")(x)
     outputs = keras.layers.Dense(1, activation="sigmoid", name="stack_output")(x)
     model = keras.Model(inputs, outputs, name="stack_level1")
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
-    model.fit(x_val, y_val.astype(np.float32), epochs=40, batch_size=32, verbose=0, shuffle=True,
-              callbacks=[keras.callbacks.EarlyStopping(monitor="loss", patience=3, restore_best_weights=True)])
+    model.compile(optimizer=keras.optimizers.Adam(STACK["learning_rate"]), loss="binary_crossentropy")
+    model.fit(x_val, y_val.astype(np.float32), epochs=STACK["epochs"], batch_size=STACK["batch_size"], verbose=0,
+              shuffle=True, callbacks=[keras.callbacks.EarlyStopping(
+                  monitor=STACK["monitor"], patience=STACK["patience"], restore_best_weights=True)])
     scores = model.predict(x_test, verbose=0).ravel().astype(np.float64)
     keras.backend.clear_session()
     return scores
