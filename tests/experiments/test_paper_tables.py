@@ -75,3 +75,18 @@ def test_chougrad_table2_numbers_appear_in_the_paper_text():
     printed = set(re.findall(r"\d+\.\d+", text))
     for row in _tables("chougrad2018")["tables"]["table2"]["rows"]:
         assert f"{row['accuracy']:.2f}" in printed, row
+
+
+@pytest.mark.parametrize("paper", PAPERS)
+def test_every_paper_row_names_the_config_rows_that_reproduce_it(paper):
+    """`reproduced_by: [config:row@dataset]` is what the configs really match, row by row; a table
+    with rows no config reproduces says why (`not_reproduced`)."""
+    from mammo_keras.reproduce import reproductions
+
+    found = reproductions(paper)
+    for name, table in _tables(paper)["tables"].items():
+        for number, row in enumerate(table["rows"]):
+            computed = sorted(f"{e['config']}:{e['row']}@{e['dataset']}" for e in found.get((name, number), []))
+            assert sorted(row["reproduced_by"]) == computed, (name, number, row.get("model"))
+            if not computed:
+                assert table.get("not_reproduced"), f"{paper} {name}: rows nothing reproduces need `not_reproduced`"

@@ -1,4 +1,5 @@
-"""End to end: the Table 2 configs of Jain & Levy, Coccomini and Shen at the tiny profile (phantom data).
+"""End to end at the tiny profile (phantom data): the Table 2 configs of Jain & Levy and Coccomini, and
+Shen's chain (the Table 1 patch classifier, then Table 3's whole-image network from it).
 
 Chougrad's Table 2, the default of `make reproduce-table2`, has its own test with the resume check
 (test_reproduce_chougrad.py). These run each config as `make reproduce-table2 PAPER=...` does, with
@@ -17,7 +18,6 @@ from mammo_keras.config import load_config
 CASES = {
     "jain_levy": ["levynet", "alexnet", "googlenet_shallow", "googlenet_deeper"],
     "coccomini2021": ["scratch_cnn"],
-    "shen2017": ["resnet_resnet"],
 }
 
 
@@ -57,3 +57,32 @@ def test_table2_tiny_end_to_end(paper, tmp_path, capsys, monkeypatch):
         predictions = pd.concat(pd.read_csv(p) for p in folder.glob("*/predictions.csv"))
         assert predictions["score"].between(0, 1).all()
         assert int(table.loc[table["model"] == label, "n_items"].iloc[0]) == len(predictions)
+
+
+def test_shen_chain_starts_from_the_patch_classifier_and_keeps_its_split(tmp_path, capsys, monkeypatch):
+    """table1 saves the patch classifier and its patient split; table3 starts from both. No whole-image
+    test patient is one the patch classifier trained on."""
+    monkeypatch.setenv("MAMMO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MAMMO_DATA", raising=False)
+    results = tmp_path / "results"
+    assert main(["reproduce", "shen2017/table3", "--profile", "tiny", "--results", str(results),
+                 "--set", "n_bootstrap=50"]) == 0
+    first = pd.read_csv(results / "shen2017" / "table3" / "table.csv")
+    assert first["status"].str.startswith("skipped: the patient split of shen2017/table1").all()
+    for table in ("table1", "table3"):
+        assert main(["reproduce", f"shen2017/{table}", "--profile", "tiny", "--results", str(results),
+                     "--set", "n_bootstrap=50"]) == 0
+    patch_split = pd.read_csv(results / "shen2017" / "table1" / "phantom" / "split.csv", dtype=str)
+    whole_split = pd.read_csv(results / "shen2017" / "table3" / "phantom" / "split.csv", dtype=str)
+    patch_train = set(patch_split.loc[patch_split["split"] == "train", "patient_id"])
+    for part in ("test", "val"):
+        assert not patch_train & set(whole_split.loc[whole_split["split"] == part, "patient_id"])
+    assert patch_train & set(whole_split.loc[whole_split["split"] == "train", "patient_id"])
+    table = pd.read_csv(results / "shen2017" / "table3" / "table.csv")
+    assert (table["status"] == "ok").all() and table["a_auc_pooled"].between(0, 1).all()
+    plan = json.loads((results / "shen2017" / "table3" / "plan.json").read_text())
+    assert plan["split"]["reuses"] == "shen2017/table1"
+    assert plan["rows"][0]["init"]["patch_weights"].startswith("saved model of shen2017/table1")
+    metrics = json.loads((results / "shen2017" / "table3" / "phantom" / "row4" / "test" / "metrics.json").read_text())
+    assert metrics["selection"] == "best_val_auc" and metrics["inputs"]["normalisation"] == "train_mean_grey"
+    assert "Declared deviations" not in (results / "shen2017" / "table3" / "table.md").read_text()

@@ -1,0 +1,65 @@
+"""The protocol checker on hand-made plans: what it reports, and that it reports it."""
+from __future__ import annotations
+
+import pytest
+
+from mammo_keras.protocol import ProtocolError, conformance, resolve, same
+
+PLAN = {"config": "paper/table9", "profile": "paper", "split": {"kind": "cv", "n_splits": 5}, "evaluation": {},
+        "rows": [{"label": "a", "model": "m1",
+                  "stages": [{"name": "head", "runs": True, "epochs": 30,
+                              "layers": [{"name": "block1_conv1", "trainable": False, "lr": None},
+                                         {"name": "block5_conv1", "trainable": True},
+                                         {"name": "predictions", "trainable": True}]}]},
+                 {"label": "b", "model": "m2", "stages": [{"name": "head", "runs": True, "epochs": 10,
+                                                           "layers": []}]},
+                 {"label": "avg", "model": "ensemble", "ensemble": {"method": "average"}}]}
+
+
+def fact(fid, expect, **scope):
+    return {"id": fid, "cite": "§1", "text": f"text of {fid}", "expect": expect, **scope}
+
+
+def test_paths_select_by_name_and_by_pattern():
+    row = PLAN["rows"][0]
+    assert resolve(row, "stages[head].epochs") == [30]
+    assert resolve(row, "stages[head].layers[re:^block[15]_].trainable") == [False, True]
+    with pytest.raises(ProtocolError, match="no element 'tail'"):
+        resolve(row, "stages[tail].epochs")
+    with pytest.raises(ProtocolError, match="no element 're:\\^nothing'"):
+        resolve(row, "stages[head].layers[re:^nothing].trainable")
+
+
+def test_an_undeclared_difference_names_the_fact_and_both_values():
+    problems = conformance([PLAN], {"facts": [fact("head_epochs", {"stages[head].epochs": 30})]})
+    assert problems == ["undeclared deviation: paper/table9 row 'b': fact 'head_epochs' (text of head_epochs) "
+                        "at `stages[head].epochs`: the paper says 30, the plan has 10"]
+
+
+def test_a_declared_deviation_passes_and_a_stale_one_fails():
+    facts = [fact("head_epochs", {"stages[head].epochs": 30})]
+    assert conformance([PLAN], {"facts": facts, "deviations": [{"fact": "head_epochs", "reason": "r"}]}) == []
+    scoped = [fact("head_epochs", {"stages[head].epochs": 30}, rows=["a"])]
+    problems = conformance([PLAN], {"facts": scoped, "deviations": [{"fact": "head_epochs", "reason": "r"}]})
+    assert problems and problems[0].startswith("stale deviation: fact 'head_epochs'")
+
+
+def test_scopes_where_and_facts_that_apply_to_nothing():
+    facts = [fact("m2_epochs", {"stages[head].epochs": 10}, where={"model": "m2"}),
+             fact("split", {"split.n_splits": 5}),
+             fact("elsewhere", {"stages[head].epochs": 1}, configs=["table1"])]
+    problems = conformance([PLAN], {"facts": facts})
+    assert problems == ["fact 'elsewhere' applies to no row of any config (configs ['table1'], rows None)"]
+
+
+def test_ensemble_rows_only_for_facts_that_name_them():
+    facts = [fact("avg", {"ensemble.method": "stack"}, rows=["avg"])]
+    assert "the paper says 'stack', the plan has 'average'" in conformance([PLAN], {"facts": facts})[0]
+
+
+def test_comparisons():
+    assert same(1e-4, 0.0001) and not same(1e-4, 1e-3)
+    assert same([0.5, 1.5], (0.5, 1.5)) and not same([1], [1, 2])
+    assert same({"approx": [0.05, 0.05], "rel": 0.05}, [0.049, 0.051]) and not same({"approx": 0.05, "rel": 0.01}, 0.06)
+    assert same({"startswith": "IoU >= 0.5"}, "IoU >= 0.5, greedy") and not same(True, 1.0)
+    assert same({"kernel": 0.1}, {"kernel": 0.1, "bias": 0.2}) and not same({"kernel": 0.1}, {"bias": 0.1})
