@@ -141,3 +141,30 @@ def test_normalised_dicom_uses_rescale_range(tmp_path):
     pixels = np.array([[0, 1023], [512, 256]], dtype=np.uint16)
     path = write_dicom(tmp_path / "rescaled.dcm", pixels, bits_stored=10, slope=2.0, intercept=-1024.0)
     np.testing.assert_allclose(read_normalised(path), pixels / 1023.0, rtol=1e-6)
+
+
+def test_malformed_number_of_frames_names_the_file(tmp_path):
+    from dicom_fixtures import malformed_frames
+
+    path = malformed_frames(write_dicom(tmp_path / "frames.dcm", PIXELS_12, bits_stored=12,
+                                        extra={"NumberOfFrames": "11"}))
+    for reader in (read_dicom, read_image):
+        with pytest.raises(DataError, match=r"NumberOfFrames must be a whole number. "
+                                            r"Received: NumberOfFrames='1A'") as error:
+            reader(path)
+        assert error.value.path == str(path)
+
+
+def test_monochrome1_with_a_modality_lut_inverts_within_the_luts_range(tmp_path):
+    from dicom_fixtures import modality_lut
+    from mammo_keras.data.dicom import value_range
+
+    pixels = np.array([[0, 10], [100, 255]], np.uint8)
+    path = write_dicom(tmp_path / "lut.dcm", pixels, bits_stored=8, photometric="MONOCHROME1",
+                       extra={"ModalityLUTSequence": modality_lut([4 * v for v in range(256)])})
+    assert value_range(pydicom.dcmread(path), voi_applied=False) == (0.0, 1020.0)
+    np.testing.assert_array_equal(read_dicom(path), 1020.0 - 4.0 * pixels)
+    np.testing.assert_allclose(read_normalised(path), (1020.0 - 4.0 * pixels) / 1020.0, rtol=1e-6)
+    plain = write_dicom(tmp_path / "plain.dcm", pixels, bits_stored=8, photometric="MONOCHROME2",
+                        extra={"ModalityLUTSequence": modality_lut([4 * v for v in range(256)])})
+    np.testing.assert_allclose(read_normalised(plain), 4.0 * pixels / 1020.0, rtol=1e-6)
