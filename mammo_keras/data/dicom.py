@@ -79,18 +79,25 @@ def value_range(dataset: pydicom.Dataset, *, voi_applied: bool) -> tuple[float, 
     return float(ends[0]), float(ends[1])
 
 
-def read_dicom(path: str | Path, *, apply_voi: bool = True, normalise: bool = False) -> np.ndarray:
+def read_dicom(path: str | Path, *, apply_voi: bool = True, normalise: bool = False,
+               max_pixels: int | None = None) -> np.ndarray:
     """Pixels of a single-frame greyscale DICOM as float32, bright = dense.
 
     Args:
         path: the .dcm file.
         apply_voi: apply the file's VOI LUT / window (as a viewer shows it).
         normalise: scale to [0, 1] by the format's value range (see `value_range`).
+        max_pixels: refuse files whose Rows x Columns x NumberOfFrames is larger, read from
+            the header alone before the pixel data is read or decoded.
 
     Raises:
-        DataError: not DICOM, no pixel data, colour or multi-frame images, or a
-            compressed transfer syntax that no installed decoder handles.
+        DataError: not DICOM, no pixel data, colour or multi-frame images, over the pixel
+            cap, or a compressed transfer syntax that no installed decoder handles.
     """
+    if max_pixels is not None:
+        from mammo_keras.data.imageio import check_pixel_count
+
+        check_pixel_count(path, *header_size(path), max_pixels=max_pixels)
     try:
         dataset = pydicom.dcmread(path)
     except (InvalidDicomError, OSError, EOFError, ValueError) as error:
