@@ -150,6 +150,11 @@ def create_app(loaded: LoadedModel, workdir: str | Path, *, max_upload_mb: float
         response.headers["Cache-Control"] = "no-store"  # pages hold patient images
         return response
 
+    @app.teardown_request
+    def release_memory(error=None):
+        if request.method == "POST":  # after the page is built: its buffers are freed too
+            _trim_heap()
+
     @app.get("/")
     def index():
         return page()
@@ -180,7 +185,6 @@ def create_app(loaded: LoadedModel, workdir: str | Path, *, max_upload_mb: float
         finally:
             image = None  # the decoded upload is dropped before the slot is given back
             slots.release()
-            _trim_heap()
         heatmap = base64.b64encode(png_bytes(result.panel)).decode("ascii")
         return page(result=result, heatmap=heatmap, roi=format_box(result.box), **state)
 
@@ -245,9 +249,19 @@ def _stored_upload(workdir: Path, keep: int) -> tuple[Path, str]:
 
 
 def _prune(workdir: Path, keep: int) -> None:
-    """Keep the newest `keep` uploads (and their name files)."""
-    uploads = sorted((p for p in workdir.iterdir() if p.suffix != ".name"), key=lambda p: p.stat().st_mtime)
-    for old in uploads[:-keep] if keep > 0 else uploads:
+    """Keep the newest `keep` uploads (and their name files).
+
+    Other requests store and remove uploads meanwhile: a file gone between listing and stat is skipped.
+    """
+    uploads = []
+    for path in workdir.iterdir():
+        try:
+            if path.suffix != ".name":
+                uploads.append((path.stat().st_mtime_ns, path.name, path))
+        except FileNotFoundError:
+            continue
+    uploads.sort()
+    for *_, old in uploads[:-keep] if keep > 0 else uploads:
         _forget(old)
 
 
