@@ -9,7 +9,6 @@ import re
 import threading
 import time
 
-import numpy as np
 import pytest
 from app_fixtures import fixture_png, trained_model  # noqa: F401 - fixtures
 from hostile_files import bomb_png, large_png
