@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+
 from app_fixtures import fixture_png, trained_model  # noqa: F401 - fixtures
 from hostile_files import bomb_png, large_png
 from mammo_keras.app import predict as predict_module
