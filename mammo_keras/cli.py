@@ -1,7 +1,13 @@
-"""`mammo-keras` console entry point. It only parses arguments and dispatches."""
+"""`mammo-keras` console entry point. It only parses arguments and dispatches.
+
+Every failure is one line on stderr, `error: <what>: <why>`, and a non-zero exit; `--verbose`
+shows the traceback of an unexpected one. Output piped into a reader that stops early (`| head`)
+ends the command quietly with exit status 141, as a shell tool killed by SIGPIPE.
+"""
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
@@ -20,6 +26,16 @@ def _parse_option(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"options are KEY=VALUE. Received: {text!r}")
     key, value = text.split("=", 1)
     return key.strip(), yaml.safe_load(value)
+
+
+def _pixel_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--max-pixels takes a whole number >= 0 (0: no cap). Received: {text!r}")
+    return value
 
 
 def _read(args) -> tuple[object, Path | None]:
@@ -90,20 +106,38 @@ def cmd_data_download(args) -> int:
     return 0
 
 
+def _check_experiment(name: str, known: list[str]) -> None:
+    """Raise ValueError naming the close matches when `name` is not a config (nor a YAML file)."""
+    if name in known or (Path(name).suffix in (".yaml", ".yml") and Path(name).is_file()):
+        return
+    papers = sorted({config.split("/")[0] for config in known})
+    paper, _, table = name.partition("/")
+    if paper in papers:
+        tables = [config.split("/", 1)[1] for config in known if config.startswith(f"{paper}/")]
+        close = [f"{paper}/{t}" for t in difflib.get_close_matches(table, tables, n=5, cutoff=0.0)]
+    else:
+        close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
+        close += [p for p in difflib.get_close_matches(paper, papers, n=3, cutoff=0.5) if p not in close]
+    hint = f"close matches: {', '.join(close)}" if close else f"the papers are {', '.join(papers)}"
+    raise ValueError(f"{name}: no such experiment config ({hint}; `mammo-keras reproduce --list` lists "
+                     f"all {len(known)})")
+
+
 def cmd_reproduce(args) -> int:
     from mammo_keras.config import list_configs, load_config
-    from mammo_keras.reproduce import reproduce
 
     if args.list or not args.experiment:
         print("\n".join(list_configs()))
         return 0
-    config = load_config(args.experiment, args.profile, overrides=dict(args.set))
+    _check_experiment(args.experiment, list_configs())
+    config = load_config(args.experiment, args.profile, overrides=dict(args.set))  # overrides checked here
     if args.plan:
         from mammo_keras.plan import compile_plan, render_markdown
 
         plan = compile_plan(config)
         print(json.dumps(plan, indent=1, default=str) if args.json else render_markdown(plan))
         return 0
+    from mammo_keras.reproduce import reproduce
     from mammo_keras.training.distribute import training_scope
 
     with training_scope(args.strategy, args.precision):
@@ -145,9 +179,13 @@ def cmd_predict(args) -> int:
     rows, failed, used = [], 0, set()
     for path, lesion in zip(args.images, lesions):
         try:
-            result = predict_image(loaded, path, lesion)
-        except (DataError, ValueError) as error:
+            result = predict_image(loaded, path, lesion, max_pixels=args.max_pixels or None)
+        except DataError as error:  # names the file already
             print(f"error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        except (ValueError, OSError, MemoryError) as error:  # one bad image must not stop the batch
+            print(f"error: {path}: {error or type(error).__name__}", file=sys.stderr)
             failed += 1
             continue
         stem = Path(path).stem
@@ -185,7 +223,8 @@ def cmd_serve(args) -> int:
 
     loaded = load_model_folder(args.model, recipe=args.recipe)
     try:
-        serve(loaded, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+        serve(loaded, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+              max_pixels=args.max_pixels or None)
     except OSError as error:  # e.g. the port is taken
         print(f"error: cannot serve on {args.host}:{args.port} ({error.strerror or error})", file=sys.stderr)
         return 1
@@ -196,8 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
     from mammo_keras.data.prepare import TASKS
     from mammo_keras.training.distribute import STRATEGIES
 
-    parser = argparse.ArgumentParser(prog="mammo-keras", description=__doc__)
+    from mammo_keras.data.imageio import DEFAULT_MAX_PIXELS
+
+    parser = argparse.ArgumentParser(prog="mammo-keras", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mammo_keras {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the full traceback of an unexpected error (give it before the command)")
+    max_pixels = {"type": _pixel_count, "default": DEFAULT_MAX_PIXELS, "metavar": "N",
+                  "help": f"refuse images with more pixels, judged from the file header before decoding "
+                          f"(default {DEFAULT_MAX_PIXELS:,}: mammograms are at most about 40 MP; 0: no cap "
+                          f"but Pillow's decompression-bomb limit)"}
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="read, inspect, download and prepare datasets")
@@ -271,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", default="predictions", help="folder for the heatmap PNGs (default predictions/)")
     predict.add_argument("--recipe", choices=("chougrad", "jain_levy", "shen"),
                          help="for model folders that do not record their preprocessing")
+    predict.add_argument("--max-pixels", **max_pixels)
     formats = predict.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_true", help="print the rows as JSON")
     formats.add_argument("--csv", action="store_true", help="print the rows as CSV (image, roi, one column "
@@ -287,18 +336,34 @@ def build_parser() -> argparse.ArgumentParser:
                        help="largest upload accepted, in MB (default 100)")
     serve.add_argument("--recipe", choices=("chougrad", "jain_levy", "shen"),
                        help="for model folders that do not record their preprocessing")
+    serve.add_argument("--max-pixels", **max_pixels)
     serve.set_defaults(handler=cmd_serve)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: keep C++ logs quiet
-    args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
-    except (DataError, DatasetNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        args = build_parser().parse_args(argv)
+        try:
+            code = args.handler(args)
+        except BrokenPipeError:
+            raise
+        except (DataError, DatasetNotFoundError, ValueError, OSError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            code = 1
+        except Exception as error:  # a bug or an unforeseen failure: one line, the traceback on request
+            if args.verbose:
+                raise
+            print(f"error: {args.command}: {type(error).__name__}: {error} (run `mammo-keras --verbose "
+                  f"{args.command} ...` for the traceback)", file=sys.stderr)
+            code = 1
+        sys.stdout.flush()  # a closed pipe shows here rather than at interpreter exit
+        return code
+    except BrokenPipeError:  # the reader (`| head`) stopped early: stop quietly, as shell tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the final flush at exit must not fail again
+        return 141
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ over the rest. Configs are data: they never execute code.
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -253,16 +256,94 @@ def _select_rows(models: list[ModelRow], path: Path, *, rows, row_options: dict,
     return tuple(result)
 
 
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+               dict: "a mapping {key: value}", list: "a list", type(None): "null"}
+_SET_ELSEWHERE = {"profile": "--profile", "source": "the config file's own path"}
+
+
+def _type_text(kind) -> str:
+    """How a field type reads in a message: `int | None` -> "an integer or null"."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_text(arg) for arg in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_text(args[0]).removeprefix('an ').removeprefix('a ')}s"
+        return f"a list of {len(args)} {_type_text(args[0]).removeprefix('an ').removeprefix('a ')}s"
+    return _TYPE_WORDS.get(origin or kind, getattr(kind, "__name__", str(kind)))
+
+
+def _conforms(value, kind) -> bool:
+    """Whether a YAML value fits a dataclass field type (an int fits a float field; a list a tuple)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, arg) for arg in args)
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is str:
+        return isinstance(value, str)
+    if kind is dict or origin is dict:
+        return isinstance(value, dict)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_conforms(item, args[0]) for item in value)
+        return len(value) == len(args) and all(_conforms(item, arg) for item, arg in zip(value, args))
+    return True  # a type this check does not know (model rows): the dataclass judges it
+
+
+def check_overrides(overrides: dict[str, Any], path: str | Path = "--set") -> dict[str, Any]:
+    """Overrides checked against the ExperimentConfig field types before any work is done.
+
+    A string that reads as a number is taken as one for a number field (YAML 1.1 reads "1e-3" as a
+    string). Unknown keys are left to `load_config`, which lists the valid ones.
+
+    Raises:
+        ValueError: naming the key, the type it takes and the value received.
+    """
+    hints = typing.get_type_hints(ExperimentConfig)
+    checked = dict(overrides)
+    for key, value in overrides.items():
+        if key in _SET_ELSEWHERE:
+            raise ValueError(f"{path}: {key} cannot be overridden (it is set by {_SET_ELSEWHERE[key]}). "
+                             f"Received: {key}={value!r}")
+        if key not in hints or key == "models":
+            continue
+        kind = hints[key]
+        if isinstance(value, str) and not _conforms(value, kind) and _conforms(1.0, kind):
+            try:
+                value = checked[key] = float(value)
+            except ValueError:
+                pass
+        if not _conforms(value, kind):
+            raise ValueError(f"{path}: override {key} takes {_type_text(kind)}. "
+                             f"Received: {key}={value!r} ({_type_text(type(value))})")
+    return checked
+
+
 def load_config(name: str, profile: str = "tiny", *, experiments_dir: Path = EXPERIMENTS_DIR,
                 overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Parse a config for `profile`, applying its profile section and then `overrides`."""
+    """Parse a config for `profile`, applying its profile section and then `overrides`.
+
+    Overrides are checked against the field types first (`check_overrides`).
+    """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}. Received: profile={profile!r}")
     path = config_path(name, experiments_dir)
+    overrides = check_overrides(overrides or {}, path)
     raw = _read_yaml(path)
     profiles = raw.pop("profiles", {}) or {}
     raw = _merge(raw, profiles.get(profile, {}) or {})
-    raw = _merge(raw, overrides or {})
+    raw = _merge(raw, overrides)
     models = _select_rows([_model_row(m, path) for m in raw.pop("models", [])], path,
                           rows=raw.pop("rows", None), row_options=raw.pop("row_options", None) or {},
                           row_overrides=raw.pop("row_overrides", None) or {})

@@ -59,3 +59,27 @@ def write_dicom(path: str | Path, pixels: np.ndarray, *, photometric: str = "MON
 
 def read_back(path: str | Path) -> pydicom.Dataset:
     return pydicom.dcmread(path)
+
+
+def modality_lut(data, *, bits: int = 16, first: int = 0):
+    """A Modality LUT Sequence (one item) mapping stored value `first + k` to `data[k]`."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    item = Dataset()
+    item.LUTDescriptor = [len(data), first, bits]
+    item.add_new(0x00283006, "US", [int(v) for v in data])  # LUTData; US so it writes as numbers
+    item.ModalityLUTType = "US"
+    return Sequence([item])
+
+
+def malformed_frames(path: str | Path, value: bytes = b"1A") -> Path:
+    """Rewrite a file written with NumberOfFrames "11" so that the two-byte value reads `value`
+    (pydicom refuses to write an invalid IS itself)."""
+    path = Path(path)
+    data = path.read_bytes()
+    tag = b"\x28\x00\x08\x00IS\x02\x0011"  # (0028,0008) IS, length 2, explicit VR little endian
+    if data.count(tag) != 1 or len(value) != 2:
+        raise ValueError(f"{path}: expected one NumberOfFrames '11' element and a 2-byte value")
+    path.write_bytes(data.replace(tag, tag[:-2] + value))
+    return path

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 
 from mammo_keras.app.recipe import Preprocessing, from_manifest
 from mammo_keras.data import roi
-from mammo_keras.data.imageio import read_normalised
+from mammo_keras.data.imageio import DEFAULT_MAX_PIXELS, read_normalised
 from mammo_keras.errors import DataError
 from mammo_keras.fileio import atomic_write_bytes
 
@@ -198,12 +198,18 @@ def sniff_format(path: str | Path) -> str | None:
     return None
 
 
-def read_scan(path: str | Path, *, name: str | None = None) -> np.ndarray:
+def read_scan(path: str | Path, *, name: str | None = None,
+              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The image in [0, 1] by its format's range, as `data prepare` reads training images.
+
+    Args:
+        max_pixels: refuse larger images, judged from the file's header before decoding
+            (None: only Pillow's decompression-bomb limit).
 
     Raises:
         DataError: missing file, a file that is not one of the supported formats (judged by its
-            content, not its name), corrupt pixel data, or a DICOM this package cannot decode.
+            content, not its name), corrupt pixel data, an image over `max_pixels`, or a DICOM
+            this package cannot decode.
     """
     path = Path(path)
     origin = name or str(path)
@@ -214,7 +220,7 @@ def read_scan(path: str | Path, *, name: str | None = None) -> np.ndarray:
         raise DataError(origin, f"not an image this tool reads: expected {FORMATS} (judged by the "
                                 "file's content, not its name)")
     try:
-        image = read_normalised(path)
+        image = read_normalised(path, max_pixels=max_pixels)
     except DataError as error:  # name the upload, not the server's temporary file
         raise DataError(origin, error.problem) from None
     if image.ndim != 2 or min(image.shape) < 2:
@@ -285,12 +291,15 @@ def class_probabilities(outputs: np.ndarray, class_names: Sequence[str]) -> np.n
 
 
 def predict_image(loaded: LoadedModel, path: str | Path, lesion: Lesion | None = None, *,
-                  name: str | None = None, display_size: int = DISPLAY_SIZE) -> Prediction:
+                  name: str | None = None, display_size: int = DISPLAY_SIZE,
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS, image: np.ndarray | None = None) -> Prediction:
     """Probabilities, Grad-CAM map and a picture for one image file (and lesion).
 
     Args:
         lesion: where the lesion is; None for whole-image models.
         name: how to call the image in messages and rows (default: the path).
+        max_pixels: refuse larger images (see `read_scan`).
+        image: the file already decoded by `read_scan` (the server decodes each upload once).
 
     Grad-CAM explains the last class (malignant for benign/malignant models), like the per-fold
     Grad-CAM sheets of `reproduce`, so that the map always shows the evidence for cancer.
@@ -299,7 +308,8 @@ def predict_image(loaded: LoadedModel, path: str | Path, lesion: Lesion | None =
     from mammo_keras.training.fit import as_model_input
 
     name = name or str(path)
-    image = read_scan(path, name=name)
+    if image is None:
+        image = read_scan(path, name=name, max_pixels=max_pixels)
     box = None if lesion is None else lesion.box(image.shape)
     array = model_input(image, loaded.preprocessing, box, origin=name)
     batch = as_model_input(array[None], loaded.model)

@@ -148,7 +148,7 @@ def read(root: str | Path, *, abnormality: str | Sequence[str] = KINDS,
     if rows:
         table = table.astype({"density": "Int64", "subtlety": "Int64", "assessment": "Int64",
                               "paths_swapped": bool, "csv_line": int})
-    table.attrs["problems"] = problems
+    table.attrs["problems"] = problems + table.attrs.get("problems", [])
     return table
 
 

@@ -11,6 +11,7 @@ pylibjpeg-openjpeg` (or `python-gdcm`); without them the error says so.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,32 +37,67 @@ def read_header(path: str | Path) -> pydicom.Dataset:
         raise DataError(path, f"not a readable DICOM file ({error})") from None
 
 
+def number_of_frames(dataset: pydicom.Dataset, path: str | Path) -> int:
+    """NumberOfFrames (1 when absent), or a DataError naming the file for a malformed value ('1A')."""
+    with warnings.catch_warnings():  # pydicom warns about an invalid IS value before failing on it
+        warnings.simplefilter("ignore")
+        element = dataset.get("NumberOfFrames", None)
+        try:
+            return int(element or 1)
+        except (TypeError, ValueError):
+            raise DataError(path, "NumberOfFrames must be a whole number. "
+                                  f"Received: NumberOfFrames={str(element)!r}") from None
+
+
+def header_size(path: str | Path) -> tuple[int, int, int]:
+    """(Rows, Columns, NumberOfFrames) from the header alone, without reading the pixel data."""
+    header = read_header(path)
+    return int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0), number_of_frames(header, path)
+
+
 def value_range(dataset: pydicom.Dataset, *, voi_applied: bool) -> tuple[float, float]:
-    """The lowest and highest value the pixels can take after the LUTs (not the image's own)."""
+    """The lowest and highest value the pixels can take after the LUTs (not the image's own).
+
+    With a Modality LUT Sequence, the values the LUT maps the stored range to (a LUT taking
+    8-bit values to 0..1020 gives 0..1020); windowed after such a LUT, 0 .. 2**bits - 1 of its
+    descriptor, as pydicom's `apply_windowing` outputs.
+    """
     if voi_applied and "VOILUTSequence" in dataset:
         bits = int(dataset.VOILUTSequence[0].LUTDescriptor[2])
         return 0.0, float(2 ** bits - 1)
     bits = int(dataset.get("BitsStored", 16))
     low, high = ((0, 2 ** bits - 1) if int(dataset.get("PixelRepresentation", 0)) == 0
                  else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1))
+    if dataset.get("ModalityLUTSequence"):
+        if voi_applied:
+            return 0.0, float(2 ** int(dataset.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
+        mapped = apply_modality_lut(np.arange(low, high + 1), dataset)
+        return float(np.min(mapped)), float(np.max(mapped))
     slope = float(dataset.get("RescaleSlope", 1) or 1)
     intercept = float(dataset.get("RescaleIntercept", 0) or 0)
     ends = sorted((low * slope + intercept, high * slope + intercept))
     return float(ends[0]), float(ends[1])
 
 
-def read_dicom(path: str | Path, *, apply_voi: bool = True, normalise: bool = False) -> np.ndarray:
+def read_dicom(path: str | Path, *, apply_voi: bool = True, normalise: bool = False,
+               max_pixels: int | None = None) -> np.ndarray:
     """Pixels of a single-frame greyscale DICOM as float32, bright = dense.
 
     Args:
         path: the .dcm file.
         apply_voi: apply the file's VOI LUT / window (as a viewer shows it).
         normalise: scale to [0, 1] by the format's value range (see `value_range`).
+        max_pixels: refuse files whose Rows x Columns x NumberOfFrames is larger, read from
+            the header alone before the pixel data is read or decoded.
 
     Raises:
-        DataError: not DICOM, no pixel data, colour or multi-frame images, or a
-            compressed transfer syntax that no installed decoder handles.
+        DataError: not DICOM, no pixel data, colour or multi-frame images, over the pixel
+            cap, or a compressed transfer syntax that no installed decoder handles.
     """
+    if max_pixels is not None:
+        from mammo_keras.data.imageio import check_pixel_count
+
+        check_pixel_count(path, *header_size(path), max_pixels=max_pixels)
     try:
         dataset = pydicom.dcmread(path)
     except (InvalidDicomError, OSError, EOFError, ValueError) as error:
@@ -73,9 +109,10 @@ def read_dicom(path: str | Path, *, apply_voi: bool = True, normalise: bool = Fa
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise DataError(path, "only greyscale DICOM (MONOCHROME1/2) is supported. "
                               f"Received: PhotometricInterpretation={photometric}")
-    if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
+    frames = number_of_frames(dataset, path)
+    if frames > 1:
         raise DataError(path, "multi-frame DICOM (e.g. tomosynthesis) is not supported. "
-                              f"Received: NumberOfFrames={dataset.NumberOfFrames}")
+                              f"Received: NumberOfFrames={frames}")
     syntax = dataset.file_meta.get("TransferSyntaxUID", None) if hasattr(dataset, "file_meta") else None
     try:
         pixels = dataset.pixel_array

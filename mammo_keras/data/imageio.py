@@ -3,9 +3,16 @@
 PGM (8/16-bit P5, the MIAS distribution), PNG, TIFF and JPEG go through Pillow;
 DICOM through `mammo_keras.data.dicom`. Values keep the file's own scale (0..255
 for 8-bit, 0..65535 for 16-bit, DICOM after its VOI LUT); callers normalise.
+
+`max_pixels` caps the image size, checked from the header before any pixel is decoded
+(Pillow's lazy open; the DICOM header read without its pixel data): a small file that
+decodes to gigabytes (a decompression bomb) is refused with a DataError, not decoded.
+Files over Pillow's own bomb limit are refused the same way whatever the cap.
 """
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +22,55 @@ from mammo_keras.errors import DataError
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ""}
 RASTER_SUFFIXES = {".pgm", ".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"}
+DEFAULT_MAX_PIXELS = 40_000_000  # full-field digital mammograms are at most about 40 megapixels
+# What Pillow raises on a corrupt file besides OSError (struct/zlib errors, bad tables, short reads).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError,
+                  struct.error, zlib.error)
+
+
+def check_pixel_count(path: str | Path, height: int, width: int, frames: int = 1, *,
+                      max_pixels: int | None) -> None:
+    """Raise DataError when an image of `height` x `width` (x `frames`) exceeds `max_pixels`."""
+    count = int(height) * int(width) * max(int(frames), 1)
+    if max_pixels is not None and count > max_pixels:
+        frames_text = f" x {frames} frames" if frames > 1 else ""
+        raise DataError(path, f"images may have at most {max_pixels:,} pixels ({max_pixels / 1e6:g} megapixels, "
+                              f"--max-pixels), checked before decoding. Received: {width}x{height}{frames_text} "
+                              f"= {count:,} pixels")
+
+
+def _bomb(path: str | Path, error: Exception, max_pixels: int | None) -> DataError:
+    """Pillow refused to open the file: over its decompression-bomb limit (a small file that
+    decodes to gigabytes)."""
+    rule = ("images may have at most {:,} pixels (--max-pixels), checked before decoding; this one is "
+            "over Pillow's decompression-bomb limit too".format(max_pixels) if max_pixels is not None else
+            "images over Pillow's decompression-bomb limit are refused before decoding")
+    return DataError(path, f"{rule}. Received: {error}")
+
+
+def header_size(path: str | Path) -> tuple[int, int, int]:
+    """(height, width, frames) from the file's header, without decoding any pixels.
+
+    Raises:
+        DataError: a missing or unreadable file, or one over Pillow's decompression-bomb limit.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "image file not found")
+    if is_dicom(path) or path.suffix.lower() in {".dcm", ".dicom"}:
+        from mammo_keras.data.dicom import header_size as dicom_size
+
+        return dicom_size(path)
+    try:
+        with Image.open(path) as image:  # lazy: reads the header only
+            width, height = image.size
+    except Image.DecompressionBombError as error:
+        raise _bomb(path, error, None) from None
+    except UnidentifiedImageError:
+        raise DataError(path, "not a readable image (unknown or corrupt format)") from None
+    except _DECODE_ERRORS as error:
+        raise DataError(path, f"image header is truncated or corrupt ({error})") from None
+    return height, width, 1
 
 
 def is_dicom(path: str | Path) -> bool:
@@ -27,11 +83,14 @@ def is_dicom(path: str | Path) -> bool:
         return False
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
     """The image as a 2-D float32 array (colour files are converted to grey).
 
+    Args:
+        max_pixels: refuse images with more pixels, judged from the header before decoding.
+
     Raises:
-        DataError: missing, truncated, undecodable or empty files, naming the file.
+        DataError: missing, truncated, undecodable, empty or over-cap files, naming the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -39,14 +98,19 @@ def read_image(path: str | Path) -> np.ndarray:
     if is_dicom(path) or path.suffix.lower() in {".dcm", ".dicom"}:
         from mammo_keras.data.dicom import read_dicom
 
-        return read_dicom(path)
+        return read_dicom(path, max_pixels=max_pixels)
     try:
         with Image.open(path) as image:
+            check_pixel_count(path, image.size[1], image.size[0], max_pixels=max_pixels)
             image.load()
             array = _to_grey_array(image)
+    except Image.DecompressionBombError as error:
+        raise _bomb(path, error, max_pixels) from None
     except UnidentifiedImageError:
         raise DataError(path, "not a readable image (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except DataError:
+        raise
+    except _DECODE_ERRORS as error:
         raise DataError(path, f"image data is truncated or corrupt ({error})") from None
     if array.size == 0:
         raise DataError(path, "image has no pixels")
@@ -58,21 +122,30 @@ def full_scale(path: str | Path) -> float:
     try:
         with Image.open(path) as image:
             mode = image.mode
-    except (UnidentifiedImageError, OSError) as error:
+    except Image.DecompressionBombError as error:
+        raise _bomb(path, error, None) from None
+    except _DECODE_ERRORS as error:  # UnidentifiedImageError is an OSError
         raise DataError(path, f"not a readable image ({error})") from None
     return 255.0 if mode in ("L", "RGB", "RGBA", "P", "LA", "CMYK", "YCbCr") else 65535.0
 
 
-def read_normalised(path: str | Path) -> np.ndarray:
-    """The image scaled to [0, 1] by its format's value range, so 8- and 16-bit files compare."""
+def read_normalised(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
+    """The image scaled to [0, 1] by its format's value range, so 8- and 16-bit files compare.
+
+    Args:
+        max_pixels: refuse images with more pixels, judged from the header before decoding.
+    """
     path = Path(path)
     if is_dicom(path) or path.suffix.lower() in {".dcm", ".dicom"}:
         from mammo_keras.data.dicom import read_dicom
 
         if not path.is_file():
             raise DataError(path, "image file not found")
-        return read_dicom(path, normalise=True)
-    array = read_image(path) / full_scale(path)
+        return read_dicom(path, normalise=True, max_pixels=max_pixels)
+    array = read_image(path, max_pixels=max_pixels)
+    if not array.flags.writeable:
+        array = array.copy()
+    array /= np.float32(full_scale(path))  # in place: a 40-megapixel image is 160 MB as float32
     return np.clip(array, 0.0, 1.0, out=array)
 
 

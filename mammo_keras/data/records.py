@@ -100,8 +100,32 @@ def make_table(rows: Iterable[dict], *, origin: str = "<records>") -> pd.DataFra
     for column in ("image_id", "patient_id", "lesion_id", "path", "source", "laterality",
                    "view", "abnormality", "pathology", "mask_path"):
         frame[column] = frame[column].fillna("").astype(str)
+    frame["patient_id"], merged = normalise_patient_ids(frame["patient_id"])
     validate(frame, origin=origin)
-    return frame.reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    if merged:
+        frame.attrs["problems"] = list(frame.attrs.get("problems", [])) + merged
+    return frame
+
+
+def normalise_patient_ids(ids: pd.Series) -> tuple[pd.Series, list[str]]:
+    """Patient ids without surrounding spaces, and one spelling for ids that differ only by case.
+
+    "P_001", " P_001" and "p_001" are one woman typed three ways; counting them as three would
+    let her images land on both sides of a split. The most common spelling (the first seen on a
+    tie) is kept. Returns the ids and one problem text per merged group, for `attrs["problems"]`.
+    """
+    stripped = ids.str.strip()
+    keys = stripped.str.casefold()
+    canonical, problems = {}, []
+    for key, group in stripped.groupby(keys, sort=True):
+        counts = group.value_counts(sort=False)
+        canonical[key] = max(counts.index, key=lambda spelling: counts[spelling])  # first seen wins ties
+        spellings = sorted(set(ids[group.index]))
+        if len(spellings) > 1:
+            problems.append(f"patient ids {spellings} differ only by case or surrounding spaces: "
+                            f"merged as {canonical[key]!r}")
+    return keys.map(canonical).astype(str), problems
 
 
 def validate(table: pd.DataFrame, *, origin: str = "<records>") -> None:

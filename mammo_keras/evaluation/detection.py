@@ -4,7 +4,14 @@ Boxes are `(x0, y0, x1, y1)` in pixels (x the column, y the row), as in the reco
 One image's detections are matched to its ground-truth boxes greedily by descending score:
 a detection is a true positive when its best still-unmatched ground-truth box overlaps it
 with IoU >= the threshold (0.5, the survey's example); a second detection of a lesion already
-found is a false positive. Pooled over images, the matches give
+found is a false positive. This is COCO's rule (pycocotools `evaluateImg`: a detection takes
+the best lesion not yet matched), not the PASCAL VOC devkit's (a detection whose single best
+lesion is already taken is a false positive even when another lesion overlaps it enough).
+
+Tied scores: one threshold keeps all detections of equal score or none of them, so AP and
+FROC are read only at the end of each run of equal scores. Points inside a run are not
+operating points any threshold reaches, and would make the result depend on the order in
+which tied detections are listed. Pooled over images, the matches give
 
     AP           area under the all-point interpolated precision-recall curve (PASCAL VOC 2010+);
                  with one class (mass) mAP = AP
@@ -97,6 +104,13 @@ def _pooled(detections: Sequence[tuple], ground_truth: Sequence, iou_threshold: 
     return scores[order], hits[order], n_lesions
 
 
+def _run_ends(sorted_scores: np.ndarray) -> np.ndarray:
+    """Indices of the last detection of each run of equal scores (scores sorted descending)."""
+    if len(sorted_scores) == 0:
+        return np.zeros(0, dtype=int)
+    return np.flatnonzero(np.append(sorted_scores[1:] != sorted_scores[:-1], True))
+
+
 def average_precision(detections: Sequence[tuple], ground_truth: Sequence, *,
                       iou_threshold: float = 0.5) -> float:
     """All-point interpolated AP of detections pooled over images (NaN when there is no lesion).
@@ -105,16 +119,21 @@ def average_precision(detections: Sequence[tuple], ground_truth: Sequence, *,
         detections: per image, `(boxes (n, 4), scores (n,))`.
         ground_truth: per image, boxes (m, 4) (an empty array for a normal image).
 
+    Precision and recall are taken at each distinct score (the end of each run of tied scores),
+    as scikit-learn's `average_precision_score` does, so the order of tied detections does not
+    matter.
+
     Reference: Hamed et al. 2020, Eq. (8) (mAP = mean AP over classes; one class here).
     """
-    _, hits, n_lesions = _pooled(detections, ground_truth, iou_threshold)
+    scores, hits, n_lesions = _pooled(detections, ground_truth, iou_threshold)
     if n_lesions == 0:
         return float("nan")
     if len(hits) == 0:
         return 0.0
-    tp = np.cumsum(hits)
+    ends = _run_ends(scores)
+    tp = np.cumsum(hits)[ends]
     recall = tp / n_lesions
-    precision = tp / np.arange(1, len(hits) + 1)
+    precision = tp / (ends + 1)
     recall = np.concatenate([[0.0], recall, [recall[-1]]])
     precision = np.concatenate([[0.0], precision, [0.0]])
     precision = np.maximum.accumulate(precision[::-1])[::-1]  # the precision envelope
@@ -124,13 +143,15 @@ def average_precision(detections: Sequence[tuple], ground_truth: Sequence, *,
 
 def froc(detections: Sequence[tuple], ground_truth: Sequence, *,
          iou_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """FROC points over every score threshold: (fp_per_image, sensitivity, threshold), starting at (0, 0)."""
+    """FROC points at every distinct score threshold: (fp_per_image, sensitivity, threshold),
+    starting at (0, 0); one point per run of tied scores (the point after the whole run)."""
     scores, hits, n_lesions = _pooled(detections, ground_truth, iou_threshold)
     n_images = max(len(ground_truth), 1)
-    tp = np.concatenate([[0], np.cumsum(hits)])
-    fp = np.concatenate([[0], np.cumsum(~hits)])
+    ends = _run_ends(scores)
+    tp = np.concatenate([[0], np.cumsum(hits)[ends]])
+    fp = np.concatenate([[0], np.cumsum(~hits)[ends]])
     sensitivity = tp / n_lesions if n_lesions else np.full(len(tp), np.nan)
-    thresholds = np.concatenate([[np.inf], scores])
+    thresholds = np.concatenate([[np.inf], scores[ends]])
     return fp / n_images, sensitivity, thresholds
 
 

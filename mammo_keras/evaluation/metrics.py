@@ -3,6 +3,9 @@
 Binary tasks take `y_score` as the probability of the positive class (malignant = 1).
 A metric that is undefined for the data (AUC with one class present) returns NaN
 with a warning, as scikit-learn's habit, instead of stopping a cross-validation.
+Bad inputs are errors, never silently counted: a NaN or infinite score or label, or a
+binary label other than 0/1 (0.9, 2, -1), raises one ValueError naming the array and how
+many rows are bad.
 """
 from __future__ import annotations
 
@@ -15,9 +18,42 @@ from sklearn import metrics as skm
 METRIC_NAMES = ("accuracy", "auc", "sensitivity", "specificity", "precision", "recall", "f1")
 
 
+def _bad_rows(name: str, bad: np.ndarray, rule: str, values: np.ndarray) -> ValueError:
+    shown = ", ".join(f"{v!r}" for v in values[bad][:5].tolist())
+    return ValueError(f"{name} {rule}. Received: {int(bad.sum())} bad rows of {len(bad)}, "
+                      f"{name}[bad]=[{shown}{', ...' if bad.sum() > 5 else ''}]")
+
+
+def _finite(values: np.ndarray, name: str) -> np.ndarray:
+    """`values` as float64, or a ValueError counting the rows with a NaN or infinite value."""
+    try:
+        if values.dtype.kind not in "biufO":
+            raise TypeError
+        values = values.astype(np.float64, copy=False)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be numeric. Received: {name} of dtype {values.dtype}") from None
+    bad = ~np.isfinite(values)
+    if bad.ndim == 2:
+        bad = bad.any(axis=1)
+    if bad.any():
+        flat = values if values.ndim == 1 else values[:, -1]
+        raise _bad_rows(name, bad, "must be finite (no NaN or infinity)", flat)
+    return values
+
+
+def _labels(y_true, *, binary: bool = True) -> np.ndarray:
+    """Class labels as integers: 0/1 for binary metrics, whole numbers >= 0 otherwise; never cast."""
+    values = _finite(np.asarray(y_true).ravel(), "y_true")
+    allowed = np.isin(values, (0.0, 1.0)) if binary else (values >= 0) & (values == np.round(values))
+    if not allowed.all():
+        rule = "must hold the labels 0 and 1" if binary else "must hold class numbers 0, 1, 2, ..."
+        raise _bad_rows("y_true", ~allowed, rule, values)
+    return values.astype(int)
+
+
 def _as_arrays(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
-    y_true = np.asarray(y_true).astype(int).ravel()
-    y_score = np.asarray(y_score, dtype=np.float64)
+    y_true = _labels(y_true)
+    y_score = _finite(np.asarray(y_score), "y_score")
     if y_score.ndim == 2:  # softmax output: take the positive class column
         y_score = y_score[:, -1]
     y_score = y_score.ravel()
@@ -79,7 +115,11 @@ def f1(y_true, y_score, *, threshold: float = 0.5) -> float:
 
 def multiclass_accuracy(y_true, y_pred) -> float:
     """Share of items whose predicted class (integer) equals the true class (any number of classes)."""
-    y_true, y_pred = np.asarray(y_true).astype(int).ravel(), np.asarray(y_pred).astype(int).ravel()
+    y_true = _labels(y_true, binary=False)
+    y_pred = _finite(np.asarray(y_pred).ravel(), "y_pred")
+    if not (y_pred == np.round(y_pred)).all():
+        raise _bad_rows("y_pred", y_pred != np.round(y_pred), "must hold class numbers", y_pred)
+    y_pred = y_pred.astype(int)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true and y_pred need the same length. Received: {y_true.shape} and {y_pred.shape}")
     return float(np.mean(y_true == y_pred)) if len(y_true) else float("nan")
@@ -103,10 +143,17 @@ def bootstrap_ci(y_true, y_score, metric: str | Callable[..., float], *, n_repli
     """Point estimate and percentile bootstrap CI of a metric over resampled cases.
 
     Replicates where the metric is undefined (a resample with one class, for AUC)
-    are dropped. Returns (estimate, low, high).
+    are dropped. Returns (estimate, low, high). A named metric (or one of METRICS) checks its
+    inputs as binary; any other function (`multiclass_accuracy`) gets integer class numbers.
     """
-    y_true, y_score = _as_arrays(y_true, y_score)
     function = METRICS[metric] if isinstance(metric, str) else metric
+    if function in METRICS.values():
+        y_true, y_score = _as_arrays(y_true, y_score)
+    else:
+        y_true, y_score = _labels(y_true, binary=False), _finite(np.asarray(y_score), "y_score")
+        if len(y_true) != len(y_score):
+            raise ValueError(f"y_true and y_score need the same length. "
+                             f"Received: {y_true.shape} and {y_score.shape}")
     rng = np.random.default_rng(seed)
     samples = rng.integers(0, len(y_true), size=(n_replicates, len(y_true)))
     with warnings.catch_warnings():

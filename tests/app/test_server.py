@@ -1,4 +1,5 @@
-"""The web app through Flask's test client: results, bad requests, upload cap, its own folder only."""
+"""The web app through Flask's test client: results, bad requests, upload cap, its own folder only,
+hostile files (pixel cap, decompression bomb), cross-site requests and security headers."""
 from __future__ import annotations
 
 import io
@@ -31,10 +32,17 @@ def _probabilities(html: str) -> dict[str, float]:
             re.findall(r'class="probability" data-class="([^"]+)">([0-9.]+)<', html)}
 
 
-def _post(client, data: dict, upload: tuple[bytes, str] | None = None):
+def _csrf(client) -> str:
+    """The CSRF token of the client's session, read from the form as a browser would."""
+    return re.search(r'name="csrf_token" value="([0-9a-f]{32})"', client.get("/").text).group(1)
+
+
+def _post(client, data: dict, upload: tuple[bytes, str] | None = None, *, csrf: bool = True, **kwargs):
+    if csrf:
+        data = {"csrf_token": _csrf(client), **data}
     if upload is not None:
         data = {**data, "image": (io.BytesIO(upload[0]), upload[1])}
-    return client.post("/predict", data=data, content_type="multipart/form-data")
+    return client.post("/predict", data=data, content_type="multipart/form-data", **kwargs)
 
 
 def test_upload_with_a_lesion_shows_probabilities_and_heatmap(app_and_folder, loaded, fixture_png):
@@ -79,7 +87,8 @@ def test_bad_requests_get_a_message_and_the_server_goes_on(app_and_folder, fixtu
          "DICOM file has no pixel data"),
         (_post(client, {"x": "900", "y": "60", "r": "12"}, (good, "case.png")), 400, "outside the 160x160 image"),
         (_post(client, {"x": "100", "y": "", "r": "12"}, (good, "case.png")), 400, "Give the lesion&#39;s x, y"),
-        (_post(client, {"x": "1e", "y": "2", "r": "3"}, (good, "case.png")), 400, "comma-separated numbers"),
+        (_post(client, {"x": "1e", "y": "2", "r": "3"}, (good, "case.png")), 400,
+         "The lesion&#39;s x must be a number of pixels. Received: x=&#39;1e&#39;"),
         (_post(client, {}, (b"", "empty.png")), 400, "the uploaded file is empty"),
         (_post(client, {}), 400, "Choose an image file"),
         (_post(client, {"token": "../../etc/passwd"}), 400, "32 hexadecimal characters"),

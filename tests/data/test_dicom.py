@@ -141,3 +141,75 @@ def test_normalised_dicom_uses_rescale_range(tmp_path):
     pixels = np.array([[0, 1023], [512, 256]], dtype=np.uint16)
     path = write_dicom(tmp_path / "rescaled.dcm", pixels, bits_stored=10, slope=2.0, intercept=-1024.0)
     np.testing.assert_allclose(read_normalised(path), pixels / 1023.0, rtol=1e-6)
+
+
+def test_malformed_number_of_frames_names_the_file(tmp_path):
+    from dicom_fixtures import malformed_frames
+
+    path = malformed_frames(write_dicom(tmp_path / "frames.dcm", PIXELS_12, bits_stored=12,
+                                        extra={"NumberOfFrames": "11"}))
+    for reader in (read_dicom, read_image):
+        with pytest.raises(DataError, match=r"NumberOfFrames must be a whole number. "
+                                            r"Received: NumberOfFrames='1A'") as error:
+            reader(path)
+        assert error.value.path == str(path)
+
+
+def test_monochrome1_with_a_modality_lut_inverts_within_the_luts_range(tmp_path):
+    from dicom_fixtures import modality_lut
+    from mammo_keras.data.dicom import value_range
+
+    pixels = np.array([[0, 10], [100, 255]], np.uint8)
+    path = write_dicom(tmp_path / "lut.dcm", pixels, bits_stored=8, photometric="MONOCHROME1",
+                       extra={"ModalityLUTSequence": modality_lut([4 * v for v in range(256)])})
+    assert value_range(pydicom.dcmread(path), voi_applied=False) == (0.0, 1020.0)
+    np.testing.assert_array_equal(read_dicom(path), 1020.0 - 4.0 * pixels)
+    np.testing.assert_allclose(read_normalised(path), (1020.0 - 4.0 * pixels) / 1020.0, rtol=1e-6)
+    plain = write_dicom(tmp_path / "plain.dcm", pixels, bits_stored=8, photometric="MONOCHROME2",
+                        extra={"ModalityLUTSequence": modality_lut([4 * v for v in range(256)])})
+    np.testing.assert_allclose(read_normalised(plain), 4.0 * pixels / 1020.0, rtol=1e-6)
+
+
+def test_pixel_cap_is_checked_from_the_header_before_decoding(tmp_path, monkeypatch):
+    from mammo_keras.data.imageio import header_size
+
+    Image.fromarray(np.zeros((80, 100), np.uint8)).save(tmp_path / "wide.png")
+    assert header_size(tmp_path / "wide.png") == (80, 100, 1)
+    assert read_image(tmp_path / "wide.png", max_pixels=8000).shape == (80, 100)
+
+    def no_decoding(self, *args, **kwargs):
+        raise AssertionError("pixels decoded before the cap was checked")
+
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    monkeypatch.setattr("PIL.ImageFile.ImageFile.load", no_decoding)
+    for reader in (read_image, read_normalised):
+        with pytest.raises(DataError, match=r"at most 7,999 pixels .*--max-pixels.* Received: 100x80 = 8,000 pixels"):
+            reader(tmp_path / "wide.png", max_pixels=7999)
+
+
+def test_dicom_pixel_cap_reads_rows_columns_and_frames_without_the_pixel_data(tmp_path):
+    from mammo_keras.data.imageio import header_size
+
+    # a header claiming 3000 x 2000 with no pixel data at all: the cap answers before anything else
+    claims = write_dicom(tmp_path / "claims.dcm", np.zeros((3000, 2000), np.uint16), with_pixels=False)
+    assert header_size(claims) == (3000, 2000, 1)
+    with pytest.raises(DataError, match=r"Received: 2000x3000 = 6,000,000 pixels") as error:
+        read_normalised(claims, max_pixels=5_000_000)
+    assert error.value.path == str(claims)
+    frames = write_dicom(tmp_path / "frames.dcm", PIXELS_12, bits_stored=12, extra={"NumberOfFrames": "3"})
+    with pytest.raises(DataError, match=r"Received: 4x2 x 3 frames = 24 pixels"):
+        read_dicom(frames, max_pixels=20)
+    np.testing.assert_array_equal(read_image(write_dicom(tmp_path / "ok.dcm", PIXELS_12, bits_stored=12),
+                                             max_pixels=8), PIXELS_12)
+
+
+def test_a_decompression_bomb_is_a_data_error_whatever_the_cap(tmp_path):
+    from hostile_files import bomb_png
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb_png())
+    assert path.stat().st_size < 120_000
+    for max_pixels in (None, 40_000_000):
+        with pytest.raises(DataError, match=r"decompression-bomb limit.*Image size \(900000000 pixels\)") as error:
+            read_normalised(path, max_pixels=max_pixels)
+        assert error.value.path == str(path)

@@ -85,3 +85,35 @@ def test_draw_boxes_writes_a_colour_png(tmp_path):
     assert pixels.shape == (64, 64, 3)
     assert (pixels[40, 50] == (255, 40, 40)).all()  # the false positive's left edge is red
     assert (pixels[20, 10] == (0, 220, 0)).all()  # the ground truth's left edge is green
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_tied_scores_give_only_reachable_points_whatever_the_order(order):
+    """One lesion; a hit and a false positive both at 0.9: no threshold keeps the hit alone."""
+    boxes = np.array([[0, 0, 10, 10], [50, 50, 60, 60]])[list(order)]
+    detections, truth = [(boxes, np.array([0.9, 0.9]))], [np.array([[0, 0, 10, 10]])]
+    fp_per_image, sensitivity, thresholds = det.froc(detections, truth)
+    np.testing.assert_array_equal(fp_per_image, [0, 1])
+    np.testing.assert_array_equal(sensitivity, [0, 1])
+    np.testing.assert_array_equal(thresholds, [np.inf, 0.9])
+    for rate in (0.0, 0.25, 0.5, 0.99):
+        assert det.sensitivity_at(fp_per_image, sensitivity, [rate]) == {rate: 0.0}
+    assert det.sensitivity_at(fp_per_image, sensitivity, [1.0]) == {1.0: 1.0}
+    # AP at the one reachable point: recall 1 at precision 1/2
+    assert det.average_precision(detections, truth) == pytest.approx(0.5)
+    assert det.evaluate(detections, truth)["sens_at_0.5fpi"] == 0.0
+
+
+def test_ties_across_images_are_one_threshold():
+    # image 1: a false positive at 0.8; image 2: the lesion found at 0.8; then a hit at 0.5
+    detections = [(np.array([[30, 30, 40, 40]]), np.array([0.8])),
+                  (np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), np.array([0.8, 0.5]))]
+    truth = [np.zeros((0, 4)), np.array([[0, 0, 10, 10], [20, 20, 30, 30]])]
+    fp_per_image, sensitivity, thresholds = det.froc(detections, truth)
+    np.testing.assert_allclose(fp_per_image, [0, 0.5, 0.5])
+    np.testing.assert_allclose(sensitivity, [0, 0.5, 1.0])
+    np.testing.assert_array_equal(thresholds, [np.inf, 0.8, 0.5])
+    # recall 1/2 at precision 1/2, then recall 1 at precision 2/3 (the envelope lifts the first)
+    assert det.average_precision(detections, truth) == pytest.approx(2 / 3)
+    swapped = [detections[1], detections[0]]
+    assert det.average_precision(swapped, [truth[1], truth[0]]) == pytest.approx(2 / 3)

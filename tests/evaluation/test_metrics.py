@@ -44,3 +44,47 @@ def test_fold_summary_mean_and_sample_std():
     summary = metrics.fold_summary([{"accuracy": 0.8}, {"accuracy": 0.9}, {"accuracy": 1.0}])
     mean, std = summary["accuracy"]
     assert np.isclose(mean, 0.9) and np.isclose(std, 0.1)
+
+
+BINARY = [metrics.accuracy, metrics.auc, metrics.sensitivity, metrics.specificity, metrics.precision,
+          metrics.recall, metrics.f1, metrics.confusion,
+          lambda y, s: metrics.bootstrap_ci(y, s, "accuracy", n_replicates=20)]
+
+
+@pytest.mark.parametrize("function", BINARY)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_scores_are_refused_naming_the_array_and_the_rows(function, bad):
+    scores = S.copy()
+    scores[[2, 7]] = bad
+    with pytest.raises(ValueError, match=r"^y_score must be finite .*Received: 2 bad rows of 10"):
+        function(Y, scores)
+    softmax = np.stack([1 - scores, scores], axis=1)
+    with pytest.raises(ValueError, match=r"^y_score must be finite .*2 bad rows of 10"):
+        function(Y, softmax)
+
+
+@pytest.mark.parametrize("function", BINARY)
+@pytest.mark.parametrize("label", [0.9, 2, -1, np.nan])
+def test_labels_other_than_0_and_1_are_refused_not_cast(function, label):
+    labels = Y.astype(np.float64)
+    labels[0] = label
+    with pytest.raises(ValueError, match=r"^y_true must .*Received: 1 bad rows of 10"):
+        function(labels, S)
+
+
+def test_boolean_and_float_labels_that_are_0_or_1_still_count():
+    assert metrics.accuracy(Y.astype(bool), S) == metrics.accuracy(Y.astype(float), S) == 0.8
+
+
+def test_multiclass_accuracy_takes_class_numbers_and_refuses_the_rest():
+    truth, predicted = np.array([0, 1, 2, 2, 3]), np.array([0, 1, 2, 1, 3])
+    assert metrics.multiclass_accuracy(truth, predicted) == 0.8
+    # as reproduce pools a multi-class table: the function itself, labels 0..k-1
+    estimate, low, high = metrics.bootstrap_ci(truth, predicted, metrics.multiclass_accuracy, n_replicates=50)
+    assert estimate == 0.8 and 0.0 <= low <= 0.8 <= high <= 1.0
+    with pytest.raises(ValueError, match=r"y_true must hold class numbers .*1 bad rows of 5"):
+        metrics.multiclass_accuracy([0, 1, 2.5, 2, 3], predicted)
+    with pytest.raises(ValueError, match=r"y_pred must be finite .*1 bad rows of 5"):
+        metrics.multiclass_accuracy(truth, [0, 1, np.nan, 2, 3])
+    with pytest.raises(ValueError, match=r"y_score must be finite .*1 bad rows of 5"):
+        metrics.bootstrap_ci(truth, [0, 1, np.inf, 2, 3], metrics.multiclass_accuracy, n_replicates=5)
