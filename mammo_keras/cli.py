@@ -22,20 +22,31 @@ def _parse_option(text: str) -> tuple[str, object]:
     return key.strip(), yaml.safe_load(value)
 
 
-def _read(args) -> tuple[object, Path | None]:
+def _read(args, *, keep_missing: bool = False) -> tuple[object, Path | None]:
+    """The dataset's table; `keep_missing` keeps rows of absent files where the reader can."""
     from mammo_keras import settings
-    from mammo_keras.data import canonical_name, read_dataset
+    from mammo_keras.data import canonical_name, read_dataset, reader_module
 
     name = canonical_name(args.dataset)
     root = settings.dataset_root(name, args.root)
-    return read_dataset(name, root), root
+    tolerant = keep_missing and "keep" in getattr(reader_module(name), "MISSING_POLICIES", ())
+    return read_dataset(name, root, **({"missing": "keep"} if tolerant else {})), root
 
 
 def cmd_data_info(args) -> int:
+    from mammo_keras.data.inventory import file_inventory
     from mammo_keras.data.records import summary
 
-    table, root = _read(args)
+    table, root = _read(args, keep_missing=not args.strict)
     facts = summary(table)
+    files = file_inventory(table, root=root)
+    if args.strict and files["image_files_missing"]:
+        raise DataError(root, f"{files['image_files_missing']} of {files['images_listed']} image files "
+                              f"listed are missing (--strict), e.g. {files['missing_examples'][0]}")
+    facts["files"] = files
+    for key in ("csv_files", "csv_missing"):
+        if key in table.attrs:
+            facts[key] = table.attrs[key]
     if args.json:
         print(json.dumps(facts, indent=2))
         return 0
@@ -45,6 +56,20 @@ def cmd_data_info(args) -> int:
                        ("images by view", "images_by_view"), ("images by side", "images_by_laterality")):
         print(f"  {title:16s} " + "   ".join(f"{k} {v}" for k, v in facts[key].items()))
     print(f"  lesions with coordinates {facts['lesions_with_geometry']}")
+    if "csv_files" in facts:
+        print(f"  label files read ({len(facts['csv_files'])}): "
+              + ", ".join(Path(path).name for path in facts["csv_files"]))
+        if facts.get("csv_missing"):
+            print(f"  label files not found: {', '.join(facts['csv_missing'])}")
+    print(f"  listed: images {files['images_listed']}   patients {files['patients_listed']}   lesions "
+          + "   ".join(f"{kind} (" + ", ".join(f"{p} {n}" for p, n in counts.items()) + ")"
+                       for kind, counts in files["lesions_by_type_and_pathology"].items()))
+    print(f"  image files: found {files['image_files_found']}   missing {files['image_files_missing']}")
+    for path in files["missing_examples"]:
+        print(f"    missing: {path}")
+    if len(table.attrs.get("missing_files", [])) > files["image_files_missing"]:
+        print(f"  files named in the label files but not found, masks and crops included: "
+              f"{len(table.attrs['missing_files'])}")
     if table.attrs.get("problems"):
         print(f"  problems ({len(table.attrs['problems'])}):")
         for problem in table.attrs["problems"][:20]:
@@ -55,10 +80,11 @@ def cmd_data_info(args) -> int:
 def cmd_data_prepare(args) -> int:
     from mammo_keras.data.prepare import prepare
 
-    table, root = _read(args)
+    table, root = _read(args, keep_missing=args.skip_missing)
     out = Path(args.out) if args.out else Path("prepared") / f"{args.dataset}_{args.task}"
     report = prepare(args.dataset, table, out, args.task, root=root, options=dict(args.option),
-                     workers=args.workers, skip_bad=args.skip_bad, progress=not args.no_progress)
+                     workers=args.workers, skip_bad=args.skip_bad, skip_missing=args.skip_missing,
+                     progress=not args.no_progress)
     print(f"{report.items} items from {report.images} images -> {out} "
           f"({report.seconds:.1f} s, {report.images_per_second} images/s, {report.items_per_second} items/s "
           f"with {report.workers} workers; "
@@ -66,7 +92,9 @@ def cmd_data_prepare(args) -> int:
     print(f"  classes: {report.counts_by_label}   item shape: {report.item_shape}")
     print(f"  data fingerprint: {report.data_fingerprint}")
     if report.skipped:
-        print(f"  skipped {len(report.skipped)} bad images (listed in {out / 'prepare.json'}):")
+        missing = sum(entry.get("reason") == "missing" for entry in report.skipped)
+        print(f"  skipped {len(report.skipped)} images ({missing} missing, {len(report.skipped) - missing} "
+              f"bad; listed in {out / 'prepare.json'}):")
         for entry in report.skipped[:10]:
             print(f"    {entry['error']}")
     return 0
@@ -201,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("dataset", choices=DATASETS)
     info.add_argument("--root", help="dataset folder (default: $MAMMO_DATA/<dataset>)")
     info.add_argument("--json", action="store_true", help="print the counts as JSON")
+    info.add_argument("--strict", action="store_true",
+                      help="fail on the first file the label files name but the folder lacks "
+                           "(default: count found and missing files)")
     info.set_defaults(handler=cmd_data_info)
 
     prep = data_commands.add_parser("prepare", help="cut a paper's inputs into arrays + index.csv")
@@ -215,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="worker processes (default 0: one per CPU core; 1: no extra process)")
     prep.add_argument("--skip-bad", action="store_true",
                       help="record unreadable images in prepare.json and go on instead of stopping")
+    prep.add_argument("--skip-missing", action="store_true",
+                      help="prepare the images that are there; record those the label files name but "
+                           "the folder lacks (a partial download) in prepare.json")
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
     prep.set_defaults(handler=cmd_data_prepare)
 
