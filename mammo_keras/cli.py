@@ -10,7 +10,7 @@ from pathlib import Path
 from mammo_keras import __version__
 from mammo_keras.errors import DataError, DatasetNotFoundError
 
-DATASETS = ("mias", "cbis_ddsm", "inbreast", "bcdr", "cocc", "phantom")
+DATASETS = ("mias", "cbis_ddsm", "inbreast", "bcdr", "cocc", "vindr_mammo", "phantom")
 
 
 def _parse_option(text: str) -> tuple[str, object]:
@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(handler=cmd_data_prepare)
 
     download = data_commands.add_parser("download", help="download mini-MIAS; print how to get the others")
-    download.add_argument("dataset", choices=DATASETS[:4])
+    download.add_argument("dataset", choices=[name for name in DATASETS if name not in ("cocc", "phantom")])
     download.add_argument("--out", default="data/mias", help="destination folder (default data/mias)")
     from mammo_keras.data.download import MIAS_URL
 

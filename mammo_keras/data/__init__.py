@@ -20,9 +20,11 @@ READERS = {
     "inbreast": "inbreast",
     "bcdr": "bcdr",
     "cocc": "cocc_npy",
+    "vindr_mammo": "vindr_mammo",
     "phantom": "phantom",
 }
-ALIASES = {"cbis-ddsm": "cbis_ddsm", "ddsm": "cbis_ddsm", "mini-mias": "mias"}
+ALIASES = {"cbis-ddsm": "cbis_ddsm", "ddsm": "cbis_ddsm", "mini-mias": "mias",
+           "vindr-mammo": "vindr_mammo", "vindr": "vindr_mammo"}
 
 
 def canonical_name(name: str) -> str:
