@@ -10,7 +10,7 @@ from pathlib import Path
 from mammo_keras import __version__
 from mammo_keras.errors import DataError, DatasetNotFoundError
 
-DATASETS = ("mias", "cbis_ddsm", "inbreast", "bcdr", "cocc", "vindr_mammo", "phantom")
+DATASETS = ("mias", "cbis_ddsm", "inbreast", "bcdr", "cocc", "vindr_mammo", "cmmd", "phantom")
 
 
 def _parse_option(text: str) -> tuple[str, object]:

@@ -1,7 +1,7 @@
 """The one place where mammo_keras reads environment variables.
 
 MAMMO_DATA   folder holding one sub-folder per dataset (mias/, cbis-ddsm/, inbreast/, bcdr/,
-             vindr-mammo/).
+             vindr-mammo/, cmmd/).
 MAMMO_CACHE  folder for generated data (the phantom dataset); default ~/.cache/mammo_keras.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ DATASET_FOLDERS = {
     "bcdr": "bcdr",
     "cocc": "cocc",
     "vindr_mammo": "vindr-mammo",
+    "cmmd": "cmmd",
 }
 
 

@@ -21,6 +21,7 @@ READERS = {
     "bcdr": "bcdr",
     "cocc": "cocc_npy",
     "vindr_mammo": "vindr_mammo",
+    "cmmd": "cmmd",
     "phantom": "phantom",
 }
 ALIASES = {"cbis-ddsm": "cbis_ddsm", "ddsm": "cbis_ddsm", "mini-mias": "mias",
