@@ -10,7 +10,8 @@ from pathlib import Path
 from mammo_keras import __version__
 from mammo_keras.errors import DataError, DatasetNotFoundError
 
-DATASETS = ("mias", "cbis_ddsm", "inbreast", "bcdr", "cocc", "vindr_mammo", "cmmd", "phantom")
+DATASETS = ("mias", "cbis_ddsm", "inbreast", "bcdr", "cocc", "vindr_mammo", "cmmd", "rsna_screening",
+            "phantom")
 
 
 def _parse_option(text: str) -> tuple[str, object]:

@@ -1,7 +1,7 @@
 """The one place where mammo_keras reads environment variables.
 
 MAMMO_DATA   folder holding one sub-folder per dataset (mias/, cbis-ddsm/, inbreast/, bcdr/,
-             vindr-mammo/, cmmd/).
+             vindr-mammo/, cmmd/, rsna-screening/).
 MAMMO_CACHE  folder for generated data (the phantom dataset); default ~/.cache/mammo_keras.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ DATASET_FOLDERS = {
     "cocc": "cocc",
     "vindr_mammo": "vindr-mammo",
     "cmmd": "cmmd",
+    "rsna_screening": "rsna-screening",
 }
 
 
