@@ -202,6 +202,16 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_score(args) -> int:
+    from mammo_keras.evaluation.scoring import LEVELS, format_report, score_file, to_json
+
+    report = score_file(args.predictions, val_path=args.val, index=args.index,
+                        levels=[args.level] if args.level else LEVELS, calibration_png=args.calibration,
+                        exam_rule=args.exam_rule, n_replicates=args.replicates, seed=args.seed)
+    print(to_json(report) if args.json else format_report(report))
+    return 0
+
+
 def cmd_serve(args) -> int:
     from mammo_keras.app.predict import load_model_folder
     from mammo_keras.app.server import serve
@@ -300,6 +310,26 @@ def build_parser() -> argparse.ArgumentParser:
     formats.add_argument("--csv", action="store_true", help="print the rows as CSV (image, roi, one column "
                                                             "per class, predicted, heatmap)")
     predict.set_defaults(handler=cmd_predict)
+
+    # evaluation.scoring's LEVELS, EXAM_RULES and N_REPLICATES, spelled out: importing it loads
+    # scikit-learn, a second of start-up for every command
+    score = commands.add_parser("score", help="AUROC, AUPRC with 95%% CIs at image, breast and exam level, "
+                                              "sensitivity/specificity, RSNA pF1, calibration")
+    score.add_argument("predictions", metavar="PREDICTIONS.csv",
+                       help="the package's predictions.csv, or a CSV with image_id, patient_id, laterality, "
+                            "label, score (exam_id optional)")
+    score.add_argument("--level", choices=("image", "breast", "exam"), help="score one level (default: every level the file allows)")
+    score.add_argument("--val", metavar="VAL.csv", help="validation predictions (same format): the threshold "
+                                                        "is their Youden optimum (default: 0.5, said so)")
+    score.add_argument("--index", metavar="INDEX.csv", help="data prepare's index.csv: the side of each item "
+                                                            "of a package predictions.csv (for breast level)")
+    score.add_argument("--exam-rule", choices=("max", "mean"), default="max",
+                       help="exam score from its breasts' scores (default max)")
+    score.add_argument("--calibration", metavar="OUT.png", help="also write a reliability diagram")
+    score.add_argument("--replicates", type=int, default=2000, help="bootstrap replicates (default 2000)")
+    score.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    score.add_argument("--json", action="store_true", help="print the report as JSON")
+    score.set_defaults(handler=cmd_score)
 
     serve = commands.add_parser("serve", help="a local web page: upload a mammogram, mark the lesion, "
                                               "see the probabilities and the Grad-CAM heatmap")
