@@ -212,6 +212,23 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_models_pack(args) -> int:
+    from mammo_keras import io as model_io
+
+    archive = model_io.pack(args.directory, args.archive)
+    print(f"packed {args.directory} -> {archive} ({archive.stat().st_size:,} bytes; sha256 "
+          f"{model_io.sha256(archive)}); {model_io.CHECKSUMS_FILE} inside lists every file")
+    return 0
+
+
+def cmd_models_unpack(args) -> int:
+    from mammo_keras import io as model_io
+
+    folder = model_io.unpack(args.archive, args.directory)
+    print(f"unpacked {args.archive} -> {folder}: every file matches {model_io.CHECKSUMS_FILE} and the manifest")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from mammo_keras.app.predict import load_model_folder
     from mammo_keras.app.server import serve
@@ -330,6 +347,17 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     score.add_argument("--json", action="store_true", help="print the report as JSON")
     score.set_defaults(handler=cmd_score)
+
+    models = commands.add_parser("models", help="move a saved model folder between machines, checksummed")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    pack = model_commands.add_parser("pack", help="zip a saved model folder with the sha256 of every file")
+    pack.add_argument("directory", metavar="DIR", help="a model folder written by mammo_keras (manifest.json)")
+    pack.add_argument("archive", metavar="OUT.zip", help="the archive to write")
+    pack.set_defaults(handler=cmd_models_pack)
+    unpack = model_commands.add_parser("unpack", help="extract and verify an archive written by `models pack`")
+    unpack.add_argument("archive", metavar="ZIP", help="an archive written by `mammo-keras models pack`")
+    unpack.add_argument("directory", metavar="DIR", help="destination folder (new or empty)")
+    unpack.set_defaults(handler=cmd_models_unpack)
 
     serve = commands.add_parser("serve", help="a local web page: upload a mammogram, mark the lesion, "
                                               "see the probabilities and the Grad-CAM heatmap")
