@@ -62,10 +62,11 @@ def cmd_data_info(args) -> int:
               + ", ".join(Path(path).name for path in facts["csv_files"]))
         if facts.get("csv_missing"):
             print(f"  label files not found: {', '.join(facts['csv_missing'])}")
-    print(f"  listed: images {files['images_listed']}   patients {files['patients_listed']}   lesions "
-          + "   ".join(f"{kind} (" + ", ".join(f"{p} {n}" for p, n in counts.items()) + ")"
+    print("  lesions by type and pathology  "
+          + "   ".join(f"{kind}: " + ", ".join(f"{p} {n}" for p, n in counts.items())
                        for kind, counts in files["lesions_by_type_and_pathology"].items()))
-    print(f"  image files: found {files['image_files_found']}   missing {files['image_files_missing']}")
+    print(f"  image files      found {files['image_files_found']} of {files['images_listed']} listed   "
+          f"missing {files['image_files_missing']}")
     for path in files["missing_examples"]:
         print(f"    missing: {path}")
     if len(table.attrs.get("missing_files", [])) > files["image_files_missing"]:
@@ -107,7 +108,8 @@ def cmd_data_download(args) -> int:
 
     name = canonical_name(args.dataset)
     if name != "mias":
-        print(f"{name} cannot be downloaded automatically (registration or request needed).\n"
+        print(f"{name} cannot be downloaded automatically (it needs a registration, a request or a "
+              f"download client).\n"
               f"{instructions(name)}", file=sys.stderr)
         return 2
     try:

@@ -259,9 +259,10 @@ def test_data_info_counts_a_partial_download_and_strict_fails(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "label files read (4): mass_case_description_train_set.csv, mass_case_description_test_set.csv, " \
            "calc_case_description_train_set.csv, calc_case_description_test_set.csv" in out
-    assert ("listed: images 5   patients 4   lesions calcification (benign 1, malignant 1)   "
-            "mass (benign 3, malignant 1)") in out
-    assert "image files: found 3   missing 2" in out
+    assert "  images 5   patients 4   label rows 6" in out
+    assert ("lesions by type and pathology  calcification: benign 1, malignant 1   "
+            "mass: benign 3, malignant 1") in out
+    assert "image files      found 3 of 5 listed   missing 2" in out
     assert "    missing: Mass-Training_P_00002_RIGHT_MLO/" in out
     assert "    missing: Calc-Test_P_00004_RIGHT_CC/" in out
     assert "masks and crops included: 5" in out

@@ -136,9 +136,9 @@ def test_missing_dicoms_error_skip_keep_and_data_info(tmp_path, capsys):
     assert data.read_dataset("vindr-mammo", release, missing="skip")["image_id"].nunique() == 4
     assert main(["data", "info", "vindr_mammo", "--root", str(release)]) == 0
     out = capsys.readouterr().out
-    assert "image files: found 4   missing 2" in out
+    assert "image files      found 4 of 6 listed   missing 2" in out
     assert "missing: images/study_a/img_rmlo.dicom" in out
-    assert "lesions asymmetry (benign 1)   mass (malignant 2)   other (benign 2, malignant 1)" in out
+    assert "lesions by type and pathology  asymmetry: benign 1   mass: malignant 2   other: benign 2, malignant 1" in out
     assert main(["data", "info", "vindr_mammo", "--root", str(release), "--strict"]) == 1
     assert "has no DICOM" in capsys.readouterr().err
 
