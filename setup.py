@@ -30,6 +30,7 @@ setup(
     packages=find_packages(include=["mammo_keras", "mammo_keras.*"]),
     package_data={"mammo_keras.data": ["*.json"], "mammo_keras.app": ["templates/*.html"]},
     install_requires=RUNTIME,
-    extras_require={"test": TEST},
+    # JPEG 2000 DICOMs (many RSNA 2023 files): pip install mammo_keras[jpeg2000]
+    extras_require={"test": TEST, "jpeg2000": ["pylibjpeg>=2.0", "pylibjpeg-openjpeg>=2.0"]},
     entry_points={"console_scripts": ["mammo-keras=mammo_keras.cli:main"]},
 )

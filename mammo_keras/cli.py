@@ -16,7 +16,8 @@ from pathlib import Path
 from mammo_keras import __version__
 from mammo_keras.errors import DataError, DatasetNotFoundError
 
-DATASETS = ("mias", "cbis_ddsm", "inbreast", "bcdr", "cocc", "phantom")
+DATASETS = ("mias", "cbis_ddsm", "inbreast", "bcdr", "cocc", "vindr_mammo", "cmmd", "rsna_screening",
+            "phantom")
 
 
 def _parse_option(text: str) -> tuple[str, object]:
@@ -38,20 +39,31 @@ def _pixel_count(text: str) -> int:
     return value
 
 
-def _read(args) -> tuple[object, Path | None]:
+def _read(args, *, keep_missing: bool = False) -> tuple[object, Path | None]:
+    """The dataset's table; `keep_missing` keeps rows of absent files where the reader can."""
     from mammo_keras import settings
-    from mammo_keras.data import canonical_name, read_dataset
+    from mammo_keras.data import canonical_name, read_dataset, reader_module
 
     name = canonical_name(args.dataset)
     root = settings.dataset_root(name, args.root)
-    return read_dataset(name, root), root
+    tolerant = keep_missing and "keep" in getattr(reader_module(name), "MISSING_POLICIES", ())
+    return read_dataset(name, root, **({"missing": "keep"} if tolerant else {})), root
 
 
 def cmd_data_info(args) -> int:
+    from mammo_keras.data.inventory import file_inventory
     from mammo_keras.data.records import summary
 
-    table, root = _read(args)
+    table, root = _read(args, keep_missing=not args.strict)
     facts = summary(table)
+    files = file_inventory(table, root=root)
+    if args.strict and files["image_files_missing"]:
+        raise DataError(root, f"{files['image_files_missing']} of {files['images_listed']} image files "
+                              f"listed are missing (--strict), e.g. {files['missing_examples'][0]}")
+    facts["files"] = files
+    for key in ("csv_files", "csv_missing"):
+        if key in table.attrs:
+            facts[key] = table.attrs[key]
     if args.json:
         print(json.dumps(facts, indent=2))
         return 0
@@ -61,6 +73,21 @@ def cmd_data_info(args) -> int:
                        ("images by view", "images_by_view"), ("images by side", "images_by_laterality")):
         print(f"  {title:16s} " + "   ".join(f"{k} {v}" for k, v in facts[key].items()))
     print(f"  lesions with coordinates {facts['lesions_with_geometry']}")
+    if "csv_files" in facts:
+        print(f"  label files read ({len(facts['csv_files'])}): "
+              + ", ".join(Path(path).name for path in facts["csv_files"]))
+        if facts.get("csv_missing"):
+            print(f"  label files not found: {', '.join(facts['csv_missing'])}")
+    print("  lesions by type and pathology  "
+          + "   ".join(f"{kind}: " + ", ".join(f"{p} {n}" for p, n in counts.items())
+                       for kind, counts in files["lesions_by_type_and_pathology"].items()))
+    print(f"  image files      found {files['image_files_found']} of {files['images_listed']} listed   "
+          f"missing {files['image_files_missing']}")
+    for path in files["missing_examples"]:
+        print(f"    missing: {path}")
+    if len(table.attrs.get("missing_files", [])) > files["image_files_missing"]:
+        print(f"  files named in the label files but not found, masks and crops included: "
+              f"{len(table.attrs['missing_files'])}")
     if table.attrs.get("problems"):
         print(f"  problems ({len(table.attrs['problems'])}):")
         for problem in table.attrs["problems"][:20]:
@@ -71,10 +98,11 @@ def cmd_data_info(args) -> int:
 def cmd_data_prepare(args) -> int:
     from mammo_keras.data.prepare import prepare
 
-    table, root = _read(args)
+    table, root = _read(args, keep_missing=args.skip_missing)
     out = Path(args.out) if args.out else Path("prepared") / f"{args.dataset}_{args.task}"
     report = prepare(args.dataset, table, out, args.task, root=root, options=dict(args.option),
-                     workers=args.workers, skip_bad=args.skip_bad, progress=not args.no_progress)
+                     workers=args.workers, skip_bad=args.skip_bad, skip_missing=args.skip_missing,
+                     progress=not args.no_progress)
     print(f"{report.items} items from {report.images} images -> {out} "
           f"({report.seconds:.1f} s, {report.images_per_second} images/s, {report.items_per_second} items/s "
           f"with {report.workers} workers; "
@@ -82,7 +110,9 @@ def cmd_data_prepare(args) -> int:
     print(f"  classes: {report.counts_by_label}   item shape: {report.item_shape}")
     print(f"  data fingerprint: {report.data_fingerprint}")
     if report.skipped:
-        print(f"  skipped {len(report.skipped)} bad images (listed in {out / 'prepare.json'}):")
+        missing = sum(entry.get("reason") == "missing" for entry in report.skipped)
+        print(f"  skipped {len(report.skipped)} images ({missing} missing, {len(report.skipped) - missing} "
+              f"bad; listed in {out / 'prepare.json'}):")
         for entry in report.skipped[:10]:
             print(f"    {entry['error']}")
     return 0
@@ -94,7 +124,8 @@ def cmd_data_download(args) -> int:
 
     name = canonical_name(args.dataset)
     if name != "mias":
-        print(f"{name} cannot be downloaded automatically (registration or request needed).\n"
+        print(f"{name} cannot be downloaded automatically (it needs a registration, a request or a "
+              f"download client).\n"
               f"{instructions(name)}", file=sys.stderr)
         return 2
     try:
@@ -217,6 +248,33 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_score(args) -> int:
+    from mammo_keras.evaluation.scoring import LEVELS, format_report, score_file, to_json
+
+    report = score_file(args.predictions, val_path=args.val, index=args.index,
+                        levels=[args.level] if args.level else LEVELS, calibration_png=args.calibration,
+                        exam_rule=args.exam_rule, n_replicates=args.replicates, seed=args.seed)
+    print(to_json(report) if args.json else format_report(report))
+    return 0
+
+
+def cmd_models_pack(args) -> int:
+    from mammo_keras import io as model_io
+
+    archive = model_io.pack(args.directory, args.archive)
+    print(f"packed {args.directory} -> {archive} ({archive.stat().st_size:,} bytes; sha256 "
+          f"{model_io.sha256(archive)}); {model_io.CHECKSUMS_FILE} inside lists every file")
+    return 0
+
+
+def cmd_models_unpack(args) -> int:
+    from mammo_keras import io as model_io
+
+    folder = model_io.unpack(args.archive, args.directory)
+    print(f"unpacked {args.archive} -> {folder}: every file matches {model_io.CHECKSUMS_FILE} and the manifest")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from mammo_keras.app.predict import load_model_folder
     from mammo_keras.app.server import serve
@@ -255,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("dataset", choices=DATASETS)
     info.add_argument("--root", help="dataset folder (default: $MAMMO_DATA/<dataset>)")
     info.add_argument("--json", action="store_true", help="print the counts as JSON")
+    info.add_argument("--strict", action="store_true",
+                      help="fail on the first file the label files name but the folder lacks "
+                           "(default: count found and missing files)")
     info.set_defaults(handler=cmd_data_info)
 
     prep = data_commands.add_parser("prepare", help="cut a paper's inputs into arrays + index.csv")
@@ -269,11 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="worker processes (default 0: one per CPU core; 1: no extra process)")
     prep.add_argument("--skip-bad", action="store_true",
                       help="record unreadable images in prepare.json and go on instead of stopping")
+    prep.add_argument("--skip-missing", action="store_true",
+                      help="prepare the images that are there; record those the label files name but "
+                           "the folder lacks (a partial download) in prepare.json")
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
     prep.set_defaults(handler=cmd_data_prepare)
 
     download = data_commands.add_parser("download", help="download mini-MIAS; print how to get the others")
-    download.add_argument("dataset", choices=DATASETS[:4])
+    download.add_argument("dataset", choices=[name for name in DATASETS if name not in ("cocc", "phantom")])
     download.add_argument("--out", default="data/mias", help="destination folder (default data/mias)")
     from mammo_keras.data.download import MIAS_URL
 
@@ -325,6 +389,37 @@ def build_parser() -> argparse.ArgumentParser:
     formats.add_argument("--csv", action="store_true", help="print the rows as CSV (image, roi, one column "
                                                             "per class, predicted, heatmap)")
     predict.set_defaults(handler=cmd_predict)
+
+    # evaluation.scoring's LEVELS, EXAM_RULES and N_REPLICATES, spelled out: importing it loads
+    # scikit-learn, a second of start-up for every command
+    score = commands.add_parser("score", help="AUROC, AUPRC with 95%% CIs at image, breast and exam level, "
+                                              "sensitivity/specificity, RSNA pF1, calibration")
+    score.add_argument("predictions", metavar="PREDICTIONS.csv",
+                       help="the package's predictions.csv, or a CSV with image_id, patient_id, laterality, "
+                            "label, score (exam_id optional)")
+    score.add_argument("--level", choices=("image", "breast", "exam"), help="score one level (default: every level the file allows)")
+    score.add_argument("--val", metavar="VAL.csv", help="validation predictions (same format): the threshold "
+                                                        "is their Youden optimum (default: 0.5, said so)")
+    score.add_argument("--index", metavar="INDEX.csv", help="data prepare's index.csv: the side of each item "
+                                                            "of a package predictions.csv (for breast level)")
+    score.add_argument("--exam-rule", choices=("max", "mean"), default="max",
+                       help="exam score from its breasts' scores (default max)")
+    score.add_argument("--calibration", metavar="OUT.png", help="also write a reliability diagram")
+    score.add_argument("--replicates", type=int, default=2000, help="bootstrap replicates (default 2000)")
+    score.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    score.add_argument("--json", action="store_true", help="print the report as JSON")
+    score.set_defaults(handler=cmd_score)
+
+    models = commands.add_parser("models", help="move a saved model folder between machines, checksummed")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    pack = model_commands.add_parser("pack", help="zip a saved model folder with the sha256 of every file")
+    pack.add_argument("directory", metavar="DIR", help="a model folder written by mammo_keras (manifest.json)")
+    pack.add_argument("archive", metavar="OUT.zip", help="the archive to write")
+    pack.set_defaults(handler=cmd_models_pack)
+    unpack = model_commands.add_parser("unpack", help="extract and verify an archive written by `models pack`")
+    unpack.add_argument("archive", metavar="ZIP", help="an archive written by `mammo-keras models pack`")
+    unpack.add_argument("directory", metavar="DIR", help="destination folder (new or empty)")
+    unpack.set_defaults(handler=cmd_models_unpack)
 
     serve = commands.add_parser("serve", help="a local web page: upload a mammogram, mark the lesion, "
                                               "see the probabilities and the Grad-CAM heatmap")

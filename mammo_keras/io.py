@@ -8,6 +8,11 @@ A saved folder holds `model.json`, `model.weights.h5`, `model.keras` and `manife
 file is written to a temporary file in the same folder and moved into place with `os.replace`,
 the manifest last, so a reader never sees a half-written model.
 
+`pack` zips a saved folder with a `SHA256SUMS` list of every file in it (manifest.json included;
+`sha256sum -c SHA256SUMS` checks it by hand) and `unpack` refuses an archive with unsafe paths
+(absolute, `..`, links) or a file whose sha256 differs, before anything reaches the destination:
+a model trained on a GPU machine moves to a laptop, where `predict` verifies the manifest again.
+
 `load_weights_by_name` reads both legacy Keras HDF5 weight files (`layer_names`/`weight_names`
 attributes, Keras 1-2 and `model.save("x.h5")`) and Keras 3 `.weights.h5` files, matching layers
 by name; Keras 3 dropped `load_weights(..., by_name=True)`.
@@ -17,11 +22,15 @@ the structure in a JSON format").
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import stat
 import tempfile
+import zipfile
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import h5py
 import keras
@@ -35,7 +44,9 @@ ARCHITECTURE_FILE = "model.json"
 WEIGHTS_FILE = "model.weights.h5"
 KERAS_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
+CHECKSUMS_FILE = "SHA256SUMS"
 MANIFEST_VERSION = 1
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed entry times: the same folder packs to the same bytes
 MATCH_MODES = ("name", "order", "auto")
 LOAD_FORMATS = ("json", "keras")
 
@@ -134,6 +145,118 @@ def load(directory: str | os.PathLike, *, verify: bool = True, format: str = "js
     model = keras.saving.deserialize_keras_object(config, safe_mode=True)
     model.load_weights(directory / WEIGHTS_FILE)
     return model
+
+
+def pack(directory: str | os.PathLike, archive: str | os.PathLike) -> Path:
+    """Zip a folder written by `save` for another machine, with the sha256 of every file.
+
+    The folder's checksums are verified first (a damaged model is not shipped). The archive holds
+    every file of the folder at its relative path (names starting with "." are left out: they are
+    temporary files of interrupted writes) and `SHA256SUMS`, in `sha256sum` format, covering all
+    of them. Entries are sorted and dated 1980-01-01, so packing the same folder twice gives the
+    same bytes. The archive is written atomically.
+
+    Raises:
+        DataError: a file changed since it was saved, a missing manifest, or a link in the folder.
+    """
+    directory = Path(directory)
+    verify_checksums(directory)
+    files = []
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory)
+        if any(part.startswith(".") for part in relative.parts) or relative.as_posix() == CHECKSUMS_FILE:
+            continue
+        if path.is_symlink():
+            raise DataError(path, "a model folder to pack holds plain files only; this is a link")
+        if path.is_file():
+            files.append((relative.as_posix(), path))
+    sums = "".join(f"{sha256(path)}  {name}\n" for name, path in files)
+    archive = Path(archive)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(temporary: Path) -> None:
+        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+            for name, path in files:
+                info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = (stat.S_IFREG | 0o644) << 16
+                with open(path, "rb") as source, bundle.open(info, "w") as target:
+                    shutil.copyfileobj(source, target, 1 << 20)
+            info = zipfile.ZipInfo(CHECKSUMS_FILE, date_time=_ZIP_TIME)
+            info.external_attr = (stat.S_IFREG | 0o644) << 16
+            bundle.writestr(info, sums, compress_type=zipfile.ZIP_DEFLATED)
+
+    _atomic_write(archive, write)
+    return archive
+
+
+def unpack(archive: str | os.PathLike, directory: str | os.PathLike) -> Path:
+    """Extract an archive written by `pack` into `directory` (new, or an empty folder), verified.
+
+    Every entry name is checked (relative, no `..`, no links, no duplicates), every file must be
+    listed in SHA256SUMS with the sha256 of its bytes, and the manifest's own checksums must hold;
+    files are extracted into a temporary folder beside `directory` and moved into place only when
+    all of that holds, so a refused archive leaves nothing behind.
+
+    Raises:
+        DataError: naming the archive (and the entry): not a zip, an unsafe path, a file missing
+            from SHA256SUMS or from the archive, a sha256 mismatch, or a destination that is not empty.
+    """
+    archive, directory = Path(archive), Path(directory)
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise DataError(directory, "unpack needs a new or empty destination folder; this one is not empty "
+                                   "(choose another, or remove it first)")
+    try:
+        bundle = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise DataError(archive, f"not a model archive written by `mammo-keras models pack` ({error})") from None
+    with bundle:
+        entries = [info for info in bundle.infolist() if not info.is_dir()]
+        names = [_safe_member(archive, info) for info in entries]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise DataError(archive, f"the archive holds {duplicated[0]!r} twice; refusing to choose one")
+        if CHECKSUMS_FILE not in names:
+            raise DataError(archive, f"no {CHECKSUMS_FILE} in the archive: it was not written by "
+                                     "`mammo-keras models pack`, and its files cannot be verified")
+        expected = _parse_sums(archive, bundle.read(CHECKSUMS_FILE).decode("utf-8", errors="replace"))
+        unlisted = sorted(set(names) - set(expected) - {CHECKSUMS_FILE})
+        absent = sorted(set(expected) - set(names))
+        if unlisted:
+            raise DataError(archive, f"{unlisted[0]}: in the archive but not in {CHECKSUMS_FILE}")
+        if absent:
+            raise DataError(archive, f"{absent[0]}: listed in {CHECKSUMS_FILE} but not in the archive")
+        if MANIFEST_FILE not in names:
+            raise DataError(archive, f"no {MANIFEST_FILE} in the archive: not a model folder")
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.unpack."))
+        try:
+            for info, name in zip(entries, names):
+                target = staging / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                digest = hashlib.sha256()
+                with bundle.open(info) as source, open(target, "wb") as sink:
+                    for block in iter(lambda: source.read(1 << 20), b""):
+                        digest.update(block)
+                        sink.write(block)
+                if name != CHECKSUMS_FILE and digest.hexdigest() != expected[name]:
+                    raise DataError(archive, f"{name}: sha256 mismatch: the file changed after it was packed "
+                                             f"({CHECKSUMS_FILE} {expected[name]}, file {digest.hexdigest()})")
+            listed = read_manifest(staging).get("sha256", {})
+            for filename in listed:
+                if not _is_plain_relative(filename):
+                    raise DataError(archive, f"{MANIFEST_FILE} lists an unsafe file name. Received: {filename!r}")
+            try:
+                verify_checksums(staging)
+            except DataError as error:
+                raise DataError(archive, f"{Path(error.path).name}: {error.problem}") from None
+            if directory.exists():
+                directory.rmdir()
+            os.replace(staging, directory)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+    return directory
 
 
 def load_legacy_h5(path: str | os.PathLike, *, compile: bool = False) -> keras.Model:  # noqa: A002
@@ -247,6 +370,39 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> str:
     finally:
         temporary.unlink(missing_ok=True)
     return digest
+
+
+def _safe_member(archive: Path, info: zipfile.ZipInfo) -> str:
+    """The entry's name when it is a plain relative path inside the destination, else raise."""
+    name = info.filename
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        raise DataError(archive, f"{name}: the archive holds a symbolic link; model archives hold plain files "
+                                 "only")
+    if not _is_plain_relative(name):
+        raise DataError(archive, f"unsafe path in the archive (absolute, a drive, a backslash or '..'); "
+                                 f"refusing to extract it. Received: {name!r}")
+    return name
+
+
+def _is_plain_relative(name: str) -> bool:
+    path = PurePosixPath(name)
+    return (bool(name) and "\\" not in name and ":" not in name and not path.is_absolute()
+            and all(part not in ("", ".", "..") for part in name.split("/")))
+
+
+def _parse_sums(archive: Path, text: str) -> dict[str, str]:
+    """{name: sha256} from `sha256sum` lines ("<64 hex>  <name>")."""
+    sums = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        digest, _, name = line.partition("  ")
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest) or not name:
+            raise DataError(archive, f"{CHECKSUMS_FILE} line {number} must read '<sha256>  <file>'. "
+                                     f"Received: {line!r}")
+        sums[name] = digest
+    return sums
 
 
 def _collect_keras3_vars(key: str, item, arrays: dict[str, list[np.ndarray]]) -> None:

@@ -1,6 +1,7 @@
 """The one place where mammo_keras reads environment variables.
 
-MAMMO_DATA   folder holding one sub-folder per dataset (mias/, cbis-ddsm/, inbreast/, bcdr/).
+MAMMO_DATA   folder holding one sub-folder per dataset (mias/, cbis-ddsm/, inbreast/, bcdr/,
+             vindr-mammo/, cmmd/, rsna-screening/).
 MAMMO_CACHE  folder for generated data (the phantom dataset); default ~/.cache/mammo_keras.
 """
 from __future__ import annotations
@@ -14,6 +15,9 @@ DATASET_FOLDERS = {
     "inbreast": "inbreast",
     "bcdr": "bcdr",
     "cocc": "cocc",
+    "vindr_mammo": "vindr-mammo",
+    "cmmd": "cmmd",
+    "rsna_screening": "rsna-screening",
 }
 
 

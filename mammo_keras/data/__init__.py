@@ -20,9 +20,14 @@ READERS = {
     "inbreast": "inbreast",
     "bcdr": "bcdr",
     "cocc": "cocc_npy",
+    "vindr_mammo": "vindr_mammo",
+    "cmmd": "cmmd",
+    "rsna_screening": "rsna_screening",
     "phantom": "phantom",
 }
-ALIASES = {"cbis-ddsm": "cbis_ddsm", "ddsm": "cbis_ddsm", "mini-mias": "mias"}
+ALIASES = {"cbis-ddsm": "cbis_ddsm", "ddsm": "cbis_ddsm", "mini-mias": "mias",
+           "vindr-mammo": "vindr_mammo", "vindr": "vindr_mammo", "rsna-screening": "rsna_screening",
+           "rsna": "rsna_screening", "rsna-breast-cancer-detection": "rsna_screening"}
 
 
 def canonical_name(name: str) -> str:

@@ -20,6 +20,11 @@ Facts about the distribution this reader relies on (and the defects it repairs):
   lesion keeps NaN geometry and a `problem` text (also listed in
   `table.attrs["problems"]`) instead of a box in the wrong coordinates.
 - Some path cells end with a newline inside the quotes; paths are stripped.
+- Users often hold a subset of the four CSVs (a mass-only download is common) or a
+  partial DICOM download. Any non-empty subset of the CSVs is read (`attrs["csv_files"]`
+  lists the ones found, `attrs["csv_missing"]` the others); `missing="keep"` or
+  `"skip"` tolerates files the CSVs name but the download lacks (`image_found`,
+  `attrs["missing_files"]`).
 
 Reference: Lee et al. 2017, "A curated mammography data set for use in
 computer-aided detection and diagnosis research", Scientific Data 4:170177.
@@ -58,13 +63,14 @@ PATHOLOGY = {"MALIGNANT": "malignant", "BENIGN": "benign", "BENIGN_WITHOUT_CALLB
 LATERALITY = {"LEFT": "L", "RIGHT": "R"}
 VIEWS = ("CC", "MLO")
 IMAGE_COLUMN, CROP_COLUMN, MASK_COLUMN = "image file path", "cropped image file path", "ROI mask file path"
+MISSING_POLICIES = ("error", "skip", "keep")
 _SUBJECT = re.compile(r"^(Mass|Calc)-(Training|Test)_P_\d+_(LEFT|RIGHT)_(CC|MLO)(_\d+)?$")
 
 LAYOUT = """\
   <root>/**/mass_case_description_train_set.csv   the four TCIA description CSVs,
   <root>/**/mass_case_description_test_set.csv    anywhere under the root
   <root>/**/calc_case_description_train_set.csv
-  <root>/**/calc_case_description_test_set.csv
+  <root>/**/calc_case_description_test_set.csv    (any non-empty subset of them works)
   <root>/**/<subject>/<study>/<series>/<file>.dcm  the DICOM files, e.g. as the NBIA Data Retriever
       writes them: CBIS-DDSM/Mass-Training_P_00001_LEFT_CC/07-20-2016-DDSM-74994/
       1.000000-full mammogram images-24515/1-1.dcm (crops and ROI masks under <subject>_<abnormality id>).
@@ -113,61 +119,83 @@ SeriesKey = tuple[str, str, str]
 
 
 def read(root: str | Path, *, abnormality: str | Sequence[str] = KINDS,
-         check_masks: bool = True) -> pd.DataFrame:
+         check_masks: bool = True, missing: str = "error") -> pd.DataFrame:
     """Read CBIS-DDSM into the record table, one row per CSV row (lesion).
 
     Args:
         root: folder holding the description CSVs and the DICOM files.
-        abnormality: "mass", "calcification" or both; only the CSVs of these are read.
+        abnormality: "mass", "calcification" or both; of these, the description CSVs
+            present are read (at least one must be).
         check_masks: leave geometry NaN (with a `problem` text) when an ROI mask's
             size differs from its full image's; False uses such masks as they are.
+        missing: what to do with a file a CSV names that is not under the root:
+            "error" raises; "keep" keeps the row (`image_found` False, `path` the CSV's
+            path under the root; a missing mask or crop leaves the geometry unknown, with
+            a `problem` text); "skip" drops the rows whose full image is missing.
 
     Returns:
         The record table plus columns split, density, subtlety, assessment, shape,
         margins, calc_type, calc_distribution, pathology_raw, crop_path,
-        paths_swapped, problem, csv_file, csv_line; `attrs["problems"]` lists the
-        problem rows as `csv:line: lesion_id: text`.
+        paths_swapped, image_found, problem, csv_file, csv_line. `attrs["problems"]`
+        lists the problem rows as `csv:line: lesion_id: text`; `attrs["csv_files"]`
+        the description CSVs read and `attrs["csv_missing"]` the names not found;
+        `attrs["missing_files"]` the files named but not found, as `csv:line: column: path`.
 
     Raises:
-        DatasetNotFoundError: a needed description CSV is missing.
-        DataError: a CSV lacks a column or has a bad value, or a referenced file is
-            not found (naming the CSV, its line and the path looked for).
+        DatasetNotFoundError: none of the selected description CSVs is under the root.
+        DataError: a CSV lacks a column or has a bad value, or (with missing="error") a
+            referenced file is not found (naming the CSV, its line and the path looked for).
     """
+    if missing not in MISSING_POLICIES:
+        raise ValueError(f"missing must be one of {list(MISSING_POLICIES)}. Received: missing={missing!r}")
     root = Path(root).absolute()
     kinds = _check_abnormality(abnormality)
     descriptions = find_descriptions(root, kinds)
     index = index_dicoms(root)
-    rows, problems = [], []
+    rows, problems, absent = [], [], []
     for description in descriptions:
         for line, fields in read_description(description):
-            row = _lesion_row(root, index, description, line, fields, check_masks=check_masks)
+            row = _lesion_row(root, index, description, line, fields, check_masks=check_masks,
+                              missing=missing, absent=absent)
+            if missing == "skip" and not row["image_found"]:
+                continue
             if row["problem"]:
                 problems.append(f"{description.path}:{line}: {row['lesion_id']}: {row['problem']}")
             rows.append(row)
     table = make_table(rows, origin=str(root))
     if rows:
         table = table.astype({"density": "Int64", "subtlety": "Int64", "assessment": "Int64",
-                              "paths_swapped": bool, "csv_line": int})
+                              "paths_swapped": bool, "image_found": bool, "csv_line": int})
     table.attrs["problems"] = problems + table.attrs.get("problems", [])
+    table.attrs["csv_files"] = [str(description.path) for description in descriptions]
+    read_names = {description.path.name.lower() for description in descriptions}
+    table.attrs["csv_missing"] = [name for key, name in CSV_NAMES.items()
+                                  if key[0] in kinds and name.lower() not in read_names]
+    table.attrs["missing_files"] = absent
     return table
 
 
 def find_descriptions(root: Path, kinds: Sequence[str]) -> list[DescriptionCsv]:
-    """The description CSVs of `kinds` anywhere under `root`, mass before calc, train before test."""
+    """The description CSVs of `kinds` found anywhere under `root`, mass before calc, train before test.
+
+    Any non-empty subset of them is enough (users often hold only the two mass CSVs).
+    """
     wanted = {name.lower(): key for key, name in CSV_NAMES.items() if key[0] in kinds}
     found: dict[tuple[str, str], list[Path]] = {}
     for folder, _, files in os.walk(root):
         for name in files:
             if name.lower() in wanted:
                 found.setdefault(wanted[name.lower()], []).append(Path(folder) / name)
-    missing = [CSV_NAMES[key] for key in wanted.values() if key not in found]
-    if missing:
+    if not found:
+        names = [CSV_NAMES[key] for key in wanted.values()]
         raise DatasetNotFoundError(
-            f"cbis_ddsm: description CSV(s) {missing} not found under {root}.\n"
-            f"Expected layout:\n{LAYOUT}\nHow to get it:\n{HOW_TO_GET}")
+            f"cbis_ddsm: none of the description CSVs {names} found under {root}; at least one "
+            f"is needed.\nExpected layout:\n{LAYOUT}\nHow to get it:\n{HOW_TO_GET}")
     descriptions = []
     for kind in kinds:
         for split in SPLITS:
+            if (kind, split) not in found:
+                continue
             paths = sorted(found[(kind, split)])
             if len(paths) > 1:
                 raise DataError(paths[1], f"two copies of {CSV_NAMES[(kind, split)]} under {root}; "
@@ -232,22 +260,35 @@ def index_dicoms(root: Path) -> dict[SeriesKey, list[DicomEntry]]:
 
 
 def _lesion_row(root: Path, index: dict[SeriesKey, list[DicomEntry]], description: DescriptionCsv,
-                line: int, fields: dict[str, str], *, check_masks: bool) -> dict:
+                line: int, fields: dict[str, str], *, check_masks: bool, missing: str = "error",
+                absent: list[str] | None = None) -> dict:
     where = (description.path, line)
-    image_series, image = _locate(root, index, where, IMAGE_COLUMN, fields[IMAGE_COLUMN])
-    mask_series, mask_named = _locate(root, index, where, MASK_COLUMN, fields[MASK_COLUMN])
-    crop_series, crop_named = _locate(root, index, where, CROP_COLUMN, fields[CROP_COLUMN])
-    mask, crop = _mask_and_crop(image, mask_series + crop_series, mask_named, crop_named)
+    located = {}
+    for column in (IMAGE_COLUMN, MASK_COLUMN, CROP_COLUMN):
+        located[column] = _locate(root, index, where, column, fields[column], required=missing == "error")
+        if located[column][1] is None and absent is not None:
+            absent.append(f"{description.path}:{line}: {column}: {_relative(fields[column])}")
+    image = located[IMAGE_COLUMN][1]
+    (mask_series, mask_named), (crop_series, crop_named) = located[MASK_COLUMN], located[CROP_COLUMN]
     image_id = _split_path(fields[IMAGE_COLUMN], where, IMAGE_COLUMN)[0]
     lesion_id = f"{image_id}_{fields['abnormality id']}"
-    geometry, problem = _geometry(image, mask, check_masks=check_masks)
+    if image is None:  # a partial download: without the image, only two files tell mask from crop
+        candidates = list(dict.fromkeys(mask_series + crop_series))
+        mask = max(candidates, key=lambda entry: entry.area) if len(candidates) > 1 else None
+        crop = min(candidates, key=lambda entry: entry.area) if len(candidates) > 1 else None
+        geometry, problem = _geometry(mask, mask, check_masks=False)
+        problem = "full image not found; " + (problem or "box from the ROI mask, its size not checked")
+    else:
+        mask, crop = (_mask_and_crop(image, mask_series + crop_series, mask_named, crop_named)
+                      if mask_series or crop_series else (None, None))
+        geometry, problem = _geometry(image, mask, check_masks=check_masks)
     shape_column, margin_column = KIND_COLUMNS[description.kind]
     is_mass = description.kind == "mass"
     return {
         "image_id": image_id,
         "patient_id": fields["patient_id"],
         "lesion_id": lesion_id,
-        "path": str(image.path),
+        "path": str(image.path) if image is not None else str(root / _relative(fields[IMAGE_COLUMN])),
         "source": "cbis_ddsm",
         "laterality": _vocabulary(fields, "left or right breast", LATERALITY, where),
         "view": _vocabulary(fields, "image view", {view: view for view in VIEWS}, where),
@@ -265,7 +306,8 @@ def _lesion_row(root: Path, index: dict[SeriesKey, list[DicomEntry]], descriptio
         "calc_distribution": "" if is_mass else fields[margin_column],
         "pathology_raw": fields["pathology"],
         "crop_path": "" if crop is None else str(crop.path),
-        "paths_swapped": mask is not None and mask != mask_named,
+        "paths_swapped": mask is not None and mask_named is not None and mask != mask_named,
+        "image_found": image is not None,
         "problem": problem,
         "csv_file": description.path.name,
         "csv_line": line,
@@ -273,10 +315,15 @@ def _lesion_row(root: Path, index: dict[SeriesKey, list[DicomEntry]], descriptio
 
 
 def _locate(root: Path, index: dict[SeriesKey, list[DicomEntry]], where: tuple[Path, int],
-            column: str, text: str) -> tuple[list[DicomEntry], DicomEntry]:
-    """The files of the series a CSV path names, and the one file it names in it."""
+            column: str, text: str, *, required: bool = True) -> tuple[list[DicomEntry], DicomEntry | None]:
+    """The files of the series a CSV path names, and the one file it names in it.
+
+    A series not under the root raises when `required`, else gives `([], None)`.
+    """
     subject, study, series, name = _split_path(text, where, column)
     entries = index.get((subject, study, series), [])
+    if not entries and not required:
+        return [], None
     if not entries:
         raise DataError(where[0], f"{column} {text!r} not found: no .dcm file under {root} has "
                                   f"PatientID={subject}, StudyInstanceUID={study}, "
@@ -302,11 +349,11 @@ def _mask_and_crop(image: DicomEntry, candidates: list[DicomEntry], mask_named: 
     return mask, crop
 
 
-def _geometry(image: DicomEntry, mask: DicomEntry | None, *,
+def _geometry(image: DicomEntry | None, mask: DicomEntry | None, *,
               check_masks: bool) -> tuple[dict[str, float], str]:
     """Box from the mask's non-zero pixels, or no box and the reason."""
     if mask is None:
-        return {}, "no ROI mask found (the series holds only a cropped image)"
+        return {}, "no ROI mask found (the series holds only a cropped image, or none was found)"
     if check_masks and (mask.rows, mask.columns) != (image.rows, image.columns):
         return {}, (f"ROI mask {mask.path} is {mask.size_text} pixels but its full image is "
                     f"{image.size_text}; geometry left unknown")
@@ -314,6 +361,11 @@ def _geometry(image: DicomEntry, mask: DicomEntry | None, *,
     if geometry is None:
         return {}, f"ROI mask {mask.path} is empty; geometry left unknown"
     return geometry, ""
+
+
+def _relative(text: str) -> str:
+    """A CSV path as a relative path (stripped, forward slashes), for rows whose file is missing."""
+    return "/".join(part for part in text.strip().replace("\\", "/").split("/") if part)
 
 
 def _split_path(text: str, where: tuple[Path, int], column: str) -> tuple[str, str, str, str]:

@@ -7,7 +7,8 @@ MONOCHROME1 inverted so that dense tissue is always bright.
 Transfer syntaxes: uncompressed and RLE Lossless decode with pydicom alone.
 JPEG baseline/extended need Pillow (installed); JPEG Lossless, JPEG-LS and
 JPEG 2000 need the optional plugins `pylibjpeg pylibjpeg-libjpeg
-pylibjpeg-openjpeg` (or `python-gdcm`); without them the error says so.
+pylibjpeg-openjpeg` (or `python-gdcm`); without them the error says so. JPEG 2000 (many
+RSNA 2023 files) needs only `pylibjpeg pylibjpeg-openjpeg`, the `jpeg2000` extra.
 """
 from __future__ import annotations
 
@@ -27,6 +28,16 @@ except ImportError:  # pragma: no cover - pydicom 2.x
 
 PLUGIN_HINT = ("install the optional decoders with "
                "`pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg` (or python-gdcm)")
+JPEG2000_HINT = ("JPEG 2000 needs an optional decoder: `pip install pylibjpeg pylibjpeg-openjpeg` "
+                 "(or `pip install mammo_keras[jpeg2000]`)")
+# JPEG 2000 and High-Throughput JPEG 2000 transfer syntaxes (DICOM PS3.5 A.4.4, A.4.11).
+JPEG2000_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
+                               "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"})
+
+
+def decoder_hint(syntax) -> str:
+    """What to install to decode pixel data of transfer syntax `syntax`."""
+    return JPEG2000_HINT if str(syntax) in JPEG2000_SYNTAXES else PLUGIN_HINT
 
 
 def read_header(path: str | Path) -> pydicom.Dataset:
@@ -118,7 +129,8 @@ def read_dicom(path: str | Path, *, apply_voi: bool = True, normalise: bool = Fa
         pixels = dataset.pixel_array
     except (NotImplementedError, RuntimeError) as error:
         name = getattr(syntax, "name", str(syntax))
-        raise DataError(path, f"cannot decode transfer syntax {name}: {PLUGIN_HINT} ({error})") from None
+        detail = " ".join(str(error).split())  # pydicom lists the missing plugins on several lines
+        raise DataError(path, f"cannot decode transfer syntax {name}: {decoder_hint(syntax)} ({detail})") from None
     except (ValueError, AttributeError, EOFError) as error:
         raise DataError(path, f"pixel data is truncated or corrupt ({error})") from None
     array = apply_modality_lut(pixels, dataset)

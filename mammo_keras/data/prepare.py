@@ -304,7 +304,8 @@ def source_fingerprint(table: pd.DataFrame, root: Path | None) -> str:
 
 def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
             root: str | Path | None = None, options: dict | None = None, workers: int = 1,
-            skip_bad: bool = False, progress: bool = True, contact_sheet: bool = True) -> PrepareReport:
+            skip_bad: bool = False, skip_missing: bool = False, progress: bool = True,
+            contact_sheet: bool = True) -> PrepareReport:
     """Cut `task`'s inputs from `table` into `out`; resumes a killed run.
 
     Args:
@@ -316,9 +317,12 @@ def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
         workers: worker processes (1 = in this process; 0 = one per CPU core). Results do
             not depend on it: each image's randomness is seeded from its id.
         skip_bad: record unreadable images/lesions in the report and go on, instead of raising.
+        skip_missing: the same for image files the table names but the folder lacks (a partial
+            download; read the table with the reader's `missing="keep"`): they are recorded in
+            the report's `skipped` list with reason "missing" and the rest is prepared.
 
     Raises:
-        DataError: on the first bad image when skip_bad is False; items already
+        DataError: on the first bad (or missing) image unless skip_bad (or skip_missing); items already
             written stay, and the same command resumes after the problem is fixed.
     """
     if task not in TASKS:
@@ -335,19 +339,25 @@ def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
     _forget_other_recipe(out, task, options)
     (out / "items").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    report = PrepareReport(dataset, task, options, str(root or ""), str(out))
+    skip = _skip_policy(skip_bad, skip_missing)
+    if skip_missing:  # before the task selects: a lesion row of a missing image may lack geometry too
+        present = np.array([Path(path).is_file() for path in table["path"]], dtype=bool)
+        for image_id, rows in _groups(table[~present]):
+            _skipped(report, image_id, rows, DataError(rows.iloc[0]["path"], "image file not found"))
+        table = table[present]
     selected = spec.select(table)
     if selected.empty:
         raise DataError(root, f"dataset {dataset!r} has no rows usable for task {task!r}")
-    report = PrepareReport(dataset, task, options, str(root or ""), str(out))
     groups = list(_groups(selected))
     pending = [(image_id, rows) for image_id, rows in groups if not _item_file(out, image_id).is_file()]
     report.resumed_images = len(groups) - len(pending)
-    _run(task, pending, options, out, workers, skip_bad, progress, report)
+    _run(task, pending, options, out, workers, skip, progress, report)
     skipped_ids = {entry["image_id"] for entry in report.skipped}
     _finalise(spec, [g for g in groups if g[0] not in skipped_ids], out, report)
     report.source_fingerprint = source_fingerprint(selected, Path(root) if root else None)
     report.seconds = round(time.perf_counter() - started, 3)
-    processed = len(pending) - len(report.skipped)
+    processed = len({image_id for image_id, _ in pending} - skipped_ids)
     report.images_per_second = round(processed / report.seconds, 2) if report.seconds else 0.0
     report.items_per_second = round(report.items / report.seconds, 2) if report.seconds else 0.0
     report.workers = workers
@@ -373,18 +383,32 @@ def _forget_other_recipe(out: Path, task: str, options: dict) -> None:
     atomic_write_json(marker, key)
 
 
-def _run(task: str, pending: list, options: dict, out: Path, workers: int, skip_bad: bool,
-         progress: bool, report: PrepareReport) -> None:
+def _skip_policy(skip_bad: bool, skip_missing: bool) -> Callable[[str], bool]:
+    """Whether an image (by its path) that failed is recorded and skipped instead of raising."""
+    def skip(path: str) -> bool:
+        return bool(skip_bad or (skip_missing and not Path(path).is_file()))
+    return skip
+
+
+def _skipped(report: PrepareReport, image_id: str, rows: pd.DataFrame, error: Exception) -> None:
+    """Record one skipped image in the report (prepare.json `skipped`): reason "missing" or "bad"."""
+    path = str(rows.iloc[0]["path"])
+    report.skipped.append({"image_id": image_id, "path": path, "error": str(error),
+                           "reason": "bad" if Path(path).is_file() else "missing"})
+
+
+def _run(task: str, pending: list, options: dict, out: Path, workers: int,
+         skip: Callable[[str], bool], progress: bool, report: PrepareReport) -> None:
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(pending), desc=f"prepare {task} ({workers} worker{'s' * (workers > 1)})", unit="img",
                disable=not progress)
 
     def failed(image_id: str, rows: pd.DataFrame, error: Exception) -> None:
-        if not skip_bad:
+        if not skip(str(rows.iloc[0]["path"])):
             bar.close()
             raise error
-        report.skipped.append({"image_id": image_id, "path": str(rows.iloc[0]["path"]), "error": str(error)})
+        _skipped(report, image_id, rows, error)
 
     if workers <= 1:
         for image_id, rows in pending:

@@ -11,7 +11,8 @@ Columns (all readers fill every one; extra dataset-specific columns may follow):
     patient_id   the woman; splits group on it
     lesion_id    unique per lesion row ("" for normal rows)
     path         absolute path of the image file
-    source       reader name: mias, cbis_ddsm, inbreast, bcdr, cocc, phantom
+    source       reader name: mias, cbis_ddsm, inbreast, bcdr, cocc, vindr_mammo, cmmd,
+                 rsna_screening, phantom
     laterality   "L", "R" or "" when unknown
     view         "CC", "MLO" or "" when unknown
     abnormality  mass, calcification, distortion, asymmetry, normal, or other (a finding

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import math
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mammo_keras import data
+from mammo_keras.cli import main
 from mammo_keras.data import cbis_ddsm
 from mammo_keras.errors import DataError, DatasetNotFoundError
 from dicom_fixtures import write_dicom
@@ -191,10 +194,108 @@ def test_abnormality_selects_csvs(tmp_path):
         (tmp_path / "csv" / name).unlink()
     table = cbis_ddsm.read(tmp_path, abnormality="mass")
     assert table["lesion_id"].tolist() == LESION_IDS[:4]
-    with pytest.raises(DatasetNotFoundError, match="calc_case_description_train_set.csv"):
-        cbis_ddsm.read(tmp_path)
+    with pytest.raises(DatasetNotFoundError, match=r"none of the description CSVs \['calc_case_description_train"
+                                                   r"_set.csv', 'calc_case_description_test_set.csv'\] found"):
+        cbis_ddsm.read(tmp_path, abnormality="calcification")
     with pytest.raises(ValueError, match=r"Received: abnormality=\('mass', 'distortion'\)"):
         cbis_ddsm.read(tmp_path, abnormality=("mass", "distortion"))
+
+
+def test_any_subset_of_the_csvs_is_read_and_named(tmp_path):
+    build_tree(tmp_path, "uid")
+    for name in ("calc_case_description_train_set.csv", "calc_case_description_test_set.csv"):
+        (tmp_path / "csv" / name).unlink()
+    table = cbis_ddsm.read(tmp_path)  # a mass-only download: the default reads what is there
+    assert table["lesion_id"].tolist() == LESION_IDS[:4]
+    assert [Path(path).name for path in table.attrs["csv_files"]] == [
+        "mass_case_description_train_set.csv", "mass_case_description_test_set.csv"]
+    assert table.attrs["csv_missing"] == ["calc_case_description_train_set.csv",
+                                          "calc_case_description_test_set.csv"]
+    (tmp_path / "csv" / "mass_case_description_train_set.csv").unlink()
+    only_test = cbis_ddsm.read(tmp_path)
+    assert only_test["lesion_id"].tolist() == [LESION_IDS[3]] and only_test["split"].tolist() == ["test"]
+    (tmp_path / "csv" / "mass_case_description_test_set.csv").unlink()
+    with pytest.raises(DatasetNotFoundError, match="at least one is needed"):
+        cbis_ddsm.read(tmp_path)
+
+
+def _partial_download(files: dict[str, dict[str, Path]]) -> None:
+    """Lose one full image (two lesions' image) and one whole lesion (image, mask and crop)."""
+    files["Mass-Training_P_00002_RIGHT_MLO"]["image"].unlink()
+    for path in files["Calc-Test_P_00004_RIGHT_CC_1"].values():
+        path.unlink()
+
+
+def test_missing_files_are_kept_or_skipped(tree):
+    root, files = tree
+    _partial_download(files)
+    table = cbis_ddsm.read(root, missing="keep")
+    assert table["lesion_id"].tolist() == LESION_IDS
+    assert table["image_found"].tolist() == [True, False, False, True, True, False]
+    missing_path = table.loc[1, "path"]
+    assert missing_path.startswith(str(root / "Mass-Training_P_00002_RIGHT_MLO" / UID_ROOT))
+    assert not Path(missing_path).exists() and missing_path.endswith("000000.dcm")
+    # the image is gone but mask and crop are there: two files tell the mask (larger) from the crop
+    np.testing.assert_array_equal(table.loc[1:2, ["x0", "y0", "x1", "y1"]].to_numpy(),
+                                  [[30, 2, 40, 8], [50, 30, 60, 44]])
+    assert table.loc[1, "problem"] == "full image not found; box from the ROI mask, its size not checked"
+    assert np.isnan(table.loc[5, ["x0", "y0", "x1", "y1"]].astype(float)).all()
+    assert table.loc[5, "problem"].startswith("full image not found; no ROI mask found")
+    missing = table.attrs["missing_files"]
+    assert len(missing) == 5  # two image cells of P_00002, and image, mask and crop of P_00004
+    assert missing[0].endswith("mass_case_description_train_set.csv:4: image file path: "
+                               + table.loc[1, "path"][len(str(root)) + 1:])
+    skipped = cbis_ddsm.read(root, missing="skip")
+    assert skipped["lesion_id"].tolist() == [LESION_IDS[0], LESION_IDS[3], LESION_IDS[4]]
+    with pytest.raises(ValueError, match=r"missing must be one of \['error', 'skip', 'keep'\]. "
+                                         r"Received: missing='ignore'"):
+        cbis_ddsm.read(root, missing="ignore")
+
+
+def test_data_info_counts_a_partial_download_and_strict_fails(tmp_path, capsys):
+    files = build_tree(tmp_path, "tcia")
+    _partial_download(files)
+    assert main(["data", "info", "cbis_ddsm", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "label files read (4): mass_case_description_train_set.csv, mass_case_description_test_set.csv, " \
+           "calc_case_description_train_set.csv, calc_case_description_test_set.csv" in out
+    assert "  images 5   patients 4   label rows 6" in out
+    assert ("lesions by type and pathology  calcification: benign 1, malignant 1   "
+            "mass: benign 3, malignant 1") in out
+    assert "image files      found 3 of 5 listed   missing 2" in out
+    assert "    missing: Mass-Training_P_00002_RIGHT_MLO/" in out
+    assert "    missing: Calc-Test_P_00004_RIGHT_CC/" in out
+    assert "masks and crops included: 5" in out
+    assert main(["data", "info", "cbis_ddsm", "--root", str(tmp_path), "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["files"]["image_files_missing"] == 2 and facts["files"]["images_listed"] == 5
+    assert facts["csv_missing"] == []
+    assert main(["data", "info", "cbis_ddsm", "--root", str(tmp_path), "--strict"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    error = captured.err.strip()
+    assert "\n" not in error
+    assert error.startswith("error: ") and "mass_case_description_train_set.csv:4: image file path" in error
+    assert "not found" in error
+
+
+def test_prepare_skip_missing_prepares_the_rest_and_records_the_missing(tmp_path, capsys):
+    files = build_tree(tmp_path / "data", "tcia")
+    _partial_download(files)
+    command = ["data", "prepare", "cbis_ddsm", "--root", str(tmp_path / "data"), "--task", "chougrad",
+               "--option", "r=20", "--option", "size=16", "--workers", "1", "--no-progress"]
+    assert main(command + ["--out", str(tmp_path / "strict")]) == 1
+    assert "mass_case_description_train_set.csv:4: image file path" in capsys.readouterr().err
+    out = tmp_path / "prepared"
+    assert main(command + ["--out", str(out), "--skip-missing"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 items from 2 images" in printed and "skipped 2 images (2 missing, 0 bad" in printed
+    report = json.loads((out / "prepare.json").read_text())
+    assert [(e["image_id"], e["reason"]) for e in report["skipped"]] == [
+        ("Calc-Test_P_00004_RIGHT_CC", "missing"), ("Mass-Training_P_00002_RIGHT_MLO", "missing")]
+    assert all(e["error"].endswith(": image file not found") for e in report["skipped"])
+    index = pd.read_csv(out / "index.csv")
+    assert index["item_id"].tolist() == ["Calc-Training_P_00001_LEFT_CC_1", "Mass-Training_P_00001_LEFT_CC_1"]
 
 
 def test_registry_and_duplicate_download_folders(tmp_path):
