@@ -16,8 +16,23 @@ from pathlib import Path
 from mammo_keras import __version__
 from mammo_keras.errors import DataError, DatasetNotFoundError
 
-DATASETS = ("mias", "cbis_ddsm", "inbreast", "bcdr", "cocc", "vindr_mammo", "cmmd", "rsna_screening",
-            "phantom")
+
+
+def _dataset(text: str) -> str:
+    """A dataset name or any of its spellings (`cbis-ddsm`, the folder name, is `cbis_ddsm`)."""
+    from mammo_keras.data import canonical_name
+
+    try:
+        return canonical_name(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _dataset_help(exclude: tuple[str, ...] = ()) -> str:
+    from mammo_keras.data import READERS
+
+    return "one of " + ", ".join(f"{name} ({'/'.join(READERS.aliases_of(name))})" if READERS.aliases_of(name) else name
+                                 for name in READERS if name not in exclude)
 
 
 def _parse_option(text: str) -> tuple[str, object]:
@@ -41,11 +56,10 @@ def _pixel_count(text: str) -> int:
 
 def _read(args, *, keep_missing: bool = False) -> tuple[object, Path | None]:
     """The dataset's table; `keep_missing` keeps rows of absent files where the reader can."""
-    from mammo_keras import settings
-    from mammo_keras.data import canonical_name, read_dataset, reader_module
+    from mammo_keras.data import canonical_name, dataset_root, read_dataset, reader_module
 
     name = canonical_name(args.dataset)
-    root = settings.dataset_root(name, args.root)
+    root = dataset_root(name, explicit=args.root)
     tolerant = keep_missing and "keep" in getattr(reader_module(name), "MISSING_POLICIES", ())
     return read_dataset(name, root, **({"missing": "keep"} if tolerant else {})), root
 
@@ -242,7 +256,7 @@ def cmd_predict(args) -> int:
         for r in rows:
             print(f"{r['image']:{widths['image']}}  {r['roi']:{widths['roi']}}  "
                   + "  ".join(f"{r[c]:10.4f}" for c in classes) + f"  {r['predicted']:10}  {r['heatmap']}")
-        print(f"model {loaded.directory} ({loaded.preprocessing.recipe} recipe, input "
+        print(f"model {loaded.directory} ({loaded.preprocessing.task} recipe, input "
               f"{loaded.preprocessing.input_hw[0]}x{loaded.preprocessing.input_hw[1]}); Grad-CAM explains "
               f"'{loaded.class_names[-1]}'. Not a medical device: research use only.", file=sys.stderr)
     return 1 if failed else 0
@@ -310,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True)
 
     info = data_commands.add_parser("info", help="counts by class, patients, views")
-    info.add_argument("dataset", choices=DATASETS)
+    info.add_argument("dataset", type=_dataset, help=_dataset_help())
     info.add_argument("--root", help="dataset folder (default: $MAMMO_DATA/<dataset>)")
     info.add_argument("--json", action="store_true", help="print the counts as JSON")
     info.add_argument("--strict", action="store_true",
@@ -319,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(handler=cmd_data_info)
 
     prep = data_commands.add_parser("prepare", help="cut a paper's inputs into arrays + index.csv")
-    prep.add_argument("dataset", choices=DATASETS)
+    prep.add_argument("dataset", type=_dataset, help=_dataset_help())
     prep.add_argument("--root", help="dataset folder (default: $MAMMO_DATA/<dataset>)")
     prep.add_argument("--task", required=True, choices=sorted(TASKS),
                       help="; ".join(f"{t.name}: {t.description}" for t in TASKS.values()))
@@ -337,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(handler=cmd_data_prepare)
 
     download = data_commands.add_parser("download", help="download mini-MIAS; print how to get the others")
-    download.add_argument("dataset", choices=[name for name in DATASETS if name not in ("cocc", "phantom")])
+    download.add_argument("dataset", type=_dataset, help=_dataset_help(exclude=("cocc", "phantom")))
     download.add_argument("--out", default="data/mias", help="destination folder (default data/mias)")
     from mammo_keras.data.download import MIAS_URL
 

@@ -21,8 +21,9 @@ from typing import Any
 
 import yaml
 
+from mammo_keras.vocabulary import KINDS
+
 PROFILES = ("tiny", "cpu", "paper")
-KINDS = ("cv", "holdout", "transfer", "detection")
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 
 
@@ -43,7 +44,7 @@ class ModelRow:
 
     def __post_init__(self):
         if self.ensemble:
-            from mammo_keras.training.ensembling import METHODS
+            from mammo_keras.vocabulary import ENSEMBLE_METHODS as METHODS
 
             if self.ensemble.get("method") not in METHODS or len(self.ensemble.get("members") or []) < 2:
                 raise ValueError(f"row {self.label!r}: `ensemble` needs `method` (one of {METHODS}) and two "
@@ -98,7 +99,7 @@ class ExperimentConfig:
     reported_metric: str = "accuracy"
     dataset_keys: dict = dataclasses.field(default_factory=dict)
     note: str = ""
-    detection: dict = dataclasses.field(default_factory=dict)  # kind "detection": see detection/run.py
+    detection: dict = dataclasses.field(default_factory=dict)  # kind "detection": see runner/detection.py
     # Input steps fitted on each training part (data.recipes): "none", "train_mean_grey" (Shen),
     # "train_mean_image" (Jain & Levy); and offline augmentation of the training part
     # ({rotations, crops_per_rotation, fill}: Jain & Levy's x25).
@@ -111,6 +112,7 @@ class ExperimentConfig:
     # Chained tables: keep the patient split of this earlier run (`<paper>/<table>`) per dataset.
     split_from: str = ""
     balance_eval: bool = False  # hold-out: as many items of each class in val and in test (Jain & Levy)
+    overrides: dict = dataclasses.field(default_factory=dict)  # the --set values this config was loaded with
     source: str = ""
 
     def __post_init__(self):
@@ -128,8 +130,7 @@ class ExperimentConfig:
             if missing:
                 raise ValueError(f"{self.source}: ensemble row {row.label!r} needs its members "
                                  f"{sorted(missing)} listed before it")
-        from mammo_keras.data.recipes import NORMALISATIONS, OfflineAugment
-        from mammo_keras.training.fit import SELECTIONS
+        from mammo_keras.vocabulary import NORMALISATIONS, SELECTIONS
 
         if self.normalisation not in NORMALISATIONS:
             raise ValueError(f"{self.source}: `normalisation` must be one of {NORMALISATIONS}. "
@@ -137,8 +138,10 @@ class ExperimentConfig:
         if self.selection not in SELECTIONS:
             raise ValueError(f"{self.source}: `selection` must be one of {SELECTIONS}. "
                              f"Received: selection={self.selection!r}")
-        if self.offline_augment:
-            OfflineAugment(**self.offline_augment)
+        unknown = sorted(set(self.offline_augment) - {"rotations", "crops_per_rotation", "fill"})
+        if unknown:
+            raise ValueError(f"{self.source}: `offline_augment` takes rotations, crops_per_rotation and fill. "
+                             f"Received: {sorted(self.offline_augment)}")
         if self.split_from and self.kind != "holdout":
             raise ValueError(f"{self.source}: `split_from` keeps an earlier hold-out split; it needs kind "
                              f"'holdout'. Received: kind={self.kind!r}")
@@ -356,4 +359,4 @@ def load_config(name: str, profile: str = "tiny", *, experiments_dir: Path = EXP
     for key in ("datasets", "metrics", "fractions"):
         if key in raw:
             raw[key] = tuple(raw[key])
-    return ExperimentConfig(profile=profile, models=models, source=str(path), **raw)
+    return ExperimentConfig(profile=profile, models=models, source=str(path), overrides=dict(overrides), **raw)

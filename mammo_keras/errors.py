@@ -27,3 +27,19 @@ class DataError(ValueError):
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset folder is missing or does not have the expected layout."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite: the run as configured cannot give a model.
+
+    Raised by `training.fit.fit_stages` after Keras' TerminateOnNaN stops the epoch; the runner
+    reports the row as diverged (with where it happened) and goes on with the other rows.
+    """
+
+    def __init__(self, stage: str, epoch: int, where: str | Path | None = None):
+        self.stage, self.epoch, self.where = stage, int(epoch), None if where is None else str(where)
+        place = f" ({self.where})" if self.where else ""
+        super().__init__(f"the training loss became NaN or infinite in stage {stage!r}, epoch {epoch}{place}")
+
+    def __reduce__(self):
+        return (type(self), (self.stage, self.epoch, self.where))

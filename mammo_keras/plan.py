@@ -177,12 +177,12 @@ def stage_plan(model, stage, *, n_classes_output: int, augment, offline_copies: 
 def data_plan(config: ExperimentConfig, row: ModelRow, model, dataset: str | None = None) -> dict:
     """The preprocessing chain of `row`, in order, from the file to the model's first layer."""
     from mammo_keras.data.prepare import TASKS
-    from mammo_keras.reproduce import canvas_factor
+    from mammo_keras.data.recipes import InputRecipe
 
     task = TASKS.get(config.task)
     chain = task.steps() if task is not None else [{"step": "task", "name": config.task}]
     scale = row.input_scale if row.input_scale is not None else config.input_scale
-    factor = canvas_factor(config)
+    factor = InputRecipe.of(config, row).canvas
     if config.item_part is not None:
         chain.append({"step": "item_part", "part": config.item_part})
     chain.append({"step": "resize", "to": list(config.input_hw) if not factor else
@@ -311,7 +311,7 @@ def _restore(model, flags: dict) -> None:
 
 def row_plan(config: ExperimentConfig, row: ModelRow, cache: dict) -> dict:
     """The plan of one result row (a model, or an ensemble of earlier rows)."""
-    from mammo_keras.reproduce import expand_options, row_stages
+    from mammo_keras.runner.rows import expand_options, row_stages
 
     plan = {"label": row.label, "model": row.name, "paper_row": dict(row.paper_row)}
     if row.ensemble:
@@ -328,7 +328,7 @@ def row_plan(config: ExperimentConfig, row: ModelRow, cache: dict) -> dict:
     if row.train_patients is not None:
         plan["train_patients"] = row.train_patients
     if config.kind == "detection":
-        from mammo_keras.detection.run import plan_row
+        from mammo_keras.runner.detection import plan_row
 
         plan.update(plan_row(config, row))
         return plan

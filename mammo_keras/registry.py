@@ -48,7 +48,8 @@ class Registry(Generic[T]):
         candidates = list(self._items) + list(self._aliases)
         close = difflib.get_close_matches(str(name), candidates, n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        where = f" See {self.listing}." if self.listing else f" Valid names: {', '.join(sorted(self._items))}."
+        where = f" Valid names: {sorted(self._items)}." if len(self._items) <= 40 else ""
+        where += f" See {self.listing}." if self.listing else ""
         raise ValueError(f"Unknown {self.kind}.{hint}{where} Received: name={name!r}")
 
     def get(self, name: str) -> T:

@@ -5,10 +5,11 @@
     result.probabilities                      # {"benign": 0.81, "malignant": 0.19}
     write_png("mdb001_gradcam.png", result.panel)
 
-Every step repeats what training did, read from the model folder's manifest (`recipe.py`): the
-file is scaled to [0, 1] by its format's range, the lesion ROI is cut by the same function
-(`roi.chougrad_roi` / `roi.jain_levy_roi`, or the whole image for Shen's networks), resized to
-the model's input and multiplied by the recorded input scale.
+Every step is what training did, by the same code: the manifest records the model's input recipe
+(`data.recipes.InputRecipe`) and the steps fitted on its training part (mean grey / mean image);
+the file is read as `data prepare` reads it, the item cut by the prepare task's own `extract`
+(the Chougrad / Jain & Levy ROI, or the whole image for Shen's networks), resized, scaled and
+normalised as the runner does (tests/app/test_recipe_parity.py checks the arrays are identical).
 
 Reference: Chougrad et al. 2018, Sec. 3.4 (the screening GUI); Selvaraju et al. 2017 (Grad-CAM).
 """
@@ -24,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mammo_keras.app.recipe import Preprocessing, from_manifest
 from mammo_keras.data import roi
+from mammo_keras.data.recipes import PREDICTABLE_TASKS, FittedInputs, InputRecipe
 from mammo_keras.data.imageio import DEFAULT_MAX_PIXELS, read_normalised
 from mammo_keras.errors import DataError
 from mammo_keras.fileio import atomic_write_bytes
@@ -39,12 +40,13 @@ _NUMBER = r"\s*[-+]?(?:\d+\.?\d*|\.\d+)\s*"
 
 @dataclasses.dataclass(frozen=True)
 class LoadedModel:
-    """A saved model with the preprocessing its manifest records."""
+    """A saved model with the input recipe and fitted input steps its manifest records."""
 
     model: object  # keras.Model (imported lazily: the CLI parses arguments before TensorFlow loads)
-    preprocessing: Preprocessing
+    preprocessing: InputRecipe
     manifest: dict
     directory: Path
+    fitted: FittedInputs | None = None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -107,6 +109,7 @@ def load_model_folder(directory: str | Path, *, recipe: str | None = None) -> Lo
     manifest = model_io.read_manifest(directory)
     model_io.verify_checksums(directory)
     preprocessing = from_manifest(manifest, origin=str(directory / model_io.MANIFEST_FILE), recipe=recipe)
+    fitted = preprocessing.fitted_from_manifest(manifest.get("preprocessing") or {}, directory)
     model = model_io.load(directory, verify=False)
     if len(model.inputs) != 1:
         raise DataError(directory, f"the model must have one image input. Received: {len(model.inputs)} inputs")
@@ -119,7 +122,47 @@ def load_model_folder(directory: str | Path, *, recipe: str | None = None) -> Lo
     if not (units == classes or (units == 1 and classes == 2)):
         raise DataError(directory, f"the model has {units} output units for {classes} class names "
                                    f"{list(preprocessing.class_names)}; they must agree")
-    return LoadedModel(model, preprocessing, manifest, directory)
+    return LoadedModel(model, preprocessing, manifest, directory, fitted)
+
+
+def from_manifest(manifest: dict, *, origin: str = "<model>", recipe: str | None = None) -> InputRecipe:
+    """The input recipe a saved model's manifest records.
+
+    Folders saved before the manifest recorded preprocessing need `recipe` (chougrad, jain_levy
+    or shen) from the user; the input size then comes from the model's input shape, the scale is
+    1 and the options are the recipe's defaults.
+
+    Raises:
+        DataError: no recorded preprocessing and no `recipe`, or a recipe this framework cannot run.
+    """
+    from mammo_keras.data.prepare import TASKS
+
+    recorded = dict(manifest.get("preprocessing") or {})
+    shape = manifest.get("input_shape") or []
+    if isinstance(shape, list) and shape and isinstance(shape[0], list):
+        raise DataError(origin, f"the screening framework takes models with one image input. "
+                                f"Received: input_shape={shape}")
+    if "recipe" not in recorded:
+        if recipe is None:
+            raise DataError(origin, "the manifest records no preprocessing (the folder was saved before "
+                                    "mammo_keras recorded it, or by hand): say how the model was trained "
+                                    f"with --recipe {'|'.join(PREDICTABLE_TASKS)}")
+        if recipe not in PREDICTABLE_TASKS:
+            raise DataError(origin, f"--recipe must be one of {PREDICTABLE_TASKS}. Received: recipe={recipe!r}")
+        if len(shape) != 3:
+            raise DataError(origin, f"the manifest's input_shape must be (height, width, channels). "
+                                    f"Received: input_shape={shape}")
+        recorded = {"recipe": recipe, "options": dict(TASKS[recipe].defaults), "input_hw": shape[:2],
+                    "input_channels": shape[2], "input_scale": 1.0}
+    name = recorded["recipe"]
+    if name not in PREDICTABLE_TASKS:
+        raise DataError(origin, f"this model was trained on {name!r} items; the screening framework "
+                                f"runs models trained on one of {PREDICTABLE_TASKS}. Received: recipe={name!r}")
+    if recorded.get("item_part") is not None or recorded.get("label_map"):
+        raise DataError(origin, "models trained on paired or relabelled items are not supported. "
+                                f"Received: preprocessing={recorded}")
+    class_names = manifest.get("class_names") or list(TASKS[name].class_names)
+    return InputRecipe.from_manifest(recorded, class_names)
 
 
 def parse_numbers(text: str, count: int, what: str) -> tuple[float, ...]:
@@ -228,7 +271,7 @@ def read_scan(path: str | Path, *, name: str | None = None,
     return image
 
 
-def lesion_window(preprocessing: Preprocessing, box: roi.Box | None, shape: Sequence[int]) -> roi.Window:
+def lesion_window(preprocessing: InputRecipe, box: roi.Box | None, shape: Sequence[int]) -> roi.Window:
     """The part of the image that the model input shows (for drawing; the input itself is cut by roi.*)."""
     height, width = shape[:2]
     if box is None or not preprocessing.needs_roi:
@@ -236,7 +279,7 @@ def lesion_window(preprocessing: Preprocessing, box: roi.Box | None, shape: Sequ
     x0, y0, x1, y1 = box
     cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
     options = preprocessing.options
-    if preprocessing.recipe == "chougrad":
+    if preprocessing.task == "chougrad":
         side = max(options["r"], x1 - x0, y1 - y0) if options["grow_to_fit"] else options["r"]
         return roi.clip_window(cx, cy, side, side, shape)
     if options["context"] == "fixed":
@@ -249,34 +292,26 @@ def lesion_window(preprocessing: Preprocessing, box: roi.Box | None, shape: Sequ
     return roi.Window(left, top, left + side, top + side, window.clipped)
 
 
-def model_input(image: np.ndarray, preprocessing: Preprocessing, box: roi.Box | None = None, *,
-                origin: str = "<image>") -> np.ndarray:
-    """The (H, W) array the model takes, cut and scaled exactly as for training.
+def model_input(image: np.ndarray, preprocessing: InputRecipe, box: roi.Box | None = None, *,
+                origin: str = "<image>", fitted: FittedInputs | None = None) -> np.ndarray:
+    """The (H, W) array the model takes, cut, resized, scaled and normalised as for training
+    (`InputRecipe.model_input`, the runner's code path).
 
     Raises:
         DataError: an ROI model without a lesion box, a whole-image model given one, or a box
             outside the image.
     """
-    options = preprocessing.options
     if preprocessing.needs_roi:
         if box is None:
-            raise DataError(origin, f"this model classifies lesion ROIs ({preprocessing.recipe} recipe): "
+            raise DataError(origin, f"this model classifies lesion ROIs ({preprocessing.task} recipe): "
                                     "give the lesion as --roi x,y,r or --bbox x0,y0,x1,y1")
         check_lesion(box, image.shape, origin)
-        if preprocessing.recipe == "chougrad":
-            array = roi.chougrad_roi(image, box, r=options["r"], out_size=options["size"],
-                                     grow_to_fit=options["grow_to_fit"], origin=origin)
-        else:
-            array = roi.jain_levy_roi(image, box, context=options["context"], padding=options["padding"],
-                                      factor=options["factor"], out_size=options["size"], origin=origin)
-    else:
-        if box is not None:
-            raise DataError(origin, "this model classifies whole images (shen recipe) and takes no ROI. "
-                                    f"Received: roi={format_box(box)}")
-        array = roi.shen_whole_image(image, size=(options["height"], options["width"]))
-    if array.shape[:2] != preprocessing.input_hw:
-        array = roi.resize(array, preprocessing.input_hw)
-    return (array * np.float32(preprocessing.input_scale)).astype(np.float32)
+    elif box is not None:
+        raise DataError(origin, "this model classifies whole images (shen recipe) and takes no ROI. "
+                                f"Received: roi={format_box(box)}")
+    if fitted is None:
+        fitted = preprocessing.fitted_from_manifest({}, ".")
+    return preprocessing.model_input(image, box, fitted, origin=origin)[0]
 
 
 def class_probabilities(outputs: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
@@ -305,13 +340,13 @@ def predict_image(loaded: LoadedModel, path: str | Path, lesion: Lesion | None =
     Grad-CAM sheets of `reproduce`, so that the map always shows the evidence for cancer.
     """
     from mammo_keras.evaluation.saliency import grad_cam
-    from mammo_keras.training.fit import as_model_input
+    from mammo_keras.models.inputs import as_model_input
 
     name = name or str(path)
     if image is None:
         image = read_scan(path, name=name, max_pixels=max_pixels)
     box = None if lesion is None else lesion.box(image.shape)
-    array = model_input(image, loaded.preprocessing, box, origin=name)
+    array = model_input(image, loaded.preprocessing, box, origin=name, fitted=loaded.fitted)
     batch = as_model_input(array[None], loaded.model)
     outputs = loaded.model(batch, training=False)
     probabilities = class_probabilities(np.asarray(outputs), loaded.class_names)[0]
@@ -339,7 +374,7 @@ def explained_layer(model) -> str | None:
     return spatial[-1] if spatial else (names[-1] if names else None)
 
 
-def render_panel(image: np.ndarray, preprocessing: Preprocessing, box: roi.Box | None,
+def render_panel(image: np.ndarray, preprocessing: InputRecipe, box: roi.Box | None,
                  heatmap: np.ndarray | None, *, display_size: int = DISPLAY_SIZE) -> np.ndarray:
     """The picture to show: for ROI models the whole image with the ROI outlined beside the ROI
     with its Grad-CAM overlay; for whole-image models the image with the overlay."""

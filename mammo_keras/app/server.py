@@ -114,7 +114,7 @@ def create_app(loaded: LoadedModel, workdir: str | Path, *, max_upload_mb: float
             session["csrf"] = secrets.token_hex(16)
         values = {"model_name": f"{loaded.manifest.get('architecture', 'model')} "
                                 f"({'/'.join(loaded.directory.parts[-5:])})",
-                  "recipe": preprocessing.recipe, "input_hw": preprocessing.input_hw,
+                  "recipe": preprocessing.task, "input_hw": preprocessing.input_hw,
                   "class_names": preprocessing.class_names, "needs_roi": preprocessing.needs_roi,
                   "formats": FORMATS, "max_mb": f"{max_upload_mb:g}",
                   "max_bytes": app.config["MAX_CONTENT_LENGTH"], "x": "", "y": "", "r": "",

@@ -2,6 +2,12 @@
 
     from mammo_keras import data
     table = data.read_dataset("mias", "/path/to/all-mias")
+    data.names()                       # the registered datasets, as the CLI lists them
+
+Each reader module declares its `NAME`, the `FOLDERS` a data root (--data DIR, $MAMMO_DATA) may
+hold it under, its `ALIASES`, `LAYOUT` (the folder layout it expects), `HOW_TO_GET` and
+`read(root, **options)`; this package registers them once (`mammo_keras.registry.Registry`), and
+the CLI's choices, the folder lookup and the docs come from there.
 """
 from __future__ import annotations
 
@@ -10,37 +16,51 @@ from pathlib import Path
 
 import pandas as pd
 
+from mammo_keras import settings
 from mammo_keras.errors import DatasetNotFoundError
+from mammo_keras.registry import Registry
 
-# name -> module under mammo_keras.data; each module has `read(root, **options)`,
-# `LAYOUT` (the folder layout it expects) and `HOW_TO_GET` (where to obtain it).
-READERS = {
-    "mias": "mias",
-    "cbis_ddsm": "cbis_ddsm",
-    "inbreast": "inbreast",
-    "bcdr": "bcdr",
-    "cocc": "cocc_npy",
-    "vindr_mammo": "vindr_mammo",
-    "cmmd": "cmmd",
-    "rsna_screening": "rsna_screening",
-    "phantom": "phantom",
-}
-ALIASES = {"cbis-ddsm": "cbis_ddsm", "ddsm": "cbis_ddsm", "mini-mias": "mias",
-           "vindr-mammo": "vindr_mammo", "vindr": "vindr_mammo", "rsna-screening": "rsna_screening",
-           "rsna": "rsna_screening", "rsna-breast-cancer-detection": "rsna_screening"}
+READER_MODULES = ("mias", "cbis_ddsm", "inbreast", "bcdr", "cocc_npy", "vindr_mammo", "cmmd", "rsna_screening",
+                  "phantom")
+READERS: Registry = Registry("dataset", listing="`mammo-keras data info --help`")
+for _module in READER_MODULES:
+    _reader = importlib.import_module(f"mammo_keras.data.{_module}")
+    READERS.register(_reader.NAME, _reader, aliases=tuple(a for a in _reader.ALIASES + _reader.FOLDERS
+                                                         if a != _reader.NAME))
+del _module, _reader
 
 
 def canonical_name(name: str) -> str:
-    """The reader name for `name` (accepts the folder spellings such as `cbis-ddsm`)."""
-    key = ALIASES.get(name.lower(), name.lower())
-    if key not in READERS:
-        raise ValueError(f"Unknown dataset. Valid names: {sorted(READERS)}. Received: name={name!r}")
-    return key
+    """The registered name of a dataset, from its name, a folder spelling (`cbis-ddsm`) or an alias."""
+    if name in READERS:
+        return READERS.canonical(name)
+    return READERS.canonical(str(name).lower())
+
+
+def names() -> list[str]:
+    """Every registered dataset, in registration order (the CLI's choices)."""
+    return list(READERS)
 
 
 def reader_module(name: str):
     """The module that reads dataset `name`."""
-    return importlib.import_module(f"mammo_keras.data.{READERS[canonical_name(name)]}")
+    return READERS.get(canonical_name(name))
+
+
+def dataset_root(name: str, data_dir: str | Path | None = None, *, explicit: str | Path | None = None) -> Path | None:
+    """Where dataset `name` lives: an explicit folder (--root), else the first of its FOLDERS found under
+    `data_dir` (--data) or $MAMMO_DATA. When none exists, the first folder name (reported as looked in);
+    None when no root is given at all (and for the phantom without one: it is generated)."""
+    if explicit is not None:
+        return Path(explicit).expanduser()
+    base = Path(data_dir).expanduser() if data_dir is not None else settings.data_root()
+    if base is None:
+        return None
+    folders = reader_module(name).FOLDERS
+    for folder in folders:
+        if (base / folder).exists():
+            return base / folder
+    return base / folders[0]
 
 
 def read_dataset(name: str, root: str | Path | None = None, **options) -> pd.DataFrame:
@@ -61,4 +81,4 @@ def read_dataset(name: str, root: str | Path | None = None, **options) -> pd.Dat
     return module.read(Path(root), **options)
 
 
-__all__ = ["READERS", "canonical_name", "read_dataset", "reader_module"]
+__all__ = ["READERS", "canonical_name", "dataset_root", "names", "read_dataset", "reader_module"]

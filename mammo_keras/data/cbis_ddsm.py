@@ -66,6 +66,9 @@ IMAGE_COLUMN, CROP_COLUMN, MASK_COLUMN = "image file path", "cropped image file 
 MISSING_POLICIES = ("error", "skip", "keep")
 _SUBJECT = re.compile(r"^(Mass|Calc)-(Training|Test)_P_\d+_(LEFT|RIGHT)_(CC|MLO)(_\d+)?$")
 
+NAME = "cbis_ddsm"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
+FOLDERS = ('cbis-ddsm', 'cbis_ddsm', 'CBIS-DDSM')  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
+ALIASES = ('cbis-ddsm', 'ddsm')
 LAYOUT = """\
   <root>/**/mass_case_description_train_set.csv   the four TCIA description CSVs,
   <root>/**/mass_case_description_test_set.csv    anywhere under the root

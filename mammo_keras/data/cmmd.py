@@ -47,6 +47,9 @@ PATHOLOGY = {"benign": "benign", "malignant": "malignant"}
 VIEW_CODES = {"399162004": "CC", "399368009": "MLO"}
 VIEW_WORDS = {"CC": "CC", "MLO": "MLO", "CRANIO-CAUDAL": "CC", "MEDIO-LATERAL OBLIQUE": "MLO"}
 
+NAME = "cmmd"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
+FOLDERS = ('cmmd', 'CMMD')  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
+ALIASES = ()
 LAYOUT = """\
   <root>/CMMD_clinicaldata_revision.xlsx   (or a .csv export of it) anywhere under the root
   <root>/**/<patient>/.../1-1.dcm          the TCIA download, e.g. CMMD/D1-0001/<study>/<series>/1-1.dcm;

@@ -30,6 +30,9 @@ BASELINE = 0
 LABELS = {1: ("mass", "benign"), 2: ("mass", "malignant"),
           3: ("calcification", "benign"), 4: ("calcification", "malignant")}
 
+NAME = "cocc"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
+FOLDERS = ('cocc',)  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
+ALIASES = ('cocc_npy', 'coccomini')
 LAYOUT = """\
   <root>/train_tensor.npy         N x 150 x 150 uint16 (pairs: baseline at even, abnormality at odd)
   <root>/train_labels.npy         N labels: 0 baseline, 1/2 mass benign/malignant, 3/4 calc benign/malignant

@@ -6,9 +6,13 @@ from pathlib import Path
 import numpy as np
 
 
-def contact_sheet(prepared: str | Path, out_png: str | Path, *, per_class: int = 12,
+def contact_sheet(images, index, out_png: str | Path, *, title: str = "", per_class: int = 12,
                   columns: int = 6) -> Path:
     """Draw up to `per_class` items of each class (first in index order) into one PNG.
+
+    Args:
+        images: the prepared items (N, ...) (a memory map is fine: only the drawn ones are read);
+        index: their index table (item_id, label, class_name); title: the sheet's name.
 
     Each tile is contrast-stretched on its own (2nd-98th percentile) and titled with
     its item id, so masses can be checked by eye to sit in the centre of their crop.
@@ -18,9 +22,6 @@ def contact_sheet(prepared: str | Path, out_png: str | Path, *, per_class: int =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mammo_keras.data.prepare import load_prepared
-
-    images, index = load_prepared(prepared)
     classes = list(dict.fromkeys(index.sort_values("label")["class_name"]))
     rows_per_class = [int(np.ceil(min(per_class, (index["class_name"] == c).sum()) / columns))
                       for c in classes]
@@ -40,7 +41,7 @@ def contact_sheet(prepared: str | Path, out_png: str | Path, *, per_class: int =
             axis.imshow(np.clip((tile - low) / max(high - low, 1e-6), 0, 1), cmap="gray")
             axis.set_title(f"{name}\n{index.loc[position, 'item_id']}", fontsize=7)
         row += n_rows
-    figure.suptitle(f"{Path(prepared).name}: first {per_class} items per class", fontsize=9)
+    figure.suptitle(f"{title}: first {per_class} items per class", fontsize=9)
     figure.tight_layout(rect=(0, 0, 1, 0.97))
     out_png = Path(out_png)
     temp = out_png.with_name(f".{out_png.name}.tmp.png")

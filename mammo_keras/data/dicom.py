@@ -19,6 +19,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from mammo_keras.data.limits import check_pixel_count
 from mammo_keras.errors import DataError
 
 try:  # pydicom >= 3
@@ -106,7 +107,6 @@ def read_dicom(path: str | Path, *, apply_voi: bool = True, normalise: bool = Fa
             cap, or a compressed transfer syntax that no installed decoder handles.
     """
     if max_pixels is not None:
-        from mammo_keras.data.imageio import check_pixel_count
 
         check_pixel_count(path, *header_size(path), max_pixels=max_pixels)
     try:

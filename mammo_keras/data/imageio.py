@@ -18,25 +18,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mammo_keras.data.limits import DEFAULT_MAX_PIXELS, check_pixel_count  # noqa: F401 - re-exported
 from mammo_keras.errors import DataError
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ""}
 RASTER_SUFFIXES = {".pgm", ".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"}
-DEFAULT_MAX_PIXELS = 40_000_000  # full-field digital mammograms are at most about 40 megapixels
 # What Pillow raises on a corrupt file besides OSError (struct/zlib errors, bad tables, short reads).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError,
                   struct.error, zlib.error)
-
-
-def check_pixel_count(path: str | Path, height: int, width: int, frames: int = 1, *,
-                      max_pixels: int | None) -> None:
-    """Raise DataError when an image of `height` x `width` (x `frames`) exceeds `max_pixels`."""
-    count = int(height) * int(width) * max(int(frames), 1)
-    if max_pixels is not None and count > max_pixels:
-        frames_text = f" x {frames} frames" if frames > 1 else ""
-        raise DataError(path, f"images may have at most {max_pixels:,} pixels ({max_pixels / 1e6:g} megapixels, "
-                              f"--max-pixels), checked before decoding. Received: {width}x{height}{frames_text} "
-                              f"= {count:,} pixels")
 
 
 def _bomb(path: str | Path, error: Exception, max_pixels: int | None) -> DataError:

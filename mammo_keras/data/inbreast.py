@@ -58,6 +58,9 @@ VIEW_CODES = {"CC": "CC", "ML": "MLO", "MLO": "MLO"}
 _DICOM_NAME = re.compile(r"^(\d+)_([^_]+)_MG_([LR])_(CC|MLO|ML)_ANON\.dcm$", re.IGNORECASE)
 _POINT = re.compile(r"^\s*\(?\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*\)?\s*$")
 
+NAME = "inbreast"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
+FOLDERS = ('inbreast', 'INbreast')  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
+ALIASES = ()
 LAYOUT = """\
   <root>/                     (or <root>/INbreast Release 1.0/)
     INbreast.csv              semicolon separated: ...;File Name;ACR;Bi-Rads

@@ -31,6 +31,9 @@ TISSUE = {"F": "fatty", "G": "fatty-glandular", "D": "dense-glandular"}
 SEVERITY = {"B": "benign", "M": "malignant"}
 _ROW = re.compile(r"^mdb\d{3}\b")
 
+NAME = "mias"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
+FOLDERS = ('mias', 'mini-mias', 'all-mias')  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
+ALIASES = ('mini-mias', 'mini_mias')
 LAYOUT = """\
   <root>/Info.txt          the label file of the archive (CRLF, table after the header text)
   <root>/mdb001.pgm ... mdb322.pgm   (or .png conversions of them)"""

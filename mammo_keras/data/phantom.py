@@ -63,6 +63,9 @@ KINDS_MASSES_ONLY = (("mass", "benign"), ("mass", "malignant"),
 DEFAULTS = {"n_patients": 12, "images_per_patient": 2, "seed": 0,
             "image_size": (1024, 832), "calcifications": True}
 
+NAME = "phantom"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
+FOLDERS = ('phantom',)  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
+ALIASES = ()
 LAYOUT = """\
 <root>/<parameter hash>/          one folder per set of generation parameters
     manifest.json                 generator version, parameters, file list (written last)

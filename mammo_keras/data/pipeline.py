@@ -42,10 +42,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from types import MappingProxyType
 
 import numpy as np
 import tensorflow as tf
+
+from mammo_keras.registry import Registry
 
 FILL_MODES = ("nearest", "constant", "reflect", "wrap")
 INTERPOLATION_ORDERS = (0, 1)
@@ -134,7 +135,8 @@ def _zoom_bounds(zoom_range: object) -> tuple[float, float]:
     return low, high
 
 
-PRESETS: MappingProxyType[str, AugmentConfig] = MappingProxyType({
+PRESETS: Registry[AugmentConfig] = Registry("augmentation preset", listing="data.pipeline.PRESETS.names()")
+for _name, _preset in {
     # Chougrad 2018 §2.2.1 (3): Keras 1 + Theano, so shear 0.5 is radians and resampling was
     # scipy order=0; fill_mode unspecified -> Keras default "nearest".
     "chougrad2018": AugmentConfig(
@@ -154,15 +156,13 @@ PRESETS: MappingProxyType[str, AugmentConfig] = MappingProxyType({
     "cocc_scratch": AugmentConfig(
         rotation_range=360.0, horizontal_flip=True, vertical_flip=True, width_shift_range=0.1,
         height_shift_range=0.1, shear_range=math.radians(0.01), zoom_range=0.1),
-})
-
+}.items():
+    PRESETS.register(_name, _preset)
+del _name, _preset
 
 def preset(name: str) -> AugmentConfig:
     """The augmentation of a paper, by preset name."""
-    if name not in PRESETS:
-        raise ValueError(f"Unknown augmentation preset. Valid names: {sorted(PRESETS)}. "
-                         f"Received: name={name!r}")
-    return PRESETS[name]
+    return PRESETS.get(name)
 
 
 def _shift(value: float, size: int, seeds: tf.Tensor, batch_size) -> tf.Tensor:

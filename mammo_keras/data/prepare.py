@@ -34,6 +34,7 @@ from mammo_keras.data import records as rec
 from mammo_keras.data import roi
 from mammo_keras.data.imageio import read_normalised
 from mammo_keras.errors import DataError
+from mammo_keras.registry import Registry
 from mammo_keras.fileio import atomic_save_npy, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 FORMAT_VERSION = 2  # 2: Jain & Levy items are canvases with their window's extent
@@ -68,12 +69,11 @@ class Task:
         return [read, *self.chain({**self.defaults, **(options or {})})]
 
 
-TASKS: dict[str, Task] = {}
+TASKS: Registry[Task] = Registry("prepare task", listing="`mammo-keras data prepare --help`")
 
 
 def register_task(task: Task) -> Task:
-    TASKS[task.name] = task
-    return task
+    return TASKS.register(task.name, task)
 
 
 def _binary_lesions(table: pd.DataFrame) -> pd.DataFrame:
@@ -325,8 +325,7 @@ def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
         DataError: on the first bad (or missing) image unless skip_bad (or skip_missing); items already
             written stay, and the same command resumes after the problem is fixed.
     """
-    if task not in TASKS:
-        raise ValueError(f"Unknown task. Valid tasks: {sorted(TASKS)}. Received: task={task!r}")
+    TASKS.canonical(task)  # an unknown task raises, suggesting the close ones
     if not isinstance(workers, int) or workers < 0:
         raise ValueError(f"`workers` must be an integer >= 0 (0: one per CPU core). Received: workers={workers!r}")
     workers = workers or os.cpu_count() or 1
@@ -365,7 +364,7 @@ def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
     if contact_sheet and report.items:
         from mammo_keras.data.contact_sheet import contact_sheet as draw
 
-        draw(out, out / "contact_sheet.png")
+        draw(*load_prepared(out), out / "contact_sheet.png", title=out.name)
     return report
 
 

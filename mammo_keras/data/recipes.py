@@ -24,8 +24,8 @@ import numpy as np
 from scipy import ndimage
 
 from mammo_keras.data.roi import centre_crop
+from mammo_keras.vocabulary import NORMALISATIONS
 
-NORMALISATIONS = ("none", "train_mean_grey", "train_whole_image_mean_grey", "train_mean_image")
 IMAGE_MEAN_COLUMN = "image_mean_grey"
 FILLS = ("train_mean_pixel",)
 
@@ -198,3 +198,152 @@ class FittedInputs:
     def arrays(self) -> dict[str, np.ndarray]:
         return {"mean_image.npy": np.asarray(self.mean, np.float32)} \
             if self.normalisation.kind == "train_mean_image" else {}
+
+
+PREDICTABLE_TASKS = ("chougrad", "jain_levy", "shen")  # one 2-D item cut from one image (or the whole image)
+ROI_TASKS = ("chougrad", "jain_levy")
+MANIFEST_KEYS = ("recipe", "options", "input_hw", "input_channels", "input_scale", "intensity")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputRecipe:
+    """How a file becomes a model input: one object for `data prepare`, the runner and `predict`.
+
+        recipe = InputRecipe.of(config)               # from an experiment config (and a row)
+        items = recipe.items_from_image(image, box)   # what `data prepare` cuts: the task's own code
+        arrays = recipe.scaled(recipe.resized(items))  # what the runner trains on, before the fitted steps
+        recipe.model_input(image, box, fitted)         # all of it, for a new image (`predict`)
+
+    task: the prepare task (its `extract` cuts the items: crop rule, resize, GCN); options: its
+    options; input_hw / input_channels: the model's input; input_scale: the intensity factor
+    (255: 0-255 units); item_part: the part of a paired item (Coccomini) or None; label_map: the
+    task's labels to the row's; class_names: the model's output classes; normalisation / offline:
+    the training-part-dependent steps (their fitted values live in `FittedInputs`).
+    """
+
+    task: str
+    options: dict
+    input_hw: tuple[int, int]
+    input_channels: int = 1
+    input_scale: float = 1.0
+    item_part: int | None = None
+    label_map: dict = dataclasses.field(default_factory=dict)
+    class_names: tuple[str, ...] = ()
+    normalisation: str = "none"
+    offline: dict | None = None
+    intensity: str = "format_range"
+
+    @classmethod
+    def of(cls, config, row=None) -> InputRecipe:
+        """The recipe of an `ExperimentConfig` (and of one of its `ModelRow`s: its own input_scale)."""
+        from mammo_keras.data.prepare import TASKS
+
+        task = TASKS[config.task] if config.task in TASKS else None
+        scale = row.input_scale if row is not None and row.input_scale is not None else config.input_scale
+        class_names = tuple(task.class_names) if task is not None else ()
+        if config.label_map:  # relabelled tasks (Coccomini): the prepared class names no longer apply
+            class_names = tuple(f"class_{i}" for i in sorted(set(config.label_map.values())))
+        return cls(config.task, dict(task.defaults) if task is not None else {}, tuple(config.input_hw),
+                   int(config.input_channels), float(scale), config.item_part,
+                   {int(k): int(v) for k, v in config.label_map.items()}, class_names,
+                   config.normalisation, dict(config.offline_augment) or None)
+
+    @property
+    def canvas(self) -> float | None:
+        """Canvas side / input side for tasks whose items are canvases (Jain & Levy), else None."""
+        return self.options.get("canvas")
+
+    @property
+    def item_hw(self) -> tuple[int, int]:
+        """The (rows, cols) prepared items are resized to: the input size, or the canvas around it."""
+        if not self.canvas:
+            return tuple(self.input_hw)
+        return tuple(int(round(side * self.canvas)) for side in self.input_hw)
+
+    @property
+    def needs_roi(self) -> bool:
+        """Lesion-ROI recipes need a lesion position; whole-image recipes (Shen) do not."""
+        return self.task in ROI_TASKS
+
+    @property
+    def eval_crop(self) -> tuple[int, int] | None:
+        return tuple(self.input_hw) if self.canvas else None
+
+    def resized(self, items: np.ndarray) -> np.ndarray:
+        """Prepared items (N, H, W) or pairs (N, parts, H, W) to the profile's size, part chosen."""
+        from mammo_keras.data.roi import resize
+
+        items = np.asarray(items)
+        if self.item_part is not None:
+            items = items[:, self.item_part]
+        target = self.item_hw
+        if items.shape[-2:] == target:
+            return items.astype(np.float32, copy=False)
+        return np.stack([resize(item, target) if item.ndim == 2 else np.stack([resize(p, target) for p in item])
+                         for item in items]).astype(np.float32)
+
+    def scaled(self, arrays: np.ndarray) -> np.ndarray:
+        return arrays * np.float32(self.input_scale) if self.input_scale != 1.0 else arrays
+
+    def training_arrays(self, items: np.ndarray, index):
+        """The runner's arrays of a dataset (resized; a row applies its own `scaled`) and their index."""
+        return self.resized(items), index
+
+    def items_from_image(self, image: np.ndarray, box=None, *, origin: str = "<image>") -> np.ndarray:
+        """The item `data prepare` cuts from `image` for a lesion at `box` (None: a whole-image task),
+        through the task's own `extract`."""
+        import pandas as pd
+
+        from mammo_keras.data.prepare import TASKS
+
+        if self.task not in PREDICTABLE_TASKS:
+            raise ValueError(f"items of task {self.task!r} come from several images or parts; a new image can "
+                             f"be prepared for the tasks {PREDICTABLE_TASKS}. Received: task={self.task!r}")
+        x0, y0, x1, y1 = box if box is not None else (np.nan,) * 4
+        row = {"image_id": "query", "patient_id": "query", "lesion_id": "query", "path": origin,
+               "abnormality": "mass" if box is not None else "normal", "pathology": "benign" if box is not None
+               else "normal", "x0": x0, "y0": y0, "x1": x1, "y1": y1, "source": "query", "laterality": "",
+               "view": ""}
+        items = TASKS[self.task].extract(image, pd.DataFrame([row]), self.options)
+        return np.stack([item.array for item in items]).astype(np.float32)
+
+    def model_input(self, image: np.ndarray, box, fitted: FittedInputs, *, origin: str = "<image>") -> np.ndarray:
+        """The (1, H, W) model input of a new image: cut, resized, scaled and transformed as in training."""
+        return fitted.transform(self.scaled(self.resized(self.items_from_image(image, box, origin=origin))))
+
+    def to_manifest(self) -> dict:
+        """The `preprocessing` section of a saved model's manifest (`io.save` writes it)."""
+        record = {"recipe": self.task, "options": dict(self.options), "input_hw": list(self.input_hw),
+                  "input_channels": self.input_channels, "input_scale": self.input_scale,
+                  "intensity": self.intensity, "normalisation": self.normalisation}
+        if self.item_part is not None:
+            record["item_part"] = self.item_part
+        if self.label_map:
+            record["label_map"] = {str(k): v for k, v in self.label_map.items()}
+        if self.offline:
+            record["offline_augment"] = dict(self.offline)
+        return record
+
+    @classmethod
+    def from_manifest(cls, record: dict, class_names) -> InputRecipe:
+        from mammo_keras.data.prepare import TASKS
+
+        task = record["recipe"]
+        options = {**(TASKS[task].defaults if task in TASKS else {}), **dict(record.get("options") or {})}
+        return cls(task, options, tuple(int(v) for v in record["input_hw"]), int(record.get("input_channels", 1)),
+                   float(record.get("input_scale", 1.0)), record.get("item_part"),
+                   {int(k): int(v) for k, v in (record.get("label_map") or {}).items()},
+                   tuple(str(c) for c in class_names), record.get("normalisation", "none"),
+                   record.get("offline_augment"), record.get("intensity", "format_range"))
+
+    def fitted_from_manifest(self, record: dict, folder) -> FittedInputs:
+        """The fitted steps a saved model recorded (mean grey inline, a mean image as its .npy file)."""
+        from pathlib import Path
+
+        fitted = FittedInputs(Normalisation(record.get("normalisation", "none")), None,
+                              tuple(record["eval_crop"]) if record.get("eval_crop") else self.eval_crop)
+        if "mean_grey" in record:
+            fitted.mean = float(record["mean_grey"])
+        elif record.get("mean_image_file"):
+            fitted.mean = np.load(Path(folder) / record["mean_image_file"], allow_pickle=False)
+        return fitted

@@ -44,6 +44,9 @@ COLUMNS = ("site_id", "patient_id", "image_id", "laterality", "view", "age", "ca
 VIEWS = {"CC": "CC", "MLO": "MLO"}
 OTHER_VIEWS = ("ML", "LM", "AT", "LMO", "XCCL", "XCCM")
 
+NAME = "rsna_screening"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
+FOLDERS = ('rsna-screening', 'rsna_screening', 'rsna-breast-cancer-detection')  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
+ALIASES = ('rsna-screening', 'rsna', 'rsna-breast-cancer-detection')
 LAYOUT = f"""\
   <root>/{LABEL_CSV}                         one row per image (labels as on the competition's data page)
   <root>/{IMAGE_FOLDER}/<patient_id>/<image_id>.dcm   many JPEG 2000: pip install pylibjpeg pylibjpeg-openjpeg"""

@@ -70,6 +70,9 @@ CATEGORY_ABNORMALITY = {
 ABNORMALITY_ORDER = ("mass", "calcification", "distortion", "asymmetry", "other")
 NO_FINDING = "no finding"
 
+NAME = "vindr_mammo"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
+FOLDERS = ('vindr-mammo', 'vindr_mammo')  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
+ALIASES = ('vindr-mammo', 'vindr')
 LAYOUT = f"""\
   <root>/{BREAST_CSV}    one row per image (BI-RADS, density, official split)
   <root>/{FINDING_CSV}         one row per finding box (or 'No Finding')

@@ -18,7 +18,8 @@ from mammo_keras.evaluation.metrics import auc
 from mammo_keras.fileio import atomic_write_bytes
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display: plots are files)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,13 +28,13 @@ def _pyplot():
     return plt
 
 
-def _save(figure, out_png: str | Path) -> Path:
+def save_figure(figure, out_png: str | Path) -> Path:
     """Render `figure` to PNG bytes, write them atomically and close the figure."""
     buffer = io.BytesIO()
     try:
         figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     finally:
-        _pyplot().close(figure)
+        pyplot().close(figure)
     return atomic_write_bytes(out_png, buffer.getvalue())
 
 
@@ -60,7 +61,7 @@ def roc_curves(predictions: pd.DataFrame, out_png: str | Path, *, title: str = "
     Reference: Chougrad et al. 2018, Fig. 8 (ROC on the MIAS independent test).
     """
     _require_columns(predictions, ("label", "score", "fold"), "roc_curves")
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(5, 5))
     fold_auc = {}
     for fold, group in predictions.groupby("fold", sort=True):
@@ -78,7 +79,7 @@ def roc_curves(predictions: pd.DataFrame, out_png: str | Path, *, title: str = "
     axes.set(xlabel="False positive rate", ylabel="True positive rate", xlim=(0, 1), ylim=(0, 1.01),
              title=title)
     axes.legend(loc="lower right", fontsize=8)
-    path = _save(figure, out_png)
+    path = save_figure(figure, out_png)
     return {"path": path, "pooled_auc": pooled_auc, "fold_auc": fold_auc}
 
 
@@ -91,7 +92,7 @@ def learning_curves(logs: pd.DataFrame, out_png: str | Path, *, title: str = "")
             from 0 within each stage). Without validation columns only training curves are drawn.
     """
     _require_columns(logs, ("fold", "stage", "epoch", "loss", "accuracy"), "learning_curves")
-    plt = _pyplot()
+    plt = pyplot()
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     boundaries: set[int] = set()
@@ -111,7 +112,7 @@ def learning_curves(logs: pd.DataFrame, out_png: str | Path, *, title: str = "")
         axes.set(xlabel="epoch (all stages)", ylabel=key)
         axes.legend(fontsize=7)
     figure.suptitle(title)
-    return _save(figure, out_png)
+    return save_figure(figure, out_png)
 
 
 def comparison_bars(table: pd.DataFrame, out_png: str | Path, *, ylabel: str, title: str = "",
@@ -128,7 +129,7 @@ def comparison_bars(table: pd.DataFrame, out_png: str | Path, *, ylabel: str, ti
     groups = list(dict.fromkeys(table["group"]))
     variants = list(dict.fromkeys(table["variant"]))
     width = 0.8 / len(variants)
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(max(5, 1.2 * len(groups) * len(variants) / 2 + 2), 4))
     for number, variant in enumerate(variants):
         rows = table[table["variant"] == variant].set_index("group").reindex(groups)
@@ -142,7 +143,7 @@ def comparison_bars(table: pd.DataFrame, out_png: str | Path, *, ylabel: str, ti
     axes.set_xticks(np.arange(len(groups)), [str(group) for group in groups])
     axes.set(ylabel=ylabel, title=title)
     axes.legend(fontsize=8)
-    return _save(figure, out_png)
+    return save_figure(figure, out_png)
 
 
 def froc_curve(fp_per_image: Sequence[float], sensitivity: Sequence[float], out_png: str | Path, *,
@@ -161,12 +162,38 @@ def froc_curve(fp_per_image: Sequence[float], sensitivity: Sequence[float], out_
     order = np.argsort(fp, kind="stable")
     fp, sens = fp[order], sens[order]
     sensitivity_at = {float(point): float(np.interp(point, fp, sens)) for point in operating_points}
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(5, 4))
     axes.plot(fp, sens, linewidth=2)
     axes.plot(list(sensitivity_at), list(sensitivity_at.values()), "o", color="black")
     for point, value in sensitivity_at.items():
         axes.annotate(f"{value:.2f}", (point, value), textcoords="offset points", xytext=(4, -12), fontsize=8)
     axes.set(xlabel="False positives per image", ylabel="Sensitivity", ylim=(0, 1.01), title=title)
-    _save(figure, out_png)
+    save_figure(figure, out_png)
     return sensitivity_at
+
+
+def loss_curves(log: pd.DataFrame, out_png: str | Path, *, title: str = "") -> Path:
+    """Training and validation loss per epoch on a log scale (a detector's summed box + class losses)."""
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    epochs = log["total_epoch"] if "total_epoch" in log else log["epoch"]
+    for column in ("loss", "val_loss"):
+        if column in log:
+            axes.plot(epochs, log[column], marker="o", label=column)
+    axes.set(xlabel="epoch", ylabel="loss", yscale="log", title=title)
+    axes.legend(fontsize=8)
+    return save_figure(figure, out_png)
+
+
+def froc_figure(fp_per_image, sensitivity, out_png: str | Path, *, title: str, max_fp: float = 8.0) -> dict:
+    """The FROC plot up to `max_fp` false positives per image, where CAD operating points lie.
+
+    A weak detector keeps boxes down to confidence 0.01 and reaches tens of FPs per image; drawn to
+    the end, the 0.5/1/2 FP/image points would be squeezed against the axis.
+    """
+    fp_per_image, sensitivity = np.asarray(fp_per_image), np.asarray(sensitivity)
+    keep = fp_per_image <= max_fp
+    return froc_curve(fp_per_image[keep], sensitivity[keep], out_png,
+                      title=f"{title}\nto {max_fp:g} FP/image (all boxes: {fp_per_image[-1]:.1f} FP/image, "
+                            f"sensitivity {sensitivity[-1]:.2f})")

@@ -17,7 +17,7 @@ import tensorflow as tf
 from PIL import Image
 
 from mammo_keras.fileio import atomic_write_bytes
-from mammo_keras.training.fit import as_model_input
+from mammo_keras.models.inputs import as_model_input
 
 
 def _output_rank(layer: keras.layers.Layer) -> int | None:

@@ -273,9 +273,9 @@ def score_file(path: str | Path, *, val_path: str | Path | None = None, index: s
 
 def reliability_diagram(report: dict, out_png: str | Path, *, title: str = "") -> Path:
     """Observed cancer rate against mean predicted score per bin, one curve per level, with counts."""
-    from mammo_keras.evaluation.plots import _pyplot, _save
+    from mammo_keras.evaluation.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True,
                                          gridspec_kw={"height_ratios": [3, 1]})
     top.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
@@ -292,7 +292,7 @@ def reliability_diagram(report: dict, out_png: str | Path, *, title: str = "") -
     top.legend(loc="upper left", fontsize=8)
     bottom.set(xlabel="predicted probability (bin)", ylabel="count")
     bottom.legend(fontsize=8)
-    return _save(figure, out_png)
+    return save_figure(figure, out_png)
 
 
 def format_report(report: dict) -> str:

@@ -15,7 +15,7 @@ import os
 import keras
 from keras import layers, ops
 
-from mammo_keras import io as mk_io
+from mammo_keras.models import weights as mk_weights
 from mammo_keras.models.layers import GreyToRGB
 from mammo_keras.models.registry import register
 
@@ -107,7 +107,7 @@ def load_converted_weights(model: keras.Model, weights: str | os.PathLike | None
 
     `keras.applications` ships no ImageNet weights for the Caffe-era networks, so
     `weights="imagenet"` is refused with instructions. A local HDF5 file (legacy `.h5` or Keras 3
-    `.weights.h5`) is loaded by layer name with `mammo_keras.io.load_weights_by_name`, which names
+    `.weights.h5`) is loaded by layer name with `mammo_keras.models.weights.load_weights_by_name`, which names
     the first layer that does not fit. The `classifier` layer is loaded only when the file has it
     with the same shape: a 1000-way ImageNet classifier is left at its new initialisation, as in
     fine-tuning with a new head.
@@ -136,8 +136,8 @@ def load_converted_weights(model: keras.Model, weights: str | os.PathLike | None
                          f"Received: weights={weights!r}")
     head = model.get_layer(classifier)
     body = keras.Model(model.inputs, head.input, name=f"{model.name}_body")
-    mk_io.load_weights_by_name(body, weights, match="name")
-    _, arrays, _ = mk_io.read_weight_file(weights)
+    mk_weights.load_weights_by_name(body, weights, match="name")
+    _, arrays, _ = mk_weights.read_weight_file(weights)
     stored = arrays.get(classifier, [])
     if [tuple(a.shape) for a in stored] == [tuple(w.shape) for w in head.weights]:
         head.set_weights(stored)

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import keras
 
-from mammo_keras import io as mk_io
+from mammo_keras.models import weights as mk_weights
 
 FAMILIES = ("vgg16", "resnet50", "inceptionv3")
 STRATEGIES = ("random", "0FT", "1FT", "2FT", "3FT", "AllFT")
@@ -78,7 +78,7 @@ def backbone(family: str, input_shape: tuple[int, int, int] | None = None, *,
             f"backbone({family!r}, ..., weights='/path/to/{family}_weights_notop.h5'), or copy it to "
             "~/.keras/models/ where Keras looks first.") from error
     if weights_is_path:
-        mk_io.load_weights_by_name(model, weights)
+        mk_weights.load_weights_by_name(model, weights)
     return model
 
 

@@ -9,7 +9,7 @@ it is an optional dependency here: the YOLO builder imports it on use and says w
 Both libraries are imported inside the builders, so importing the model zoo stays fast.
 
 Inputs are 3-channel images already normalised by the named pipeline step
-`mammo_keras.detection.data.normalise` (ImageNet mean/std for RetinaNet's ResNet, as keras-hub's
+`mammo_keras.data.detection.normalise` (ImageNet mean/std for RetinaNet's ResNet, as keras-hub's
 ResNet image converter does; 0-255 for YOLOv8, whose backbone rescales itself). Boxes are
 `xyxy` pixels. The models' raw decoders keep every detection down to a low confidence so that
 FROC curves reach high false-positive rates.

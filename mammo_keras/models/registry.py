@@ -9,12 +9,13 @@
 from __future__ import annotations
 
 import builtins
-import difflib
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import keras
+
+from mammo_keras.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -33,16 +34,14 @@ class ModelEntry:
         return doc[0] if doc else ""
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+_REGISTRY: Registry[ModelEntry] = Registry("model name", listing="models.list()")
 
 
 def register(name: str, *, paper: str = "", task: str = "", tags: tuple[str, ...] = ()):
-    """Decorator adding a builder to the registry under `name` (unique)."""
+    """Decorator adding a builder to the registry under `name` (a name registered twice raises)."""
 
     def decorate(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
-        if name in _REGISTRY and _REGISTRY[name].builder is not builder:
-            raise ValueError(f"A model named {name!r} is already registered.")
-        _REGISTRY[name] = ModelEntry(name, builder, paper, task, tuple(tags))
+        _REGISTRY.register(name, ModelEntry(name, builder, paper, task, tuple(tags)))
         return builder
 
     return decorate
@@ -50,12 +49,7 @@ def register(name: str, *, paper: str = "", task: str = "", tags: tuple[str, ...
 
 def entry(name: str) -> ModelEntry:
     """The registry entry for `name`; an unknown name suggests close matches."""
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"Unknown model name.{hint} See models.list() for all "
-                         f"{len(_REGISTRY)} models. Received: name={name!r}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def get(name: str, **kwargs) -> keras.Model:
@@ -71,4 +65,4 @@ def list(pattern: str = "*", *, paper: str | None = None) -> builtins.list[str]:
 
 def entries() -> builtins.list[ModelEntry]:
     """All entries, sorted by name."""
-    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+    return [_REGISTRY.get(n) for n in sorted(_REGISTRY)]

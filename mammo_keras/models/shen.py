@@ -16,7 +16,7 @@ import os
 
 import keras
 
-from mammo_keras import io as mk_io
+from mammo_keras.models import weights as mk_weights
 from mammo_keras.models import backbones
 from mammo_keras.models.layers import GreyToRGB
 from mammo_keras.models.registry import register
@@ -77,7 +77,7 @@ def shen_patch_classifier(arch: str, input_shape: tuple[int, int, int] = PATCH_I
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(pooled)
     model = keras.Model(inputs, outputs, name=name or f"shen_patch_{arch}")
     if weights not in (None, "imagenet"):
-        mk_io.load_weights_by_name(model, weights)
+        mk_weights.load_weights_by_name(model, weights)
     return model
 
 

@@ -34,9 +34,10 @@ from collections.abc import Sequence
 
 import keras
 
-from mammo_keras import io as mk_io
+from mammo_keras.models import weights as mk_weights
 from mammo_keras.models import shen
 from mammo_keras.models.registry import register
+from mammo_keras.registry import Registry
 
 WHOLE_IMAGE_SHAPE = (1152, 896, 3)
 """Down-sized mammogram shape. Reference: Shen et al. 2017, Sec. 3.1.1."""
@@ -53,7 +54,8 @@ DEFAULT_BLOCKS = {"resnet": (((512, 512, 1024), 2), ((512, 512, 1024), 2)),
 _R = "resnet50"
 _V = "vgg16"
 
-PRESETS: dict[str, dict] = {
+PRESETS: Registry[dict] = Registry("whole-image preset", listing="models.whole_image.PRESETS.names()")
+for _name, _preset in {
     # Table 2: ResNet50 patch classifier. Rows in the table's order; AUC / A-AUC in comments.
     "table2_row1": dict(patch=_R, top="resnet", blocks=[((512, 512, 2048), 1)] * 2),  # S1: 0.63 / NA
     "table2_row2": dict(patch=_R, top="resnet", blocks=[((512, 512, 2048), 1)] * 2),  # 0.85 / 0.87
@@ -84,7 +86,9 @@ PRESETS: dict[str, dict] = {
     "table3_row7": dict(patch=_V, top="fc", heatmap=True, heatmap_pool=5, fc_units=(64, 32)),
     "table3_row8": dict(patch=_V, top="fc", heatmap=True, heatmap_pool=2, fc_units=(512, 256)),
     "table3_row9": dict(patch=_V, top="fc", heatmap=True, heatmap_pool=1, fc_units=(2048, 1024)),
-}
+}.items():
+    PRESETS.register(_name, _preset)
+del _name, _preset
 """Every configuration row of Shen's Tables 2 and 3 as builder arguments (`patch` = the patch
 classifier's architecture; the rest go to `whole_image_from_patch`). Rows are numbered in the
 table's order, skipping the section headings; table2_row1 differs from row2 only by the patch set
@@ -374,7 +378,7 @@ def _whole_image(arch: str, preset: str, input_shape, num_classes: int, weights,
     model = whole_image_from_patch(patch_model, input_shape=input_shape, num_classes=num_classes,
                                    name=name or f"shen_whole_{arch}", **config)
     if weights not in (None, "imagenet"):
-        mk_io.load_weights_by_name(model, weights)
+        mk_weights.load_weights_by_name(model, weights)
     return model
 
 

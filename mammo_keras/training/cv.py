@@ -26,7 +26,8 @@ from mammo_keras.data.splits import balance_parts, check_no_leakage, load_assign
 from mammo_keras.data.splits import reuse_split, save_assignments, train_val_test
 from mammo_keras.evaluation.metrics import METRIC_NAMES, METRICS, auc, multiclass_accuracy
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
-from mammo_keras.training.fit import as_model_input, fit_stages, positive_scores
+from mammo_keras.models.inputs import as_model_input, positive_scores
+from mammo_keras.training.fit import fit_stages
 from mammo_keras.training.stages import Stage
 
 

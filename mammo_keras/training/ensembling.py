@@ -23,8 +23,8 @@ import pandas as pd
 
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
 from mammo_keras.models.ensembles import COCCOMINI_GRID, select_weights
+from mammo_keras.vocabulary import ENSEMBLE_METHODS as METHODS
 
-METHODS = ("average", "weighted_average", "stack")
 # The stack's level-1 MLP: fitted on the members' validation scores of each part, which leave no
 # held-out set for it, so its early stopping watches its own training loss.
 STACK = {"epochs": 40, "patience": 3, "monitor": "loss", "learning_rate": 1e-2, "batch_size": 32,

@@ -10,63 +10,14 @@ import numpy as np
 import pandas as pd
 
 from mammo_keras.data.pipeline import AugmentConfig, balance_batches, make_dataset
+from mammo_keras.errors import TrainingDiverged
 from mammo_keras.fileio import atomic_write_text
+from mammo_keras.models.inputs import PAIR_PARTS, as_model_input, as_targets, count, positive_scores  # noqa: F401
 from mammo_keras.training.distribute import ready_for_fit
 from mammo_keras.training.feature_cache import CachedFeatures, feature_dataset, frozen_cut
 from mammo_keras.training.stages import Stage, apply_l2, apply_trainable, make_optimizer, trainable_flags
+from mammo_keras.vocabulary import SELECTIONS
 
-# Parts of a paired item in prepared arrays (N, 2, H, W): Coccomini's [lesion, baseline].
-PAIR_PARTS = ("abnormality", "baseline")
-SELECTIONS = ("last", "best_val_auc", "best_val_accuracy", "best_val_loss")
-"""Which epoch's weights are kept: the last one, or the best on the validation part by a metric
-(Shen: "#Epochs indicates the epoch when the best validation score has been reached")."""
-
-
-def _channels(images: np.ndarray, channels: int) -> np.ndarray:
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.shape[-1] == 1 and channels == 3:
-        images = np.repeat(images, 3, axis=-1)
-    return images
-
-
-def as_model_input(images: np.ndarray, model: keras.Model) -> np.ndarray | list[np.ndarray]:
-    """(N, H, W) grey arrays -> (N, H, W, C) as the model's input expects (C = 1 or 3).
-
-    A model with several inputs (the siamese network) takes paired items, (N, parts, H, W):
-    part k feeds the input named PAIR_PARTS[k] when the model names its inputs that way,
-    otherwise input k.
-    """
-    images = np.asarray(images, dtype=np.float32)
-    if len(model.inputs) == 1:
-        return _channels(images, model.inputs[0].shape[-1])
-    if images.ndim < 4 or images.shape[1] != len(model.inputs):
-        raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs and needs paired items "
-                         f"of shape (N, {len(model.inputs)}, H, W). Received: shape={images.shape}")
-    names = [tensor.name.split(":")[0] for tensor in model.inputs]
-    order = ([PAIR_PARTS.index(n) for n in names] if sorted(names) == sorted(PAIR_PARTS)
-             else list(range(len(names))))
-    return [_channels(images[:, part], tensor.shape[-1]) for part, tensor in zip(order, model.inputs)]
-
-
-def count(inputs: np.ndarray | Sequence[np.ndarray]) -> int:
-    """Number of items in a model input (an array or a list of arrays, one per model input)."""
-    return len(inputs[0]) if isinstance(inputs, (list, tuple)) else len(inputs)
-
-
-def as_targets(labels: np.ndarray, model: keras.Model) -> np.ndarray:
-    """Integer labels -> one-hot for a softmax output, float column for a single sigmoid unit."""
-    labels = np.asarray(labels).astype(int)
-    units = model.outputs[0].shape[-1]
-    if units == 1:
-        return labels.astype(np.float32)[:, None]
-    return keras.utils.to_categorical(labels, units).astype(np.float32)
-
-
-def positive_scores(predictions: np.ndarray) -> np.ndarray:
-    """Probability of class 1 from a softmax (last column) or sigmoid output."""
-    predictions = np.asarray(predictions)
-    return predictions[:, -1] if predictions.ndim == 2 else predictions.ravel()
 
 
 def balanced_class_weight(labels: np.ndarray) -> dict[int, float]:
@@ -194,7 +145,8 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
                val: tuple[np.ndarray, np.ndarray] | None = None, *, augment: AugmentConfig | None = None,
                seed: int = 0, log_csv: str | Path | None = None, verbose: int = 0,
                cache_features: bool = False, jit_compile: bool | str = "auto", fine_tune: str | None = None,
-               selection: str = "last", snapshots: int | None = None) -> pd.DataFrame:
+               selection: str = "last", snapshots: int | None = None,
+               compile_options: dict | None = None) -> pd.DataFrame:
     """Train `model` through `stages` in order; returns the per-epoch log (also written to `log_csv`).
 
     Each stage sets the trainable layers and its L2 penalty, compiles a fresh optimizer (with its
@@ -208,11 +160,22 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
     over all stages (among `snapshots` evenly spaced epochs when given); the log marks it in
     the column `selected`.
 
+    A loss that becomes NaN or infinite stops training (Keras' TerminateOnNaN) and raises
+    `errors.TrainingDiverged` naming the stage and epoch; the log up to there is written.
+
     With `cache_features`, a stage whose frozen, deterministic prefix sees unaugmented images
     (`augment` None; e.g. Chougrad's 0FT) runs the prefix once and trains only the rest of the
     network on its output (`feature_cache`); the model's own layers are trained either way.
     `jit_compile` goes to `model.compile` ("auto": XLA on GPUs, not on CPUs, as Keras decides).
+
+    Targets given as a dict (a detector's padded boxes and labels) train with the model's own
+    losses (`compile_options`, e.g. YOLOv8's box and class losses; none for keras-hub's RetinaNet),
+    on the images as given, in the stages' order and with their optimizer, rate, epochs, batch and
+    early stopping; class weights, augmentation and feature caching are classification steps.
     """
+    if isinstance(train[1], dict):  # detection: images as the detector takes them, targets as its losses do
+        return _fit_given_targets(model, stages, train, val, seed=seed, log_csv=log_csv, verbose=verbose,
+                                  compile_options=compile_options or {}, jit_compile=jit_compile)
     x_train, y_train = as_model_input(train[0], model), np.asarray(train[1]).astype(int)
     validation = None
     if val is not None and count(val[0]):
@@ -261,8 +224,13 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
                 monitor=stage.monitor, patience=stage.early_stopping_patience, restore_best_weights=True,
                 mode="max" if stage.monitor in ("val_auc", "val_accuracy") else "min")
             callbacks.append(stopping)
+        callbacks.append(keras.callbacks.TerminateOnNaN())
         trained.fit(dataset, epochs=stage.epochs, validation_data=stage_validation, callbacks=callbacks,
                     shuffle=False, class_weight=class_weights(stage.class_weight, y_train), verbose=verbose)
+        if rows and not np.isfinite(rows[-1].get("loss", 0.0)):
+            if log_csv is not None:
+                atomic_write_text(log_csv, pd.DataFrame(rows).to_csv(index=False))
+            raise TrainingDiverged(stage.name, rows[-1]["epoch"], log_csv)
         # Early stopping leaves the weights of its best epoch, which the next stage starts from.
         kept = done + stopping.best_epoch + 1 if stopping is not None and stopping.best_weights is not None \
             else len(rows)
@@ -272,6 +240,45 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
         best.restore()
         log["selected"] = log["total_epoch"] == best.best_epoch
     elif len(log):
+        log["selected"] = log["total_epoch"] == kept
+    if log_csv is not None:
+        atomic_write_text(log_csv, log.to_csv(index=False))
+    return log
+
+
+def _fit_given_targets(model: keras.Model, stages: Sequence[Stage], train, val, *, seed: int,
+                       log_csv: str | Path | None, verbose: int, compile_options: dict,
+                       jit_compile: bool | str) -> pd.DataFrame:
+    """`fit_stages` for a model that computes its own losses from structured targets (detectors)."""
+    import tensorflow as tf
+
+    x_train, y_train = np.asarray(train[0], dtype=np.float32), train[1]
+    validation = None if val is None else (np.asarray(val[0], dtype=np.float32), val[1])
+    rows: list[dict] = []
+    built = trainable_flags(model)
+    kept = 0
+    for number, stage in enumerate(s for s in stages if s.epochs > 0):
+        apply_trainable(model, stage.trainable, built)
+        apply_l2(model, stage)
+        dataset = tf.data.Dataset.from_tensor_slices((x_train, y_train))
+        if stage.shuffle:
+            dataset = dataset.shuffle(len(x_train), seed=seed + 1000 * number, reshuffle_each_iteration=True)
+        dataset = dataset.batch(stage.batch_size).prefetch(tf.data.AUTOTUNE)
+        steps = int(np.ceil(len(x_train) / stage.batch_size))
+        model.compile(optimizer=make_optimizer(stage, steps, model), jit_compile=jit_compile, **compile_options)
+        callbacks: list[keras.callbacks.Callback] = [EpochLog(stage.name, rows, first_epoch=len(rows))]
+        stopping = None
+        if validation is not None and stage.early_stopping_patience is not None:
+            stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=stage.early_stopping_patience,
+                                                     restore_best_weights=True)
+            callbacks.append(stopping)
+        before = len(rows)
+        val_data = None if validation is None else tf.data.Dataset.from_tensor_slices(validation).batch(stage.batch_size)
+        model.fit(dataset, epochs=stage.epochs, validation_data=val_data, callbacks=callbacks, verbose=verbose)
+        kept = before + stopping.best_epoch + 1 if stopping is not None and stopping.best_weights is not None \
+            else len(rows)
+    log = pd.DataFrame(rows)
+    if len(log):
         log["selected"] = log["total_epoch"] == kept
     if log_csv is not None:
         atomic_write_text(log_csv, log.to_csv(index=False))

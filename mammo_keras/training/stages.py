@@ -22,11 +22,11 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import Counter
-from types import MappingProxyType
 
 import keras
 
 from mammo_keras.models.backbones import STRATEGIES, set_fine_tuning
+from mammo_keras.registry import Registry
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("constant", "plateau", "poly", "step")
@@ -74,6 +74,8 @@ class Stage:
     class_weight: str | None = None
     lr_multipliers: tuple[tuple[str, float], ...] = ()
     skip_for: tuple[str, ...] = ()
+    clipnorm: float | None = None  # clip each gradient to this norm (the detectors: 10)
+    shuffle: bool = True  # reshuffle the training set every epoch (False: the order given)
 
     def __post_init__(self):
         if self.epochs < 0:
@@ -309,6 +311,8 @@ def make_optimizer(stage: Stage, steps_per_epoch: int, model: keras.Model | None
     rate = learning_rate_schedule(stage, steps_per_epoch)
     plain, layered = _OPTIMIZER_CLASSES[stage.optimizer]
     options = {"momentum": stage.momentum} if stage.optimizer == "sgd" else {}
+    if stage.clipnorm is not None:
+        options["clipnorm"] = stage.clipnorm
     if stage.lr_multipliers:
         if model is not None:
             check_multipliers(model, stage.lr_multipliers)
@@ -335,7 +339,8 @@ def _caffe_rates(full: str, classifier: str, rest: float = 0.1, head: float = 10
             (f"^({full}).*/bias", 2.0), (f"^({full})", 1.0), ("/bias$", 2 * rest), (".", rest))
 
 
-PRESETS = MappingProxyType({
+PRESETS: Registry[tuple[Stage, ...]] = Registry("stage preset", listing="training.stages.PRESETS.names()")
+for _name, _stages in {
     # Chougrad 2018 §2.2.4: head warm-up with Adam for 30 epochs (backbone frozen), then SGD 1e-4 on
     # the blocks the row's `fine_tune` names, /10 on a plateau, early stopping (patience 20) up to
     # 90 epochs, batch 128. A randomly initialised network (Fig. 5) skips the warm-up.
@@ -431,11 +436,10 @@ PRESETS = MappingProxyType({
     # `fine_tune` option built. Epochs and batch are unstated: those of Ch. 5 (40, 16).
     "coccomini2021_siamese": (
         Stage("siamese", 40, optimizer="adam", learning_rate=1e-3, trainable="as_built", batch_size=16),),
-})
-
+}.items():
+    PRESETS.register(_name, _stages)
+del _name, _stages
 
 def preset(name: str) -> tuple[Stage, ...]:
     """A paper's stage list by name."""
-    if name not in PRESETS:
-        raise ValueError(f"Unknown stage preset. Valid presets: {sorted(PRESETS)}. Received: name={name!r}")
-    return PRESETS[name]
+    return PRESETS.get(name)

@@ -7,7 +7,7 @@ once per session whichever module asks first.
 The training images are 160 x 160 "mammograms" with one lesion disc: malignant discs are bright,
 benign ones faint. Items are cut by the Chougrad recipe (r = 48 here) and resized to 32 x 32, as
 `reproduce` does; the model is LevyNet with a 2-unit softmax, saved with its preprocessing by
-`training.cv.train_and_test` from `recipe.model_info`.
+`training.cv.train_and_test` from `runner.rows.model_info`.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def _train(base: Path) -> Path:
     import keras
 
     from mammo_keras import models
-    from mammo_keras.app.recipe import model_info
+    from mammo_keras.runner.rows import model_info
     from mammo_keras.config import load_config
     from mammo_keras.data.roi import chougrad_roi, resize
     from mammo_keras.training.cv import train_and_test

@@ -15,16 +15,18 @@ from app_fixtures import fixture_png, trained_model  # noqa: F401 - fixtures
 from mammo_keras import io as model_io
 from mammo_keras.app.predict import (Lesion, class_probabilities, explained_layer, lesion_window,
                                      load_model_folder, model_input, predict_image, read_scan)
-from mammo_keras.app.recipe import Preprocessing, from_manifest, model_info
+from mammo_keras.app.predict import from_manifest
+from mammo_keras.data.recipes import InputRecipe
+from mammo_keras.runner.rows import model_info
 from mammo_keras.cli import main
 from mammo_keras.config import load_config
 from mammo_keras.data import roi
 from mammo_keras.errors import DataError
 
 
-def _chougrad(r=300, size=224, hw=(224, 224), scale=1.0) -> Preprocessing:
-    return Preprocessing("chougrad", {"r": r, "size": size, "grow_to_fit": True}, hw, 1, scale,
-                         ("benign", "malignant"))
+def _chougrad(r=300, size=224, hw=(224, 224), scale=1.0) -> InputRecipe:
+    return InputRecipe("chougrad", {"r": r, "size": size, "grow_to_fit": True}, hw, 1, scale,
+                       class_names=("benign", "malignant"))
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def test_model_info_records_what_the_runner_does():
         "architecture": "chougrad_inceptionv3", "class_names": ["benign", "malignant"],
         "preprocessing": {"recipe": "chougrad", "options": {"r": 300, "size": 224, "grow_to_fit": True},
                           "input_hw": [75, 75], "input_channels": 1, "input_scale": 255.0,
-                          "intensity": "format_range"}}
+                          "intensity": "format_range", "normalisation": "none"}}
     mias = load_config("chougrad2018/mias_cv", "cpu")
     scratch = next(row for row in mias.models if row.label == "coccomini_scratch_cnn")
     assert model_info(mias, scratch)["preprocessing"]["input_scale"] == 1.0  # the row's own scale wins
@@ -59,7 +61,7 @@ def test_manifest_without_preprocessing_needs_a_recipe():
     with pytest.raises(DataError, match="--recipe chougrad"):
         from_manifest(manifest, origin="old/manifest.json")
     shen = from_manifest(manifest, recipe="shen")
-    assert (shen.recipe, shen.input_hw, shen.input_channels, shen.input_scale) == ("shen", (64, 48), 3, 1.0)
+    assert (shen.task, shen.input_hw, shen.input_channels, shen.input_scale) == ("shen", (64, 48), 3, 1.0)
     assert shen.options == {"height": 1152, "width": 896}
     assert shen.class_names == ("not malignant", "malignant") and not shen.needs_roi
     with pytest.raises(DataError, match="paired or relabelled"):
@@ -102,7 +104,8 @@ def test_model_input_repeats_the_training_items():
         model_input(image, prep, Lesion("circle", (170, 60, 20)).box(image.shape))
     with pytest.raises(DataError, match="outside the 160x160 image"):
         model_input(image, prep, Lesion("circle", (400, 400, 20)).box(image.shape))
-    whole = Preprocessing("shen", {"height": 40, "width": 30}, (20, 15), 3, 1.0, ("not malignant", "malignant"))
+    whole = InputRecipe("shen", {"height": 40, "width": 30}, (20, 15), 3, 1.0,
+                        class_names=("not malignant", "malignant"))
     assert model_input(image, whole).shape == (20, 15)
     with pytest.raises(DataError, match="takes no ROI"):
         model_input(image, whole, box)

@@ -13,7 +13,7 @@ from mammo_keras import data
 from mammo_keras.cli import main
 from mammo_keras.data import vindr_mammo
 from mammo_keras.data.imageio import read_normalised
-from mammo_keras.detection.data import detection_items, load_images
+from mammo_keras.data.detection import detection_items, load_images
 from mammo_keras.errors import DataError, DatasetNotFoundError
 
 HEIGHT, WIDTH = 30, 40

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mammo_keras.data import mias
-from mammo_keras.detection import data as ddata
+from mammo_keras.data import detection as ddata
 from mias_fixtures import write_folder
 
 

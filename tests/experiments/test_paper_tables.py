@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from mammo_keras.config import EXPERIMENTS_DIR, list_configs, load_config
-from mammo_keras.reproduce import format_metric, reported_table, reported_value
+from mammo_keras.runner.paper import reported_table, reported_value
+from mammo_keras.runner.report import format_metric
 
 PAPERS_TEXT = Path(__file__).resolve().parents[3] / "shared" / "papers"
 PAPERS = sorted(p.parent.name for p in EXPERIMENTS_DIR.glob("*/paper_tables.yaml"))
@@ -81,7 +82,7 @@ def test_chougrad_table2_numbers_appear_in_the_paper_text():
 def test_every_paper_row_names_the_config_rows_that_reproduce_it(paper):
     """`reproduced_by: [config:row@dataset]` is what the configs really match, row by row; a table
     with rows no config reproduces says why (`not_reproduced`)."""
-    from mammo_keras.reproduce import reproductions
+    from mammo_keras.runner.paper import reproductions
 
     found = reproductions(paper)
     for name, table in _tables(paper)["tables"].items():

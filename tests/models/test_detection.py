@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mammo_keras import models
-from mammo_keras.detection import run
-from mammo_keras.detection.data import padded_targets
+from mammo_keras.runner import detection as run
+from mammo_keras.data.detection import padded_targets
 
 TINY_RETINANET = {"input_shape": (64, 64, 3), "weights": None, "width": 0.25, "head_convs": 1, "max_level": 5}
 
@@ -24,6 +24,24 @@ def _fit_steps(model, label_key: str, steps: int = 3) -> list[float]:
     return history.history["loss"]
 
 
+def _compile(model, rate: float) -> None:
+    """As the detection kind's one stage compiles a detector: Adam with gradient clipping, its own losses."""
+    from mammo_keras.training.stages import make_optimizer
+
+    _, _, stage = run.row_settings(_config(rate), _row())
+    model.compile(optimizer=make_optimizer(stage, 1), **run.compile_options(model))
+
+
+def _config(rate: float):
+    from mammo_keras.config import load_config
+
+    return load_config("hamed2020/table3", "tiny", overrides={"detection": {"learning_rate": rate}})
+
+
+def _row():
+    return _config(1e-3).models[0]
+
+
 def test_detectors_are_registered_for_the_survey():
     names = models.list(paper="hamed2020")
     assert names == ["retinanet_resnet18", "retinanet_resnet50", "yolov8_detector"]
@@ -36,7 +54,7 @@ def test_retinanet_learns_and_predicts_boxes_inside_the_image():
     # The classification logits start at the focal-loss prior p = 0.01 (Lin et al. 2017).
     bias = keras.ops.convert_to_numpy(model.classification_head.prediction_layer.bias)
     np.testing.assert_allclose(1 / (1 + np.exp(-bias)), 0.01, rtol=1e-5)
-    run._compile(model, 1e-3)
+    _compile(model, 1e-3)
     model.run_eagerly = True  # three tiny steps: tracing the graph would cost more than running them
     losses = _fit_steps(model, "labels")
     assert losses[-1] < losses[0]
@@ -83,7 +101,7 @@ def test_yolov8_learns_when_keras_cv_is_installed():
     keras.utils.set_random_seed(0)
     model = models.get("yolov8_detector", input_shape=(64, 64, 3), weights=None,
                        channels=(16, 32, 64, 64), depths=(1, 1, 1, 1))
-    run._compile(model, 1e-3)
+    _compile(model, 1e-3)
     losses = _fit_steps(model, "classes")
     assert losses[-1] < losses[0] and not math.isnan(losses[-1])
     with pytest.raises(ValueError, match="not ImageNet"):

@@ -187,3 +187,24 @@ def test_transfer_trains_on_one_set_tests_on_another_and_saves_the_model(tmp_pat
     pd.testing.assert_frame_equal(again, predictions, check_dtype=False)  # a finished run is reused
     with pytest.raises(ValueError, match="shares 12 items"):
         cv.transfer(tiny_model, images, index, test_images, index.iloc[:12], STAGES, tmp_path / "leak")
+
+
+def test_a_diverging_loss_stops_and_says_where(tmp_path):
+    """An infinite loss (here: SGD at rate 1e30 on inputs of size 1e4 under an L2 penalty, whose
+    weights overflow) raises TrainingDiverged with its stage and epoch instead of training on and
+    scoring NaN; the log up to there is kept."""
+    from mammo_keras.errors import TrainingDiverged
+
+    images, index = tiny_task()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 1), name="image")  # linear logits: nothing can die and stop the blow-up
+    linear = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="predictions")(
+        keras.layers.Flatten()(inputs)))
+    stages = [Stage("warm", 1, optimizer="sgd", learning_rate=1e-3),
+              Stage("blows_up", 5, optimizer="sgd", learning_rate=1e30, batch_size=8, l2=1e-4)]
+    with pytest.raises(TrainingDiverged, match=r"stage 'blows_up', epoch 1 \(.*log.csv\)") as caught:
+        fit_stages(linear, stages, (images * 1e4, index.label), log_csv=tmp_path / "log.csv")
+    assert (caught.value.stage, caught.value.epoch) == ("blows_up", 1)
+    log = pd.read_csv(tmp_path / "log.csv")
+    assert list(log["stage"]) == ["warm", "blows_up"] and np.isfinite(log["loss"].iloc[0])
+    assert not np.isfinite(log["loss"].iloc[-1])

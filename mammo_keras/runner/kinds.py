@@ -1,0 +1,237 @@
+"""The experiment kinds behind one interface: each prepares a config's datasets and runs one row.
+
+    kind = kind_of(config)                     # CrossValidation, HoldOut, Transfer or Detection
+    data = kind.datasets(config, data_dir, out, progress)
+    for row in config.models: kind_for_row(kind, row).run(RowRun(...)) -> (predictions, result)
+
+`run` returns the row's predictions table (scores per item, or detections per box) and its
+result (metrics with CIs, a `report.ResultRow`'s fields); an `Ensemble` row combines earlier rows'
+saved scores instead of training.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from mammo_keras.config import ExperimentConfig, ModelRow
+from mammo_keras.errors import TrainingDiverged
+from mammo_keras.runner import report
+from mammo_keras.runner.inputs import MERGED, DatasetInputs, load_inputs, merge_inputs, scaled
+from mammo_keras.runner.rows import train_spec
+
+
+@dataclasses.dataclass
+class RowRun:
+    """What one row needs to run on one dataset."""
+
+    config: ExperimentConfig
+    row: ModelRow
+    dataset: str
+    data: object  # DatasetInputs, or DetectionInputs for kind "detection"
+    out: Path  # the dataset's folder: out / row.label holds the row
+    options: dict  # builder options, $VARs expanded and results references resolved
+    progress: Callable[[str], None]
+    split_source: pd.DataFrame | None = None
+    test_inputs: DatasetInputs | None = None
+
+    @property
+    def folder(self) -> Path:
+        return self.out / self.row.label
+
+    def say(self, message: str) -> None:
+        self.progress(f"  {self.row.label}: {message}")
+
+
+class Classification(abc.ABC):
+    """Shared by the classification kinds: datasets read and prepared by `runner.inputs`."""
+
+    name = ""
+
+    def datasets(self, config: ExperimentConfig, data_dir, out: Path, progress) -> dict[str, DatasetInputs]:
+        inputs: dict[str, DatasetInputs] = {}
+        for dataset in config.datasets:
+            if dataset != MERGED:
+                inputs[dataset] = load_inputs(config, dataset, data_dir, out, progress)
+        if MERGED in config.datasets:
+            inputs[MERGED] = merge_inputs([v for k, v in inputs.items() if k != MERGED])
+        return inputs
+
+    def test_inputs(self, config: ExperimentConfig, data_dir, out: Path, progress) -> DatasetInputs | None:
+        return None
+
+    def dataset_split(self, config, dataset: str, data, out: Path, results_dir, progress) -> tuple[object, str]:
+        """A split the dataset's rows share (hold-out), and why it is missing; (None, "") for none."""
+        return None, ""
+
+    def run(self, job: RowRun) -> tuple[pd.DataFrame, dict]:
+        from mammo_keras import models
+        from mammo_keras.training.distribute import build_model
+
+        config, row = job.config, job.row
+        shape = (*config.input_hw, config.input_channels)
+        spec = train_spec(config, row, job.options)
+        recipe_scale = spec.model_info["preprocessing"]["input_scale"]
+
+        def build():  # under the --strategy / --precision of an enclosing training_scope, if any
+            return build_model(lambda: models.get(row.name, input_shape=shape, **job.options))
+
+        started = time.perf_counter()
+        data = scaled(job.data, recipe_scale)
+        test = scaled(job.test_inputs, recipe_scale) if job.test_inputs is not None else None
+        explain = report.grad_cam_writer(job.say) if config.grad_cam else None
+        try:
+            predictions = self.train(job, build, spec, data, test, explain)
+        except TrainingDiverged as error:  # the protocol as configured gives no model: say so, go on
+            job.say(f"diverged: {error}")
+            return pd.DataFrame(), {"status": f"diverged: {error}"}
+        # Training time from each fold's record, so a resumed run reports what the work cost.
+        seconds = report.recorded_seconds(job.folder) or time.perf_counter() - started
+        return predictions, report.summarise(config, predictions, job.folder, f"{row.label} on {data.name}", seconds)
+
+    @abc.abstractmethod
+    def train(self, job: RowRun, build, spec, data, test, explain) -> pd.DataFrame:
+        """Train and score the row's model(s) on `data` (scaled for the row); the predictions table."""
+
+
+class CrossValidation(Classification):
+    """Patient-level stratified K-fold: every item scored once, out of fold (Chougrad, Coccomini)."""
+
+    name = "cv"
+
+    def train(self, job, build, spec, data, test, explain):
+        from mammo_keras.training.cv import cross_validate
+
+        config = job.config
+        return cross_validate(build, data.images, data.index, spec, job.folder, n_splits=config.n_splits,
+                              val_fraction=config.val_fraction, seed=config.seed, progress=job.say, explain=explain)
+
+
+class HoldOut(Classification):
+    """One patient-level train/val/test split shared by the table's rows (Shen, Jain & Levy); a chained
+    table keeps the earlier run's split (`split_from`)."""
+
+    name = "holdout"
+
+    def dataset_split(self, config, dataset, data, out, results_dir, progress):
+        if data.absent:
+            return None, ""
+        return table_split(config, dataset, data, out, results_dir, progress)
+
+    def train(self, job, build, spec, data, test, explain):
+        from mammo_keras.training.cv import holdout
+
+        config = job.config
+        return holdout(build, data.images, data.index, spec, job.folder, fractions=config.fractions, seed=config.seed,
+                       train_patients=job.row.train_patients, split_source=job.split_source, progress=job.say,
+                       explain=explain)
+
+
+class Transfer(Classification):
+    """Train on each dataset, test once on another (Chougrad's independent MIAS test); the model is saved."""
+
+    name = "transfer"
+
+    def test_inputs(self, config, data_dir, out, progress):
+        return load_inputs(config, config.test_dataset, data_dir, out, progress, options=config.test_dataset_options,
+                           tag="_test" if config.test_dataset_options else "", abnormality=config.test_abnormality)
+
+    def train(self, job, build, spec, data, test, explain):
+        from mammo_keras.training.cv import transfer
+
+        config = job.config
+        return transfer(build, data.images, data.index, test.images, test.index, spec, job.folder,
+                        val_fraction=config.val_fraction, seed=config.seed, progress=job.say, explain=explain)
+
+
+class Ensemble:
+    """A row that combines the saved scores of earlier rows on the same dataset (training.ensembling)."""
+
+    name = "ensemble"
+
+    def run(self, job: RowRun) -> tuple[pd.DataFrame, dict]:
+        from mammo_keras.models.ensembles import COCCOMINI_GRID
+        from mammo_keras.training.ensembling import combine
+
+        spec = job.row.ensemble
+        members = {label: job.out / label for label in spec["members"]}
+        job.progress(f"{job.dataset} / {job.row.label}: {spec['method']} of {', '.join(spec['members'])}")
+        predictions = combine(members, spec["method"], job.folder, column=spec.get("column", "score"),
+                              grid=tuple(spec.get("grid", COCCOMINI_GRID)), hidden=tuple(spec.get("hidden", (16,))),
+                              seed=job.config.seed)
+        seconds = sum(report.recorded_seconds(folder) for folder in members.values())
+        return predictions, report.summarise(job.config, predictions, job.folder,
+                                             f"{job.row.label} on {job.out.name}", seconds)
+
+
+class Detection:
+    """Whole-image mass detection (Hamed 2020 Table 3): detections per box, AP and FROC per row."""
+
+    name = "detection"
+
+    def datasets(self, config, data_dir, out, progress):
+        from mammo_keras.runner.detection import load_split
+
+        return {dataset: load_split(config, dataset, data_dir, out, progress) for dataset in config.datasets}
+
+    def test_inputs(self, config, data_dir, out, progress):
+        return None
+
+    def dataset_split(self, config, dataset, data, out, results_dir, progress):
+        return None, ""
+
+    def run(self, job: RowRun) -> tuple[pd.DataFrame, dict]:
+        from mammo_keras.runner.detection import run_row
+
+        try:
+            detections, summary = run_row(job.config, job.row, job.data.split, job.folder, job.progress)
+        except ImportError as error:  # an optional library (keras-cv for YOLOv8) is missing
+            job.say(f"not run: {error}")
+            return pd.DataFrame(), {"status": f"not run: {str(error).split('. ')[0]}"}
+        job.say(f"AP {summary['metrics']['ap']:.3f}, sensitivity at 1 FP/image {summary['metrics']['sens_at_1fpi']:.3f}")
+        return detections, report.detection_result(summary)
+
+
+KINDS = {kind.name: kind for kind in (CrossValidation(), HoldOut(), Transfer(), Detection())}
+
+
+def kind_of(config: ExperimentConfig):
+    """The protocol object of a config's `kind`."""
+    if config.kind not in KINDS:
+        raise ValueError(f"kind must be one of {sorted(KINDS)}. Received: kind={config.kind!r}")
+    return KINDS[config.kind]
+
+
+def kind_for_row(kind, row: ModelRow):
+    """The row's own kind: an ensemble of earlier rows, or the config's."""
+    return Ensemble() if row.ensemble else kind
+
+
+def table_split(config: ExperimentConfig, dataset: str, data: DatasetInputs, out: Path,
+                results_dir, progress) -> tuple[pd.DataFrame | None, str]:
+    """The hold-out patient split every row of this table shares on `dataset`, saved as split.csv.
+
+    With `split_from`, the earlier run's split of the same dataset is kept (chained tables: a
+    whole-image test patient may not sit in the part the patch classifier trained on). Returns
+    (patient_id, split) or None with the reason when the earlier run has not been made.
+    """
+    from mammo_keras.data.splits import load_assignments, save_assignments
+    from mammo_keras.training.cv import holdout_split
+
+    source = None
+    if config.split_from:
+        path = Path(results_dir) / config.split_from / dataset / "split.csv"
+        if not path.is_file():
+            return None, (f"the patient split of {config.split_from} is needed ({path}): run `mammo-keras "
+                          f"reproduce {config.split_from}` first (same profile and data)")
+        source = load_assignments(path)
+    split, new = holdout_split(data.index, fractions=config.fractions, seed=config.seed, source=source,
+                               balance_eval=config.balance_eval)
+    save_assignments(split, out / dataset / "split.csv")
+    if source is not None:
+        progress(f"{dataset}: patient split kept from {config.split_from} ({new} patients new to it)")
+    return split[["patient_id", "split"]], ""

@@ -1,0 +1,339 @@
+"""What a run reports: per-row metrics with CIs (ResultRow), table.md / table.csv, plots and run.json.
+
+    results/<paper>/<table>/
+        plan.json, plan.md    the protocol every row runs (mammo_keras.plan), written first
+        table.md, table.csv   the paper's numbers and ours side by side, with 95% bootstrap CIs
+        run.json              profile, resolved config, seeds, git commit, data fingerprints, times
+        config.yaml           the resolved config
+        comparison.png        every finished row's pooled metric with its CI
+        <dataset>/<row>/      the row's parts (folds), logs, predictions, ROC and learning curves
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from mammo_keras import __version__
+from mammo_keras.config import ExperimentConfig
+from mammo_keras.evaluation.metrics import bootstrap_ci, fold_summary
+from mammo_keras.fileio import atomic_write_json, atomic_write_text
+from mammo_keras.runner.paper import deviation_lines, reported_table
+
+NAN = float("nan")
+
+
+@dataclasses.dataclass
+class ResultRow:
+    """One line of a results table: a row of the config on one dataset."""
+
+    dataset: str
+    model: str
+    status: str = "ok"
+    paper: float | None = None
+    paper_std: float | None = None
+    weights: str = ""
+    n_items: int | None = None
+    seconds: float | None = None
+    epochs: str = ""  # the epoch each part scored
+    metrics: dict = dataclasses.field(default_factory=dict)  # name -> {fold_mean, fold_std, pooled, ci_low, ci_high}
+    extra: dict = dataclasses.field(default_factory=dict)  # kind-specific columns (detection counts, paper text)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def pooled(self, metric: str) -> float:
+        return self.metrics.get(metric, {}).get("pooled", NAN)
+
+    def flat(self) -> dict:
+        """The table.csv / run.json columns: metric fields flattened as `<metric>_<field>`."""
+        extra = dict(self.extra)
+        paper = extra.pop("paper_text", self.paper)  # a survey's rows: the printed text, not a number
+        row = {"dataset": self.dataset, "model": self.model, "status": self.status, "paper": paper,
+               "paper_std": self.paper_std, "weights": self.weights, **extra}
+        if self.n_items is not None:
+            row.update(n_items=self.n_items, seconds=self.seconds, epochs=self.epochs)
+        for metric, fields in self.metrics.items():
+            if "fold_mean" in fields:  # classification: fold mean and sd, pooled, CI
+                row.update({f"{metric}_{key}": value for key, value in fields.items()})
+            else:  # one test set (detection): the value and its CI
+                row.update({metric: fields["pooled"], f"{metric}_ci_low": fields["ci_low"],
+                            f"{metric}_ci_high": fields["ci_high"]})
+        return row
+
+
+def git_commit() -> str:
+    """The repository's HEAD commit (with '+dirty' for local changes), or 'unknown'."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def recorded_seconds(out: Path) -> float:
+    """Training seconds recorded in the metrics.json of every part (fold) under `out`; 0 if none."""
+    return sum(json.loads(path.read_text()).get("seconds", 0.0) for path in out.glob("*/metrics.json"))
+
+
+def selected_epochs(out: Path) -> list[int]:
+    """The epoch whose weights each part (fold) scored, from its metrics.json (Shen's "#Epochs")."""
+    epochs = []
+    for path in sorted(out.glob("*/metrics.json")):
+        value = json.loads(path.read_text()).get("selected_epoch")
+        if value is not None:
+            epochs.append(int(value))
+    return epochs
+
+
+def summarise(config: ExperimentConfig, predictions: pd.DataFrame, out: Path, title: str,
+              seconds: float) -> dict:
+    """Per-fold metrics, their mean and sd, pooled estimates with bootstrap CIs, and the plots."""
+    from mammo_keras.training.cv import metric_inputs
+
+    per_fold: list[dict] = [{} for _ in predictions.groupby("fold")]
+    metrics = {}
+    for metric in config.metrics:
+        inputs = metric_inputs(predictions, metric)
+        if inputs is None:
+            metrics[metric] = {"fold_mean": NAN, "fold_std": NAN, "pooled": NAN, "ci_low": NAN, "ci_high": NAN}
+            continue
+        labels, scores, function = inputs
+        for values, (_, group) in zip(per_fold, predictions.groupby("fold")):
+            with np.errstate(all="ignore"):
+                values[metric] = function(labels[group.index], scores[group.index])
+        estimate, low, high = bootstrap_ci(labels, scores, function, n_replicates=config.n_bootstrap,
+                                           seed=config.seed)
+        summary = fold_summary([{metric: v[metric]} for v in per_fold])[metric]
+        metrics[metric] = {"fold_mean": summary[0], "fold_std": summary[1], "pooled": estimate,
+                           "ci_low": low, "ci_high": high}
+    plots(predictions, out, title)
+    return {"n_items": int(len(predictions)), "seconds": round(seconds, 1), "metrics": metrics,
+            "epochs": " ".join(str(e) for e in selected_epochs(out)), "folds": per_fold}
+
+
+def detection_result(summary: dict) -> dict:
+    """A detector's metrics.json summary as a row's result (AP and FROC points with their CIs)."""
+    from mammo_keras.runner.detection import METRIC_COLUMNS
+
+    metrics = {key: {"pooled": summary["metrics"][key], "ci_low": summary["ci"][key][0],
+                     "ci_high": summary["ci"][key][1]} for key in METRIC_COLUMNS}
+    return {"n_items": summary["n_test_images"], "seconds": summary["seconds"], "metrics": metrics,
+            "epochs": str(summary["best_epoch"] or ""),
+            "extra": {"n_test_images": summary["n_test_images"], "n_test_lesions": summary["n_test_lesions"],
+                      "minutes": round(summary["seconds"] / 60, 2)}}
+
+
+def grad_cam_writer(report: Callable[[str], None]):
+    """An explainer writing grad_cam.png (the most malignant-looking test items of each class) per fold."""
+    from mammo_keras.evaluation.saliency import grad_cam_sheet
+    from mammo_keras.models.inputs import as_model_input
+
+    def explain(model, images, predictions, fold_dir: Path) -> None:
+        try:
+            written = grad_cam_sheet(model, as_model_input(images, model), predictions.reset_index(drop=True),
+                                     fold_dir / "grad_cam.png")
+        except ValueError as error:  # a model Grad-CAM cannot explain: say so, keep the fold
+            report(f"no Grad-CAM for {model.name}: {error}")
+            return
+        if written is None:
+            report(f"no Grad-CAM for {model.name} (no single image input with 4-D feature maps)")
+
+    return explain
+
+
+def plots(predictions: pd.DataFrame, out: Path, title: str) -> None:
+    """roc.png (per fold and pooled) and learning_curves.png (every fold's log)."""
+    from mammo_keras.evaluation.plots import learning_curves, roc_curves
+
+    if "score" in predictions and predictions["label"].nunique() == 2:
+        roc_curves(predictions, out / "roc.png", title=title)
+    logs = [pd.read_csv(path).assign(fold=int(path.parent.name.split("_")[-1]) if "_" in path.parent.name else 0)
+            for path in sorted(out.glob("*/log.csv"))]
+    if logs:
+        learning_curves(pd.concat(logs, ignore_index=True), out / "learning_curves.png", title=title)
+
+
+def format_metric(metric: str, value: float | None) -> str:
+    """AUC (and A-AUC) as a fraction (0.912), every other rate in percent (91.2), '-' when missing."""
+    if value is None or not np.isfinite(value):
+        return "-"
+    return f"{value:.3f}" if metric in ("auc", "a_auc") else f"{100 * value:.1f}"
+
+
+def command_line(config: ExperimentConfig) -> str:
+    """The command that reproduces the run, every --set included."""
+    sets = "".join(f" --set {key}={json.dumps(value) if not isinstance(value, str) else value}"
+                   for key, value in config.overrides.items())
+    return f"mammo-keras reproduce {config.name} --profile {config.profile}{sets}"
+
+
+def profile_title(config: ExperimentConfig) -> str:
+    """The config's title, with what a non-paper profile changed said beside it."""
+    if config.profile == "paper":
+        return config.title
+    split = (f"{config.n_splits}-fold CV" if config.kind == "cv" else
+             f"{'/'.join(str(f) for f in config.fractions)} split" if config.kind in ("holdout", "detection")
+             else config.kind)
+    size = "x".join(str(s) for s in config.input_hw)
+    return f"{config.title} [{config.profile} profile: {split}, {size} px, epochs x{config.epoch_scale:g}]"
+
+
+def header_lines(config: ExperimentConfig, *, commit: str, started: float, synthetic: bool) -> list[str]:
+    lines = [f"Profile `{config.profile}`; command: `{command_line(config)}`.",
+             "The protocol every row ran is plan.md beside this table (per stage: trainable layers, learning "
+             f"rates, epochs); CIs: {config.n_bootstrap} bootstrap replicates of the pooled "
+             f"{'out-of-fold' if config.kind == 'cv' else 'test'} predictions; seed {config.seed}.",
+             f"Git commit {commit}; wall time of this invocation {(time.perf_counter() - started) / 60:.1f} "
+             "min (parts finished earlier are reused; `minutes` per row is their recorded training time)."]
+    if synthetic:
+        lines.insert(0, "**SYNTHETIC DATA**: these rows ran on the embedded phantom dataset, not on "
+                        "mammograms; they show the pipeline works, not the paper's accuracy. Point the "
+                        "command at real data with `--data DIR` (or MAMMO_DATA) and `--profile cpu|paper`.")
+    if config.note:
+        lines.append(config.note)
+    return lines
+
+
+def write_tables(config: ExperimentConfig, rows: list[ResultRow], out: Path, header: list[str]) -> None:
+    """table.csv (one line per row) and table.md (paper vs ours, with CIs)."""
+    atomic_write_text(out / "table.csv", pd.DataFrame([row.flat() for row in rows]).to_csv(index=False))
+    body = _detection_lines(rows) if config.kind == "detection" else _classification_lines(config, rows)
+    lines = [f"# {profile_title(config)}", "", *header, "", *body, "", *deviation_lines(config.paper)]
+    table = reported_table(config)
+    if table.get("rows"):
+        columns = [c for c in dict.fromkeys(k for r in table["rows"] for k in r) if c != "reproduced_by"]
+        units = ", ".join(f"{k} in {v}" for k, v in (table.get("units") or {}).items())
+        lines += [f"The paper's {config.reported_table} as published ({table.get('source', '')}; {units}):", "",
+                  "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in table["rows"]]
+        lines.append("")
+    atomic_write_text(out / "table.md", "\n".join(lines))
+
+
+def _classification_lines(config: ExperimentConfig, rows: list[ResultRow]) -> list[str]:
+    metric = config.reported_metric
+    others = [m for m in config.metrics if m != metric]
+    unit = lambda m: "" if m in ("auc", "a_auc") else " (%)"  # noqa: E731
+    lines = ["`epoch`: the epoch whose weights each part scored (selection rule in plan.md); "
+             "`minutes`: recorded training time.", "",
+             f"| dataset | model | n | paper {metric}{unit(metric)} | ours {metric}{unit(metric)} (fold mean ± sd) | "
+             f"ours {metric}{unit(metric)} pooled [95% CI] | "
+             + " | ".join(f"ours {m}{unit(m)} pooled [95% CI]" for m in others) + " | epoch | minutes | status |",
+             "|---|---|---:|---:|---:|---:|" + "---:|" * len(others) + "---:|---:|---|"]
+
+    def pooled(name: str, row: ResultRow) -> str:
+        fields = row.metrics.get(name, {})
+        if not np.isfinite(fields.get("pooled", NAN)):
+            return "-"
+        return (f"{format_metric(name, fields['pooled'])} [{format_metric(name, fields['ci_low'])}, "
+                f"{format_metric(name, fields['ci_high'])}]")
+
+    for row in rows:
+        paper = format_metric(metric, row.paper)
+        if row.paper_std is not None:
+            paper += f" ± {format_metric(metric, row.paper_std)}"
+        if row.ok:
+            fields = row.metrics[metric]
+            ours = f"{format_metric(metric, fields['fold_mean'])} ± {format_metric(metric, fields['fold_std'])}"
+            first, rest, minutes = pooled(metric, row), [pooled(m, row) for m in others], f"{row.seconds / 60:.1f}"
+        else:
+            ours = first = minutes = "-"
+            rest = ["-"] * len(others)
+        lines.append(f"| {row.dataset} | {row.model} | {row.n_items if row.n_items is not None else '-'} | {paper} | "
+                     f"{ours} | {first} | " + " | ".join(rest) + f" | {row.epochs or '-'} | {minutes} | {row.status} |")
+    return lines
+
+
+def _fmt(value, ci=None) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    text = f"{value:.3f}"
+    if ci and all(v is not None and np.isfinite(v) for v in ci):
+        text += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+    return text
+
+
+def _detection_lines(rows: list[ResultRow]) -> list[str]:
+    lines = ["TP: IoU >= 0.5 with a ground-truth mass box; AP = mAP (one class); sensitivity at 0.5/1/2 false "
+             "positives per image read off the FROC; 95% CIs from bootstrap resamples of test images.", "",
+             "| dataset | model | status | AP@0.5 | sens@0.5 FP/img | sens@1 FP/img | sens@2 FP/img | "
+             "mean IoU of TPs | test images (masses) | minutes | paper (as printed; other data and metric) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        cells = [row.dataset, row.model, row.status]
+        for key in ("ap", "sens_at_0.5fpi", "sens_at_1fpi", "sens_at_2fpi"):
+            fields = row.metrics.get(key)
+            cells.append(_fmt(fields["pooled"], (fields["ci_low"], fields["ci_high"])) if fields else "-")
+        cells.append(_fmt(row.metrics.get("mean_iou_tp", {}).get("pooled")))
+        cells.append(f"{row.extra['n_test_images']} ({row.extra['n_test_lesions']})" if "n_test_images" in row.extra
+                     else "-")
+        cells.append(f"{row.extra['minutes']:.1f}" if "minutes" in row.extra else "-")
+        cells.append(row.extra.get("paper_text") or "-")
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines
+
+
+def comparison_plot(config: ExperimentConfig, rows: list[ResultRow], out: Path) -> Path | None:
+    """comparison.png: every finished row's pooled metric with its 95% CI, the paper's as markers.
+
+    With one row per model and dataset this is Chougrad's Fig. 5 (random vs pretrained) or Fig. 6
+    (fine-tuning depth) when the config lists those variants as models.
+    """
+    from mammo_keras.evaluation.plots import comparison_bars
+
+    if config.kind == "detection":
+        return None
+    metric = config.reported_metric
+    done = [row for row in rows if row.ok]
+    if len(done) < 2:
+        return None
+    table = pd.DataFrame({"group": [row.dataset for row in done], "variant": [row.model for row in done],
+                          "mean": [row.pooled(metric) for row in done],
+                          "low": [row.metrics[metric]["ci_low"] for row in done],
+                          "high": [row.metrics[metric]["ci_high"] for row in done]})
+    reported = {(row.dataset, row.model): row.paper for row in done if row.paper is not None}
+    return comparison_bars(table, out / "comparison.png", ylabel=f"{metric} (pooled, 95% CI)",
+                           title=profile_title(config), reported=reported or None)
+
+
+def versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    def installed(module: str) -> str:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version(module)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return {"mammo_keras": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "keras_hub": installed("keras-hub"), "keras_cv": installed("keras-cv"), "python": platform.python_version()}
+
+
+def write_run(config: ExperimentConfig, rows: list[ResultRow], out: Path, *, commit: str, started: float,
+              fingerprints: dict, synthetic: bool) -> None:
+    """table.md, table.csv, comparison.png, config.yaml and run.json of a finished run."""
+    write_tables(config, rows, out, header_lines(config, commit=commit, started=started, synthetic=synthetic))
+    comparison_plot(config, rows, out)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic_write_json(out / "run.json", {
+        "config": config.to_dict(), "profile": config.profile, "seed": config.seed, "command": command_line(config),
+        "git_commit": commit, "data_fingerprints": fingerprints,
+        "wall_seconds": round(time.perf_counter() - started, 1), "synthetic": synthetic, "versions": versions(),
+        "rows": [row.flat() for row in rows]})

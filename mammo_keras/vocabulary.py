@@ -1,0 +1,16 @@
+"""The words configs and the engine share, as plain tuples: the config layer checks a config against
+them without importing the training machinery (TensorFlow) that acts on them."""
+from __future__ import annotations
+
+SELECTIONS = ("last", "best_val_auc", "best_val_accuracy", "best_val_loss")
+"""Which epoch's weights are kept: the last one, or the best on the validation part by a metric
+(Shen: "#Epochs indicates the epoch when the best validation score has been reached")."""
+
+NORMALISATIONS = ("none", "train_mean_grey", "train_whole_image_mean_grey", "train_mean_image")
+"""Statistics of each fold's training part subtracted from the inputs (`data.recipes.Normalisation`)."""
+
+ENSEMBLE_METHODS = ("average", "weighted_average", "stack")
+"""How an ensemble row combines earlier rows' saved scores (`training.ensembling.combine`)."""
+
+KINDS = ("cv", "holdout", "transfer", "detection")
+"""Experiment kinds (`runner.kinds`)."""
