@@ -50,6 +50,8 @@ EXTRA_FOLD_SEEDS = (1, 2, 3, 4, 5)  # rows under SMALL items are also run on the
 SMALL = 200
 DETECTION_SIZE = (512, 512)
 DETECTOR = {"sigma": 8.0, "max_detections": 10, "box_size": None}  # fixed a priori, not tuned on the data
+DETECTION_ORDER = ("ap", "sens_at_0.5fpi", "sens_at_1fpi", "sens_at_2fpi", "sensitivity_all", "fp_per_image_all",
+                   "mean_iou_tp")
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ def patient_bootstrap_ci(labels: np.ndarray, scores: np.ndarray, patients: np.nd
     return float(low), float(high)
 
 
-def pooled_metrics(predictions: pd.DataFrame) -> dict:
+def pooled_metrics(predictions: pd.DataFrame, n_bootstrap: int = N_BOOTSTRAP) -> dict:
     """Pooled AUC and accuracy (binary) or accuracy (k classes): item and patient bootstrap CIs, fold mean +- sd."""
     multiclass = "pred" in predictions
     column = "pred" if multiclass else "score"
@@ -167,8 +169,8 @@ def pooled_metrics(predictions: pd.DataFrame) -> dict:
     patients = predictions["patient_id"].astype(str).to_numpy()
     result = {}
     for metric, function in functions:
-        estimate, low, high = bootstrap_ci(labels, scores, function, n_replicates=N_BOOTSTRAP, seed=SEED)
-        patient_low, patient_high = patient_bootstrap_ci(labels, scores, patients, function)
+        estimate, low, high = bootstrap_ci(labels, scores, function, n_replicates=n_bootstrap, seed=SEED)
+        patient_low, patient_high = patient_bootstrap_ci(labels, scores, patients, function, n_replicates=n_bootstrap)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             per_fold = [function(g["label"], g[column]) for _, g in predictions.groupby("fold")]
@@ -192,11 +194,12 @@ def other_splits_auc(classifier: str, features: np.ndarray, index: pd.DataFrame)
 
 
 def run_row(row: Row, table: pd.DataFrame, root: Path, work: Path, log, *, classifiers=CLASSIFIERS,
-            other_splits: bool = True) -> list[dict]:
+            other_splits: bool = True, n_bootstrap: int = N_BOOTSTRAP) -> list[dict]:
     """Prepare, relabel, fold, featurise, train the classifiers; one result per classifier and feature set.
 
     `other_splits`: a binary row with fewer than SMALL items is also scored on the patient folds of
     EXTRA_FOLD_SEEDS, to show how much its AUC moves with the split (the bootstrap CI does not).
+    `n_bootstrap`: replicates of each CI (fewer only to check point estimates quickly).
     """
     images, index, provenance = _prepared(table, root, work, row, log)
     if row.relabel is not None:
@@ -224,7 +227,7 @@ def run_row(row: Row, table: pd.DataFrame, root: Path, work: Path, log, *, class
             folder = out / f"{classifier}_{features_name.replace('+', '_')}"
             predictions = fit_predict(classifier, features, items, seed=SEED, out=folder)
             fit_seconds = time.perf_counter() - started
-            metrics = pooled_metrics(predictions)
+            metrics = pooled_metrics(predictions, n_bootstrap)
             collapse = collapse_summary(predictions)
             if other_splits and len(items) < SMALL and "auc" in metrics:
                 metrics["auc"]["other_fold_seeds"] = {str(k): v for k, v in
@@ -287,8 +290,9 @@ def write_outputs(results: list[dict], detection: dict, meta: dict, out: Path) -
         entry = {k: v for k, v in r.items() if k not in ("metrics", "class_counts", "task_options")}
         entry["class_counts"] = json.dumps(r["class_counts"])
         for metric, values in r["metrics"].items():
-            entry.update({f"{metric}_{k}": v for k, v in values.items()})
-        flat.append(entry)
+            entry.update({f"{metric}_{k}": json.dumps(v, sort_keys=True) if isinstance(v, dict) else v
+                          for k, v in values.items()})
+        flat.append(dict(sorted(entry.items())))  # the same file whether rows come from a run or from the JSON
     atomic_write_text(out / "mias_results.csv", pd.DataFrame(flat).to_csv(index=False))
     lines = [
         "# Classical baseline on mini-MIAS (issue 14: the floor a CNN must clear)", "",
@@ -332,13 +336,14 @@ def write_outputs(results: list[dict], detection: dict, meta: dict, out: Path) -
               + ".", "", *NOTES, ""]
     d = detection["metrics"]
     lines += ["## Mass detection: brightest-blob baseline", "",
-              f"`evaluation.detection_baseline.detect` with {json.dumps(detection['detector'])} on "
+              f"`evaluation.detection_baseline.detect` with {json.dumps(detection['detector'], sort_keys=True)} on "
               f"{detection['n_images']} images ({detection['n_positive_images']} with {detection['n_lesions']} masses "
               f"with a box, the rest normal) resized to {detection['image_size'][0]} x {detection['image_size'][1]}; "
               "IoU >= 0.5 matching, CIs from 1000 image-level bootstrap replicates. No training, nothing tuned "
               f"({detection['seconds']:.0f} s).", "",
               "| metric | value [95% CI] |", "|---|---:|"]
-    for key, value in d.items():
+    for key in sorted(d, key=lambda k: (DETECTION_ORDER.index(k) if k in DETECTION_ORDER else len(DETECTION_ORDER), k)):
+        value = d[key]
         lines.append(f"| {key} | {value['value']:.3f} [{value['ci_low']:.3f}, {value['ci_high']:.3f}] |")
     atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
 
