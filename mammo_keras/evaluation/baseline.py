@@ -26,6 +26,12 @@ texture describes the pattern, while `int_*` keeps the item's absolute values.
 Classifiers (`CLASSIFIERS`): a standardised logistic regression and a random forest, with fixed
 settings (nothing is tuned, so no validation part is needed). Each part is trained on every item
 outside its test part: in k-fold CV, the other folds; in a hold-out split, `train` and `val`.
+
+Why here and not in `models/`: the model registry builds `keras.Model`s (its tests and the runner
+build, freeze and save every entry as one), while this is a scikit-learn reference scored like the
+other rows; it reads prepared items and writes predictions tables, the evaluation side of the chain.
+
+Reference: Haralick et al. 1973 (GLCM texture features); Ojala et al. 2002 (uniform LBP).
 """
 from __future__ import annotations
 
