@@ -236,12 +236,14 @@ def run_row(row: Row, table: pd.DataFrame, root: Path, work: Path, log, *, class
                 "row": row.name, "issue_task": row.issue_task, "what": row.what, "task": row.task,
                 "task_options": row.options, "positive": row.positive, "classifier": classifier,
                 "features": features_name, "n_features": int(features.shape[1]), "n_items": int(len(items)),
-                "n_patients": int(items["patient_id"].nunique()), "class_counts": {int(k): int(v) for k, v in counts.items()},
+                "n_patients": int(items["patient_id"].nunique()),
+                "class_counts": {int(k): int(v) for k, v in counts.items()},
                 "majority_rate": float(counts.max() / counts.sum()), "metrics": metrics,
                 "collapsed": collapse["collapsed"], "min_fold_std": collapse["min_fold_std"],
                 "feature_seconds": round(feature_seconds, 1), "fit_seconds": round(fit_seconds, 1),
                 "folds_file": str(out / "folds.csv"), **provenance})
-            shown = " ".join(f"{m} {v['pooled']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for m, v in metrics.items())
+            shown = " ".join(f"{m} {v['pooled']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+                             for m, v in metrics.items())
             if "other_fold_seeds" in metrics.get("auc", {}):
                 shown += f" (other splits: {_seed_range(metrics['auc'])})"
             log(f"  {classifier} ({features_name}): {shown} ({fit_seconds:.1f} s)")
@@ -362,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     for row in ROWS:
         results.extend(run_row(row, table, root, work, log))
     detection = run_detection(table, log)
-    meta = {"command": "PYTHONPATH=. python experiments/baselines/mias_baseline.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    arguments = sys.argv[1:] if argv is None else argv
+    meta = {"command": "PYTHONPATH=. python experiments/baselines/mias_baseline.py " + " ".join(arguments),
             "commit": _commit(), "data": str(args.data), "n_folds": N_FOLDS, "seed": SEED, "n_bootstrap": N_BOOTSTRAP,
             "machine": f"{platform.machine()} CPU, {len(os.sched_getaffinity(0))} cores, Python "
                        f"{platform.python_version()}",
