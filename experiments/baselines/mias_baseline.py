@@ -252,7 +252,7 @@ def run_row(row: Row, table: pd.DataFrame, root: Path, work: Path, log, *, class
 
 def run_detection(table: pd.DataFrame, log) -> dict:
     """The brightest-blob detector on the mass detection images (every mass with a box, and normals)."""
-    from mammo_keras.detection.data import detection_items, fingerprint, load_images
+    from mammo_keras.data.detection import detection_items, fingerprint, load_images
     from mammo_keras.evaluation import detection as det
     from mammo_keras.evaluation.detection_baseline import detect
 
