@@ -49,6 +49,9 @@ class ModelRow:
             if self.ensemble.get("method") not in METHODS or len(self.ensemble.get("members") or []) < 2:
                 raise ValueError(f"row {self.label!r}: `ensemble` needs `method` (one of {METHODS}) and two "
                                  f"or more `members` (labels of earlier rows). Received: {self.ensemble!r}")
+            if self.ensemble["method"] == "weighted_average" and not self.ensemble.get("grid"):
+                raise ValueError(f"row {self.label!r}: a weighted_average ensemble needs its `grid` (the candidate "
+                                 f"weights per member, as the paper states them). Received: {self.ensemble!r}")
             unknown = sorted(set(self.ensemble) - {"method", "members", "column", "grid", "hidden"})
             if unknown:
                 raise ValueError(f"row {self.label!r}: unknown `ensemble` keys {unknown}")

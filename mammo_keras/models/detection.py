@@ -24,12 +24,14 @@ PLoS One 13(9) e0203355, 2018); Lin et al. 2017, "Focal Loss for Dense Object De
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from pathlib import Path
 
 import keras
 
-from mammo_keras.models.registry import register
+from mammo_keras.models.registry import entry, register
 
 PAPER = "hamed2020"
 TASK = "detection"
@@ -200,3 +202,30 @@ def yolov8_detector(input_shape=(512, 512, 3), num_classes: int = 1, *, weights=
         num_classes=num_classes, bounding_box_format="xyxy", backbone=backbone,
         fpn_depth=fpn_depth, prediction_decoder=decoder, name=name or f"yolov8_{size}")
     return model
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorTraining:
+    """How a registered detector family trains: the key of its class targets and its compile losses.
+
+    keras-hub's RetinaNet brings its focal and Huber losses and takes targets {"boxes", "labels"};
+    keras-cv's YOLOv8 is compiled with its class and box losses and takes {"boxes", "classes"}.
+    """
+
+    label_key: str
+    compile_options: dict
+
+
+TRAINING = {"keras-hub": DetectorTraining("labels", {}),
+            "keras-cv": DetectorTraining("classes", {"classification_loss": "binary_crossentropy",
+                                                     "box_loss": "ciou"})}
+
+
+def training_of(name: str) -> DetectorTraining:
+    """The training contract of the registered detector `name` (from its registry tags)."""
+    tags = entry(name).tags
+    families = [tag for tag in tags if tag in TRAINING]
+    if "detection" not in tags or len(families) != 1:
+        raise ValueError(f"{name!r} is not a registered detector of one family {sorted(TRAINING)}. "
+                         f"Received: tags={tags}")
+    return TRAINING[families[0]]

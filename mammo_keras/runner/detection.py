@@ -116,19 +116,6 @@ def load_split(config: ExperimentConfig, dataset: str, data_dir, out: Path,
     return DetectionInputs(name, split, ddata.fingerprint(items), name == "phantom")
 
 
-def is_yolo(model) -> bool:
-    return type(model).__name__ == "YOLOV8Detector"
-
-
-def compile_options(model) -> dict:
-    """The losses a detector compiles with (keras-hub's RetinaNet brings focal + Huber itself)."""
-    return {"classification_loss": "binary_crossentropy", "box_loss": "ciou"} if is_yolo(model) else {}
-
-
-def targets(model, boxes):
-    return ddata.padded_targets(boxes, label_key="classes" if is_yolo(model) else "labels")
-
-
 def predict(model, images: np.ndarray, *, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per image (boxes (n, 4) clipped to the image, scores (n,)), without the decoder's padding."""
     # Eager batches: keras-hub's NonMaxSuppression needs a static batch size, which a traced
@@ -160,6 +147,7 @@ def run_row(config: ExperimentConfig, row: ModelRow, split: dict, out: Path,
 
     from mammo_keras import models
     from mammo_keras.evaluation.plots import froc_figure, loss_curves
+    from mammo_keras.models.detection import training_of
     from mammo_keras.training.fit import fit_stages
 
     options = settings_of(config)
@@ -174,15 +162,17 @@ def run_row(config: ExperimentConfig, row: ModelRow, split: dict, out: Path,
     # The order is mixed once, from the seed, lest mirrored copies follow their originals.
     order = np.random.default_rng(config.seed).permutation(len(images))
     images, boxes = images[order], [boxes[i] for i in order]
-    x_train, y_train = ddata.normalise(images, normalisation), targets(model, boxes)
+    contract = training_of(row.name)  # the family's target keys and losses, from the registry
+    x_train = ddata.normalise(images, normalisation)
+    y_train = ddata.padded_targets(boxes, label_key=contract.label_key)
     x_val = ddata.normalise(split["val"]["images"], normalisation)
-    y_val = targets(model, split["val"]["boxes"])
+    y_val = ddata.padded_targets(split["val"]["boxes"], label_key=contract.label_key)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     progress(f"  {row.label}: {len(x_train)} training images ({'with' if options['hflip'] else 'no'} "
              f"mirrored copies), {len(x_val)} validation, {stage.epochs} epochs at {shape[0]}x{shape[1]}")
     log = fit_stages(model, [stage], (x_train, y_train), (x_val, y_val), seed=config.seed, log_csv=out / "log.csv",
-                     compile_options=compile_options(model))
+                     compile_options=contract.compile_options)
     seconds = time.perf_counter() - started
     test = split["test"]
     detections = predict(model, ddata.normalise(test["images"], normalisation), batch_size=stage.batch_size)

@@ -154,14 +154,13 @@ class Ensemble:
     name = "ensemble"
 
     def run(self, job: RowRun) -> tuple[pd.DataFrame, dict]:
-        from mammo_keras.models.ensembles import COCCOMINI_GRID
         from mammo_keras.training.ensembling import combine
 
         spec = job.row.ensemble
         members = {label: job.out / label for label in spec["members"]}
         job.progress(f"{job.dataset} / {job.row.label}: {spec['method']} of {', '.join(spec['members'])}")
         predictions = combine(members, spec["method"], job.folder, column=spec.get("column", "score"),
-                              grid=tuple(spec.get("grid", COCCOMINI_GRID)), hidden=tuple(spec.get("hidden", (16,))),
+                              grid=tuple(spec.get("grid") or ()), hidden=tuple(spec.get("hidden", (16,))),
                               seed=job.config.seed)
         seconds = sum(report.recorded_seconds(folder) for folder in members.values())
         return predictions, report.summarise(job.config, predictions, job.folder,

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
-from mammo_keras.models.ensembles import COCCOMINI_GRID, select_weights
+from mammo_keras.models.ensembles import select_weights
 from mammo_keras.vocabulary import ENSEMBLE_METHODS as METHODS
 
 # The stack's level-1 MLP: fitted on the members' validation scores of each part, which leave no
@@ -36,7 +36,7 @@ def describe(spec: Mapping) -> dict:
     method = spec["method"]
     plan = {"method": method, "members": list(spec["members"]), "column": spec.get("column", "score")}
     if method == "weighted_average":
-        plan.update(grid=list(spec.get("grid", COCCOMINI_GRID)), selected_on="the members' validation scores "
+        plan.update(grid=list(spec["grid"]), selected_on="the members' validation scores "
                     "of each part (highest accuracy)", normalised=True)
     elif method == "stack":
         plan.update(hidden=list(spec.get("hidden", (16,))), output="sigmoid", **STACK)
@@ -91,7 +91,7 @@ def _stack_scores(x_val: np.ndarray, y_val: np.ndarray, x_test: np.ndarray, *, h
 
 
 def combine(members: Mapping[str, Path], method: str, out: str | Path, *, column: str = "score",
-            grid: Sequence[float] = COCCOMINI_GRID, hidden: Sequence[int] = (16,), seed: int = 0
+            grid: Sequence[float] | None = None, hidden: Sequence[int] = (16,), seed: int = 0
             ) -> pd.DataFrame:
     """Combine the members' per-part scores; writes out/<part>/predictions.csv and returns them pooled.
 
@@ -99,13 +99,16 @@ def combine(members: Mapping[str, Path], method: str, out: str | Path, *, column
         members: member label -> its result folder (holding fold_<k>/ or test/ parts).
         method: "average", "weighted_average" or "stack".
         column: which score to combine: "score", or "score_tta" (flip-augmented).
-        grid: candidate weights per member for "weighted_average".
+        grid: candidate weights per member for "weighted_average" (required there; Coccomini's
+            is models.ensembles.COCCOMINI_GRID).
         hidden: hidden layer widths of the "stack" level-1 MLP.
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
     if column not in SCORE_COLUMNS:
         raise ValueError(f"`column` must be one of {SCORE_COLUMNS}. Received: column={column!r}")
+    if method == "weighted_average" and not grid:
+        raise ValueError("a weighted_average ensemble needs `grid`, the candidate weights per member")
     if len(members) < 2:
         raise ValueError(f"an ensemble needs two or more members. Received: {list(members)}")
     out = Path(out)

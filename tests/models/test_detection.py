@@ -7,6 +7,8 @@ import keras
 import numpy as np
 import pytest
 
+from mammo_keras.models.detection import training_of
+
 from mammo_keras import models
 from mammo_keras.runner import detection as run
 from mammo_keras.data.detection import padded_targets
@@ -24,12 +26,13 @@ def _fit_steps(model, label_key: str, steps: int = 3) -> list[float]:
     return history.history["loss"]
 
 
-def _compile(model, rate: float) -> None:
-    """As the detection kind's one stage compiles a detector: Adam with gradient clipping, its own losses."""
+def _compile(model, name: str, rate: float) -> None:
+    """As the detection kind's one stage compiles a detector: Adam with gradient clipping, its family's losses."""
+    from mammo_keras.models.detection import training_of
     from mammo_keras.training.stages import make_optimizer
 
     _, _, stage = run.row_settings(_config(rate), _row())
-    model.compile(optimizer=make_optimizer(stage, 1), **run.compile_options(model))
+    model.compile(optimizer=make_optimizer(stage, 1), **training_of(name).compile_options)
 
 
 def _config(rate: float):
@@ -46,6 +49,11 @@ def test_detectors_are_registered_for_the_survey():
     names = models.list(paper="hamed2020")
     assert names == ["retinanet_resnet18", "retinanet_resnet50", "yolov8_detector"]
     assert all(models.entry(name).task == "detection" for name in names)
+    assert [training_of(name).label_key for name in names] == ["labels", "labels", "classes"]
+    assert training_of("yolov8_detector").compile_options == {"classification_loss": "binary_crossentropy",
+                                                               "box_loss": "ciou"}
+    with pytest.raises(ValueError, match="not a registered detector"):
+        training_of("chougrad_vgg16")
 
 
 def test_retinanet_learns_and_predicts_boxes_inside_the_image():
@@ -54,9 +62,9 @@ def test_retinanet_learns_and_predicts_boxes_inside_the_image():
     # The classification logits start at the focal-loss prior p = 0.01 (Lin et al. 2017).
     bias = keras.ops.convert_to_numpy(model.classification_head.prediction_layer.bias)
     np.testing.assert_allclose(1 / (1 + np.exp(-bias)), 0.01, rtol=1e-5)
-    _compile(model, 1e-3)
+    _compile(model, "retinanet_resnet18", 1e-3)
     model.run_eagerly = True  # three tiny steps: tracing the graph would cost more than running them
-    losses = _fit_steps(model, "labels")
+    losses = _fit_steps(model, training_of("retinanet_resnet18").label_key)
     assert losses[-1] < losses[0]
     detections = run.predict(model, np.zeros((3, 64, 64, 3), "float32"), batch_size=2)
     assert len(detections) == 3
@@ -101,8 +109,8 @@ def test_yolov8_learns_when_keras_cv_is_installed():
     keras.utils.set_random_seed(0)
     model = models.get("yolov8_detector", input_shape=(64, 64, 3), weights=None,
                        channels=(16, 32, 64, 64), depths=(1, 1, 1, 1))
-    _compile(model, 1e-3)
-    losses = _fit_steps(model, "classes")
+    _compile(model, "yolov8_detector", 1e-3)
+    losses = _fit_steps(model, training_of("yolov8_detector").label_key)
     assert losses[-1] < losses[0] and not math.isnan(losses[-1])
     with pytest.raises(ValueError, match="not ImageNet"):
         models.get("yolov8_detector", input_shape=(64, 64, 3), weights="imagenet")
