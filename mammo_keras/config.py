@@ -41,8 +41,20 @@ class ModelRow:
     # {method: average|weighted_average|stack, members: [labels of earlier rows], column: score|score_tta}:
     # combines the members' saved scores instead of training a model (`name` is then "ensemble").
     ensemble: dict = dataclasses.field(default_factory=dict)
+    # {classifier: logistic_regression|random_forest, lesion_boxes: bool, options: {...}, levels: int}:
+    # the classical baseline (evaluation.baseline) on the same parts as the CNN rows (`name` is "baseline").
+    baseline: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        if self.baseline:
+            from mammo_keras.vocabulary import BASELINE_CLASSIFIERS
+
+            if self.baseline.get("classifier") not in BASELINE_CLASSIFIERS:
+                raise ValueError(f"row {self.label!r}: `baseline` needs `classifier`, one of {BASELINE_CLASSIFIERS}. "
+                                 f"Received: {self.baseline!r}")
+            unknown = sorted(set(self.baseline) - {"classifier", "lesion_boxes", "options", "levels"})
+            if unknown:
+                raise ValueError(f"row {self.label!r}: unknown `baseline` keys {unknown}")
         if self.ensemble:
             from mammo_keras.vocabulary import ENSEMBLE_METHODS as METHODS
 
@@ -115,6 +127,9 @@ class ExperimentConfig:
     # Chained tables: keep the patient split of this earlier run (`<paper>/<table>`) per dataset.
     split_from: str = ""
     balance_eval: bool = False  # hold-out: as many items of each class in val and in test (Jain & Levy)
+    # Classical baseline rows appended after the models (evaluation.baseline; labels baseline_lr /
+    # baseline_rf): the cpu and paper profiles add both to every classification table.
+    baselines: tuple[str, ...] = ()
     overrides: dict = dataclasses.field(default_factory=dict)  # the --set values this config was loaded with
     source: str = ""
 
@@ -226,13 +241,29 @@ def _model_row(raw: dict, path: Path) -> ModelRow:
         raise ValueError(f"{path}: unknown keys {unknown} in model row {raw.get('label', raw.get('name'))!r}. "
                          f"Valid keys: {sorted(fields)}")
     values = dict(raw)
-    values.setdefault("name", "ensemble" if values.get("ensemble") else None)
+    values.setdefault("name", "ensemble" if values.get("ensemble") else "baseline" if values.get("baseline") else None)
     if not values["name"]:
         raise ValueError(f"{path}: every model row needs a `name` (a registry name). Received: {raw!r}")
     values.setdefault("label", values["name"])
-    for key in ("options", "paper_row", "ensemble"):
+    for key in ("options", "paper_row", "ensemble", "baseline"):
         values[key] = dict(values.get(key) or {})
     return ModelRow(**values)
+
+
+def _baseline_rows(raw: dict, path: Path) -> tuple[ModelRow, ...]:
+    """The rows a config's `baselines` adds (none for detection tables, which have their own floor)."""
+    from mammo_keras.vocabulary import BASELINE_CLASSIFIERS, BASELINE_LABELS, LESION_BOX_TASKS
+
+    if raw.get("kind") == "detection":
+        return ()
+    rows = []
+    for classifier in raw.get("baselines", ()):
+        if classifier not in BASELINE_CLASSIFIERS:
+            raise ValueError(f"{path}: `baselines` take the classifiers {BASELINE_CLASSIFIERS}. "
+                             f"Received: {classifier!r}")
+        rows.append(ModelRow("baseline", BASELINE_LABELS[classifier], baseline={
+            "classifier": classifier, "lesion_boxes": raw.get("task") in LESION_BOX_TASKS}))
+    return tuple(rows)
 
 
 def _select_rows(models: list[ModelRow], path: Path, *, rows, row_options: dict,
@@ -359,7 +390,8 @@ def load_config(name: str, profile: str = "tiny", *, experiments_dir: Path = EXP
         raise ValueError(f"{path}: unknown config keys {unknown}. Valid keys: {sorted(fields)}")
     if isinstance(raw.get("input_size"), list):
         raw["input_size"] = tuple(raw["input_size"])
-    for key in ("datasets", "metrics", "fractions"):
+    for key in ("datasets", "metrics", "fractions", "baselines"):
         if key in raw:
             raw[key] = tuple(raw[key])
+    models = models + _baseline_rows(raw, path)
     return ExperimentConfig(profile=profile, models=models, source=str(path), overrides=dict(overrides), **raw)

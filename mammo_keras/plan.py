@@ -320,6 +320,15 @@ def row_plan(config: ExperimentConfig, row: ModelRow, cache: dict) -> dict:
         plan["ensemble"] = describe(row.ensemble)
         plan["what"] = "combines the saved per-part scores of earlier rows; trains nothing of its own"
         return plan
+    if row.baseline:
+        plan["baseline"] = {"classifier": row.baseline["classifier"], "options": dict(row.baseline.get("options") or {}),
+                            "features": "scikit-image GLCM (levels %d), uniform LBP, intensity statistics, Otsu "
+                                        "shape%s" % (int(row.baseline.get("levels", 32)),
+                                                     ", lesion box" if row.baseline.get("lesion_boxes") else ""),
+                            "parts": "the CNN rows' parts (the config's folds or split); trained on every "
+                                     "non-test item of each part, nothing tuned"}
+        plan["what"] = "the classical baseline: the floor the CNN rows must clear"
+        return plan
     options, unset = expand_options(row.options)
     plan["options"] = json.loads(json.dumps(row.options, default=str))
     plan["init"] = {key: describe_init(row.options.get(key)) for key in UNTRAINED_WEIGHTS if key in row.options}
@@ -419,6 +428,9 @@ def render_markdown(plan: dict) -> str:
         lines += [f"## Row `{row['label']}`: {row['model']}", ""]
         if "ensemble" in row:
             lines += [f"- ensemble {_fmt(row['ensemble'])}: {row['what']}", ""]
+            continue
+        if "baseline" in row:
+            lines += [f"- baseline {_fmt(row['baseline'])}: {row['what']}", ""]
             continue
         if row.get("init"):
             lines.append(f"- initial weights: {_fmt(row['init'])}")

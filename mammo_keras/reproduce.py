@@ -58,12 +58,12 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
             if status != "ok":
                 progress(f"{dataset} / {row.label}: {status}")
             else:
-                progress(f"{dataset} / {row.label}: {config.kind if not row.ensemble else 'ensemble'}")
+                progress(f"{dataset} / {row.label}: {kind_for_row(kind, row).name}")
                 job = RowRun(config, row, dataset, data, out / dataset, options, progress, split, test_inputs)
                 _, outcome = kind_for_row(kind, row).run(job)
                 result.status = outcome.pop("status", "ok")
                 result.extra.update(outcome.pop("extra", {}))
-                for key in ("n_items", "seconds", "epochs", "metrics"):
+                for key in ("n_items", "seconds", "epochs", "metrics", "collapsed"):
                     if key in outcome:
                         setattr(result, key, outcome[key])
                 if result.status == "ok":  # ensembles wait for members that have scores
@@ -89,6 +89,8 @@ def row_options(row: ModelRow, results_dir, dataset: str, finished: set[str]) ->
 def row_weights(row: ModelRow, options: dict) -> str:
     if row.ensemble:
         return f"ensemble of {', '.join(row.ensemble['members'])}"
+    if row.baseline:
+        return f"none (classical baseline: {row.baseline['classifier']} on scikit-image features)"
     return describe_weights(options.get("weights") or options.get("patch_weights"))
 
 

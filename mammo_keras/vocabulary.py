@@ -14,3 +14,13 @@ ENSEMBLE_METHODS = ("average", "weighted_average", "stack")
 
 KINDS = ("cv", "holdout", "transfer", "detection")
 """Experiment kinds (`runner.kinds`)."""
+
+BASELINE_CLASSIFIERS = ("logistic_regression", "random_forest")
+"""The classical baseline's classifiers (`evaluation.baseline.CLASSIFIERS`)."""
+
+LESION_BOX_TASKS = ("chougrad", "jain_levy", "coccomini")
+"""Prepare tasks whose index `box` column is the lesion's box (the baseline's shape features use it);
+the Shen tasks record the patch's own box, the whole-image task none."""
+
+BASELINE_LABELS = {"logistic_regression": "baseline_lr", "random_forest": "baseline_rf"}
+"""The row label of each baseline classifier a config's `baselines` adds."""

@@ -57,6 +57,7 @@ from sklearn.preprocessing import StandardScaler
 from mammo_keras.data.splits import check_no_leakage
 from mammo_keras.evaluation.metrics import all_metrics, multiclass_accuracy
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
+from mammo_keras.vocabulary import BASELINE_CLASSIFIERS
 
 GLCM_PROPERTIES = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "entropy")
 GLCM_ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
@@ -64,7 +65,7 @@ PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 OTSU_PROPERTIES = ("area_fraction", "eccentricity", "solidity", "extent", "axis_ratio", "compactness",
                    "centroid_offset")
 BOX_FEATURES = ("width", "height", "aspect", "area")
-CLASSIFIERS = ("logistic_regression", "random_forest")
+CLASSIFIERS = BASELINE_CLASSIFIERS
 ID_COLUMNS = ("item_id", "patient_id", "label")
 
 

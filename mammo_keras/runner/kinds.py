@@ -195,6 +195,46 @@ class Detection:
         return detections, report.detection_result(summary)
 
 
+class Baseline:
+    """The classical floor beside the CNN rows (evaluation.baseline): scikit-image features of the same
+    items, a scikit-learn classifier trained and scored on exactly the parts the CNN rows use (the
+    config's patient folds, its shared hold-out split, or train-on-one / test-on-another)."""
+
+    name = "baseline"
+
+    def run(self, job: RowRun) -> tuple[pd.DataFrame, dict]:
+        import numpy as np
+
+        from mammo_keras.evaluation.baseline import baseline_features, fit_predict
+        from mammo_keras.training.cv import assign_folds, holdout_split
+
+        config, spec, data = job.config, job.row.baseline, job.data
+        started = time.perf_counter()
+        index, images = data.index, data.images
+        if config.kind == "cv":  # the folds cross_validate draws for every row: same index, same seed
+            folds = assign_folds(index, config.n_splits, config.seed, job.folder / "folds.csv")
+            items = index.assign(fold=folds["fold"].to_numpy())
+        elif config.kind == "holdout":
+            split, _ = holdout_split(index, fractions=config.fractions, seed=config.seed, source=job.split_source,
+                                     balance_eval=config.balance_eval)
+            items = index.assign(split=split["split"].to_numpy())
+        elif config.kind == "transfer":
+            test = job.test_inputs
+            images = np.concatenate([images, test.images])
+            items = pd.concat([index.assign(split="train"), test.index.assign(split="test")], ignore_index=True)
+        else:
+            raise ValueError(f"a baseline row runs in classification kinds (cv, holdout, transfer). "
+                             f"Received: kind={config.kind!r}")
+        features, _ = baseline_features(images, items, levels=int(spec.get("levels", 32)),
+                                        lesion_boxes=bool(spec.get("lesion_boxes", False)))
+        feature_seconds = time.perf_counter() - started  # computed again on every run (seconds)
+        predictions = fit_predict(spec["classifier"], features, items, seed=config.seed, out=job.folder,
+                                  options=spec.get("options"), progress=job.say)
+        seconds = feature_seconds + report.recorded_seconds(job.folder)  # + each part's recorded fit
+        return predictions, report.summarise(config, predictions, job.folder, f"{job.row.label} on {data.name}",
+                                             seconds)
+
+
 KINDS = {kind.name: kind for kind in (CrossValidation(), HoldOut(), Transfer(), Detection())}
 
 
@@ -206,8 +246,10 @@ def kind_of(config: ExperimentConfig):
 
 
 def kind_for_row(kind, row: ModelRow):
-    """The row's own kind: an ensemble of earlier rows, or the config's."""
-    return Ensemble() if row.ensemble else kind
+    """The row's own kind: an ensemble of earlier rows, the classical baseline, or the config's."""
+    if row.ensemble:
+        return Ensemble()
+    return Baseline() if row.baseline else kind
 
 
 def table_split(config: ExperimentConfig, dataset: str, data: DatasetInputs, out: Path,

@@ -24,6 +24,7 @@ import yaml
 
 from mammo_keras import __version__
 from mammo_keras.config import ExperimentConfig
+from mammo_keras.evaluation.collapse import collapse_summary
 from mammo_keras.evaluation.metrics import bootstrap_ci, fold_summary
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
 from mammo_keras.runner.paper import deviation_lines, reported_table
@@ -44,6 +45,7 @@ class ResultRow:
     n_items: int | None = None
     seconds: float | None = None
     epochs: str = ""  # the epoch each part scored
+    collapsed: bool | None = None  # some part's scores (near) constant (evaluation.collapse); None: not scored
     metrics: dict = dataclasses.field(default_factory=dict)  # name -> {fold_mean, fold_std, pooled, ci_low, ci_high}
     extra: dict = dataclasses.field(default_factory=dict)  # kind-specific columns (detection counts, paper text)
 
@@ -62,6 +64,8 @@ class ResultRow:
                "paper_std": self.paper_std, "weights": self.weights, **extra}
         if self.n_items is not None:
             row.update(n_items=self.n_items, seconds=self.seconds, epochs=self.epochs)
+        if self.collapsed is not None:
+            row["collapsed"] = self.collapsed
         for metric, fields in self.metrics.items():
             if "fold_mean" in fields:  # classification: fold mean and sd, pooled, CI
                 row.update({f"{metric}_{key}": value for key, value in fields.items()})
@@ -121,8 +125,12 @@ def summarise(config: ExperimentConfig, predictions: pd.DataFrame, out: Path, ti
         metrics[metric] = {"fold_mean": summary[0], "fold_std": summary[1], "pooled": estimate,
                            "ci_low": low, "ci_high": high}
     plots(predictions, out, title)
+    collapse = collapse_summary(predictions)
+    atomic_write_json(out / "collapse.json", collapse)
     return {"n_items": int(len(predictions)), "seconds": round(seconds, 1), "metrics": metrics,
-            "epochs": " ".join(str(e) for e in selected_epochs(out)), "folds": per_fold}
+            "epochs": " ".join(str(e) for e in selected_epochs(out)), "folds": per_fold,
+            "collapsed": collapse["collapsed"],
+            "extra": {"collapsed_folds": " ".join(map(str, collapse["collapsed_folds"]))}}
 
 
 def detection_result(summary: dict) -> dict:
@@ -253,8 +261,12 @@ def _classification_lines(config: ExperimentConfig, rows: list[ResultRow]) -> li
         else:
             ours = first = minutes = "-"
             rest = ["-"] * len(others)
+        status = row.status
+        if row.collapsed:
+            parts = str(row.extra.get("collapsed_folds", "")).split()
+            status += f", **collapsed** (constant scores in part{'s' if len(parts) != 1 else ''} {', '.join(parts)})"
         lines.append(f"| {row.dataset} | {row.model} | {row.n_items if row.n_items is not None else '-'} | {paper} | "
-                     f"{ours} | {first} | " + " | ".join(rest) + f" | {row.epochs or '-'} | {minutes} | {row.status} |")
+                     f"{ours} | {first} | " + " | ".join(rest) + f" | {row.epochs or '-'} | {minutes} | {status} |")
     return lines
 
 
