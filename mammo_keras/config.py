@@ -220,14 +220,15 @@ def config_path(name: str, experiments_dir: Path = EXPERIMENTS_DIR) -> Path:
     return path
 
 
-NOT_CONFIGS = ("paper_tables", "protocol")
+NOT_CONFIGS = ("paper_tables", "protocol", "results")
 
 
 def list_configs(experiments_dir: Path = EXPERIMENTS_DIR) -> list[str]:
     """Every runnable config as `<paper>/<table>`.
 
     Not runs: the shared `base/` folder, a paper's `_base.yaml` (what its configs share),
-    `paper_tables.yaml` (the paper's numbers) and `protocol.yaml` (the paper's stated protocol).
+    `paper_tables.yaml` (the paper's numbers), `protocol.yaml` (the paper's stated protocol) and
+    `results.yaml` (our measured numbers).
     """
     return sorted(str(p.relative_to(experiments_dir).with_suffix(""))
                   for p in experiments_dir.glob("*/*.yaml")

@@ -7,7 +7,7 @@
     io          io                                               (model folders: HDF5 + manifest)
     evaluation  evaluation/*                                     (metrics, plots, saliency, baselines)
     training    training/*                                       (stages, fit, cv, ensembling)
-    runner      runner/*, plan, reproduce                        (a config's rows, run and reported)
+    runner      runner/*, plan, reproduce, results                      (a config's rows, run and reported)
     app         app/*                                            (predict, the screening server)
     cli         cli                                              (the console commands)
 
@@ -29,7 +29,7 @@ LAYERS = {
     "io": ("io",),
     "evaluation": ("evaluation",),
     "training": ("training",),
-    "runner": ("runner", "plan", "reproduce"),
+    "runner": ("runner", "plan", "reproduce", "results"),
     "app": ("app",),
     "cli": ("cli",),
 }

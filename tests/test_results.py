@@ -1,0 +1,81 @@
+"""results.yaml (our numbers as data) and the README tables generated from it agree."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from mammo_keras import results
+from mammo_keras.config import EXPERIMENTS_DIR, list_configs
+
+FOLDERS = sorted(p.name for p in EXPERIMENTS_DIR.iterdir() if (p / "README.md").is_file())
+
+
+@pytest.mark.parametrize("paper", FOLDERS)
+def test_every_readme_results_block_is_what_results_yaml_renders(paper):
+    text = (EXPERIMENTS_DIR / paper / "README.md").read_text(encoding="utf-8")
+    entries = results.load(paper)
+    for config in results.readme_blocks(text):
+        start = text.index(f"<!-- results:begin {config} ")
+        end = text.index(results.end_marker(config), start) + len(results.end_marker(config))
+        assert text[start:end] == results.render(entries, config), (
+            f"experiments/{paper}/README.md: the {config} block differs from results.yaml; "
+            "run `python -m mammo_keras.results --write-readmes`")
+    configs = set(list_configs())
+    for entry in entries:
+        assert entry["config"] in configs, entry["config"]
+        assert entry["metrics"] and entry["commit"] and entry["command"].startswith("mammo-keras reproduce ")
+        if not entry["synthetic"]:
+            assert len(entry["data_fingerprint"]) >= 12 and "--data" in entry["command"]
+        for fields in entry["metrics"].values():
+            assert fields["ci_low"] <= fields["pooled"] + 1e-9 <= fields["ci_high"] + 2e-9
+
+
+def _run(tmp_path, rows, *, synthetic=False, wall=600.0):
+    run = {"config": {"paper": "chougrad2018", "table": "mias_cv", "metrics": ["accuracy", "auc"]},
+           "profile": "cpu", "command": "mammo-keras reproduce chougrad2018/mias_cv --profile cpu",
+           "git_commit": "abc123def4567890", "data_fingerprints": {"mias": "f" * 64}, "wall_seconds": wall,
+           "synthetic": synthetic, "rows": rows}
+    (tmp_path / "run").mkdir(exist_ok=True)
+    (tmp_path / "run" / "run.json").write_text(json.dumps(run))
+    return tmp_path / "run"
+
+
+ROW = {"dataset": "mias", "model": "levynet", "status": "ok", "n_items": 119, "seconds": 42.0, "collapsed": False,
+       "weights": "random", "accuracy_fold_mean": 0.6, "accuracy_fold_std": 0.05, "accuracy_pooled": 0.597,
+       "accuracy_ci_low": 0.504, "accuracy_ci_high": 0.681, "auc_fold_mean": 0.55, "auc_fold_std": 0.1,
+       "auc_pooled": 0.552, "auc_ci_low": 0.447, "auc_ci_high": 0.658}
+
+
+def test_record_writes_each_finished_row_and_replaces_a_rerun(tmp_path):
+    experiments = tmp_path / "experiments"
+    (experiments / "chougrad2018").mkdir(parents=True)
+    skipped = {"dataset": "mias", "model": "vgg16_pretrained_2FT", "status": "skipped: set MAMMO_VGG16_WEIGHTS"}
+    path = results.record(_run(tmp_path, [ROW, skipped]), experiments_dir=experiments, data="/data")
+    [entry] = yaml.safe_load(path.read_text())["results"]
+    assert entry["row"] == "levynet" and entry["metrics"]["auc"] == {
+        "fold_mean": 0.55, "fold_std": 0.1, "pooled": 0.552, "ci_low": 0.447, "ci_high": 0.658}
+    assert entry["command"] == "mammo-keras reproduce chougrad2018/mias_cv --profile cpu --data /data"
+    assert (entry["minutes"], entry["run_wall_minutes"], entry["collapsed"]) == (0.7, 10.0, False)
+    assert entry["data_fingerprint"] == "f" * 64
+    results.record(_run(tmp_path, [{**ROW, "auc_pooled": 0.6, "collapsed": True}]), experiments_dir=experiments)
+    [entry] = results.load("chougrad2018", experiments)
+    assert entry["metrics"]["auc"]["pooled"] == 0.6 and entry["collapsed"] is True
+    block = results.render(results.load("chougrad2018", experiments), "chougrad2018/mias_cv")
+    assert "| levynet | 59.7 [50.4, 68.1] | 0.600 [0.447, 0.658] | **yes** | 0.7 |" in block
+    with pytest.raises(ValueError, match="no row of this run finished"):
+        results.record(_run(tmp_path, [skipped]), experiments_dir=experiments)
+
+
+def test_write_readmes_replaces_only_the_block(tmp_path):
+    experiments = tmp_path / "experiments"
+    (experiments / "chougrad2018").mkdir(parents=True)
+    results.record(_run(tmp_path, [ROW]), experiments_dir=experiments)
+    readme = experiments / "chougrad2018" / "README.md"
+    readme.write_text(f"intro\n\n{results.begin_marker('chougrad2018/mias_cv')}\nstale\n"
+                      f"{results.end_marker('chougrad2018/mias_cv')}\n\noutro\n")
+    assert results.update_readme("chougrad2018", experiments) is True
+    text = readme.read_text()
+    assert text.startswith("intro\n\n") and text.endswith("\n\noutro\n") and "stale" not in text
+    assert "| levynet |" in text and results.update_readme("chougrad2018", experiments) is False
