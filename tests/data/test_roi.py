@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from mammo_keras.data import roi
 from mammo_keras.errors import DataError
@@ -46,23 +47,78 @@ def test_chougrad_rescales_a_clipped_window():
     np.testing.assert_allclose(out, 1.0, atol=1e-6)
 
 
-def test_chougrad_grows_to_fit_large_lesions():
-    image = window_image((1200, 1200), (400, 400, 800, 800))
-    out = roi.chougrad_roi(image, (400, 400, 800, 800), gcn=False)  # 400 px lesion, r = 300
-    np.testing.assert_allclose(out, 1.0, atol=1e-6)
-    cut = roi.chougrad_roi(image, (400, 400, 800, 800), gcn=False, grow_to_fit=False)
-    np.testing.assert_allclose(cut, 1.0, atol=1e-6)  # the 300 window lies inside the lesion
+def by_hand(image, window, size):
+    """Crop `window` (x0, y0, x1, y1) and resize it to `size` (rows, cols) with PIL's bilinear filter."""
+    x0, y0, x1, y1 = window
+    crop = Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1], np.float32), mode="F")
+    return np.asarray(crop.resize((size[1], size[0]), Image.BILINEAR), np.float32)
 
 
-@pytest.mark.parametrize("context, window", [
-    ("fixed", (50, 50, 250, 250)),           # box (100,100,200,200) + 50 px all around
-    ("proportional", (50, 50, 250, 250)),    # 2 x the 100 px box, same centre
+RANDOM = np.random.default_rng(0).uniform(0, 1, (1000, 1000)).astype(np.float32)
+
+
+@pytest.mark.parametrize("box, grown, cut", [
+    # A 400 x 400 lesion, r = 300: grown to the 400 px lesion itself, or cut to the centre 300.
+    ((400, 400, 800, 800), (400, 400, 800, 800), (450, 450, 750, 750)),
+    # A 400 x 100 lesion centred at (300, 350): a square of its longer side, or of r.
+    ((100, 300, 500, 400), (100, 150, 500, 550), (150, 200, 450, 500)),
+    # A 100 x 450 lesion centred at (650, 325): the longer side is its height.
+    ((600, 100, 700, 550), (425, 100, 875, 550), (500, 175, 800, 475)),
 ])
-def test_jain_levy_context_windows(context, window):
-    image = window_image((500, 500), window)
-    out = roi.jain_levy_roi(image, (100, 100, 200, 200), context=context)
-    assert out.shape == (224, 224)
-    np.testing.assert_allclose(out, 1.0, atol=1e-6)
+def test_chougrad_grow_to_fit_takes_the_whole_lesion_else_r(box, grown, cut):
+    out = roi.chougrad_roi(RANDOM, box, gcn=False)
+    np.testing.assert_allclose(out, by_hand(RANDOM, grown, (224, 224)), atol=1e-6)
+    cut_out = roi.chougrad_roi(RANDOM, box, gcn=False, grow_to_fit=False)
+    np.testing.assert_allclose(cut_out, by_hand(RANDOM, cut, (224, 224)), atol=1e-6)
+    # (The expected windows: the grown one holds the whole lesion, the cut one does not.)
+    lesion = window_image(RANDOM.shape, box)
+    assert lesion[grown[1]:grown[3], grown[0]:grown[2]].sum() == lesion.sum()
+    assert lesion[cut[1]:cut[3], cut[0]:cut[2]].sum() < lesion.sum()
+
+
+def test_chougrad_grow_to_fit_leaves_small_lesions_at_r():
+    box = (450, 460, 550, 540)  # 100 x 80, centre (500, 500): the r = 300 window either way
+    expected = by_hand(RANDOM, (350, 350, 650, 650), (224, 224))
+    for grow in (True, False):
+        np.testing.assert_allclose(roi.chougrad_roi(RANDOM, box, gcn=False, grow_to_fit=grow), expected, atol=1e-6)
+    np.testing.assert_allclose(roi.chougrad_roi(RANDOM, box, r=200, gcn=False),
+                               by_hand(RANDOM, (400, 400, 600, 600), (224, 224)), atol=1e-6)
+
+
+# A 100 x 40 (w x h) mass box centred at (200, 180) on a 400 x 400 image.
+JL_BOX = (150, 160, 250, 200)
+
+
+@pytest.mark.parametrize("options, window, resized", [
+    ({"context": "fixed"}, (100, 110, 300, 250), (224, 320)),                    # 50 px all around: 200 x 140
+    ({"context": "fixed", "padding": 20}, (130, 140, 270, 220), (224, 392)),     # 20 px: 140 x 80
+    ({"context": "proportional"}, (100, 140, 300, 220), (224, 560)),             # 2 x the box: 200 x 80
+    ({"context": "proportional", "factor": 3.0}, (50, 120, 350, 240), (224, 560)),  # 3 x: 300 x 120
+])
+def test_jain_levy_context_windows(options, window, resized):
+    """Each context option crops its own window: checked against the crop, shorter side to 224 and
+    centre square done by hand (the centre square shows only part of a long window: the canvas shows it all)."""
+    image = np.random.default_rng(1).uniform(0, 1, (400, 400)).astype(np.float32)
+    out = roi.jain_levy_roi(image, JL_BOX, **options)
+    expected = by_hand(image, window, resized)
+    left = (resized[1] - 224) // 2
+    np.testing.assert_allclose(out, expected[:, left:left + 224], atol=1e-6)
+    # The training canvas (3 x 224 px here, room for the whole resized window) shows all of it.
+    board, shape = roi.jain_levy_canvas(image, JL_BOX, canvas=3.0, **options)
+    assert board.shape == (672, 672) and shape == resized
+    top, left = (672 - resized[0]) // 2, (672 - resized[1]) // 2
+    np.testing.assert_allclose(board[top:top + resized[0], left:left + resized[1]], expected, atol=1e-6)
+    assert board.sum() == pytest.approx(expected.sum(), rel=1e-5)  # zeros elsewhere
+    # A bright rectangle over exactly that window fills the output (no darker pixel from outside it).
+    bright = window_image((400, 400), window) + 1.0  # 2 inside the window, 1 outside
+    np.testing.assert_allclose(roi.jain_levy_roi(bright, JL_BOX, **options), 2.0, atol=1e-6)
+
+
+def test_jain_levy_fixed_and_proportional_differ_where_the_box_is_not_square():
+    image = np.random.default_rng(1).uniform(0, 1, (400, 400)).astype(np.float32)
+    fixed = roi.jain_levy_roi(image, JL_BOX, context="fixed")
+    proportional = roi.jain_levy_roi(image, JL_BOX, context="proportional")
+    assert np.abs(fixed - proportional).mean() > 0.1
 
 
 def test_jain_levy_shorter_side_to_224_then_centre_square():

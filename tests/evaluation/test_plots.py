@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.container import BarContainer
 from PIL import Image
 
 from mammo_keras.evaluation import metrics, plots
@@ -70,16 +71,115 @@ def test_learning_curves_without_validation_columns_draws_training_only(tmp_path
         plots.learning_curves(logs.drop(columns="loss"), tmp_path / "bad.png")
 
 
-def test_comparison_bars_with_reported_markers(tmp_path):
-    table = pd.DataFrame({"group": ["DDSM", "DDSM", "BCDR", "BCDR"],
-                          "variant": ["random", "pretrained"] * 2,
-                          "mean": [0.80, 0.95, 0.78, 0.96], "low": [0.75, 0.93, 0.70, 0.94],
-                          "high": [0.85, 0.97, 0.84, 0.98]})
-    path = plots.comparison_bars(table, tmp_path / "bars.png", ylabel="accuracy", title="Fig. 5",
-                                 reported={("DDSM", "pretrained"): 0.972, ("BCDR", "pretrained"): 0.964})
-    width, height = _read_png(path)
-    assert width > 0 and height > 0
+@pytest.fixture
+def drawn_figures(monkeypatch) -> list:
+    """The figures the plotting functions save, kept for inspection (save_figure closes them)."""
+    figures = []
+    save = plots.save_figure
+
+    def keep(figure, out_png):
+        figures.append(figure)
+        return save(figure, out_png)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return figures
+
+
+def _comparison_drawn(axes) -> tuple[dict, dict]:
+    """What comparison_bars drew: {(group, variant): (bar height, CI low, CI high)} of the visible
+    bars and {(group, variant): value} of the paper's markers (black diamonds over the bars)."""
+    ticks = dict(zip(axes.get_xticks(), (label.get_text() for label in axes.get_xticklabels())))
+
+    def group_at(x):
+        tick = min(ticks, key=lambda t: abs(t - x))
+        assert abs(tick - x) < 0.4, x  # a bar lies in its group's slot
+        return ticks[tick]
+
+    bars, slots = {}, {}
+    for container in axes.containers:
+        if not isinstance(container, BarContainer):
+            continue
+        whiskers = {round(float(segment[0][0]), 6): (segment[0][1], segment[1][1])
+                    for segment in container.errorbar.lines[2][0].get_segments() if len(segment)}
+        for patch in container.patches:
+            x = round(patch.get_x() + patch.get_width() / 2, 6)
+            slots[x] = (group_at(x), container.get_label())
+            if np.isfinite(patch.get_height()):
+                bars[slots[x]] = (patch.get_height(), *whiskers[x])
+    markers = {}
+    for line in axes.lines:
+        if line.get_marker() == "D":
+            assert line.get_color() == "black" and line.get_linestyle() == "None"
+            markers.update({slots[round(float(x), 6)]: y for x, y in zip(line.get_xdata(), line.get_ydata())
+                            if np.isfinite(y)})
+    return bars, markers
+
+
+def test_comparison_bars_draw_the_table_and_the_papers_markers(tmp_path, drawn_figures):
+    table = pd.DataFrame({"group": ["DDSM", "DDSM", "DDSM", "BCDR", "BCDR"],  # no BCDR "random" result
+                          "variant": ["random", "pretrained", "2FT", "pretrained", "2FT"],
+                          "mean": [0.80, 0.95, 0.90, 0.96, 0.91], "low": [0.75, 0.93, 0.85, 0.94, 0.88],
+                          "high": [0.85, 0.97, 0.94, 0.98, 0.93]})
+    reported = {("DDSM", "pretrained"): 0.972, ("BCDR", "pretrained"): 0.964, ("BCDR", "2FT"): 0.9}
+    path = plots.comparison_bars(table, tmp_path / "bars.png", ylabel="accuracy", title="Fig. 5", reported=reported)
+    assert _read_png(path)[0] > 0
     _only(tmp_path, "bars.png")
+    (figure,) = drawn_figures
+    (axes,) = figure.axes
+    bars, markers = _comparison_drawn(axes)
+    assert bars == {(r.group, r.variant): pytest.approx((r.mean, r.low, r.high)) for r in table.itertuples()}
+    assert ("BCDR", "random") not in bars  # a missing result draws no bar
+    assert markers == pytest.approx(reported)
+    assert [label.get_text() for label in axes.get_xticklabels()] == ["DDSM", "BCDR"]
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == ["paper", "random", "pretrained", "2FT"]
+    assert (axes.get_title(), axes.get_ylabel()) == ("Fig. 5", "accuracy")
+    # Within a group the variants stand side by side in the table's order.
+    for container, following in zip(axes.containers[1::2], axes.containers[3::2]):
+        assert all(a.get_x() < b.get_x() for a, b in zip(container.patches, following.patches))
+
+
+def test_comparison_bars_without_reported_values_draw_no_markers(tmp_path, drawn_figures):
+    table = pd.DataFrame({"group": ["MIAS", "MIAS"], "variant": ["a", "b"], "mean": [0.6, 0.7],
+                          "low": [0.5, 0.6], "high": [0.7, 0.8]})
+    plots.comparison_bars(table, tmp_path / "bars.png", ylabel="auc")
+    bars, markers = _comparison_drawn(drawn_figures[0].axes[0])
+    assert bars == {("MIAS", "a"): pytest.approx((0.6, 0.5, 0.7)), ("MIAS", "b"): pytest.approx((0.7, 0.6, 0.8))}
+    assert markers == {}
+    assert [text.get_text() for text in drawn_figures[0].axes[0].get_legend().get_texts()] == ["a", "b"]
+
+
+def test_comparison_plot_draws_finished_rows_only(tmp_path, drawn_figures):
+    """The runner's comparison.png: finished rows' pooled metric and CI, the paper's value as a
+    marker; a diverged or skipped row is left out."""
+    from mammo_keras.config import load_config
+    from mammo_keras.runner.report import ResultRow, comparison_plot
+
+    config = load_config("chougrad2018/fig5", "paper")
+    metric = config.reported_metric
+
+    def row(dataset, model, pooled, paper=None, status="ok"):
+        metrics = {} if pooled is None else {metric: {"pooled": pooled, "ci_low": pooled - 0.05,
+                                                      "ci_high": pooled + 0.03}}
+        return ResultRow(dataset, model, status=status, paper=paper, metrics=metrics)
+
+    rows = [row("ddsm", "vgg16_random", 0.81), row("ddsm", "vgg16_pretrained", 0.93, paper=0.9712),
+            # A diverged row may hold the metrics of its parts before the loss diverged: not drawn.
+            row("bcdr", "vgg16_random", 0.5, paper=0.9650, status="diverged: loss nan at stage s, epoch 2"),
+            row("bcdr", "vgg16_pretrained", 0.9, paper=0.965),
+            row("inbreast", "vgg16_pretrained", None, paper=0.95, status="skipped: no data")]
+    assert comparison_plot(config, rows, tmp_path) == tmp_path / "comparison.png"
+    assert _read_png(tmp_path / "comparison.png")[0] > 0
+    axes = drawn_figures[0].axes[0]
+    bars, markers = _comparison_drawn(axes)
+    assert bars == {("ddsm", "vgg16_random"): pytest.approx((0.81, 0.76, 0.84)),
+                    ("ddsm", "vgg16_pretrained"): pytest.approx((0.93, 0.88, 0.96)),
+                    ("bcdr", "vgg16_pretrained"): pytest.approx((0.90, 0.85, 0.93))}
+    assert markers == pytest.approx({("ddsm", "vgg16_pretrained"): 0.9712, ("bcdr", "vgg16_pretrained"): 0.965})
+    assert [label.get_text() for label in axes.get_xticklabels()] == ["ddsm", "bcdr"]  # inbreast has no result
+    assert axes.get_ylabel() == f"{metric} (pooled, 95% CI)" and axes.get_title() == config.title
+    # Fewer than two finished rows: nothing to compare, no file.
+    assert comparison_plot(config, rows[2:4], tmp_path / "one") is None
+    assert not (tmp_path / "one").exists()
 
 
 def test_froc_interpolates_operating_points(tmp_path):

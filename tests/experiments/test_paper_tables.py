@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 
 from mammo_keras.config import EXPERIMENTS_DIR, list_configs, load_config
 from mammo_keras.runner.paper import reported_table, reported_value
 from mammo_keras.runner.report import format_metric
 
-PAPERS_TEXT = Path(__file__).resolve().parents[3] / "shared" / "papers"
+# The papers' text lies beside the repository (../shared/papers), in a checkout as in CI.
+PAPERS_TEXT = REPO.parent / "shared" / "papers"
+needs_papers_text = pytest.mark.skipif(
+    not PAPERS_TEXT.is_dir(), reason=f"the papers' text folder {PAPERS_TEXT} (../shared/papers) is absent")
 PAPERS = sorted(p.parent.name for p in EXPERIMENTS_DIR.glob("*/paper_tables.yaml"))
 
 
@@ -70,12 +73,52 @@ def test_published_values_are_normalised_to_fractions():
     assert reported_value(table, config, "inceptionv3", "mias") == (None, None)
 
 
-@pytest.mark.skipif(not PAPERS_TEXT.is_dir(), reason=f"{PAPERS_TEXT} (the papers' text) is absent")
-def test_chougrad_table2_numbers_appear_in_the_paper_text():
-    text = (PAPERS_TEXT / "chougrad2018_transfer_learning.txt").read_text(errors="replace")
-    printed = set(re.findall(r"\d+\.\d+", text))
-    for row in _tables("chougrad2018")["tables"]["table2"]["rows"]:
-        assert f"{row['accuracy']:.2f}" in printed, row
+def _paper_text(paper: str) -> str:
+    """The text file named in the header of experiments/<paper>/paper_tables.yaml (it must exist)."""
+    header = (EXPERIMENTS_DIR / paper / "paper_tables.yaml").read_text()
+    named = re.search(r"\.\./shared/papers/(\S+?\.txt)", header)
+    assert named, f"{paper}/paper_tables.yaml does not name its text in ../shared/papers"
+    path = PAPERS_TEXT / named.group(1)
+    assert path.is_file(), f"{paper}/paper_tables.yaml names {path}, which is not there"
+    return path.read_text(errors="replace")
+
+
+@needs_papers_text
+@pytest.mark.parametrize("paper", PAPERS)
+def test_every_number_and_quote_appears_in_the_papers_text(paper):
+    """Each number of every table row is a number printed in the paper; a `reported` quote is its text."""
+    text = _paper_text(paper)
+    printed = {float(number) for number in re.findall(r"\d+(?:\.\d+)?", text)}
+    flat = " ".join(text.replace("\u2013", "-").replace("\u2014", "-").split())  # dashes as "-", one space
+    checked = 0
+    for name, table in _tables(paper)["tables"].items():
+        for row in table["rows"]:
+            for key, value in row.items():
+                numeric = key in table["units"] or (key.endswith("_std") and key[:-4] in table["units"])
+                if numeric and value is not None:
+                    assert value in printed, (paper, name, row["model"], key, value)
+                    checked += 1
+            if "reported" in row:
+                assert " ".join(row["reported"].split()) in flat, (paper, name, row["reported"])
+    assert checked >= 5
+
+
+@needs_papers_text
+def test_chougrad_table2_is_the_papers_table_2_row_by_row():
+    """The paper's Table 2 lines (dataset carried down, "97.12%", "$\\pm 0.30$", minutes) are our rows."""
+    text = _paper_text("chougrad2018")
+    header, *lines = text[text.index("**Table 2 "):].split("\n\n")[1].splitlines()
+    assert header.split("\t")[3:] == ["Accuracy (%)", "Std (%)", "Time elapsed (Min)"]
+    printed, dataset = {}, None
+    for line in lines:
+        cells = [cell.strip() for cell in line.split("\t")]
+        dataset = cells[0].lower() or dataset
+        accuracy = float(re.sub(r"[^0-9.]", "", cells[3]))
+        std = float(re.search(r"\d+\.\d+", cells[4]).group())
+        printed[(dataset, cells[2].lower())] = (accuracy, std, float(cells[5]))
+    ours = {(row["dataset"], row["model"]): (row["accuracy"], row["accuracy_std"], row["training_minutes"])
+            for row in _tables("chougrad2018")["tables"]["table2"]["rows"]}
+    assert len(printed) == 12 and ours == printed
 
 
 @pytest.mark.parametrize("paper", PAPERS)

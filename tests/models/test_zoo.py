@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import REPO
 
 from mammo_keras import io, models
 from mammo_keras.models.layers import ImageNetScaling
@@ -107,9 +108,17 @@ def _train_step(model: keras.Model, optimizer, inputs, labels) -> None:
 CLASSIFIERS = [name for name in models.list() if models.entry(name).task != "detection"]
 
 
-def test_zoo_lists_the_four_papers():
-    papers = {models.entry(name).paper for name in CLASSIFIERS}
-    assert papers == {"chougrad2018", "coccomini2021", "jain_levy", "shen2017"}
+# The papers are the folders of experiments/ that describe one: paper_tables.yaml or protocol.yaml.
+PAPER_FOLDERS = sorted(folder.name for folder in (REPO / "experiments").iterdir()
+                       if (folder / "paper_tables.yaml").is_file() or (folder / "protocol.yaml").is_file())
+
+
+def test_zoo_registers_the_models_of_every_paper_folder():
+    assert PAPER_FOLDERS and "base" not in PAPER_FOLDERS  # base/ holds profiles, not a paper
+    for paper in PAPER_FOLDERS:
+        assert models.list(paper=paper), f"experiments/{paper}/ has no registered model (models.list(paper=...))"
+    strays = {entry.name: entry.paper for entry in models.entries() if entry.paper not in PAPER_FOLDERS}
+    assert not strays, f"registered models whose paper has no experiments/<paper>/ folder: {strays}"
     assert models.list("chougrad_*") == ["chougrad_inceptionv3", "chougrad_resnet50", "chougrad_vgg16"]
 
 

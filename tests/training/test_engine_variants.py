@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from mammo_keras.data.pipeline import AugmentConfig, make_dataset
+from mammo_keras.evaluation.metrics import auc
 from mammo_keras.training import cv
 from mammo_keras.training.ensembling import combine
 from mammo_keras.training.fit import as_model_input
@@ -48,14 +49,42 @@ def test_paired_dataset_applies_one_transform_to_both_parts():
     np.testing.assert_allclose(first.numpy(), second.numpy())  # identically
 
 
+def _rows(table):
+    """The image rows of a predictions table (item "i007" is row 7 of `_index`)."""
+    return table["item_id"].str[1:].astype(int).to_numpy()
+
+
 def test_siamese_pairs_train_and_score_in_cross_validation(tmp_path):
+    """The label is in the baseline part only (part 1; part 0, the lesion, is noise): the engine
+    must feed part 1 to the input "baseline" to learn it, and score with the model it trained."""
     rng = np.random.default_rng(0)
     labels = np.arange(24) % 2
-    lesion = rng.normal(0, 0.1, (24, 8, 8)) + labels[:, None, None]  # malignant lesions are brighter
-    images = np.stack([lesion, rng.normal(0, 0.1, (24, 8, 8))], axis=1).astype(np.float32)
-    predictions = cv.cross_validate(pair_model, images, _index(24, labels), [STAGE], tmp_path, n_splits=2)
-    assert len(predictions) == 24 and predictions["score"].between(0, 1).all()
-    assert (tmp_path / "fold_0" / "val_predictions.csv").is_file()
+    lesion = rng.normal(0.5, 0.1, (24, 8, 8))
+    baseline = rng.normal(0.0, 0.1, (24, 8, 8)) + labels[:, None, None]  # only this part tells the label
+    images = np.stack([lesion, baseline], axis=1).astype(np.float32)
+    by_hand = [images[:, 1, ..., None], images[:, 0, ..., None]]  # pair_model's inputs: baseline, abnormality
+    seen = {}
+
+    def record(model, test_images, test_predictions, fold_dir):
+        # The trained model of this fold, fed by hand; its test images are the pairs as stored.
+        np.testing.assert_array_equal(test_images, images[_rows(test_predictions)])
+        seen[fold_dir.name] = (model.predict(by_hand, verbose=0).ravel(),
+                               model.predict(by_hand[::-1], verbose=0).ravel())
+
+    stage = Stage("s", 3, optimizer="adam", learning_rate=0.2, batch_size=4)
+    predictions = cv.cross_validate(pair_model, images, _index(24, labels), [stage], tmp_path, n_splits=2,
+                                    explain=record)
+    assert sorted(seen) == ["fold_0", "fold_1"] and sorted(_rows(predictions)) == list(range(24))
+    for fold, (scores, swapped) in seen.items():
+        for name in ("predictions.csv", "val_predictions.csv"):  # the saved scores are the model's
+            saved = pd.read_csv(tmp_path / fold / name)
+            np.testing.assert_allclose(saved["score"], scores[_rows(saved)], rtol=1e-6, atol=1e-7,
+                                       err_msg=f"{fold}/{name}")
+        test = pd.read_csv(tmp_path / fold / "predictions.csv")
+        assert auc(test["label"], test["score"]) == 1.0  # learnt, from the baseline part
+        assert auc(labels, swapped) < 0.5 < auc(labels, scores) == 1.0  # the parts are not interchangeable
+        log = pd.read_csv(tmp_path / fold / "log.csv")
+        assert len(log) == 3 and log["loss"].iloc[-1] < log["loss"].iloc[0]  # it trained
 
 
 def test_multiclass_predictions_and_accuracy(tmp_path):
