@@ -189,9 +189,14 @@ def cmd_reproduce(args) -> int:
         out = reproduce(config, data_dir=args.data, results_dir=args.results)
     print((out / "table.md").read_text())
     print(f"results written to {out}/ (table.md, table.csv, run.json, per-fold logs and ROC plots)")
-    if config.profile == "tiny":
-        print("This was the tiny profile on synthetic phantom data. For real data: "
+    import json
+
+    if json.loads((out / "run.json").read_text()).get("synthetic"):
+        print(f"This was the {config.profile} profile on synthetic phantom data. For real data: "
               "--data DIR (a folder with mias/, cbis-ddsm/, inbreast/, bcdr/) --profile cpu|paper.")
+    elif config.profile == "tiny":
+        print("This was the tiny profile (small inputs, a few epochs): a pipeline check, not a result. "
+              "For results: --profile cpu|paper.")
     return 0
 
 
