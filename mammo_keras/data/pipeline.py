@@ -58,6 +58,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import MappingProxyType
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -608,6 +609,48 @@ def make_dataset(images: np.ndarray | Sequence[np.ndarray], labels: np.ndarray |
                     augment=augment, channels=counts, several=several, labels=targets, sizes=sizes)
 
 
+@keras.saving.register_keras_serializable(package="mammo_keras")
+class RandomAugment(keras.layers.Layer):
+    """ImageDataGenerator-equivalent augmentation as a layer, for the training step on the accelerator.
+
+    In training (`training=True`) every batch gets one random transform per item, the same for
+    every input of an item (a list of inputs: a siamese pair), drawn from the layer's
+    `SeedGenerator(seed)`; at inference it passes the inputs through. The transforms are those
+    of `augment_parts` (flips folded into the matrix, one XLA gather per batch), so the
+    distribution equals the tf.data pipeline's; the draws come from the layer's own seed
+    stream, not the dataset's. Computes in float32 under any precision policy.
+
+    Args:
+        augment: an AugmentConfig, or its fields as a dict (what `get_config` stores).
+        seed: integer seed of the layer's draws.
+    """
+
+    def __init__(self, augment: AugmentConfig | dict, seed: int = 0, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if isinstance(augment, dict):
+            augment = AugmentConfig(**{k: tuple(v) if k == "zoom_range" else v for k, v in augment.items()})
+        if not isinstance(augment, AugmentConfig):
+            raise ValueError(f"`augment` must be an AugmentConfig or its fields as a dict. Received: augment={augment!r}")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise ValueError(f"`seed` must be an integer. Received: seed={seed!r}")
+        self.augment, self.seed = augment, int(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+
+    def call(self, inputs, training=None):
+        if not training:
+            return inputs
+        several = isinstance(inputs, (list, tuple))
+        parts = augment_parts(list(inputs) if several else [inputs], self.augment, self.seed_generator.next())
+        return list(parts) if several else parts[0]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "augment": dataclasses.asdict(self.augment), "seed": self.seed}
+
+
 def batch_balancing_weights(targets: tf.Tensor) -> tf.Tensor:
     """Sample weights that balance the classes present in one batch: n / (k_present * n_class).
 
@@ -739,6 +782,6 @@ def make_prepared_dataset(folder, rows: np.ndarray | None = None, labels: np.nda
                     sizes=sizes)
 
 
-__all__ = ["AugmentConfig", "FILL_MODES", "PARAM_KEYS", "PRESETS", "affine_matrices", "apply_transform",
+__all__ = ["AugmentConfig", "FILL_MODES", "PARAM_KEYS", "PRESETS", "RandomAugment", "affine_matrices", "apply_transform",
            "augment_parts", "balance_batches", "batch_balancing_weights", "epoch_key", "make_dataset",
            "make_prepared_dataset", "preset", "random_augment", "sample_transform", "transform_vectors"]
