@@ -37,6 +37,20 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
+def spread(values: list[float], digits: int = 3) -> dict:
+    """min / median / max of a side's per-round figures (the spread of one run)."""
+    return {"min": round(float(min(values)), digits), "median": round(median(values), digits),
+            "max": round(float(max(values)), digits), "rounds": len(values)}
+
+
+def peak_rss_mb() -> dict:
+    """Peak resident memory (MB) of this process and of its largest waited-for child (Linux ru_maxrss, KB)."""
+    import resource
+
+    return {"self": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "children": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}
+
+
 def timed(function: Callable[[], object]) -> float:
     """Seconds `function()` takes."""
     started = time.perf_counter()

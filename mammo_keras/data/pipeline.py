@@ -343,14 +343,23 @@ def _gather_resample(images: tf.Tensor, transforms: tf.Tensor, fill_value: tf.Te
     y = _map_coordinate((t[:, 3] * xs + t[:, 4] * ys) + t[:, 5], height, fill_mode)
     pixels = tf.reshape(images, [-1, channels])
     offsets = (tf.range(tf.shape(images)[0]) * (height * width))[:, tf.newaxis, tf.newaxis]
+    clamped = fill_mode == "NEAREST"  # every point already inside: no fill test, rounding of v >= 0
 
     def read(row: tf.Tensor, column: tf.Tensor) -> tf.Tensor:
-        inside = (row >= 0) & (row < height) & (column >= 0) & (column < width)
         index = (tf.cast(tf.clip_by_value(row, 0.0, height - 1.0), tf.int32) * width
                  + tf.cast(tf.clip_by_value(column, 0.0, width - 1.0), tf.int32) + offsets)
-        return tf.where(inside[..., tf.newaxis], tf.gather(pixels, index), fill_value)
+        values = tf.gather(pixels, index)
+        if clamped:  # (a bilinear corner past the edge has weight 0; its clamped read adds 0)
+            return values
+        inside = (row >= 0) & (row < height) & (column >= 0) & (column < width)
+        return tf.where(inside[..., tf.newaxis], values, fill_value)
 
     if interpolation == "NEAREST":
+        if clamped:  # x, y in [0, size - 1]: std::round is floor(v) + (v - floor(v) >= 0.5), in range
+            def rounded(value):
+                whole = tf.floor(value)
+                return tf.cast(whole, tf.int32) + tf.cast(value - whole >= 0.5, tf.int32)
+            return tf.gather(pixels, rounded(y) * width + rounded(x) + offsets)
         return read(_round_half_away(y), _round_half_away(x))
     x_floor, y_floor = tf.floor(x), tf.floor(y)
     x_ceil, y_ceil = x_floor + 1.0, y_floor + 1.0

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
+import os
+import tempfile
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_keras.data.pipeline import AugmentConfig, balance_batches, make_dataset
-from mammo_keras.fileio import atomic_write_bytes, atomic_write_text
+from mammo_keras.fileio import atomic_write_text
 from mammo_keras.training.distribute import ready_for_fit
 from mammo_keras.training.feature_cache import CachedFeatures, feature_dataset, frozen_cut
 from mammo_keras.training.stages import Stage, apply_l2, apply_trainable, make_optimizer, trainable_flags
@@ -319,9 +321,12 @@ class FitBackup:
     def load(self) -> tuple[dict, dict[str, np.ndarray]] | None:
         if not self.path.is_file():
             return None
-        with np.load(self.path, allow_pickle=False) as stored:
-            arrays = {key: stored[key] for key in stored.files}
-        state = json.loads(str(arrays.pop("state")))
+        try:
+            with np.load(self.path, allow_pickle=False) as stored:
+                arrays = {key: stored[key] for key in stored.files}
+            state = json.loads(str(arrays.pop("state")))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{self.path} cannot be read ({error}); remove it to start the part over") from None
         if state["plan"] != self.plan:
             differ = sorted(k for k in set(state["plan"]) | set(self.plan) if state["plan"].get(k) != self.plan.get(k))
             stored = state["plan"]
@@ -338,9 +343,21 @@ class FitBackup:
             return json.loads(str(stored["state"]))
 
     def save(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
-        buffer = io.BytesIO()
-        np.savez(buffer, state=np.array(json.dumps({**state, "plan": self.plan})), **arrays)
-        atomic_write_bytes(self.path, buffer.getvalue())
+        """Write the backup to a temporary file beside it, then rename it into place.
+
+        The rename is atomic, so a killed process leaves the previous backup or this one, never
+        a part. No fsync (it doubled the cost of a save): after a machine crash the file may be
+        unreadable, which `load` reports (remove it and the part starts over).
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=self.path.parent, prefix=".backup.", suffix=".npz.tmp")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.savez(stream, state=np.array(json.dumps({**state, "plan": self.plan})), **arrays)
+            os.replace(temp, self.path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
