@@ -546,6 +546,10 @@ def _channel_counts(channels, arrays: list, several: bool) -> list[int]:
     return counts
 
 
+PREFETCH_BATCHES = 2
+"""Batches prepared ahead of the consumer (besides those the parallel map has in flight)."""
+
+
 def _batches(schedule: tf.data.Dataset, load, *, augment: AugmentConfig | None, channels: list[int],
              several: bool, labels, sizes: Sequence[tuple[int, int]]) -> tf.data.Dataset:
     """Index batches -> (images, labels) batches: load, move every part once, repeat channels."""
@@ -559,7 +563,9 @@ def _batches(schedule: tf.data.Dataset, load, *, augment: AugmentConfig | None, 
         inputs = tuple(parts) if several else parts[0]
         return inputs if labels is None else (inputs, tf.gather(labels, batch["indices"]))
 
-    return schedule.map(build, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    # A fixed prefetch depth: tf.data's AUTOTUNE may buffer batches up to half the machine's memory
+    # (measured: 2.6 GB of 1152x896 batches for an 800-image epoch), so memory would grow with the set.
+    return schedule.map(build, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(PREFETCH_BATCHES)
 
 
 def make_dataset(images: np.ndarray | Sequence[np.ndarray], labels: np.ndarray | None, *, batch_size: int,
