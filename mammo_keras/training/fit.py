@@ -92,7 +92,7 @@ class FixedBatches:
         def batch(step):
             rows = tf.minimum(tf.range(step * size, step * size + size), last)
             parts = tuple(tf.gather(part, rows) for part in resident)
-            return parts if len(parts) > 1 else parts[0]
+            return (parts,) if len(parts) > 1 else parts[0]  # (inputs,): Keras reads a 2-tuple as (x, y)
 
         self.dataset = tf.data.Dataset.range(-(-self.n // size)).map(batch).prefetch(2)
 

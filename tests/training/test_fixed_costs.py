@@ -124,3 +124,11 @@ def test_op_determinism_is_an_option():
     finally:
         cv.seed_everything(0)  # the default, as the rest of the suite expects
     assert cv.TrainSpec(stages=()).deterministic is True
+
+
+def test_fixed_batches_feed_every_input_of_a_paired_model():
+    baseline, abnormality = keras.Input((6, 6, 1), name="baseline"), keras.Input((6, 6, 1), name="abnormality")
+    pooled = [keras.layers.GlobalAveragePooling2D()(t) for t in (baseline, abnormality)]
+    model = keras.Model([baseline, abnormality], keras.layers.Subtract()(pooled))
+    a, b = np.ones((5, 6, 6, 1), np.float32), np.zeros((5, 6, 6, 1), np.float32)
+    np.testing.assert_allclose(predict_fixed(model, [a, b], batch_size=4), np.ones((5, 1)))
