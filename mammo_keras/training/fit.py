@@ -452,7 +452,9 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
     compiled loss and metrics are built before `fit` (`build_compiled`), and the partial last
     batch of an epoch needs no second trace, Keras tracing the step on the iterator's
     [None, ...] batch spec (neither padded nor dropped, so results are those of plain
-    batching). Predictions go in batches of one shape (`FixedBatches`).
+    batching). Predictions go in batches of one shape (`FixedBatches`). Under XLA (a GPU with op
+    determinism off: Keras compiles no step with XLA while it is on) the partial last batch has
+    its own compiled executable, one more per stage (`benchmarks/gpu_check.sh` counts them).
 
     `augment_on`: "pipeline" (tf.data), "device" (a `RandomAugment` layer in the training
     step: the accelerator augments) or "auto" (device on a GPU, pipeline otherwise).
