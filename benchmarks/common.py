@@ -37,6 +37,31 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
+def spread(values: list[float], digits: int = 3) -> dict:
+    """min / median / max of a side's per-round figures (the spread of one run)."""
+    return {"min": round(float(min(values)), digits), "median": round(median(values), digits),
+            "max": round(float(max(values)), digits), "rounds": len(values)}
+
+
+def peak_rss_mb() -> dict:
+    """Peak resident memory (MB) of this process (VmHWM) and of its largest waited-for child (ru_maxrss).
+
+    VmHWM is the peak of this process's own memory map; ru_maxrss of a process also counts what its
+    parent had resident when it forked (Linux keeps that across exec), so for forked workers the
+    `children` figure includes the pages they share with this process.
+    """
+    import resource
+
+    peak = float("nan")
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover - not Linux
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"self": round(peak, 1), "children": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}
+
+
 def timed(function: Callable[[], object]) -> float:
     """Seconds `function()` takes."""
     started = time.perf_counter()

@@ -4,9 +4,10 @@
 `ImageDataGenerator(...)` call is copied field by field. `sample_transform` draws the same
 parameters as `ImageDataGenerator.get_random_transform` (same keys) from a stateless seed, and
 `apply_transform` builds the same affine matrix as Keras' `apply_affine_transform` (rotation,
-shift, shear, zoom composed around the image centre) and resamples with
-`tf.raw_ops.ImageProjectiveTransformV3`, then applies the channel shift and the flips in
-ImageDataGenerator's order. Everything runs inside the TF graph (tf.data `.map`, tf.function).
+shift, shear, zoom composed around the image centre), resamples with an XLA-compiled gather
+doing TF's ImageProjectiveTransformV3 arithmetic (or that kernel itself), and gives the channel
+shift and the flips in ImageDataGenerator's order. Everything runs inside the TF graph (tf.data
+`.map`, tf.function).
 
 Differences from Keras' ImageDataGenerator, on purpose:
 
@@ -34,6 +35,18 @@ diff over the image stays below 0.025. Flips and whole-pixel translations are ex
 Interpolation: `interpolation_order` 1 (bilinear, modern Keras' default) or 0 (nearest
 neighbour; Keras 1 resampled with scipy order=0).
 
+The fast path (`make_dataset`, `make_prepared_dataset`): item indices are shuffled and each
+batch is gathered from one resident tensor (or read from the prepared file), never a shuffle
+buffer of images; each epoch's transforms are drawn at once as `transform_vectors` rows, with
+the flips folded into the affine map (a flip of the output is a sign in the matrix), so a
+batch costs one resampling call; that call is an XLA-compiled gather (`_gather_resample`, TF's
+kernel arithmetic op for op, several times faster than ImageProjectiveTransformV3 on a CPU);
+and grey items are augmented on their one channel and repeated afterwards in the same map, or
+not at all where the model repeats them (its `grey_to_rgb` layer). Against TF's kernel followed
+by the flips, bilinear results agree to 1e-4 and nearest neighbour picks the same source pixel
+for all but a few pixels per million (sampled points within float32 rounding of a half-pixel
+boundary), tested in tests/data/test_pipeline.py.
+
 Reference: Chougrad et al. 2018 §2.2.1 (3); Shen et al. 2017 §3.1.2 (and lishen/end2end-all-conv
 image_clf_train.py); Coccomini 2021 Ch. 3.2 and Ch. 4 (see papers/protocols_*.md).
 """
@@ -42,7 +55,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -222,7 +237,8 @@ def affine_matrices(params: dict[str, tf.Tensor], height: int, width: int) -> tf
     """[B, 3, 3] output->input maps in (x, y) pixel coordinates, composed as Keras does.
 
     M = C R(theta) T(tx, ty) S(shear) Z(zx, zy) C^-1, C moving the origin to the image centre
-    (Keras' `apply_affine_transform` + `transform_matrix_offset_center`).
+    (Keras' `apply_affine_transform` + `transform_matrix_offset_center`). The resampling itself
+    uses `transform_vectors`, the same map in closed form with the flips folded in.
     """
     theta = tf.cast(params["theta"], tf.float32) * (math.pi / 180.0)
     shear = tf.cast(params["shear"], tf.float32)
@@ -244,11 +260,161 @@ def affine_matrices(params: dict[str, tf.Tensor], height: int, width: int) -> tf
     return to_centre @ rotation @ shift @ shearing @ zoom @ from_centre
 
 
-def apply_transform(images: tf.Tensor, params: dict[str, tf.Tensor], config: AugmentConfig) -> tf.Tensor:
+def transform_vectors(params: dict[str, tf.Tensor], height: int, width: int,
+                      config: AugmentConfig) -> tf.Tensor:
+    """[B, 8] rows for ImageProjectiveTransformV3: `affine_matrices` with the flips folded in.
+
+    ImageDataGenerator flips after resampling (affine, channel shift, flips). Flipping the
+    output about the image centre composes the output->input map with D = diag(+-1, +-1) about
+    the centre, so the input point of output p is A D (p - c) + b + c, with A = R(theta)
+    S(shear) Z(zx, zy), b = R(theta) (tx, ty) and c the centre: the flips cost no pass over the
+    pixels. The matrix is composed in closed form (R S = [[cos t, -sin(t + s)], [sin t,
+    cos(t + s)]]), one [B, 8] tensor for the whole batch. The channel shift clips to the
+    image's own min and max, which a flip leaves unchanged, so it commutes with the flips.
+    """
+    theta = tf.cast(params["theta"], tf.float32) * (math.pi / 180.0)
+    shear = tf.cast(params["shear"], tf.float32)
+    zx, zy = tf.cast(params["zx"], tf.float32), tf.cast(params["zy"], tf.float32)
+    tx, ty = tf.cast(params["tx"], tf.float32), tf.cast(params["ty"], tf.float32)
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    a00, a01 = cos * zx, -tf.sin(theta + shear) * zy
+    a10, a11 = sin * zx, tf.cos(theta + shear) * zy
+    b0, b1 = cos * tx - sin * ty, sin * tx + cos * ty
+    if config.horizontal_flip:
+        sign = tf.where(tf.cast(params["flip_horizontal"], tf.bool), -1.0, 1.0)
+        a00, a10 = a00 * sign, a10 * sign
+    if config.vertical_flip:
+        sign = tf.where(tf.cast(params["flip_vertical"], tf.bool), -1.0, 1.0)
+        a01, a11 = a01 * sign, a11 * sign
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    zeros = tf.zeros_like(theta)
+    return tf.stack([a00, a01, cx + b0 - a00 * cx - a01 * cy,
+                     a10, a11, cy + b1 - a10 * cx - a11 * cy, zeros, zeros], axis=-1)
+
+
+def _round_half_away(value: tf.Tensor) -> tf.Tensor:
+    """std::round (half away from zero), exactly: |v| - floor(|v|) is exact in float32."""
+    magnitude = tf.abs(value)
+    whole = tf.floor(magnitude)
+    rounded = whole + tf.cast(magnitude - whole >= 0.5, value.dtype)
+    return tf.where(value < 0, -rounded, rounded)
+
+
+def _map_coordinate(coord: tf.Tensor, size: int, fill_mode: str) -> tf.Tensor:
+    """TF's MapCoordinate (tensorflow/core/kernels/image/image_ops.h), op for op, for one axis."""
+    last = float(size - 1)
+    if fill_mode == "CONSTANT":
+        return coord
+    if fill_mode == "NEAREST" or size <= 1:
+        return tf.clip_by_value(coord, 0.0, last) if size > 1 else tf.zeros_like(coord)
+
+    def trunc(value):  # static_cast<DenseIndex>
+        return tf.cast(tf.cast(value, tf.int32), tf.float32)
+
+    if fill_mode == "REFLECT":
+        period = float(2 * size)
+        low = period * trunc(-coord / period) + coord
+        low = tf.where(low < -float(size), low + period, -low - 1.0)
+        high = coord - period * trunc(coord / period)
+        high = tf.where(high >= float(size), period - high - 1.0, high)
+    else:  # WRAP
+        span = float(size - 1)
+        low = coord + float(size) * (trunc(-coord / span) + 1.0)
+        high = coord - float(size) * trunc(coord / span)
+    mapped = tf.where(coord < 0, low, tf.where(coord > last, high, coord))
+    return tf.clip_by_value(mapped, 0.0, last)
+
+
+@tf.function(jit_compile=True)
+def _gather_resample(images: tf.Tensor, transforms: tf.Tensor, fill_value: tf.Tensor, interpolation: str,
+                     fill_mode: str) -> tf.Tensor:
+    """ImageProjectiveTransformV3 for affine maps as an XLA-compiled gather (CPU: ~4x the kernel).
+
+    Same arithmetic as TF's kernel: input point (t0 x + t1 y) + t2, (t3 x + t4 y) + t5; the fill
+    mode's coordinate map; nearest (std::round) or bilinear reads with `fill_value` outside the
+    image. XLA may fuse a multiply-add into one rounding, so a sampled point can differ from the
+    kernel's in the last float32 bit (tests/data/test_pipeline.py bounds the effect).
+    """
+    height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+    t = transforms[:, :, tf.newaxis, tf.newaxis]
+    xs = tf.range(width, dtype=tf.float32)[tf.newaxis, tf.newaxis, :]
+    ys = tf.range(height, dtype=tf.float32)[tf.newaxis, :, tf.newaxis]
+    x = _map_coordinate((t[:, 0] * xs + t[:, 1] * ys) + t[:, 2], width, fill_mode)
+    y = _map_coordinate((t[:, 3] * xs + t[:, 4] * ys) + t[:, 5], height, fill_mode)
+    pixels = tf.reshape(images, [-1, channels])
+    offsets = (tf.range(tf.shape(images)[0]) * (height * width))[:, tf.newaxis, tf.newaxis]
+    clamped = fill_mode == "NEAREST"  # every point already inside: no fill test, rounding of v >= 0
+
+    def read(row: tf.Tensor, column: tf.Tensor) -> tf.Tensor:
+        index = (tf.cast(tf.clip_by_value(row, 0.0, height - 1.0), tf.int32) * width
+                 + tf.cast(tf.clip_by_value(column, 0.0, width - 1.0), tf.int32) + offsets)
+        values = tf.gather(pixels, index)
+        if clamped:  # (a bilinear corner past the edge has weight 0; its clamped read adds 0)
+            return values
+        inside = (row >= 0) & (row < height) & (column >= 0) & (column < width)
+        return tf.where(inside[..., tf.newaxis], values, fill_value)
+
+    if interpolation == "NEAREST":
+        if clamped:  # x, y in [0, size - 1]: std::round is floor(v) + (v - floor(v) >= 0.5), in range
+            def rounded(value):
+                whole = tf.floor(value)
+                return tf.cast(whole, tf.int32) + tf.cast(value - whole >= 0.5, tf.int32)
+            return tf.gather(pixels, rounded(y) * width + rounded(x) + offsets)
+        return read(_round_half_away(y), _round_half_away(x))
+    x_floor, y_floor = tf.floor(x), tf.floor(y)
+    x_ceil, y_ceil = x_floor + 1.0, y_floor + 1.0
+    wx0, wx1 = (x_ceil - x)[..., tf.newaxis], (x - x_floor)[..., tf.newaxis]
+    wy0, wy1 = (y_ceil - y)[..., tf.newaxis], (y - y_floor)[..., tf.newaxis]
+    top = wx0 * read(y_floor, x_floor) + wx1 * read(y_floor, x_ceil)
+    bottom = wx0 * read(y_ceil, x_floor) + wx1 * read(y_ceil, x_ceil)
+    return wy0 * top + wy1 * bottom
+
+
+RESAMPLERS = ("xla", "kernel")
+
+
+def _resamples(config: AugmentConfig) -> bool:
+    return config.has_affine or config.horizontal_flip or config.vertical_flip
+
+
+def _resample_parts(parts: list[tf.Tensor], vectors: tf.Tensor | None, shift: tf.Tensor | None,
+                    config: AugmentConfig, *, resampler: str = "xla") -> list[tf.Tensor]:
+    """Move every part (NHWC float32, one size) by its item's `transform_vectors` row in one call.
+
+    The parts are stacked along the channels so that a single resampling moves them all; the
+    channel shift (`shift`, one value per item) then clips each part to its own range, as if
+    each had gone through `apply_transform` alone. `resampler`: "xla" (`_gather_resample`) or
+    "kernel" (tf.raw_ops.ImageProjectiveTransformV3, the reference).
+    """
+    if resampler not in RESAMPLERS:
+        raise ValueError(f"`resampler` must be one of {list(RESAMPLERS)}. Received: resampler={resampler!r}")
+    if _resamples(config):
+        stacked = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
+        # A flip alone lands on whole pixels: nearest neighbour is exact and cheaper.
+        interpolation = "BILINEAR" if config.has_affine and config.interpolation_order == 1 else "NEAREST"
+        fill = tf.constant(config.cval, tf.float32)
+        if resampler == "xla":
+            stacked = _gather_resample(stacked, vectors, fill, interpolation, config.fill_mode.upper())
+        else:
+            stacked = tf.raw_ops.ImageProjectiveTransformV3(
+                images=stacked, transforms=vectors, output_shape=tf.shape(stacked)[1:3], fill_value=fill,
+                interpolation=interpolation, fill_mode=config.fill_mode.upper())
+        parts = tf.split(stacked, [part.shape[-1] for part in parts], axis=-1) if len(parts) > 1 else [stacked]
+    if config.channel_shift_range:
+        intensity = tf.reshape(tf.cast(shift, tf.float32), [-1, 1, 1, 1])
+        parts = [tf.clip_by_value(part + intensity, tf.reduce_min(part, axis=[1, 2, 3], keepdims=True),
+                                  tf.reduce_max(part, axis=[1, 2, 3], keepdims=True)) for part in parts]
+    return list(parts)
+
+
+def apply_transform(images: tf.Tensor, params: dict[str, tf.Tensor], config: AugmentConfig, *,
+                    resampler: str = "xla") -> tf.Tensor:
     """Apply sampled transforms to NHWC (or one HWC) float images, as ImageDataGenerator.
 
-    Order as `ImageDataGenerator.apply_transform`: affine resampling, channel shift,
-    horizontal flip, vertical flip. Shape and dtype are preserved.
+    Result as `ImageDataGenerator.apply_transform`: affine resampling, channel shift,
+    horizontal flip, vertical flip; the flips are folded into the resampling
+    (`transform_vectors`). Shape and dtype are preserved. `resampler`: "xla" (an XLA-compiled
+    gather, the fast path) or "kernel" (TF's ImageProjectiveTransformV3).
     """
     images = tf.convert_to_tensor(images)
     single = images.shape.rank == 3
@@ -257,29 +423,10 @@ def apply_transform(images: tf.Tensor, params: dict[str, tf.Tensor], config: Aug
         params = {key: tf.reshape(value, [1]) for key, value in params.items()}
     if images.shape.rank != 4:
         raise ValueError(f"`images` must be HWC or NHWC. Received: shape={images.shape}")
-    dtype = images.dtype
-    x = tf.cast(images, tf.float32)
-    height, width = x.shape[1], x.shape[2]
-    if config.has_affine:
-        m = affine_matrices(params, height, width)
-        transforms = tf.concat([m[:, 0, :], m[:, 1, :], tf.zeros_like(m[:, 2, :2])], axis=-1)
-        x = tf.raw_ops.ImageProjectiveTransformV3(
-            images=x, transforms=transforms, output_shape=tf.shape(x)[1:3],
-            fill_value=tf.constant(config.cval, tf.float32),
-            interpolation="BILINEAR" if config.interpolation_order == 1 else "NEAREST",
-            fill_mode=config.fill_mode.upper())
-    if config.channel_shift_range:
-        low = tf.reduce_min(x, axis=[1, 2, 3], keepdims=True)
-        high = tf.reduce_max(x, axis=[1, 2, 3], keepdims=True)
-        intensity = tf.reshape(tf.cast(params["channel_shift_intensity"], tf.float32), [-1, 1, 1, 1])
-        x = tf.clip_by_value(x + intensity, low, high)
-    if config.horizontal_flip:
-        flip = tf.reshape(params["flip_horizontal"], [-1, 1, 1, 1])
-        x = tf.where(flip, tf.reverse(x, axis=[2]), x)
-    if config.vertical_flip:
-        flip = tf.reshape(params["flip_vertical"], [-1, 1, 1, 1])
-        x = tf.where(flip, tf.reverse(x, axis=[1]), x)
-    x = tf.cast(x, dtype)
+    vectors = transform_vectors(params, images.shape[1], images.shape[2], config)
+    (x,) = _resample_parts([tf.cast(images, tf.float32)], vectors, params["channel_shift_intensity"], config,
+                           resampler=resampler)
+    x = tf.cast(x, images.dtype)
     return x[0] if single else x
 
 
@@ -290,13 +437,154 @@ def random_augment(images: tf.Tensor, config: AugmentConfig, seed) -> tf.Tensor:
     return apply_transform(images, params, config)
 
 
+def _sizes(parts) -> list[tuple[int, int]]:
+    """The distinct (height, width) of the parts, in first-seen order."""
+    return list(dict.fromkeys((int(part.shape[1]), int(part.shape[2])) for part in parts))
+
+
+def draw_vectors(config: AugmentConfig, seed, count, sizes: Sequence[tuple[int, int]]
+                 ) -> tuple[list[tf.Tensor], tf.Tensor]:
+    """One random transform per item as `transform_vectors` rows for each part size, and its channel shift.
+
+    Every size gets the same draws (shifts scaled to its own size), so the parts of one item
+    move alike, as `random_augment` with one seed would move each.
+    """
+    vectors, shift = [], None
+    for height, width in sizes:
+        params = sample_transform(config, seed, count, height, width)
+        vectors.append(transform_vectors(params, height, width, config))
+        shift = params["channel_shift_intensity"]
+    return vectors, shift
+
+
+def _move(parts: list[tf.Tensor], vectors: Sequence[tf.Tensor], shift, config: AugmentConfig,
+          sizes: Sequence[tuple[int, int]]) -> list[tf.Tensor]:
+    """Resample the parts of each size together with that size's vectors (the parts keep their order)."""
+    out: list[tf.Tensor | None] = [None] * len(parts)
+    for size, size_vectors in zip(sizes, vectors):
+        chosen = [k for k, part in enumerate(parts) if (part.shape[1], part.shape[2]) == size]
+        moved = _resample_parts([parts[k] for k in chosen], size_vectors, shift, config)
+        for k, part in zip(chosen, moved):
+            out[k] = part
+    return out
+
+
+def augment_parts(parts: Sequence[tf.Tensor], config: AugmentConfig, seed) -> list[tf.Tensor]:
+    """One random transform per item of a batch, the same for every part of the item (a siamese pair).
+
+    Parts of one size move in one resampling call; parts of other sizes get the same draws,
+    each at its own size.
+    """
+    parts = [tf.cast(part, tf.float32) for part in parts]
+    sizes = _sizes(parts)
+    vectors, shift = draw_vectors(config, seed, tf.shape(parts[0])[0], sizes)
+    return _move(parts, vectors, shift, config, sizes)
+
+
+def epoch_key(seed: int, epoch) -> tf.Tensor:
+    """The stateless RNG key ([2] int64) of epoch `epoch` of a dataset seeded with `seed`."""
+    base = tf.constant([int(seed) & 0x7FFFFFFFFFFFFFFF, 0x6D616D6D6F], tf.int64)
+    return tf.random.experimental.stateless_fold_in(base, tf.cast(epoch, tf.int64))
+
+
+def _index_batches(n: int, batch_size: int, *, shuffle: bool, drop_remainder: bool, key,
+                   augment: AugmentConfig | None, sizes: Sequence[tuple[int, int]]) -> tf.data.Dataset:
+    """One epoch of batches of item indices and their transforms, a pure function of `key`.
+
+    The epoch's transforms are drawn at once (one draw per position in the epoch), so each
+    batch carries its `transform_vectors` rows and only gathers and resamples.
+    """
+    key = tf.cast(key, tf.int64)
+    order = (tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=key) if shuffle
+             else tf.range(n, dtype=tf.int64))
+    elements = {"indices": order}
+    if augment is not None:
+        vectors, shift = draw_vectors(augment, tf.random.experimental.stateless_fold_in(key, 1), n, sizes)
+        elements.update({f"vectors_{k}": v for k, v in enumerate(vectors)}, shift=shift)
+    return tf.data.Dataset.from_tensor_slices(elements).batch(batch_size, drop_remainder=drop_remainder)
+
+
+def _schedule(n: int, batch_size: int, *, shuffle: bool, drop_remainder: bool, seed: int,
+              epochs: int | None, first_epoch: int, augment: AugmentConfig | None,
+              sizes: Sequence[tuple[int, int]]) -> tf.data.Dataset:
+    """Index batches: one epoch per iteration (`epochs` None), or epochs first_epoch..epochs-1 in one pass."""
+    def batches(key):
+        return _index_batches(n, batch_size, shuffle=shuffle, drop_remainder=drop_remainder, key=key,
+                              augment=augment, sizes=sizes)
+
+    if epochs is None:  # a new epoch key each time the dataset is iterated, reproducible from the seed
+        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2).take(1)
+        return keys.flat_map(batches)
+    return tf.data.Dataset.range(first_epoch, epochs).flat_map(lambda epoch: batches(epoch_key(seed, epoch)))
+
+
+def _check_epochs(epochs, first_epoch) -> None:
+    if epochs is not None and (not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0):
+        raise ValueError(f"`epochs` must be None (one epoch per iteration) or an integer >= 0. "
+                         f"Received: epochs={epochs!r}")
+    if not isinstance(first_epoch, (int, np.integer)) or isinstance(first_epoch, bool) or first_epoch < 0 \
+            or (epochs is not None and first_epoch > epochs):
+        raise ValueError(f"`first_epoch` must be an integer from 0 to `epochs`. Received: first_epoch={first_epoch!r}")
+    if epochs is None and first_epoch:
+        raise ValueError("`first_epoch` needs `epochs` (the epochs are numbered only when counted). "
+                         f"Received: first_epoch={first_epoch!r}, epochs=None")
+
+
+def _channel_counts(channels, arrays: list, several: bool) -> list[int]:
+    """Output channels per part: None keeps each part's; 3 repeats a grey part after augmentation."""
+    wanted = list(channels) if isinstance(channels, (list, tuple)) else [channels] * len(arrays)
+    if len(wanted) != len(arrays):
+        raise ValueError(f"`channels` needs one value per input array ({len(arrays)}). Received: channels={channels!r}")
+    counts = []
+    for value, array in zip(wanted, arrays):
+        have = array.shape[-1]
+        value = have if value is None else value
+        if value != have and not (have == 1 and value == 3):
+            raise ValueError("`channels` must keep the images' channels or repeat one grey channel 3 times. "
+                             f"Received: channels={channels!r} for images of shape {array.shape}")
+        counts.append(int(value))
+    return counts
+
+
+PREFETCH_BATCHES = 2
+"""Batches prepared ahead of the consumer (besides those the parallel map has in flight)."""
+
+
+def _batches(schedule: tf.data.Dataset, load, *, augment: AugmentConfig | None, channels: list[int],
+             several: bool, labels, sizes: Sequence[tuple[int, int]]) -> tf.data.Dataset:
+    """Index batches -> (images, labels) batches: load, move every part once, repeat channels."""
+    def build(batch):
+        parts = [tf.cast(part, tf.float32) for part in load(batch["indices"])]
+        if augment is not None:
+            vectors = [batch[f"vectors_{k}"] for k in range(len(sizes))]
+            parts = _move(parts, vectors, batch["shift"], augment, sizes)
+        parts = [part if part.shape[-1] == wanted else tf.repeat(part, wanted, axis=-1)
+                 for part, wanted in zip(parts, channels)]
+        inputs = tuple(parts) if several else parts[0]
+        return inputs if labels is None else (inputs, tf.gather(labels, batch["indices"]))
+
+    # A fixed prefetch depth: tf.data's AUTOTUNE may buffer batches up to half the machine's memory
+    # (measured: 2.6 GB of 1152x896 batches for an 800-image epoch), so memory would grow with the set.
+    return schedule.map(build, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(PREFETCH_BATCHES)
+
+
 def make_dataset(images: np.ndarray | Sequence[np.ndarray], labels: np.ndarray | None, *, batch_size: int,
                  augment: AugmentConfig | None, shuffle: bool, seed: int, cache: bool = False,
-                 drop_remainder: bool = False) -> tf.data.Dataset:
+                 drop_remainder: bool = False, channels: int | Sequence[int] | None = None,
+                 epochs: int | None = None, first_epoch: int = 0) -> tf.data.Dataset:
     """Batches of (images, labels) from in-memory NHWC arrays, augmented in the graph.
 
-    Shuffling and augmentation change every epoch and are reproducible from `seed`: two
-    datasets built with the same arguments yield the same batches epoch by epoch.
+    The arrays are held once as tensors; each epoch shuffles item indices and gathers every
+    batch from them (no shuffle buffer of images), draws one transform per item and applies
+    the batch's transforms in one resampling call (flips folded in: `transform_vectors`).
+
+    Randomness: epoch e's order and transforms are a pure function of (`seed`, e's key).
+    With `epochs=None` the dataset is one epoch per iteration and each iteration draws a new
+    key (reshuffled every epoch; two datasets built with the same arguments yield the same
+    batches epoch by epoch). With `epochs=E` one iteration yields epochs `first_epoch`..E-1
+    back to back, epoch e keyed by `epoch_key(seed, e)`: feed it to `fit` with
+    `steps_per_epoch`, and a run resumed at epoch k (`first_epoch=k`) sees exactly the
+    batches the uninterrupted run saw from epoch k on.
 
     Args:
         images: [N, H, W, C] array, cast to float32, or a list of such arrays for a model with
@@ -306,9 +594,13 @@ def make_dataset(images: np.ndarray | Sequence[np.ndarray], labels: np.ndarray |
         augment: random augmentation, or None for none (validation/test).
         shuffle: reshuffle the examples every epoch.
         seed: integer seed of the shuffle and the augmentation.
-        cache: cache the examples after the first epoch.
+        cache: accepted for compatibility; the arrays are resident tensors already.
         drop_remainder: drop the last incomplete batch.
+        channels: output channels (per array for several): None keeps them; 3 repeats a grey
+            channel after augmentation, in the same map (augmenting one channel, not three).
+        epochs, first_epoch: see Randomness.
     """
+    del cache  # resident already: nothing to cache
     several = isinstance(images, (list, tuple))
     arrays = [np.asarray(a, dtype=np.float32) for a in (images if several else [images])]
     for array in arrays:
@@ -321,30 +613,57 @@ def make_dataset(images: np.ndarray | Sequence[np.ndarray], labels: np.ndarray |
                          f"Received: {len(arrays[0])} images, {len(labels)} labels")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
-    inputs = tuple(arrays) if several else arrays[0]
-    elements = inputs if labels is None else (inputs, np.asarray(labels))
-    dataset = tf.data.Dataset.from_tensor_slices(elements)
-    if cache:
-        dataset = dataset.cache()
-    if shuffle:
-        dataset = dataset.shuffle(len(arrays[0]), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    if augment is not None:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    _check_epochs(epochs, first_epoch)
+    counts = _channel_counts(channels, arrays, several)
+    resident = [tf.convert_to_tensor(array) for array in arrays]
+    targets = None if labels is None else tf.convert_to_tensor(np.asarray(labels))
+    sizes = _sizes(arrays)
+    schedule = _schedule(len(arrays[0]), int(batch_size), shuffle=shuffle, drop_remainder=drop_remainder,
+                         seed=seed, epochs=epochs, first_epoch=first_epoch, augment=augment, sizes=sizes)
+    return _batches(schedule, lambda indices: [tf.gather(part, indices) for part in resident],
+                    augment=augment, channels=counts, several=several, labels=targets, sizes=sizes)
 
-        def transform(batch, batch_seed):
-            if several:
-                return tuple(random_augment(part, augment, batch_seed) for part in batch)
-            return random_augment(batch, augment, batch_seed)
 
-        def augment_batch(batch, batch_seed):
-            if labels is None:
-                return transform(batch, batch_seed)
-            return transform(batch[0], batch_seed), batch[1]
+@keras.saving.register_keras_serializable(package="mammo_keras")
+class RandomAugment(keras.layers.Layer):
+    """ImageDataGenerator-equivalent augmentation as a layer, for the training step on the accelerator.
 
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    In training (`training=True`) every batch gets one random transform per item, the same for
+    every input of an item (a list of inputs: a siamese pair), drawn from the layer's
+    `SeedGenerator(seed)`; at inference it passes the inputs through. The transforms are those
+    of `augment_parts` (flips folded into the matrix, one XLA gather per batch), so the
+    distribution equals the tf.data pipeline's; the draws come from the layer's own seed
+    stream, not the dataset's. Computes in float32 under any precision policy.
+
+    Args:
+        augment: an AugmentConfig, or its fields as a dict (what `get_config` stores).
+        seed: integer seed of the layer's draws.
+    """
+
+    def __init__(self, augment: AugmentConfig | dict, seed: int = 0, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if isinstance(augment, dict):
+            augment = AugmentConfig(**{k: tuple(v) if k == "zoom_range" else v for k, v in augment.items()})
+        if not isinstance(augment, AugmentConfig):
+            raise ValueError(f"`augment` must be an AugmentConfig or its fields as a dict. Received: augment={augment!r}")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise ValueError(f"`seed` must be an integer. Received: seed={seed!r}")
+        self.augment, self.seed = augment, int(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+
+    def call(self, inputs, training=None):
+        if not training:
+            return inputs
+        several = isinstance(inputs, (list, tuple))
+        parts = augment_parts(list(inputs) if several else [inputs], self.augment, self.seed_generator.next())
+        return list(parts) if several else parts[0]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "augment": dataclasses.asdict(self.augment), "seed": self.seed}
 
 
 def batch_balancing_weights(targets: tf.Tensor) -> tf.Tensor:
@@ -372,26 +691,57 @@ def balance_batches(dataset: tf.data.Dataset) -> tf.data.Dataset:
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
+class _RowReader:
+    """Reads items of a C-ordered .npy file by position with plain reads, never mapping the file.
+
+    Memory-mapped pages that a process touches count in its resident memory until the kernel
+    drops them, so an epoch over a memory-mapped whole-image set would grow the trainer's RSS
+    with the data set. Reads into a fresh batch buffer keep it at the batches in flight (the
+    file's pages stay in the page cache, which is not the process's).
+    """
+
+    def __init__(self, path: Path, array: np.ndarray, rows: np.ndarray, item_shape: tuple[int, ...]):
+        self.path, self.rows, self.item_shape = str(path), rows, item_shape
+        self.offset, self.dtype = int(array.offset), array.dtype
+        self.item_bytes = int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
+
+    def __call__(self, positions: np.ndarray) -> np.ndarray:
+        rows = self.rows[positions]
+        out = np.empty((len(rows), *self.item_shape), dtype=self.dtype)
+        with open(self.path, "rb", buffering=0) as stream:
+            for slot in np.argsort(rows, kind="stable"):  # ascending offsets: sequential reads
+                stream.seek(self.offset + int(rows[slot]) * self.item_bytes)
+                view = memoryview(out[slot]).cast("B")
+                if stream.readinto(view) != self.item_bytes:
+                    raise OSError(f"{self.path}: short read at item {int(rows[slot])} (file truncated?)")
+        return out.astype(np.float32, copy=False)
+
+
 def make_prepared_dataset(folder, rows: np.ndarray | None = None, labels: np.ndarray | None = None, *,
                           batch_size: int, augment: AugmentConfig | None, shuffle: bool, seed: int,
                           channels: int | None = None, scale: float = 1.0, cache: bool | str = False,
-                          drop_remainder: bool = False) -> tf.data.Dataset:
-    """Batches from a prepared folder (`mammo-keras data prepare`), read in parallel, never loaded whole.
+                          drop_remainder: bool = False, epochs: int | None = None,
+                          first_epoch: int = 0) -> tf.data.Dataset:
+    """Batches from a prepared folder (`mammo-keras data prepare`), read per batch, never loaded whole.
 
-    The folder's images.npy is memory-mapped; items are read by parallel tf.data workers,
-    optionally cached (in memory with True, in a file with a path), shuffled, batched,
-    augmented in the graph and prefetched, so the accelerator does not wait for input. With
-    the same arguments it yields exactly the batches `make_dataset` yields from the same
-    arrays in memory (tests/data/test_pipeline_files.py).
+    Each batch's items are read from images.npy by position (plain reads, so resident memory
+    stays at the batches in flight however large the set), scaled, augmented in the graph and
+    prefetched. With the same arguments it yields exactly the batches `make_dataset` yields from
+    the same arrays in memory (tests/data/test_pipeline_files.py): the same index schedule, the
+    same transforms.
 
     Args:
         folder: the prepared folder (images.npy + index.csv).
         rows: which items (positions in images.npy), in order; default all.
         labels: targets for those rows (e.g. one-hot); default index.csv's `label`;
             `False` yields images only.
-        channels: 1 or 3 output channels for grey items (3 repeats the grey channel).
+        channels: 1 or 3 output channels for grey items (3 repeats the grey channel after
+            augmentation).
         scale: multiply pixel values (the configs' `input_scale`, e.g. 255).
-        cache: False, True (memory) or a file path prefix (tf.data's file cache).
+        cache: False (read every batch from images.npy), True (read the rows into memory once)
+            or a path prefix: the rows are written once to `<prefix>.npy` (e.g. on a local disk)
+            and batches are read from there.
+        epochs, first_epoch: as `make_dataset` (epochs numbered for resumable training).
     """
     from mammo_keras.data.prepare import load_prepared
 
@@ -405,59 +755,48 @@ def make_prepared_dataset(folder, rows: np.ndarray | None = None, labels: np.nda
                          f"Received: {len(rows)} rows, {len(labels)} labels")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(images)):
+        raise ValueError(f"`rows` must be positions in images.npy (0 to {len(images) - 1}). "
+                         f"Received: rows from {int(rows.min())} to {int(rows.max())}")
+    _check_epochs(epochs, first_epoch)
     item_shape = tuple(images.shape[1:])
     if len(item_shape) == 2:
         item_shape = (*item_shape, 1)
     if len(item_shape) != 3:
         raise ValueError("Prepared items must be (H, W) or (H, W, C) arrays to form NHWC batches. "
                          f"Received: item shape={tuple(images.shape[1:])}")
-    out_channels = channels or item_shape[-1]
-    if out_channels not in (item_shape[-1], 3) or (out_channels != item_shape[-1] and item_shape[-1] != 1):
-        raise ValueError("`channels` must keep the items' channels or repeat one grey channel 3 times. "
-                         f"Received: channels={channels!r} for items of shape {item_shape}")
-    source = images
+    (out_channels,) = _channel_counts(channels, [np.empty((0, *item_shape), np.float32)], False)
+    path = Path(folder) / "images.npy"
+    source, source_rows = images, rows
+    if isinstance(cache, str) or isinstance(cache, Path):
+        from mammo_keras.fileio import atomic_save_npy
 
-    def read(position):
-        return np.asarray(source[int(position)], dtype=np.float32).reshape(item_shape)
+        path = atomic_save_npy(f"{cache}.npy", _RowReader(path, images, rows, item_shape)(np.arange(len(rows))))
+        source, source_rows = np.load(path, mmap_mode="r"), np.arange(len(rows))
+    elif cache is not False and cache is not True:
+        raise ValueError(f"`cache` must be False, True or a path prefix. Received: cache={cache!r}")
+    if not source.flags.c_contiguous:
+        raise ValueError(f"{path} must hold a C-ordered array (as `data prepare` and np.save write it). "
+                         "Received: a Fortran-ordered array")
+    reader = _RowReader(path, source, source_rows, item_shape)
+    if cache is True:  # read once into memory, then gather batches as make_dataset does
+        resident = tf.convert_to_tensor(reader(np.arange(len(rows))) * np.float32(scale))
 
-    def load(position):
-        image = tf.numpy_function(read, [position], tf.float32, stateful=False)
-        image.set_shape(item_shape)
-        if scale != 1.0:
-            image = image * np.float32(scale)
-        if out_channels != item_shape[-1]:
-            image = tf.repeat(image, out_channels, axis=-1)
-        return image
-
-    positions = tf.data.Dataset.from_tensor_slices(rows)
-    targets = tf.data.Dataset.from_tensor_slices(np.asarray(labels)) if with_labels else None
-    if cache is not False:  # decode once, then shuffle the cached arrays every epoch
-        dataset = positions.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        if with_labels:
-            dataset = tf.data.Dataset.zip((dataset, targets))
-        dataset = dataset.cache("" if cache is True else str(cache))
-        if shuffle:
-            dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-    else:  # shuffle the cheap positions, then read only what each epoch needs
-        dataset = positions if not with_labels else tf.data.Dataset.zip((positions, targets))
-        if shuffle:
-            dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.map((lambda p, y: (load(p), y)) if with_labels else load,
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    if augment is not None:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-
-        def augment_batch(batch, batch_seed):
-            if not with_labels:
-                return random_augment(batch, augment, batch_seed)
-            return random_augment(batch[0], augment, batch_seed), batch[1]
-
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+        def load(indices):
+            return [tf.gather(resident, indices)]
+    else:
+        def load(indices):
+            batch = tf.numpy_function(reader, [indices], tf.float32, stateful=False)
+            batch.set_shape((None, *item_shape))
+            return [batch * np.float32(scale) if scale != 1.0 else batch]
+    sizes = [item_shape[:2]]
+    schedule = _schedule(len(rows), int(batch_size), shuffle=shuffle, drop_remainder=drop_remainder, seed=seed,
+                         epochs=epochs, first_epoch=first_epoch, augment=augment, sizes=sizes)
+    targets = tf.convert_to_tensor(np.asarray(labels)) if with_labels else None
+    return _batches(schedule, load, augment=augment, channels=[out_channels], several=False, labels=targets,
+                    sizes=sizes)
 
 
-__all__ = ["AugmentConfig", "balance_batches", "batch_balancing_weights", "FILL_MODES", "PARAM_KEYS", "PRESETS", "affine_matrices", "apply_transform",
-           "make_dataset", "make_prepared_dataset", "preset", "random_augment",
-           "sample_transform"]
+__all__ = ["AugmentConfig", "FILL_MODES", "PARAM_KEYS", "PRESETS", "RandomAugment", "affine_matrices", "apply_transform",
+           "augment_parts", "balance_batches", "batch_balancing_weights", "epoch_key", "make_dataset",
+           "make_prepared_dataset", "preset", "random_augment", "sample_transform", "transform_vectors"]

@@ -138,6 +138,66 @@ def all_metrics(y_true, y_score, *, names=METRIC_NAMES) -> dict[str, float]:
         return {name: METRICS[name](y_true, y_score) for name in names}
 
 
+_CHUNK_DRAWS = 1 << 22  # resample draws per chunk (memory bound); chunks continue one random stream
+
+
+def _auc_rows(y_true: np.ndarray, y_score: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """ROC AUC of every replicate from its resampling counts: the Mann-Whitney statistic, ties 1/2.
+
+    Items sorted by score and grouped by tied score; per replicate, each positive scores the
+    negatives below its group plus half those tied with it. Counts are integers, so the sums are
+    exact and each AUC is one rounding of an exact fraction (scikit-learn's trapezoid agrees to
+    float64 rounding). NaN where a replicate holds one class.
+    """
+    order = np.argsort(y_score, kind="mergesort")
+    starts = np.r_[0, np.flatnonzero(np.diff(y_score[order])) + 1]
+    weights = counts[:, order].astype(np.float64)
+    positive = y_true[order].astype(np.float64)
+    pos = np.add.reduceat(weights * positive, starts, axis=1)
+    neg = np.add.reduceat(weights * (1.0 - positive), starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    wins = (pos * (below + 0.5 * neg)).sum(axis=1)
+    pairs = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, wins / pairs, np.nan)
+
+
+def _ratio_rows(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator != 0, numerator / np.where(denominator != 0, denominator, 1), np.nan)
+
+
+def _replicate_rows(function: Callable[..., float], y_true: np.ndarray, y_score: np.ndarray,
+                    counts: np.ndarray) -> np.ndarray | None:
+    """`function` on every replicate at once from its (replicates, n) resampling counts; None if unknown.
+
+    The same values as `function(y_true[s], y_score[s])` for each resample s (the threshold
+    metrics exactly, AUC to float64 rounding), from integer counts by matrix products.
+    """
+    if function is multiclass_accuracy:
+        return counts @ (y_true == y_score).astype(np.float64) / y_true.size
+    if function not in METRICS.values():
+        return None
+    if function is auc:
+        return _auc_rows(y_true, y_score, counts)
+    predicted = y_score >= 0.5
+    weights = counts.astype(np.float64)
+    tp, fp = weights @ (predicted & (y_true == 1)), weights @ (predicted & (y_true == 0))
+    fn, tn = weights @ (~predicted & (y_true == 1)), weights @ (~predicted & (y_true == 0))
+    if function is accuracy:
+        return (tp + tn) / y_true.size
+    sensitivity_rows, precision_rows = _ratio_rows(tp, tp + fn), _ratio_rows(tp, tp + fp)
+    if function in (sensitivity, recall):
+        return sensitivity_rows
+    if function is specificity:
+        return _ratio_rows(tn, tn + fp)
+    if function is precision:
+        return precision_rows
+    both = np.isfinite(precision_rows) & np.isfinite(sensitivity_rows)
+    f1_rows = _ratio_rows(2 * precision_rows * sensitivity_rows, precision_rows + sensitivity_rows)
+    return np.where(both, f1_rows, np.nan)
+
+
 def bootstrap_ci(y_true, y_score, metric: str | Callable[..., float], *, n_replicates: int = 2000,
                  confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
     """Point estimate and percentile bootstrap CI of a metric over resampled cases.
@@ -145,6 +205,11 @@ def bootstrap_ci(y_true, y_score, metric: str | Callable[..., float], *, n_repli
     Replicates where the metric is undefined (a resample with one class, for AUC)
     are dropped. Returns (estimate, low, high). A named metric (or one of METRICS) checks its
     inputs as binary; any other function (`multiclass_accuracy`) gets integer class numbers.
+
+    The resamples are `np.random.default_rng(seed).integers(0, n, (n_replicates, n))`, drawn in
+    chunks of one stream (the same indices as one draw); the package's metrics are computed for
+    every replicate at once from resampling counts (`_replicate_rows`), any other function in
+    a loop over the resamples.
     """
     function = METRICS[metric] if isinstance(metric, str) else metric
     if function in METRICS.values():
@@ -155,11 +220,25 @@ def bootstrap_ci(y_true, y_score, metric: str | Callable[..., float], *, n_repli
             raise ValueError(f"y_true and y_score need the same length. "
                              f"Received: {y_true.shape} and {y_score.shape}")
     rng = np.random.default_rng(seed)
-    samples = rng.integers(0, len(y_true), size=(n_replicates, len(y_true)))
+    n = len(y_true)
+    chunk = max(1, _CHUNK_DRAWS // max(n, 1))
+    vectorised = function in METRICS.values() or function is multiclass_accuracy
+    parts = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         estimate = function(y_true, y_score)
-        values = np.array([function(y_true[s], y_score[s]) for s in samples], dtype=np.float64)
+        done = 0
+        while done < n_replicates:
+            size = min(chunk, n_replicates - done)
+            samples = rng.integers(0, n, size=(size, n))
+            if vectorised and n:
+                flat = (np.arange(size)[:, None] * n + samples).ravel()
+                counts = np.bincount(flat, minlength=size * n).reshape(size, n)
+                parts.append(_replicate_rows(function, y_true, y_score, counts))
+            else:
+                parts.append(np.array([function(y_true[s], y_score[s]) for s in samples], dtype=np.float64))
+            done += size
+    values = np.concatenate(parts) if parts else np.zeros(0)
     values = values[np.isfinite(values)]
     if len(values) == 0:
         return float(estimate), float("nan"), float("nan")

@@ -23,23 +23,36 @@ def _channels(images: np.ndarray, channels: int) -> np.ndarray:
     return images
 
 
-def as_model_input(images: np.ndarray, model: keras.Model) -> np.ndarray | list[np.ndarray]:
-    """(N, H, W) grey arrays -> (N, H, W, C) as the model's input expects (C = 1 or 3).
+def input_channels(model: keras.Model) -> list[int]:
+    """The channel count of each model input."""
+    return [int(tensor.shape[-1]) for tensor in model.inputs]
 
-    A model with several inputs (the siamese network) takes paired items, (N, parts, H, W):
-    part k feeds the input named PAIR_PARTS[k] when the model names its inputs that way,
-    otherwise input k.
-    """
-    images = np.asarray(images, dtype=np.float32)
-    if len(model.inputs) == 1:
-        return _channels(images, model.inputs[0].shape[-1])
+
+def _input_order(images: np.ndarray, model: keras.Model) -> list[int]:
+    """Which part of a paired item feeds each model input (PAIR_PARTS names, else by position)."""
     if images.ndim < 4 or images.shape[1] != len(model.inputs):
         raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs and needs paired items "
                          f"of shape (N, {len(model.inputs)}, H, W). Received: shape={images.shape}")
     names = [tensor.name.split(":")[0] for tensor in model.inputs]
-    order = ([PAIR_PARTS.index(n) for n in names] if sorted(names) == sorted(PAIR_PARTS)
-             else list(range(len(names))))
-    return [_channels(images[:, part], tensor.shape[-1]) for part, tensor in zip(order, model.inputs)]
+    return ([PAIR_PARTS.index(n) for n in names] if sorted(names) == sorted(PAIR_PARTS)
+            else list(range(len(names))))
+
+
+def as_model_input(images: np.ndarray, model: keras.Model, *, repeat: bool = True) -> np.ndarray | list[np.ndarray]:
+    """(N, H, W) grey arrays -> (N, H, W, C) as the model's input expects (C = 1 or 3).
+
+    A model whose input has 3 channels gets the grey channel repeated here, unless `repeat`
+    is False (the training pipeline then repeats it after augmentation,
+    `make_dataset(channels=...)`). A model with several inputs (the siamese network) takes
+    paired items, (N, parts, H, W): part k feeds the input named PAIR_PARTS[k] when the model
+    names its inputs that way, otherwise input k.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if len(model.inputs) == 1:
+        return _channels(images, model.inputs[0].shape[-1] if repeat else 1)
+    order = _input_order(images, model)
+    return [_channels(images[:, part], tensor.shape[-1] if repeat else 1)
+            for part, tensor in zip(order, model.inputs)]
 
 
 def count(inputs: np.ndarray | Sequence[np.ndarray]) -> int:

@@ -6,6 +6,10 @@ Output folder:
     fold_<k>/predictions.csv  out-of-fold scores; written last and atomically, it marks the
                             fold done: a killed run started again skips finished folds and,
                             being seeded per fold, ends with the same results.
+    fold_<k>/backup/backup.npz  the fold's training state after its last finished epoch
+                            (`fit.FitBackup`): a fold killed mid-training restarts there and
+                            ends with the predictions of an uninterrupted run; removed when
+                            the fold is done.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from mammo_keras.data.splits import reuse_split, save_assignments, train_val_tes
 from mammo_keras.evaluation.metrics import METRIC_NAMES, METRICS, auc, multiclass_accuracy
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
 from mammo_keras.models.inputs import as_model_input, positive_scores
-from mammo_keras.training.fit import fit_stages
+from mammo_keras.training.fit import augment_place, fit_stages, predict_fixed
 from mammo_keras.training.stages import Stage
 
 
@@ -35,15 +39,21 @@ from mammo_keras.training.stages import Stage
 Explainer = Callable[[keras.Model, np.ndarray, pd.DataFrame, Path], None]
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow, and ask TF for deterministic kernels."""
-    import tensorflow as tf
+def seed_everything(seed: int, *, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and TensorFlow; with `deterministic`, ask TF for deterministic kernels.
+
+    Op determinism (`tf.config.experimental.enable_op_determinism`) makes GPU reductions and
+    tf.data deterministic at some cost in speed; without it a CPU run with the same seed is
+    still repeatable in practice, a GPU run is not. The choice is process-wide in TF, so it is
+    set (or unset) at every call.
+    """
+    from tensorflow.python.framework import config as tf_config
 
     keras.utils.set_random_seed(seed)
-    try:
-        tf.config.experimental.enable_op_determinism()
-    except (AttributeError, RuntimeError):  # pragma: no cover - older TF or already set
-        pass
+    if deterministic:
+        tf_config.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
 
 
 def assign_folds(index: pd.DataFrame, n_splits: int, seed: int, path: Path) -> pd.DataFrame:
@@ -71,7 +81,10 @@ class TrainSpec:
     eval_crop: the training-part-dependent input steps (`data.recipes`); fine_tune: the row's
     fine-tuning strategy (stages may be skipped for it); selection / snapshots: which epoch's
     weights are kept; flip_tta: also score the mean over four flips; save_models: save each
-    part's model with `model_info` (the manifest sections `predict` reads).
+    part's model with `model_info` (the manifest sections `predict` reads); deterministic: TF op
+    determinism (`seed_everything`); augment_on: where augmentation runs (`fit.AUGMENT_ON`);
+    backup: keep `<part>/backup/backup.npz` after every epoch so that a killed part resumes
+    after its last finished epoch (`fit.FitBackup`), removed once the part is done.
     """
 
     stages: tuple[Stage, ...]
@@ -87,6 +100,9 @@ class TrainSpec:
     save_models: bool = False
     model_info: dict | None = None
     verbose: int = 0
+    deterministic: bool = True
+    augment_on: str = "auto"
+    backup: bool = True
 
 
 def as_spec(stages: TrainSpec | Sequence[Stage], **options) -> TrainSpec:
@@ -150,14 +166,14 @@ def prediction_columns(model: keras.Model, inputs, *, flip_tta: bool = False) ->
     (the mean over the four flips, Shen's augmented prediction). A model with k > 2 classes
     gives `pred` (the argmax) and `p_0` ... `p_<k-1>`.
     """
-    outputs = np.asarray(model.predict(inputs, verbose=0), dtype=np.float64)
+    outputs = np.asarray(predict_fixed(model, inputs), dtype=np.float64)
     if outputs.ndim == 2 and outputs.shape[1] > 2:
         return {"pred": outputs.argmax(axis=1), **{f"p_{k}": outputs[:, k] for k in range(outputs.shape[1])}}
     columns = {"score": positive_scores(outputs)}
     if flip_tta:
         from mammo_keras.models.wrappers import flip_tta as wrap
 
-        columns["score_tta"] = positive_scores(np.asarray(wrap(model).predict(inputs, verbose=0), dtype=np.float64))
+        columns["score_tta"] = positive_scores(np.asarray(predict_fixed(wrap(model), inputs), dtype=np.float64))
     return columns
 
 
@@ -206,13 +222,14 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
     fitted, x_fit, source = FittedInputs.fit(images[fit_rows], index.iloc[fit_rows], normalisation=spec.normalisation,
                                              offline=spec.offline, crop=spec.eval_crop, seed=seed)
     y_fit = labels[fit_rows][source]
-    seed_everything(seed)
+    seed_everything(seed, deterministic=spec.deterministic)
     model = build_model()
     log = fit_stages(model, spec.stages, (x_fit, y_fit),
                      (fitted.transform(images[val_rows]), labels[val_rows]) if len(val_rows) else None,
                      augment=spec.augment, seed=seed, log_csv=out / "log.csv", verbose=spec.verbose,
                      cache_features=spec.cache_features, fine_tune=spec.fine_tune, selection=spec.selection,
-                     snapshots=spec.snapshots)
+                     snapshots=spec.snapshots, augment_on=spec.augment_on,
+                     backup_dir=out / "backup" if spec.backup else None)
 
     def scored(rows: np.ndarray) -> pd.DataFrame:
         columns = prediction_columns(model, as_model_input(fitted.transform(images[rows]), model),
@@ -227,7 +244,8 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
                "fold": fold, "n_train": int(len(fit_rows)), "n_train_inputs": int(len(x_fit)),
                "n_val": int(len(val_rows)), "n_test": int(len(test_rows)), "epochs": int(len(log)),
                "selected_epoch": int(selected.iloc[0]) if len(selected) else None,
-               "selection": spec.selection, "inputs": fitted.to_manifest(),
+               "selection": spec.selection, "inputs": fitted.to_manifest(), "deterministic": spec.deterministic,
+               "augment_on": augment_place(spec.augment_on) if spec.augment is not None else None,
                "seconds": round(time.perf_counter() - started, 2)}
     atomic_write_json(out / "metrics.json", metrics)
     if spec.save_models:
@@ -239,6 +257,10 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
     if explain is not None:
         explain(model, fitted.transform(images[test_rows]), predictions, out)
     atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
+    if spec.backup:
+        (out / "backup" / "backup.npz").unlink(missing_ok=True)
+        if (out / "backup").is_dir() and not any((out / "backup").iterdir()):
+            (out / "backup").rmdir()
     keras.backend.clear_session()
     return predictions, metrics
 

@@ -90,14 +90,22 @@ def compute_features(prefix: keras.Model, images: np.ndarray, *, batch_size: int
 
 
 def feature_dataset(features: np.ndarray, targets: np.ndarray, *, batch_size: int, shuffle: bool,
-                    seed: int):
-    """Batches of (features, targets) from memory, reshuffled each epoch reproducibly from `seed`."""
+                    seed: int, epochs: int | None = None, first_epoch: int = 0):
+    """Batches of (features, targets) from memory, reshuffled each epoch reproducibly from `seed`.
+
+    The schedule of `pipeline.make_dataset` (indices shuffled, batches gathered; with `epochs`
+    numbered, epoch e a function of (seed, e), so a resumed stage sees the same batches).
+    """
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((np.asarray(features, np.float32), np.asarray(targets)))
-    if shuffle:
-        dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    from mammo_keras.data.pipeline import make_dataset
+
+    features = np.asarray(features, np.float32)
+    flat = features.reshape(len(features), 1, 1, -1)  # make_dataset gathers NHWC arrays
+    dataset = make_dataset(flat, np.asarray(targets), batch_size=batch_size, augment=None, shuffle=shuffle,
+                           seed=seed, epochs=epochs, first_epoch=first_epoch)
+    shape = features.shape[1:]
+    return dataset.map(lambda x, y: (tf.reshape(x, [-1, *shape]), y))
 
 
 class CachedFeatures:

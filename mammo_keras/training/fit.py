@@ -1,7 +1,12 @@
 """One generic loop that runs any list of stages on in-memory arrays."""
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import tempfile
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,12 +17,50 @@ import pandas as pd
 from mammo_keras.data.pipeline import AugmentConfig, balance_batches, make_dataset
 from mammo_keras.errors import TrainingDiverged
 from mammo_keras.fileio import atomic_write_text
-from mammo_keras.models.inputs import PAIR_PARTS, as_model_input, as_targets, count, positive_scores  # noqa: F401
+from mammo_keras.models.inputs import (PAIR_PARTS, as_model_input, as_targets, count, input_channels,  # noqa: F401
+                                       positive_scores)
 from mammo_keras.training.distribute import ready_for_fit
 from mammo_keras.training.feature_cache import CachedFeatures, feature_dataset, frozen_cut
 from mammo_keras.training.stages import Stage, apply_l2, apply_trainable, make_optimizer, trainable_flags
 from mammo_keras.vocabulary import SELECTIONS
 
+PREDICT_BATCH = 32
+"""Batch of every prediction pass (Keras' default): one batch shape, one traced predict step."""
+
+
+class FixedBatches:
+    """Model inputs held once as tensors and served in batches of one shape (the last one padded).
+
+    Keras traces its predict step again for every new batch shape (a partial last batch is
+    one), and XLA compiles again; here every batch has `batch_size` rows, so a model traces
+    its predict step once however many times it predicts. Rows are independent at inference,
+    so the padding (copies of the last row, dropped from the outputs) changes no real row.
+    """
+
+    def __init__(self, inputs, *, batch_size: int = PREDICT_BATCH):
+        import tensorflow as tf
+
+        arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        self.n, self.batch_size = len(arrays[0]), int(batch_size)
+        resident = [tf.convert_to_tensor(np.asarray(a, dtype=np.float32)) for a in arrays]
+        size, last = self.batch_size, max(self.n - 1, 0)
+
+        def batch(step):
+            rows = tf.minimum(tf.range(step * size, step * size + size), last)
+            parts = tuple(tf.gather(part, rows) for part in resident)
+            return (parts,) if len(parts) > 1 else parts[0]  # (inputs,): Keras reads a 2-tuple as (x, y)
+
+        self.dataset = tf.data.Dataset.range(-(-self.n // size)).map(batch).prefetch(2)
+
+    def predict(self, model: keras.Model) -> np.ndarray:
+        if self.n == 0:
+            return np.zeros((0, *model.outputs[0].shape[1:]), np.float32)
+        return np.asarray(model.predict(self.dataset, verbose=0))[:self.n]
+
+
+def predict_fixed(model: keras.Model, inputs, *, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+    """`model.predict(inputs)` over batches of one shape (`FixedBatches`): one traced predict step."""
+    return FixedBatches(inputs, batch_size=batch_size).predict(model)
 
 
 def balanced_class_weight(labels: np.ndarray) -> dict[int, float]:
@@ -56,14 +99,14 @@ def regularisation_penalty(model: keras.Model) -> float:
 class ValidationAUC(keras.callbacks.Callback):
     """Adds `val_auc` (ROC AUC of the positive-class score on the validation part) to the epoch logs."""
 
-    def __init__(self, inputs, labels: np.ndarray, batch_size: int):
+    def __init__(self, inputs, labels: np.ndarray, batch_size: int = PREDICT_BATCH):
         super().__init__()
-        self.inputs, self.labels, self.batch_size = inputs, np.asarray(labels).astype(int), batch_size
+        self.batches, self.labels = FixedBatches(inputs, batch_size=batch_size), np.asarray(labels).astype(int)
 
     def on_epoch_end(self, epoch, logs=None):
         from mammo_keras.evaluation.metrics import auc
 
-        scores = positive_scores(self.model.predict(self.inputs, batch_size=self.batch_size, verbose=0))
+        scores = positive_scores(self.batches.predict(self.model))
         if logs is not None:
             logs["val_auc"] = auc(self.labels, scores) if len(np.unique(self.labels)) == 2 else float("nan")
 
@@ -97,6 +140,12 @@ class BestEpoch:
     def restore(self) -> None:
         if self._weights is not None:
             self.model.set_weights(self._weights)
+
+    def state(self) -> tuple[dict, list[np.ndarray] | None]:
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch}, self._weights
+
+    def load_state(self, state: dict, weights: list[np.ndarray] | None) -> None:
+        self.best_value, self.best_epoch, self._weights = state["best_value"], state["best_epoch"], weights
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -141,12 +190,184 @@ def runnable_stages(stages: Sequence[Stage], fine_tune: str | None) -> list[Stag
     return [stage for stage in stages if stage.epochs > 0 and not (fine_tune and fine_tune in stage.skip_for)]
 
 
+AUGMENT_ON = ("pipeline", "device", "auto")
+"""Where online augmentation runs: in the tf.data pipeline (CPU), inside the training step
+(`RandomAugment` before the model, on the accelerator), or "auto": the step on a GPU, the
+pipeline otherwise."""
+
+
+def augment_place(augment_on: str) -> str:
+    """"pipeline" or "device" for an `augment_on` option ("auto": "device" where TF sees a GPU)."""
+    if augment_on not in AUGMENT_ON:
+        raise ValueError(f"`augment_on` must be one of {AUGMENT_ON}. Received: augment_on={augment_on!r}")
+    if augment_on == "auto":
+        from mammo_keras.training.precision import has_gpu
+
+        return "device" if has_gpu() else "pipeline"
+    return augment_on
+
+
+def with_augmentation(model: keras.Model, augment: AugmentConfig, seed: int) -> keras.Model:
+    """`model` behind a `RandomAugment` layer: training it trains `model`'s own layers."""
+    from mammo_keras.data.pipeline import RandomAugment
+
+    inputs = [keras.Input(tensor.shape[1:], name=tensor.name.split(":")[0]) for tensor in model.inputs]
+    layer = RandomAugment(augment, seed=seed, name="random_augment")
+    moved = layer(inputs if len(inputs) > 1 else inputs[0])
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0], model(moved), name=f"{model.name}_augmented")
+
+
+def build_compiled(model: keras.Model, dataset) -> None:
+    """Build the compiled loss, metrics and optimizer from the data's shapes before `fit`.
+
+    Keras 3 otherwise creates the metric variables while tracing the first training step,
+    which makes tf.function trace that step a second time (measured: 2 traces per `fit`, 1
+    after this). MultiWorkerMirroredStrategy models are built by `ready_for_fit` instead.
+    """
+    import tensorflow as tf
+
+    if isinstance(getattr(model, "_distribute_strategy", None), tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    build = getattr(model, "_symbolic_build", None)
+    if build is None:  # pragma: no cover - another Keras
+        return
+    spec = dataset.element_spec
+    batch = tf.nest.map_structure(lambda s: np.zeros((1, *s.shape[1:]), s.dtype.as_numpy_dtype), spec)
+    with model.distribute_strategy.scope():
+        build(data_batch=batch)
+
+
+class FitBackup:
+    """The state of `fit_stages` after every finished epoch, in one file written atomically.
+
+    `backup.npz` holds the stage number and the epochs it has finished, whether it finished
+    (its end-of-stage steps done), the per-epoch log, every variable of the model (weights,
+    BatchNormalization statistics, seed-generator states) and of the trained wrapper, the
+    optimizer's variables (step count, learning rate, moments), the state of early stopping,
+    ReduceLROnPlateau and the best-epoch selection (with its kept weights). A run killed at
+    any point restarts from the last finished epoch and, the data being numbered by epoch
+    (`make_dataset(epochs=...)`), ends with the same weights as an uninterrupted run.
+    `plan` fingerprints the stages, seed and data size; a backup of another plan is refused.
+    """
+
+    def __init__(self, folder: str | Path, plan: dict):
+        self.path = Path(folder) / "backup.npz"
+        self.plan = json.loads(json.dumps(plan))  # as stored: tuples become lists
+
+    def load(self) -> tuple[dict, dict[str, np.ndarray]] | None:
+        if not self.path.is_file():
+            return None
+        try:
+            with np.load(self.path, allow_pickle=False) as stored:
+                arrays = {key: stored[key] for key in stored.files}
+            state = json.loads(str(arrays.pop("state")))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{self.path} cannot be read ({error}); remove it to start the part over") from None
+        if state["plan"] != self.plan:
+            differ = sorted(k for k in set(state["plan"]) | set(self.plan) if state["plan"].get(k) != self.plan.get(k))
+            stored = state["plan"]
+            received = ", ".join(f"{k}={stored.get(k)!r}" for k in differ)
+            raise ValueError(f"{self.path} belongs to another training plan ({', '.join(differ)} differ); remove "
+                             f"it to start over. Received: {received}")
+        return state, arrays
+
+    def peek(self) -> dict | None:
+        """The saved state (stage, epochs, log rows), without checking the plan or reading the arrays."""
+        if not self.path.is_file():
+            return None
+        with np.load(self.path, allow_pickle=False) as stored:
+            return json.loads(str(stored["state"]))
+
+    def save(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Write the backup to a temporary file beside it, then rename it into place.
+
+        The rename is atomic, so a killed process leaves the previous backup or this one, never
+        a part. No fsync (it doubled the cost of a save): after a machine crash the file may be
+        unreadable, which `load` reports (remove it and the part starts over).
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=self.path.parent, prefix=".backup.", suffix=".npz.tmp")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.savez(stream, state=np.array(json.dumps({**state, "plan": self.plan})), **arrays)
+            os.replace(temp, self.path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _variable_arrays(prefix: str, variables) -> dict[str, np.ndarray]:
+    return {f"{prefix}/{k}": np.asarray(keras.ops.convert_to_numpy(v)) for k, v in enumerate(variables)}
+
+
+def _assign(prefix: str, variables, arrays: dict[str, np.ndarray]) -> None:
+    stored = sorted((k for k in arrays if k.startswith(prefix + "/")), key=lambda k: int(k.rsplit("/", 1)[1]))
+    if len(stored) != len(variables):
+        raise ValueError(f"the backup holds {len(stored)} {prefix} variables but the model has {len(variables)}; "
+                         "it was written for another model: remove it to start over")
+    for key, variable in zip(stored, variables):
+        if tuple(arrays[key].shape) != tuple(variable.shape):
+            raise ValueError(f"backup variable {key} has shape {arrays[key].shape}, the model's "
+                             f"{variable.path} {tuple(variable.shape)}: remove the backup to start over")
+        variable.assign(arrays[key])
+
+
+def _weights_arrays(prefix: str, weights: list[np.ndarray] | None) -> dict[str, np.ndarray]:
+    return {} if weights is None else {f"{prefix}/{k}": np.asarray(w) for k, w in enumerate(weights)}
+
+
+def _weights_from(prefix: str, arrays: dict[str, np.ndarray]) -> list[np.ndarray] | None:
+    keys = sorted((k for k in arrays if k.startswith(prefix + "/")), key=lambda k: int(k.rsplit("/", 1)[1]))
+    return [arrays[k] for k in keys] if keys else None
+
+
+def _extra_variables(model: keras.Model, trained: keras.Model) -> list:
+    """Variables of the trained wrapper that are not the model's (a RandomAugment seed state)."""
+    own = {id(v) for v in model.variables}
+    return [v for v in trained.variables if id(v) not in own]
+
+
+class EpochBackup(keras.callbacks.Callback):
+    """Restores a resumed stage's callback states at the start of `fit`, saves the backup after every epoch.
+
+    Listed after the callbacks it restores, so their `on_train_begin` resets run first, and
+    after those whose `on_epoch_end` changes state, so the backup holds this epoch's state.
+    """
+
+    def __init__(self, backup: FitBackup, save_state, *, restore: tuple[dict, dict] | None = None,
+                 stopping: keras.callbacks.EarlyStopping | None = None,
+                 plateau: keras.callbacks.ReduceLROnPlateau | None = None):
+        super().__init__()
+        self.backup, self.save_state, self.restore = backup, save_state, restore
+        self.stopping, self.plateau = stopping, plateau
+
+    def on_train_begin(self, logs=None):
+        if self.restore is None:
+            return
+        state, arrays = self.restore
+        if self.stopping is not None and state.get("stopping"):
+            saved = state["stopping"]
+            self.stopping.wait, self.stopping.stopped_epoch = saved["wait"], saved["stopped_epoch"]
+            self.stopping.best, self.stopping.best_epoch = saved["best"], saved["best_epoch"]
+            self.stopping.best_weights = _weights_from("stopping_weights", arrays)
+        if self.plateau is not None and state.get("plateau"):
+            saved = state["plateau"]
+            self.plateau.wait, self.plateau.cooldown_counter = saved["wait"], saved["cooldown_counter"]
+            self.plateau.best = saved["best"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save_state(epoch + 1, bool(self.model.stop_training), self.stopping, self.plateau)
+
+
 def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndarray, np.ndarray],
                val: tuple[np.ndarray, np.ndarray] | None = None, *, augment: AugmentConfig | None = None,
                seed: int = 0, log_csv: str | Path | None = None, verbose: int = 0,
                cache_features: bool = False, jit_compile: bool | str = "auto", fine_tune: str | None = None,
-               selection: str = "last", snapshots: int | None = None,
-               compile_options: dict | None = None) -> pd.DataFrame:
+               selection: str = "last", snapshots: int | None = None, augment_on: str = "auto",
+               backup_dir: str | Path | None = None, compile_options: dict | None = None) -> pd.DataFrame:
     """Train `model` through `stages` in order; returns the per-epoch log (also written to `log_csv`).
 
     Each stage sets the trainable layers and its L2 penalty, compiles a fresh optimizer (with its
@@ -159,6 +380,25 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
     `selection` keeps the last epoch's weights, or restores those of the best validation epoch
     over all stages (among `snapshots` evenly spaced epochs when given); the log marks it in
     the column `selected`.
+
+    Input: grey items stay one channel in the pipeline and are repeated after augmentation
+    for a model whose input has 3 channels. Each stage's data are numbered epochs
+    (`make_dataset(epochs=...)`, fed with `steps_per_epoch`): one iterator, and epoch e's
+    batches depend on (seed, stage, e) only. The training step is traced once per stage: the
+    compiled loss and metrics are built before `fit` (`build_compiled`), and the partial last
+    batch of an epoch needs no second trace, Keras tracing the step on the iterator's
+    [None, ...] batch spec (neither padded nor dropped, so results are those of plain
+    batching). Predictions go in batches of one shape (`FixedBatches`). Under XLA (a GPU with op
+    determinism off: Keras compiles no step with XLA while it is on) the partial last batch has
+    its own compiled executable, one more per stage (`benchmarks/gpu_check.sh` counts them).
+
+    `augment_on`: "pipeline" (tf.data), "device" (a `RandomAugment` layer in the training
+    step: the accelerator augments) or "auto" (device on a GPU, pipeline otherwise).
+
+    `backup_dir`: after every epoch the whole training state goes to `<backup_dir>/backup.npz`
+    (`FitBackup`); called again with the same arguments after a kill, training resumes after
+    the last finished epoch of the stage it was in and ends with the same weights as an
+    uninterrupted run (bitwise on a CPU: tests/training/test_resume.py).
 
     A loss that becomes NaN or infinite stops training (Keras' TerminateOnNaN) and raises
     `errors.TrainingDiverged` naming the stage and epoch; the log up to there is written.
@@ -176,33 +416,60 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
     if isinstance(train[1], dict):  # detection: images as the detector takes them, targets as its losses do
         return _fit_given_targets(model, stages, train, val, seed=seed, log_csv=log_csv, verbose=verbose,
                                   compile_options=compile_options or {}, jit_compile=jit_compile)
-    x_train, y_train = as_model_input(train[0], model), np.asarray(train[1]).astype(int)
+    place = augment_place(augment_on) if augment is not None else "pipeline"
+    x_train, y_train = as_model_input(train[0], model, repeat=False), np.asarray(train[1]).astype(int)
+    channels = input_channels(model)
     validation = None
     if val is not None and count(val[0]):
         validation = (as_model_input(val[0], model), as_targets(val[1], model))
     rows: list[dict] = []
     built = trainable_flags(model)  # what "as_built" stages restore
-    cached = CachedFeatures(x_train, None if validation is None else validation[0])
+    cached = CachedFeatures(as_model_input(train[0], model) if cache_features and augment is None else None,
+                            None if validation is None else validation[0])
     running = runnable_stages(stages, fine_tune)
     total = sum(stage.epochs for stage in running)
     best = BestEpoch(model, selection, snapshot_epochs(total, snapshots)) if validation is not None else None
-    done = 0
+    backup = None if backup_dir is None else FitBackup(backup_dir, {
+        "stages": [dataclasses.asdict(stage) for stage in running], "seed": int(seed), "n_train": count(x_train),
+        "n_val": 0 if validation is None else count(validation[0]), "selection": selection,
+        "augment": None if augment is None else dataclasses.asdict(augment), "augment_on": place})
+    resumed = backup.load() if backup is not None else None
+    done, kept = 0, 0
+    if resumed is not None:
+        state, arrays = resumed
+        _assign("model", model.variables, arrays)
+        rows.extend(state["rows"])
+        done, kept = state["done"], state["kept"]
+        if best is not None and state.get("best"):
+            best.load_state(state["best"], _weights_from("best_weights", arrays))
     for number, stage in enumerate(running):
         apply_trainable(model, stage.trainable, built)
         apply_l2(model, stage)
+        if resumed is not None and (number < resumed[0]["stage"] or
+                                    (number == resumed[0]["stage"] and resumed[0]["finished"])):
+            continue  # finished before the kill: its settings replayed, its weights restored
+        restore = resumed if resumed is not None and number == resumed[0]["stage"] else None
         steps = int(np.ceil(count(x_train) / stage.batch_size))
         loss = "binary_crossentropy" if model.outputs[0].shape[-1] == 1 else "categorical_crossentropy"
         cut = frozen_cut(model) if cache_features and augment is None else None
         trained, stage_validation = model, validation
         targets = as_targets(y_train, model)
+        first_epoch = restore[0]["epochs"] if restore is not None else 0
+        stopped = bool(restore is not None and restore[0]["stop_training"])
+        last_epoch = first_epoch if stopped else stage.epochs
+        stage_seed = seed + 1000 * number
         if cut is None:
             cached.invalidate()
             dataset = make_dataset(x_train, targets, batch_size=stage.batch_size,
-                                   augment=augment, shuffle=True, seed=seed + 1000 * number)
+                                   augment=augment if place == "pipeline" else None, shuffle=True, seed=stage_seed,
+                                   channels=channels if len(channels) > 1 else channels[0],
+                                   epochs=last_epoch, first_epoch=first_epoch)
+            if augment is not None and place == "device":
+                trained = with_augmentation(model, augment, stage_seed)
         else:
             trained, train_features, val_features = cached.get(model, cut)
             dataset = feature_dataset(train_features, targets, batch_size=stage.batch_size,
-                                      shuffle=True, seed=seed + 1000 * number)
+                                      shuffle=True, seed=stage_seed, epochs=last_epoch, first_epoch=first_epoch)
             if validation is not None:
                 stage_validation = (val_features, validation[1])
         if stage.class_weight == "batch":
@@ -210,14 +477,20 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
         with trained.distribute_strategy.scope():  # optimizer variables where the model lives
             trained.compile(optimizer=make_optimizer(stage, steps, trained), loss=loss, metrics=["accuracy"],
                             jit_compile=jit_compile)
+        build_compiled(trained, dataset)
         ready_for_fit(trained, dataset)  # a no-op unless built under MultiWorkerMirroredStrategy
+        if restore is not None:
+            _assign("optimizer", trained.optimizer.variables, restore[1])
+            _assign("extra", _extra_variables(model, trained), restore[1])
         callbacks: list[keras.callbacks.Callback] = []
         if stage_validation is not None and (selection == "best_val_auc" or stage.monitor == "val_auc"):
-            callbacks.append(ValidationAUC(stage_validation[0], val[1], stage.batch_size))
+            callbacks.append(ValidationAUC(stage_validation[0], val[1]))
         callbacks.append(EpochLog(stage.name, rows, first_epoch=done, best=best, penalty_of=model))
+        plateau = None
         if validation is not None and stage.schedule == "plateau":
-            callbacks.append(keras.callbacks.ReduceLROnPlateau(
-                monitor=stage.monitor, factor=stage.plateau_factor, patience=stage.plateau_patience))
+            plateau = keras.callbacks.ReduceLROnPlateau(
+                monitor=stage.monitor, factor=stage.plateau_factor, patience=stage.plateau_patience)
+            callbacks.append(plateau)
         stopping = None
         if validation is not None and stage.early_stopping_patience is not None:
             stopping = keras.callbacks.EarlyStopping(
@@ -225,8 +498,32 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
                 mode="max" if stage.monitor in ("val_auc", "val_accuracy") else "min")
             callbacks.append(stopping)
         callbacks.append(keras.callbacks.TerminateOnNaN())
-        trained.fit(dataset, epochs=stage.epochs, validation_data=stage_validation, callbacks=callbacks,
-                    shuffle=False, class_weight=class_weights(stage.class_weight, y_train), verbose=verbose)
+        if backup is not None:
+            def save_state(epochs, stop_training, stopping, plateau, *, number=number, trained=trained,
+                           finished=False):
+                state = {"stage": number, "epochs": epochs, "stop_training": stop_training, "finished": finished,
+                         "rows": rows, "done": done, "kept": kept,
+                         "stopping": None if stopping is None else {
+                             "wait": int(stopping.wait), "stopped_epoch": int(stopping.stopped_epoch),
+                             "best": None if stopping.best is None else float(stopping.best),
+                             "best_epoch": int(stopping.best_epoch)},
+                         "plateau": None if plateau is None else {
+                             "wait": int(plateau.wait), "cooldown_counter": int(plateau.cooldown_counter),
+                             "best": None if plateau.best is None else float(plateau.best)}}
+                arrays = {**_variable_arrays("model", model.variables),
+                          **_variable_arrays("optimizer", trained.optimizer.variables),
+                          **_variable_arrays("extra", _extra_variables(model, trained)),
+                          **_weights_arrays("stopping_weights", None if stopping is None else stopping.best_weights)}
+                if best is not None:
+                    best_state, best_weights = best.state()
+                    state["best"] = best_state
+                    arrays.update(_weights_arrays("best_weights", best_weights))
+                backup.save(state, arrays)
+
+            callbacks.append(EpochBackup(backup, save_state, restore=restore, stopping=stopping, plateau=plateau))
+        trained.fit(dataset, epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
+                    validation_data=stage_validation, callbacks=callbacks, shuffle=False,
+                    class_weight=class_weights(stage.class_weight, y_train), verbose=verbose)
         if rows and not np.isfinite(rows[-1].get("loss", 0.0)):
             if log_csv is not None:
                 atomic_write_text(log_csv, pd.DataFrame(rows).to_csv(index=False))
@@ -235,6 +532,8 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
         kept = done + stopping.best_epoch + 1 if stopping is not None and stopping.best_weights is not None \
             else len(rows)
         done = len(rows)
+        if backup is not None:
+            save_state(stage.epochs, False, None, None, finished=True)
     log = pd.DataFrame(rows)
     if best is not None and best.best_epoch is not None:
         best.restore()

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from mammo_keras.data.pipeline import (
-    PARAM_KEYS, PRESETS, AugmentConfig, affine_matrices, apply_transform, make_dataset, preset,
-    random_augment, sample_transform,
+    FILL_MODES, PARAM_KEYS, PRESETS, AugmentConfig, affine_matrices, apply_transform, make_dataset, preset,
+    random_augment, sample_transform, transform_vectors,
 )
 
 SIZE = 32
@@ -281,3 +281,105 @@ def test_make_dataset_rejects_bad_inputs():
         make_dataset(images, labels[:9], batch_size=2, augment=None, shuffle=False, seed=0)
     with pytest.raises(ValueError, match="Received: batch_size=0"):
         make_dataset(images, labels, batch_size=0, augment=None, shuffle=False, seed=0)
+
+
+# ---------------------------------------------------------------- the fast path: folded flips, XLA gather
+
+def reference_transform(images: np.ndarray, params: dict, config: AugmentConfig) -> np.ndarray:
+    """ImageDataGenerator's order with TF's kernel: affine (3x3 matrices), channel shift, then the flips."""
+    x = tf.constant(images)
+    if config.has_affine:
+        m = affine_matrices(params, images.shape[1], images.shape[2])
+        transforms = tf.concat([m[:, 0, :], m[:, 1, :], tf.zeros_like(m[:, 2, :2])], axis=-1)
+        x = tf.raw_ops.ImageProjectiveTransformV3(
+            images=x, transforms=transforms, output_shape=tf.shape(x)[1:3], fill_value=config.cval,
+            interpolation="BILINEAR" if config.interpolation_order == 1 else "NEAREST",
+            fill_mode=config.fill_mode.upper())
+    if config.channel_shift_range:
+        shift = tf.reshape(params["channel_shift_intensity"], [-1, 1, 1, 1])
+        x = tf.clip_by_value(x + shift, tf.reduce_min(x, axis=[1, 2, 3], keepdims=True),
+                             tf.reduce_max(x, axis=[1, 2, 3], keepdims=True))
+    x = x.numpy()
+    flips_h, flips_v = params["flip_horizontal"].numpy(), params["flip_vertical"].numpy()
+    for i in range(len(x)):
+        if config.horizontal_flip and flips_h[i]:
+            x[i] = x[i, :, ::-1]
+        if config.vertical_flip and flips_v[i]:
+            x[i] = x[i, ::-1]
+    return x
+
+
+@pytest.mark.parametrize("fill_mode", FILL_MODES)
+@pytest.mark.parametrize("order", [0, 1])
+def test_fast_path_equals_kernel_then_flips(fill_mode, order):
+    """Flips folded into the matrix and the XLA gather resampler reproduce kernel + flips.
+
+    Tolerance (values in [0, 1]): bilinear max abs diff < 1e-4; nearest neighbour picks the same
+    source pixel for all but 0.1% of pixels (those whose sampled point lies within float32
+    rounding of a half-pixel boundary: the matrix is composed in another order, and XLA may fuse
+    a multiply-add). Both resamplers are checked against the reference.
+    """
+    config = AugmentConfig(rotation_range=40.0, width_shift_range=0.2, height_shift_range=0.2, shear_range=0.3,
+                           zoom_range=(0.6, 1.4), horizontal_flip=True, vertical_flip=True, fill_mode=fill_mode,
+                           cval=0.25, channel_shift_range=0.1, interpolation_order=order)
+    batch = np.stack([smooth_image(), smooth_image()[::-1]] * 6)
+    params = sample_transform(config, tf.constant([4, 2]), len(batch), SIZE, SIZE)
+    assert params["flip_horizontal"].numpy().any() and params["flip_vertical"].numpy().any()
+    expected = reference_transform(batch, params, config)
+    for resampler in ("xla", "kernel"):
+        ours = apply_transform(batch, params, config, resampler=resampler).numpy()
+        if order == 1:
+            assert np.abs(ours - expected).max() < 1e-4, resampler
+        else:
+            assert np.mean(ours != expected) < 1e-3, resampler
+
+
+def test_flip_only_is_exact_and_transform_vectors_match_the_matrices():
+    image = smooth_image(12, 20)
+    config = AugmentConfig(horizontal_flip=True, vertical_flip=True, interpolation_order=1)
+    params = identity_params(4)
+    params["flip_horizontal"] = tf.constant([True, False, True, False])
+    params["flip_vertical"] = tf.constant([False, True, True, False])
+    out = apply_transform(np.stack([image] * 4), params, config).numpy()
+    for result, expected in zip(out, [image[:, ::-1], image[::-1], image[::-1, ::-1], image]):
+        np.testing.assert_array_equal(result, expected)
+    affine = AugmentConfig(rotation_range=30.0, shear_range=0.2, zoom_range=0.3, width_shift_range=0.1)
+    drawn = sample_transform(affine, tf.constant([1, 9]), 16, 12, 20)
+    matrices = affine_matrices(drawn, 12, 20).numpy()
+    vectors = transform_vectors(drawn, 12, 20, affine).numpy()
+    np.testing.assert_allclose(vectors[:, :6], matrices[:, :2, :].reshape(16, 6), atol=2e-5)
+    np.testing.assert_array_equal(vectors[:, 6:], 0.0)
+
+
+def test_grey_augmented_then_repeated_equals_three_identical_channels_augmented():
+    grey = np.random.default_rng(3).random((10, 16, 16, 1), dtype=np.float32)
+    config = preset("chougrad2018")
+    grey_rgb = make_dataset(grey, None, batch_size=4, augment=config, shuffle=True, seed=5, channels=3)
+    rgb = make_dataset(np.repeat(grey, 3, axis=-1), None, batch_size=4, augment=config, shuffle=True, seed=5)
+    for a, b in zip(grey_rgb, rgb):
+        assert a.shape[-1] == 3
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(ValueError, match=r"repeat one grey channel 3 times.*Received: channels=2"):
+        make_dataset(grey, None, batch_size=4, augment=None, shuffle=False, seed=0, channels=2)
+
+
+def test_numbered_epochs_resume_where_they_left_off():
+    images, labels = tiny_arrays()
+    config = AugmentConfig(rotation_range=30.0, horizontal_flip=True)
+
+    def stream(**options):
+        dataset = make_dataset(images, labels, batch_size=4, augment=config, shuffle=True, seed=3, **options)
+        return [(x.numpy(), y.numpy()) for x, y in dataset]
+
+    whole = stream(epochs=3)
+    assert len(whole) == 9  # three epochs of 4 + 4 + 2 in one pass
+    for (x, y), (x_again, y_again) in zip(stream(epochs=3, first_epoch=1), whole[3:]):
+        np.testing.assert_array_equal(x, x_again)
+        np.testing.assert_array_equal(y, y_again)
+    orders = [np.concatenate([y for _, y in whole[3 * e:3 * e + 3]]) for e in range(3)]
+    assert all(sorted(order) == list(range(10)) for order in orders)
+    assert not np.array_equal(orders[0], orders[1]) and not np.array_equal(orders[1], orders[2])
+    with pytest.raises(ValueError, match=r"`first_epoch` needs `epochs`.*Received: first_epoch=1"):
+        make_dataset(images, labels, batch_size=4, augment=None, shuffle=True, seed=0, first_epoch=1)
+    with pytest.raises(ValueError, match=r"`first_epoch` must be an integer from 0 to `epochs`"):
+        make_dataset(images, labels, batch_size=4, augment=None, shuffle=True, seed=0, epochs=2, first_epoch=3)

@@ -88,3 +88,51 @@ def test_multiclass_accuracy_takes_class_numbers_and_refuses_the_rest():
         metrics.multiclass_accuracy(truth, [0, 1, np.nan, 2, 3])
     with pytest.raises(ValueError, match=r"y_score must be finite .*1 bad rows of 5"):
         metrics.bootstrap_ci(truth, [0, 1, np.inf, 2, 3], metrics.multiclass_accuracy, n_replicates=5)
+
+
+def loop_bootstrap(y_true, y_score, function, *, n_replicates, seed, confidence=0.95):
+    """The implementation replaced by the vectorised one: a Python loop of metric calls per resample."""
+    import warnings
+
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, len(y_true), size=(n_replicates, len(y_true)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimate = function(y_true, y_score)
+        values = np.array([function(y_true[s], y_score[s]) for s in samples], dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return estimate, float("nan"), float("nan")
+    low, high = np.quantile(values, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
+    return estimate, low, high
+
+
+@pytest.mark.parametrize("name", metrics.METRIC_NAMES)
+@pytest.mark.parametrize("n, seed", [(7, 0), (60, 1), (301, 2)])
+def test_vectorised_bootstrap_equals_the_loop_on_random_data(name, n, seed):
+    """Same seed, same resample indices, same values: threshold metrics exactly, AUC to float64 rounding."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.3).astype(int)
+    scores = np.round(rng.random(n), 1)  # ties, and scores exactly at the 0.5 threshold
+    function = metrics.METRICS[name]
+    expected = loop_bootstrap(y, scores, function, n_replicates=200, seed=seed)
+    got = metrics.bootstrap_ci(y, scores, name, n_replicates=200, seed=seed)
+    if name == "auc":
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    else:
+        assert got == pytest.approx(expected, rel=0, abs=0, nan_ok=True)
+
+
+def test_vectorised_bootstrap_keeps_its_stream_across_chunks(monkeypatch):
+    rng = np.random.default_rng(9)
+    y, scores = (rng.random(50) < 0.5).astype(int), rng.random(50)
+    whole = metrics.bootstrap_ci(y, scores, "auc", n_replicates=300, seed=4)
+    monkeypatch.setattr(metrics, "_CHUNK_DRAWS", 50 * 7)  # chunks of 7 replicates
+    assert metrics.bootstrap_ci(y, scores, "auc", n_replicates=300, seed=4) == whole
+    truth, predicted = rng.integers(0, 4, 40), rng.integers(0, 4, 40)
+    assert metrics.bootstrap_ci(truth, predicted, metrics.multiclass_accuracy, n_replicates=200, seed=1) == \
+        pytest.approx(loop_bootstrap(truth, predicted, metrics.multiclass_accuracy, n_replicates=200, seed=1),
+                      rel=0, abs=0)
+    # any other function is still called on each resample
+    median_score = metrics.bootstrap_ci(y, scores, lambda t, s: float(np.median(s)), n_replicates=50, seed=2)
+    assert median_score == loop_bootstrap(y, scores, lambda t, s: float(np.median(s)), n_replicates=50, seed=2)
