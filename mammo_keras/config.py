@@ -91,6 +91,9 @@ class ExperimentConfig:
     augment: str | None = None
     input_size: int | tuple[int, int] = 224  # side, or (height, width)
     input_channels: int = 1
+    # Options of the prepare task over its defaults (`data prepare --option`; e.g. the shen task's
+    # {label: abnormal}); recorded in prepare.json and the plan.
+    task_options: dict = dataclasses.field(default_factory=dict)
     label_map: dict = dataclasses.field(default_factory=dict)  # prepared label -> task label
     item_part: int | None = None  # for paired items (Coccomini): which array of the pair to use
     grad_cam: bool = True  # grad_cam.png per fold: overlays on the top test items of each class

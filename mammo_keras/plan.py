@@ -180,7 +180,7 @@ def data_plan(config: ExperimentConfig, row: ModelRow, model, dataset: str | Non
     from mammo_keras.data.recipes import InputRecipe
 
     task = TASKS.get(config.task)
-    chain = task.steps() if task is not None else [{"step": "task", "name": config.task}]
+    chain = task.steps(config.task_options) if task is not None else [{"step": "task", "name": config.task}]
     scale = row.input_scale if row.input_scale is not None else config.input_scale
     factor = InputRecipe.of(config, row).canvas
     if config.item_part is not None:
@@ -209,7 +209,7 @@ def data_plan(config: ExperimentConfig, row: ModelRow, model, dataset: str | Non
 
         augment = {"preset": config.augment, **dataclasses.asdict(preset(config.augment))}
     return {"datasets": [dataset] if dataset else list(config.datasets), "task": config.task,
-            "task_options": dict(task.defaults) if task is not None else {},
+            "task_options": task.recorded(task.resolve(config.task_options)) if task is not None else {},
             "abnormality": config.abnormality, "label_map": {str(k): v for k, v in config.label_map.items()},
             "max_items": config.max_items, "input": {"hw": list(config.input_hw), "channels": config.input_channels},
             "intensity_scale": scale, "normalisation": config.normalisation,

@@ -5,6 +5,8 @@
                   (with `expect`, checked like facts, so the text stays true)
     deviations:   facts the package does differently, each with its reason; printed under every
                   results table of the paper
+    no_paper:     (a folder of tasks of our own, not a paper's) why it has no published numbers;
+                  its facts are then the tasks' own definitions, checked the same way
 
 A fact:
 
@@ -67,7 +69,7 @@ def load(paper: str, experiments_dir: Path = EXPERIMENTS_DIR) -> dict:
     if not path.is_file():
         return {}
     raw = yaml.safe_load(path.read_text()) or {}
-    unknown = sorted(set(raw) - {"paper", "citation", "facts", "decisions", "deviations"})
+    unknown = sorted(set(raw) - {"paper", "citation", "facts", "decisions", "deviations", "no_paper"})
     if unknown:
         raise ProtocolError(f"{path}: unknown sections {unknown}")
     ids = [item.get("id") for item in (raw.get("facts") or []) + (raw.get("decisions") or [])]
@@ -87,6 +89,11 @@ def load(paper: str, experiments_dir: Path = EXPERIMENTS_DIR) -> dict:
             raise ProtocolError(f"{path}: a deviation names a fact of this file and gives a reason. "
                                 f"Received: {item!r}")
     return {**raw, "source": str(path)}
+
+
+def no_paper(folder: str) -> str:
+    """Why experiments/<folder> has no published numbers (its protocol.yaml's `no_paper`), or "" for a paper."""
+    return " ".join(str(load(folder).get("no_paper") or "").split())
 
 
 def declared(paper: str) -> dict:
@@ -280,16 +287,17 @@ def readme_block(paper: str) -> str:
     """
     loaded = load(paper)
     deviations = {d["fact"]: d["reason"] for d in loaded.get("deviations") or []}
-    lines = [README_BEGIN, "", "### The protocol, as the paper states it and as the code runs it", "",
+    source = "the task definition" if loaded.get("no_paper") else "the paper"  # a folder of our own tasks
+    lines = [README_BEGIN, "", f"### The protocol, as {source} states it and as the code runs it", "",
              f"Each line is a fact of `protocol.yaml`, held against the plan of every config at the paper profile "
              f"(`mammo-keras reproduce {paper}/<config> --profile paper --plan`); a difference fails the tests "
              "unless it is declared below with its reason.", "",
-             "| paper states | where | as run |", "|---|---|---|"]
+             f"| {source.removeprefix('the ')} states | where | as run |", "|---|---|---|"]
     for fact in loaded.get("facts") or []:
         status = f"**deviation**: {deviations[fact['id']]}" if fact["id"] in deviations else "as stated"
         lines.append(f"| {fact['text']} | {fact['cite']} | {status} |")
     if loaded.get("decisions"):
-        lines += ["", "Where the paper is silent or ambiguous, the package decides (the decisions with plan "
+        lines += ["", f"Where {source} is silent or ambiguous, the package decides (the decisions with plan "
                       "values are checked like the facts):", ""]
         lines += [f"- {' '.join(d['text'].split())}" for d in loaded["decisions"]]
     lines += ["", README_END]

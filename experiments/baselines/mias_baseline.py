@@ -104,13 +104,15 @@ ROWS = (
 
 NOTES = (
     "Notes:",
-    "- (a) The `shen_s10` task samples its background patches from the images that have a lesion (its select "
-    "step keeps mass and calcification lesions); issue 14 also asks for background patches from normal breasts, "
-    "which needs a new `data.prepare` task and is not done here.",
-    "- (b) The `shen` task labels an image malignant (1) or not (0). This row relabels by the index `abnormality` "
-    "column: 1 when any finding (mass, calcification, distortion, asymmetry; benign or malignant; with or without "
-    "coordinates) is on the image, 0 for the normal images. A config's `label_map` cannot say this: benign findings "
-    "and normal images share label 0.",
+    "- (a) The `shen_s10` task with its default options samples its background patches from the images that have "
+    "a lesion only (its select step keeps mass and calcification lesions), as these rows do; the configs "
+    "`experiments/mias_tasks/patches_2class` and `patches_5class` also draw background from the normal breasts "
+    "(task option `normal_images`).",
+    "- (b) The `shen` task labels an image malignant (1) or not (0) by default. This row relabels by the index "
+    "`abnormality` column: 1 when any finding (mass, calcification, distortion, asymmetry; benign or malignant; with "
+    "or without coordinates) is on the image, 0 for the normal images; a config's `label_map` cannot say this "
+    "(benign findings and normal images share label 0), the task option `label: abnormal` does "
+    "(`experiments/mias_tasks/abnormal_vs_normal`).",
     "- (c) The `coccomini` task drops lesions without an adjacent baseline patch, so its row holds fewer lesions "
     "than the ROI row; both keep masses (CIRC, SPIC, MISC) and calcifications (CALC) with a box and a pathology.",
     "- mini-MIAS gives each lesion as a circle, so its box is a square: `box_aspect` is 1 for every item and "

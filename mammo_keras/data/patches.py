@@ -15,7 +15,10 @@ Decisions where the papers are silent (protocols_shen_coccomini_hamed.md A.7.3, 
                   is >= min_overlap (the released code draws centres in the ROI box too).
     background    any patch position with no overlap with any lesion box of the image
                   and at least `min_tissue` breast tissue (`tissue_mask`); the released
-                  code allowed overlap up to 0.35.
+                  code allowed overlap up to 0.35. The same rule draws background patches
+                  from normal images (`sample_background_patches` with no boxes), which
+                  Shen's CBIS-DDSM sets do not have (mini-MIAS: the prepare option
+                  `normal_images`).
     borders       patches never leave the image: the centre is clipped, so a patch near
                   the border is shifted inwards rather than padded.
     ROI checks    a box reaching more than 1 pixel outside the image is a DataError
@@ -149,17 +152,36 @@ def sample_shen_patches(image: np.ndarray, lesions: pd.DataFrame | Iterable[Mapp
         for centre in centres:
             patch_box = centred_box(centre, patch_size, image.shape)
             patches.append(Patch(_crop(image, patch_box), label, patch_box, str(row["lesion_id"])))
-    wanted = per_roi * len(rows)
-    if wanted:
-        positions = background_positions(image, boxes, patch_size=patch_size, min_tissue=min_tissue)
-        if len(positions) == 0:
-            warnings.warn(f"{origin}: no background patch of {patch_size}px fits outside the "
-                          f"lesions with {min_tissue:.0%} tissue; none sampled", stacklevel=2)
-        else:
-            chosen = rng.choice(len(positions), size=wanted, replace=len(positions) < wanted)
-            for x0, y0 in positions[chosen]:
-                patch_box = (int(x0), int(y0), int(x0) + patch_size, int(y0) + patch_size)
-                patches.append(Patch(_crop(image, patch_box), 0, patch_box, ""))
+    patches += sample_background_patches(image, boxes, count=per_roi * len(rows), patch_size=patch_size,
+                                         min_tissue=min_tissue, rng=rng, origin=origin)
+    return patches
+
+
+def sample_background_patches(image: np.ndarray, lesion_boxes: Iterable[tuple[float, ...]], *, count: int,
+                              patch_size: int = 224, min_tissue: float = 0.75, rng: np.random.Generator,
+                              origin: str = "<image>") -> list[Patch]:
+    """`count` random background patches (label 0) of one image: in the breast, off every lesion.
+
+    Positions are drawn uniformly among all valid top-left corners (`background_positions`: no
+    overlap with any of `lesion_boxes`, at least `min_tissue` breast tissue), with replacement only
+    when fewer positions than `count` exist. A normal image passes no boxes. When no position
+    exists a warning names the image and no patch is returned.
+
+    Reference: Shen et al. 2017, Sec. 3.1.1 (background patches of the S1/S10 sets).
+    """
+    if count < 1:
+        return []
+    _check_patch_fits(image.shape, patch_size)
+    positions = background_positions(image, lesion_boxes, patch_size=patch_size, min_tissue=min_tissue)
+    if len(positions) == 0:
+        warnings.warn(f"{origin}: no background patch of {patch_size}px fits outside the "
+                      f"lesions with {min_tissue:.0%} tissue; none sampled", stacklevel=3)
+        return []
+    chosen = rng.choice(len(positions), size=count, replace=len(positions) < count)
+    patches = []
+    for x0, y0 in positions[chosen]:
+        patch_box = (int(x0), int(y0), int(x0) + patch_size, int(y0) + patch_size)
+        patches.append(Patch(_crop(image, patch_box), 0, patch_box, ""))
     return patches
 
 

@@ -171,6 +171,9 @@ for _name, _preset in {
     "cocc_scratch": AugmentConfig(
         rotation_range=360.0, horizontal_flip=True, vertical_flip=True, width_shift_range=0.1,
         height_shift_range=0.1, shear_range=math.radians(0.01), zoom_range=0.1),
+    # Left-right and up-down mirroring only (experiments/mias_tasks, whole mini-MIAS images: a flip
+    # keeps the breast against the image edge, where rotations and shifts would pull it off).
+    "flips": AugmentConfig(horizontal_flip=True, vertical_flip=True),
 }.items():
     PRESETS.register(_name, _preset)
 del _name, _preset

@@ -52,21 +52,55 @@ class Item:
 
 @dataclass(frozen=True)
 class Task:
-    """How a paper's inputs are cut: which rows, how one image becomes items, class names."""
+    """How a paper's inputs are cut: which rows, how one image becomes items, class names.
+
+    `select(table, options)` picks the record rows the task uses; `extract(image, rows, options)`
+    cuts one image's items. `added_options` names options added after the task was first used
+    whose default keeps the earlier behaviour: at their default they are left out of the recorded
+    options (recipe.json, prepare.json, the plan, a saved model's manifest), so folders prepared
+    before they existed are reused as they are; set to anything else they are recorded, and the
+    items are cut again. `classes_for(options)` gives the class names where the options change
+    them (the `shen` task's `label`); `check(options)` rejects bad option values before any work.
+    """
 
     name: str
     description: str
-    select: Callable[[pd.DataFrame], pd.DataFrame]
+    select: Callable[[pd.DataFrame, dict], pd.DataFrame]
     extract: Callable[[np.ndarray, pd.DataFrame, dict], list[Item]]
     class_names: tuple[str, ...]
     defaults: dict = field(default_factory=dict)
     chain: Callable[[dict], list[dict]] = lambda options: []  # the steps, in order, for the plan
+    added_options: tuple[str, ...] = ()
+    classes_for: Callable[[dict], tuple[str, ...]] | None = None
+    check: Callable[[dict], None] = lambda options: None
+
+    def resolve(self, options: dict | None = None) -> dict:
+        """The task's defaults with `options` over them, checked.
+
+        Raises:
+            ValueError: an option the task does not take, or a value it rejects.
+        """
+        unknown = set(options or {}) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"Task {self.name!r} takes options {sorted(self.defaults)}. Received: {sorted(unknown)}")
+        resolved = {**self.defaults, **(options or {})}
+        self.check(resolved)
+        return resolved
+
+    def recorded(self, options: dict) -> dict:
+        """The options as recorded: `added_options` at their default are left out (see the class)."""
+        return {key: value for key, value in options.items()
+                if not (key in self.added_options and value == self.defaults[key])}
+
+    def classes(self, options: dict | None = None) -> tuple[str, ...]:
+        """The class names, by label, of items cut with these options."""
+        return tuple(self.classes_for(self.resolve(options))) if self.classes_for else self.class_names
 
     def steps(self, options: dict | None = None) -> list[dict]:
         """What `extract` does to an image with these options, step by step (read first)."""
         read = {"step": "read", "what": "pixels to float in [0, 1] by the file format's value range "
                                          "(DICOM: VOI LUT, MONOCHROME1 inverted)"}
-        return [read, *self.chain({**self.defaults, **(options or {})})]
+        return [read, *self.chain(self.resolve(options))]
 
 
 TASKS: Registry[Task] = Registry("prepare task", listing="`mammo-keras data prepare --help`")
@@ -76,7 +110,7 @@ def register_task(task: Task) -> Task:
     return TASKS.register(task.name, task)
 
 
-def _binary_lesions(table: pd.DataFrame) -> pd.DataFrame:
+def _binary_lesions(table: pd.DataFrame, options: dict | None = None) -> pd.DataFrame:
     """Lesions with a box and a benign/malignant label (the ROI papers' inputs)."""
     chosen = rec.lesions(table, with_geometry=True)
     return chosen[chosen["pathology"].isin(["benign", "malignant"])]
@@ -114,14 +148,26 @@ def _extract_jain_levy(image: np.ndarray, rows: pd.DataFrame, options: dict) -> 
     return items
 
 
+WHOLE_IMAGE_LABELS = {"malignancy": ("not malignant", "malignant"), "abnormal": ("normal", "abnormal")}
+"""The `shen` task's `label` rules and their class names (label 0, label 1)."""
+
+
 def _extract_shen_whole(image: np.ndarray, rows: pd.DataFrame, options: dict) -> list[Item]:
     first = rows.iloc[0]
     malignant = bool((rows["pathology"] == "malignant").any())
+    abnormal = bool((rows["abnormality"] != "normal").any())  # any finding, with or without coordinates
     array = roi.shen_whole_image(image, size=(options["height"], options["width"]))
     meta = {"lesion_id": "", "abnormality": ",".join(sorted(set(rows["abnormality"]))),
             "pathology": "malignant" if malignant else rec.image_labels(rows)["pathology"].iloc[0],
             "box": []}
-    return [Item(first.image_id, array, int(malignant), meta)]
+    label = abnormal if options["label"] == "abnormal" else malignant
+    return [Item(first.image_id, array, int(label), meta)]
+
+
+def _check_shen_whole(options: dict) -> None:
+    if options["label"] not in WHOLE_IMAGE_LABELS:
+        raise ValueError(f"The shen task's `label` is one of {sorted(WHOLE_IMAGE_LABELS)}. "
+                         f"Received: label={options['label']!r}")
 
 
 def _stable_rng(seed: int, image_id: str) -> np.random.Generator:
@@ -129,23 +175,56 @@ def _stable_rng(seed: int, image_id: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(str(image_id).encode())])
 
 
-def _mass_and_calcification_lesions(table: pd.DataFrame) -> pd.DataFrame:
+def _mass_and_calcification_lesions(table: pd.DataFrame, options: dict | None = None) -> pd.DataFrame:
     chosen = _binary_lesions(table)
     return chosen[chosen["abnormality"].isin(["mass", "calcification"])]
 
 
+def _normal_images(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of images without any finding (every row of the image is normal): normal breasts.
+
+    An image with a finding the patch tasks do not use (a distortion, or a lesion without
+    coordinates) is not one: its background could not be kept off that finding.
+    """
+    normal = (table["abnormality"] == "normal").groupby(table["image_id"]).transform("all")
+    return table[normal.to_numpy(dtype=bool)]
+
+
+def _shen_patch_rows(table: pd.DataFrame, options: dict) -> pd.DataFrame:
+    """Mass and calcification lesions with a box; with `normal_images`, also the normal images."""
+    chosen = _mass_and_calcification_lesions(table)
+    if options["normal_images"]:
+        chosen = pd.concat([chosen, _normal_images(table)])
+    return chosen
+
+
+def _check_shen_patches(options: dict) -> None:
+    count = options["normal_images"]
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError("`normal_images` is the number of background patches per normal image, an integer "
+                         f">= 0 (0: normal images give none). Received: normal_images={count!r}")
+
+
 def _extract_shen_patches(image: np.ndarray, rows: pd.DataFrame, options: dict) -> list[Item]:
     size = (options["height"], options["width"])
-    scale_x, scale_y = patches.resize_factors(image.shape, size)
     resized = roi.shen_whole_image(image, size=size)
-    scaled = patches.scale_geometry(rows, scale_x=scale_x, scale_y=scale_y)
     first = rows.iloc[0]
+    rng = _stable_rng(options["seed"], first.image_id)
+    image_mean = float(resized.mean())  # Shen subtracts the whole images' mean grey, patches included
+    if (rows["abnormality"] == "normal").all():  # a normal breast (`normal_images`): background only
+        sampled = patches.sample_background_patches(
+            resized, [], count=options["normal_images"], patch_size=options["patch_size"], rng=rng,
+            origin=str(first.path))
+        return [Item(f"{first.image_id}_p{number:02d}", patch.array, 0,
+                     {"lesion_id": "", "box": [float(v) for v in patch.box], "image_mean_grey": image_mean,
+                      "abnormality": "background", "pathology": "normal"})
+                for number, patch in enumerate(sampled)]
+    scale_x, scale_y = patches.resize_factors(image.shape, size)
+    scaled = patches.scale_geometry(rows, scale_x=scale_x, scale_y=scale_y)
     sampled = patches.sample_shen_patches(
         resized, scaled, patch_size=options["patch_size"], per_roi=options["per_roi"],
-        min_overlap=options["min_overlap"], rng=_stable_rng(options["seed"], first.image_id),
-        origin=str(first.path))
+        min_overlap=options["min_overlap"], rng=rng, origin=str(first.path))
     items = []
-    image_mean = float(resized.mean())  # Shen subtracts the whole images' mean grey, patches included
     for number, patch in enumerate(sampled):
         lesion = scaled[scaled["lesion_id"] == patch.lesion_id]
         meta = {"lesion_id": patch.lesion_id or "", "box": [float(v) for v in patch.box], "image_mean_grey": image_mean,
@@ -196,29 +275,45 @@ register_task(Task(
                {"step": "canvas", "what": "kept centred on a square canvas (random training crops come from "
                                           "it; evaluation uses its centre square)", "side": round(o["size"] * o["canvas"])}]))
 register_task(Task(
-    "shen", "Shen 2017: whole image resized to 1152 x 896; malignant image=1 else 0",
-    lambda table: table, _extract_shen_whole, ("not malignant", "malignant"),
-    {"height": 1152, "width": 896},
+    "shen", "Shen 2017: whole image resized to 1152 x 896; malignant image=1 else 0 (option label=abnormal: "
+    "any finding=1, normal image=0)",
+    lambda table, options: table, _extract_shen_whole, WHOLE_IMAGE_LABELS["malignancy"],
+    {"height": 1152, "width": 896, "label": "malignancy"},
     lambda o: [{"step": "select", "what": "every image; malignant=1 if any lesion on it is malignant, else 0 "
-                                          "(benign or normal)"},
-               {"step": "resize", "size": [o["height"], o["width"]], "filter": "bilinear (antialiased)"}]))
+                                          "(benign or normal)"} if o["label"] == "malignancy" else
+               {"step": "select", "label": o["label"],
+                "what": "every image; abnormal=1 if any finding is on it (mass, calcification, distortion, "
+                        "asymmetry; benign or malignant; with or without coordinates), normal=0"},
+               {"step": "resize", "size": [o["height"], o["width"]], "filter": "bilinear (antialiased)"}],
+    added_options=("label",), classes_for=lambda o: WHOLE_IMAGE_LABELS[o["label"]], check=_check_shen_whole))
+
+
+def _shen_patch_steps(o: dict) -> list[dict]:
+    steps = [{"step": "select", "what": "mass and calcification lesions with a box and a benign/malignant "
+                                        "pathology; 5 classes: " + ", ".join(patches.SHEN_CLASSES)},
+             {"step": "resize", "size": [o["height"], o["width"]], "what": "the whole image first"},
+             {"step": "patches", "per_roi": o["per_roi"], "size": o["patch_size"],
+              "min_overlap": o["min_overlap"],
+              "what": "patches around each ROI (overlap ratio >= min_overlap) and as many background "
+                      "patches from the same image"}]
+    if o["normal_images"]:
+        steps.append({"step": "normal_images", "per_image": o["normal_images"], "size": o["patch_size"],
+                      "what": "background patches (label 0) from every image without any finding, resized "
+                              "the same way and drawn by the same rule (at least 75% breast tissue, inside "
+                              "the image; no lesion to avoid)"})
+    return steps
 
 
 for _per_roi in (1, 10):
     register_task(Task(
         f"shen_s{_per_roi}",
         f"Shen 2017 S{_per_roi}: {_per_roi} 224 x 224 patch(es) per ROI (overlap >= 0.9) + as many "
-        "background patches, from the 1152 x 896 image; 5 classes",
-        _mass_and_calcification_lesions, _extract_shen_patches, patches.SHEN_CLASSES,
+        "background patches, from the 1152 x 896 image; 5 classes (option normal_images=N: also N "
+        "background patches per normal image)",
+        _shen_patch_rows, _extract_shen_patches, patches.SHEN_CLASSES,
         {"height": 1152, "width": 896, "patch_size": 224, "per_roi": _per_roi, "min_overlap": 0.9,
-         "seed": 0},
-        lambda o: [{"step": "select", "what": "mass and calcification lesions with a box and a benign/malignant "
-                                              "pathology; 5 classes: " + ", ".join(patches.SHEN_CLASSES)},
-                   {"step": "resize", "size": [o["height"], o["width"]], "what": "the whole image first"},
-                   {"step": "patches", "per_roi": o["per_roi"], "size": o["patch_size"],
-                    "min_overlap": o["min_overlap"],
-                    "what": "patches around each ROI (overlap ratio >= min_overlap) and as many background "
-                            "patches from the same image"}]))
+         "seed": 0, "normal_images": 0},
+        _shen_patch_steps, added_options=("normal_images",), check=_check_shen_patches))
 register_task(Task(
     "coccomini", "Coccomini 2021: 150 x 150 lesion patch + adjacent baseline patch (item = [lesion, "
     "baseline]); labels 1-4 = mass/calcification x benign/malignant",
@@ -266,9 +361,10 @@ def _process_image(task_name: str, path: str, rows: pd.DataFrame, options: dict,
     task = TASKS[task_name]
     image = read_normalised(path)
     items = task.extract(image, rows, options)
+    classes = task.classes(options)
     first = rows.iloc[0]
     metadata = [dict(item_id=item.item_id, image_id=first.image_id, patient_id=first.patient_id,
-                     label=item.label, class_name=task.class_names[item.label], source=first.source,
+                     label=item.label, class_name=classes[item.label], source=first.source,
                      laterality=first.laterality, view=first.view, image_path=path,
                      **{k: v for k, v in item.meta.items() if k != "box"},
                      box=json.dumps(item.meta.get("box", [])))
@@ -313,7 +409,8 @@ def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
         table: the dataset's record table.
         out: output folder (created).
         task: one of TASKS.
-        options: overrides of the task's defaults (e.g. {"r": 300}).
+        options: overrides of the task's defaults (e.g. {"r": 300}); recorded in prepare.json
+            (`Task.recorded`: an option added later is left out at its default).
         workers: worker processes (1 = in this process; 0 = one per CPU core). Results do
             not depend on it: each image's randomness is seeded from its id.
         skip_bad: record unreadable images/lesions in the report and go on, instead of raising.
@@ -330,22 +427,19 @@ def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
         raise ValueError(f"`workers` must be an integer >= 0 (0: one per CPU core). Received: workers={workers!r}")
     workers = workers or os.cpu_count() or 1
     spec = TASKS[task]
-    unknown = set(options or {}) - set(spec.defaults)
-    if unknown:
-        raise ValueError(f"Task {task!r} takes options {sorted(spec.defaults)}. Received: {sorted(unknown)}")
-    options = {**spec.defaults, **(options or {})}
+    options = spec.resolve(options)
     out = Path(out)
-    _forget_other_recipe(out, task, options)
+    _forget_other_recipe(out, task, spec.recorded(options))
     (out / "items").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    report = PrepareReport(dataset, task, options, str(root or ""), str(out))
+    report = PrepareReport(dataset, task, spec.recorded(options), str(root or ""), str(out))
     skip = _skip_policy(skip_bad, skip_missing)
     if skip_missing:  # before the task selects: a lesion row of a missing image may lack geometry too
         present = np.array([Path(path).is_file() for path in table["path"]], dtype=bool)
         for image_id, rows in _groups(table[~present]):
             _skipped(report, image_id, rows, DataError(rows.iloc[0]["path"], "image file not found"))
         table = table[present]
-    selected = spec.select(table)
+    selected = spec.select(table, options)
     if selected.empty:
         raise DataError(root, f"dataset {dataset!r} has no rows usable for task {task!r}")
     groups = list(_groups(selected))

@@ -240,10 +240,11 @@ class InputRecipe:
 
         task = TASKS[config.task] if config.task in TASKS else None
         scale = row.input_scale if row is not None and row.input_scale is not None else config.input_scale
-        class_names = tuple(task.class_names) if task is not None else ()
+        options = task.resolve(config.task_options) if task is not None else dict(config.task_options)
+        class_names = task.classes(options) if task is not None else ()
         if config.label_map:  # relabelled tasks (Coccomini): the prepared class names no longer apply
             class_names = tuple(f"class_{i}" for i in sorted(set(config.label_map.values())))
-        return cls(config.task, dict(task.defaults) if task is not None else {}, tuple(config.input_hw),
+        return cls(config.task, options, tuple(config.input_hw),
                    int(config.input_channels), float(scale), config.item_part,
                    {int(k): int(v) for k, v in config.label_map.items()}, class_names,
                    config.normalisation, dict(config.offline_augment) or None)
@@ -313,7 +314,10 @@ class InputRecipe:
 
     def to_manifest(self) -> dict:
         """The `preprocessing` section of a saved model's manifest (`io.save` writes it)."""
-        record = {"recipe": self.task, "options": dict(self.options), "input_hw": list(self.input_hw),
+        from mammo_keras.data.prepare import TASKS
+
+        options = TASKS[self.task].recorded(self.options) if self.task in TASKS else dict(self.options)
+        record = {"recipe": self.task, "options": options, "input_hw": list(self.input_hw),
                   "input_channels": self.input_channels, "input_scale": self.input_scale,
                   "intensity": self.intensity, "normalisation": self.normalisation}
         if self.item_part is not None:

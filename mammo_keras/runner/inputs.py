@@ -80,7 +80,7 @@ def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | N
         table = table[keep].reset_index(drop=True)
     recipe = InputRecipe.of(config)
     folder = work / "prepared" / f"{name}_{config.task}{tag}"
-    report = prepare(name, table, folder, config.task, root=root, progress=False)
+    report = prepare(name, table, folder, config.task, root=root, options=config.task_options, progress=False)
     items, index = load_prepared(folder, mmap=False)
     if config.label_map:
         index = index.assign(label=index["label"].map(lambda v: config.label_map[int(v)]))

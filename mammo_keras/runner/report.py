@@ -239,8 +239,8 @@ def _classification_lines(config: ExperimentConfig, rows: list[ResultRow]) -> li
     lines = ["`epoch`: the epoch whose weights each part scored (selection rule in plan.md); "
              "`minutes`: recorded training time.", "",
              f"| dataset | model | n | paper {metric}{unit(metric)} | ours {metric}{unit(metric)} (fold mean ± sd) | "
-             f"ours {metric}{unit(metric)} pooled [95% CI] | "
-             + " | ".join(f"ours {m}{unit(m)} pooled [95% CI]" for m in others) + " | epoch | minutes | status |",
+             f"ours {metric}{unit(metric)} pooled [95% CI] |"
+             + "".join(f" ours {m}{unit(m)} pooled [95% CI] |" for m in others) + " epoch | minutes | status |",
              "|---|---|---:|---:|---:|---:|" + "---:|" * len(others) + "---:|---:|---|"]
 
     def pooled(name: str, row: ResultRow) -> str:
@@ -266,7 +266,8 @@ def _classification_lines(config: ExperimentConfig, rows: list[ResultRow]) -> li
             parts = str(row.extra.get("collapsed_folds", "")).split()
             status += f", **collapsed** (constant scores in part{'s' if len(parts) != 1 else ''} {', '.join(parts)})"
         lines.append(f"| {row.dataset} | {row.model} | {row.n_items if row.n_items is not None else '-'} | {paper} | "
-                     f"{ours} | {first} | " + " | ".join(rest) + f" | {row.epochs or '-'} | {minutes} | {status} |")
+                     f"{ours} | {first} |" + "".join(f" {cell} |" for cell in rest)
+                     + f" {row.epochs or '-'} | {minutes} | {status} |")
     return lines
 
 

@@ -436,6 +436,12 @@ for _name, _stages in {
     # `fine_tune` option built. Epochs and batch are unstated: those of Ch. 5 (40, 16).
     "coccomini2021_siamese": (
         Stage("siamese", 40, optimizer="adam", learning_rate=1e-3, trainable="as_built", batch_size=16),),
+    # The mini-MIAS tasks of experiments/mias_tasks (no paper): a scratch CNN, Adam 1e-3, batch 32,
+    # classes weighted n / (k * n_c) (the 5-class and whole-image sets are unbalanced), up to 40
+    # epochs, stopped when the validation loss has not improved for 10 (best weights restored).
+    "mias_scratch": (
+        Stage("train", 40, optimizer="adam", learning_rate=1e-3, class_weight="balanced",
+              early_stopping_patience=10, batch_size=32),),
 }.items():
     PRESETS.register(_name, _stages)
 del _name, _stages

@@ -109,6 +109,30 @@ def test_no_background_room_warns_and_normal_images_give_nothing():
                                        rng=np.random.default_rng(0)) == []
 
 
+def test_background_patches_of_a_normal_image_lie_in_the_breast():
+    """`sample_background_patches` with no lesion boxes (a normal breast): the S10 background rule alone."""
+    image = _image()
+    tissue = patches.tissue_mask(image)
+    result = patches.sample_background_patches(image, [], count=6, patch_size=PATCH, rng=np.random.default_rng(3))
+    assert len(result) == 6 and {p.label for p in result} == {0} and {p.lesion_id for p in result} == {""}
+    for patch in result:
+        x0, y0, x1, y1 = patch.box
+        assert (x1 - x0, y1 - y0) == (PATCH, PATCH) and x0 >= 0 and y0 >= 0 and x1 <= WIDTH and y1 <= HEIGHT
+        assert tissue[y0:y1, x0:x1].mean() >= 0.75
+        np.testing.assert_array_equal(patch.array, image[y0:y1, x0:x1])
+    # what sample_shen_patches draws for its background is this function's draw, with the same generator state
+    boxes = [(30, 40, 70, 90)]
+    lesions = _lesions(*boxes)
+    shen = patches.sample_shen_patches(image, lesions, patch_size=PATCH, per_roi=1, rng=np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    alone = patches.sample_background_patches(image, boxes, count=1, patch_size=PATCH, rng=rng)
+    assert [p.box for p in shen[1:]] == [p.box for p in alone]
+    assert patches.sample_background_patches(image, [], count=0, patch_size=PATCH, rng=rng) == []
+    with pytest.warns(UserWarning, match="dark.png: no background patch"):
+        assert patches.sample_background_patches(np.zeros((100, 100)), [], count=3, patch_size=PATCH, rng=rng,
+                                                 origin="dark.png") == []
+
+
 def test_roi_outside_the_image_names_file_and_lesion():
     with pytest.raises(DataError, match="scan.png: lesion 'L0' box \\(250.0, 10.0, 290.0, 50.0\\)"):
         patches.sample_shen_patches(_image(), _lesions((250, 10, 290, 50)), patch_size=PATCH,

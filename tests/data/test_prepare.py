@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 
 from mammo_keras.cli import main
-from mammo_keras.data import mias, prepare as prepare_module
-from mammo_keras.data.prepare import load_prepared, prepare
+from mammo_keras.data import mias, patches, prepare as prepare_module
+from mammo_keras.data.imageio import read_normalised
+from mammo_keras.data.prepare import TASKS, load_prepared, prepare
+from mammo_keras.data.roi import shen_whole_image
 from mammo_keras.errors import DataError
 from test_mias import write_folder  # noqa: E402  (tests/data is on sys.path under pytest)
 
@@ -151,3 +153,107 @@ def test_shen_patch_and_coccomini_tasks_on_phantom(tmp_path):
                 ("calcification", "benign"): 3, ("calcification", "malignant"): 4}
     assert all(expected[(a, p)] == label
                for a, p, label in zip(index["abnormality"], index["pathology"], index["label"]))
+
+
+# The shen_s10 recipe and items on the phantom below as the code cut them before `normal_images`
+# existed (commit 43cb0d5): sha256 of index.csv's item_id, label and box columns.
+S10_RECIPE_BEFORE = {"task": "shen_s10", "format_version": 2, "options": {
+    "height": 1152, "width": 896, "patch_size": 224, "per_roi": 10, "min_overlap": 0.9, "seed": 0}}
+S10_ITEMS_BEFORE = "b27254d9718c23ebd8182fc6b9c6408f3ceaea015e8bf3a1531d11be2c389453"
+
+
+@pytest.fixture(scope="module")
+def phantom_table(tmp_path_factory):
+    """3 women, 6 images: 5 with a mass or calcification, phantom_P002_R_CC normal."""
+    from mammo_keras.data import phantom
+
+    return phantom.read(tmp_path_factory.mktemp("phantom"), n_patients=3, images_per_patient=2,
+                        image_size=(512, 416))
+
+
+def _s10(table, out, **options):
+    return prepare("phantom", table, out, "shen_s10", options=options, progress=False, contact_sheet=False)
+
+
+def _items_digest(index: pd.DataFrame) -> str:
+    import hashlib
+
+    return hashlib.sha256(index[["item_id", "label", "box"]].to_csv(index=False).encode()).hexdigest()
+
+
+def test_s10_default_options_cut_the_items_of_before(phantom_table, tmp_path):
+    report = _s10(phantom_table, tmp_path / "s10")
+    _, index = load_prepared(tmp_path / "s10")
+    assert report.items == 100 and _items_digest(index) == S10_ITEMS_BEFORE
+    assert "phantom_P002_R_CC" not in set(index["image_id"])  # the normal image is not read
+    # the recorded options leave normal_images out at its default: folders cut before it are reused
+    assert json.loads((tmp_path / "s10" / "recipe.json").read_text()) == S10_RECIPE_BEFORE
+    assert json.loads((tmp_path / "s10" / "prepare.json").read_text())["options"] == S10_RECIPE_BEFORE["options"]
+    again = _s10(phantom_table, tmp_path / "s10", normal_images=0)
+    assert again.resumed_images == report.images == 5 and again.data_fingerprint == report.data_fingerprint
+    assert TASKS["shen_s10"].steps() == TASKS["shen_s10"].steps({"normal_images": 0})
+    assert "normal_images" not in [step["step"] for step in TASKS["shen_s10"].steps()]
+
+
+def test_s10_normal_images_add_background_patches_from_normal_breasts(phantom_table, tmp_path):
+    before = _s10(phantom_table, tmp_path / "s10")
+    images_before, index_before = load_prepared(tmp_path / "s10", mmap=False)
+    report = _s10(phantom_table, tmp_path / "s10", normal_images=4)
+    assert report.resumed_images == 0  # the option is recorded, so the folder is cut again
+    assert json.loads((tmp_path / "s10" / "recipe.json").read_text())["options"]["normal_images"] == 4
+    images, index = load_prepared(tmp_path / "s10", mmap=False)
+    assert report.items == before.items + 4 and report.images == 6
+    normal = index["image_id"] == "phantom_P002_R_CC"
+    assert normal.sum() == 4 and (index.loc[normal, "label"] == 0).all()
+    assert set(index.loc[normal, "class_name"]) == {"background"} and set(index.loc[normal, "pathology"]) == {"normal"}
+    assert set(index.loc[normal, "patient_id"]) == {"phantom_P002"} and (index.loc[normal, "lesion_id"] == "").all()
+    # the images with a lesion give exactly the items of before; Shen's 5 labels are kept
+    kept = index[~normal].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept[["item_id", "label", "class_name", "box"]],
+                                  index_before[["item_id", "label", "class_name", "box"]])
+    np.testing.assert_array_equal(images[~normal.to_numpy()], images_before)
+    lesion = kept[kept["label"] > 0]
+    assert list(lesion["label"]) == [patches.shen_label(a, p) for a, p in zip(lesion["abnormality"], lesion["pathology"])]
+    assert set(kept["class_name"]) == set(patches.SHEN_CLASSES)
+    # the background rule: 224 x 224 inside the 1152 x 896 image, at least 75% breast tissue
+    path = phantom_table.loc[phantom_table["image_id"] == "phantom_P002_R_CC", "path"].iloc[0]
+    resized = shen_whole_image(read_normalised(path), size=(1152, 896))
+    tissue = patches.tissue_mask(resized)
+    for array, box in zip(images[normal.to_numpy()], index.loc[normal, "box"]):
+        x0, y0, x1, y1 = (int(v) for v in json.loads(box))
+        assert (x1 - x0, y1 - y0) == (224, 224) and x0 >= 0 and y0 >= 0 and x1 <= 896 and y1 <= 1152
+        assert tissue[y0:y1, x0:x1].mean() >= 0.75
+        np.testing.assert_array_equal(array, resized[y0:y1, x0:x1])
+    last = TASKS["shen_s10"].steps({"normal_images": 4})[-1]
+    assert (last["step"], last["per_image"]) == ("normal_images", 4)
+    for bad in (-1, True, 2.5):
+        with pytest.raises(ValueError, match=f"normal_images={bad!r}"):
+            _s10(phantom_table, tmp_path / "bad", normal_images=bad)
+
+
+def test_only_images_without_any_finding_count_as_normal(mias_folder):
+    """mdb004 and mdb006 carry calcifications without coordinates: their background could not avoid
+    them, so they are not normal images; mdb003 (NORM) is."""
+    table = mias.read(mias_folder)
+    task = TASKS["shen_s10"]
+    assert set(task.select(table, task.resolve())["image_id"]) == {"mdb001", "mdb002", "mdb005"}
+    assert set(task.select(table, task.resolve({"normal_images": 2}))["image_id"]) == {
+        "mdb001", "mdb002", "mdb003", "mdb005"}
+
+
+def test_shen_whole_image_label_option(mias_folder, tmp_path):
+    """`label: abnormal` labels any finding 1 (benign ones and those without coordinates too), normal 0;
+    the default (malignancy) is unchanged and not recorded."""
+    default = run(mias_folder, tmp_path / "m", task="shen", options={"height": 64, "width": 48})
+    assert default.options == {"height": 64, "width": 48}
+    assert default.counts_by_label == {"malignant": 2, "not malignant": 4}
+    report = run(mias_folder, tmp_path / "m", task="shen", options={"height": 64, "width": 48, "label": "abnormal"})
+    assert report.resumed_images == 0 and report.options["label"] == "abnormal"
+    _, index = load_prepared(tmp_path / "m")
+    assert dict(zip(index["image_id"], index["label"])) == {
+        "mdb001": 1, "mdb002": 1, "mdb003": 0, "mdb004": 1, "mdb005": 1, "mdb006": 1}
+    assert report.counts_by_label == {"abnormal": 5, "normal": 1}
+    assert TASKS["shen"].classes() == ("not malignant", "malignant")
+    assert TASKS["shen"].classes({"label": "abnormal"}) == ("normal", "abnormal")
+    with pytest.raises(ValueError, match="Received: label='benign'"):
+        run(mias_folder, tmp_path / "x", task="shen", options={"label": "benign"})

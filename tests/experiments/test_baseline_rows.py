@@ -87,3 +87,16 @@ def test_a_collapsed_row_is_marked_in_the_table(tmp_path):
     assert markdown.count("**collapsed**") == 1
     table = pd.read_csv(tmp_path / "table.csv")
     assert table["collapsed"].tolist() == [True, False]
+
+
+@pytest.mark.parametrize("experiment", ["coccomini2021/table2", "shen2017/table1"])  # 2 metrics; accuracy alone
+def test_every_line_of_the_results_table_has_the_headers_cells(experiment, tmp_path):
+    config = load_config(experiment, "tiny")
+    metrics = {name: {"fold_mean": 0.5, "fold_std": 0.0, "pooled": 0.5, "ci_low": 0.4, "ci_high": 0.6}
+               for name in config.metrics}
+    write_tables(config, [ResultRow("mias", "row", n_items=10, seconds=60.0, metrics=metrics)], tmp_path, [])
+    lines = (tmp_path / "table.md").read_text().splitlines()
+    start = next(number for number, line in enumerate(lines) if line.startswith("| dataset | model |"))
+    # dataset, model, n, paper, fold mean, pooled; the other metrics; epoch, minutes, status
+    columns = 6 + (len(config.metrics) - 1) + 3
+    assert [line.count("|") for line in lines[start:start + 3]] == [columns + 1] * 3, lines[start:start + 3]

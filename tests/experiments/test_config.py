@@ -57,7 +57,7 @@ def test_every_config_resolves_to_registered_parts(experiment, profile):
     labels = [row.label for row in config.models]
     assert len(labels) == len(set(labels)), "row labels name result folders: they must be unique"
     for row in config.models:
-        assert row.ensemble or row.name in models.list(), row.name
+        assert row.ensemble or row.baseline or row.name in models.list(), row.name  # baseline: no network
         assert stage_preset(row.stages or config.stages)
     if profile == "tiny":
         assert config.datasets == ("phantom",)

@@ -7,6 +7,7 @@ import pytest
 import yaml
 from conftest import REPO
 
+from mammo_keras import protocol
 from mammo_keras.config import EXPERIMENTS_DIR, list_configs, load_config
 from mammo_keras.runner.paper import reported_table, reported_value
 from mammo_keras.runner.report import format_metric
@@ -24,6 +25,16 @@ def _tables(paper: str) -> dict:
 
 def test_every_paper_has_its_tables():
     assert PAPERS == ["chougrad2018", "coccomini2021", "hamed2020", "jain_levy", "shen2017"]
+
+
+def test_every_other_folder_says_it_has_no_paper():
+    """A folder of configs is a paper's (paper_tables.yaml) or declares `no_paper` in its protocol.yaml, with
+    no published table: never both, never neither."""
+    folders = {name.split("/")[0] for name in list_configs()}
+    own = {folder for folder in folders if protocol.no_paper(folder)}
+    assert own == {"mias_tasks"} and not own & set(PAPERS) and own | set(PAPERS) == folders
+    for name in (n for n in list_configs() if n.split("/")[0] in own):
+        assert not load_config(name, "paper").reported_table, name
 
 
 @pytest.mark.parametrize("paper", PAPERS)
@@ -52,6 +63,9 @@ def test_tables_are_cited_and_every_value_has_a_unit(paper):
 @pytest.mark.parametrize("experiment", list_configs())
 def test_configs_name_existing_tables_and_find_the_papers_numbers(experiment):
     config = load_config(experiment, "paper")
+    if protocol.no_paper(config.paper):  # tasks of our own: no published numbers (the test above)
+        assert reported_table(config) == {}
+        return
     table = reported_table(config)
     assert table, f"{experiment}: reported_table {config.reported_table!r} not in paper_tables.yaml"
     for row in config.models:  # a row may look in another table of the paper
