@@ -67,6 +67,7 @@ def _read(args, *, keep_missing: bool = False) -> tuple[object, Path | None]:
 def cmd_data_info(args) -> int:
     from mammo_keras.data.inventory import file_inventory
     from mammo_keras.data.records import summary
+    from mammo_keras.data.splits import official_summary
 
     table, root = _read(args, keep_missing=not args.strict)
     facts = summary(table)
@@ -75,6 +76,9 @@ def cmd_data_info(args) -> int:
         raise DataError(root, f"{files['image_files_missing']} of {files['images_listed']} image files "
                               f"listed are missing (--strict), e.g. {files['missing_examples'][0]}")
     facts["files"] = files
+    official = official_summary(table)
+    if official:
+        facts["official_split"] = official
     for key in ("csv_files", "csv_missing"):
         if key in table.attrs:
             facts[key] = table.attrs[key]
@@ -99,6 +103,15 @@ def cmd_data_info(args) -> int:
           f"missing {files['image_files_missing']}")
     for path in files["missing_examples"]:
         print(f"    missing: {path}")
+    if official:
+        print("  official split   " + "   ".join(f"{side} {official['images'].get(side, 0)} images of "
+                                                 f"{official['patients'].get(side, 0)} patients"
+                                                 for side in ("train", "test")))
+        both = official["patients_on_both_sides"]
+        if both:
+            print(f"  patients on both sides of the official split: {len(both)} ({', '.join(both[:10])}"
+                  f"{', ...' if len(both) > 10 else ''}); CBIS-DDSM's mass and calc files merged do not keep "
+                  "patients apart, so `split: official` needs one abnormality (or use the patient-level split)")
     if len(table.attrs.get("missing_files", [])) > files["image_files_missing"]:
         print(f"  files named in the label files but not found, masks and crops included: "
               f"{len(table.attrs['missing_files'])}")

@@ -103,6 +103,9 @@ class ExperimentConfig:
     n_splits: int = 5
     val_fraction: float = 0.15
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    # "patient": the kind's patient-level folds or split; "official": the dataset's own train/test
+    # assignment (CBIS-DDSM's CSVs, VinDr-Mammo) is the test part, validation from its training patients.
+    split: str = "patient"
     test_dataset: str | None = None  # kind "transfer": train on each of `datasets`, test on this one
     test_dataset_options: dict = dataclasses.field(default_factory=dict)  # reader options (phantom seed)
     test_abnormality: str | None = None  # lesion type kept in the test set (None: every type)
@@ -160,6 +163,14 @@ class ExperimentConfig:
         if unknown:
             raise ValueError(f"{self.source}: `offline_augment` takes rotations, crops_per_rotation and fill. "
                              f"Received: {sorted(self.offline_augment)}")
+        from mammo_keras.vocabulary import OFFICIAL_SPLIT_KINDS, SPLIT_RULES
+
+        if self.split not in SPLIT_RULES:
+            raise ValueError(f"{self.source}: `split` must be one of {SPLIT_RULES}. Received: split={self.split!r}")
+        if self.split == "official" and self.kind not in OFFICIAL_SPLIT_KINDS:
+            raise ValueError(f"{self.source}: `split: official` takes the test part from the dataset's own "
+                             f"train/test assignment; it applies to the kinds {OFFICIAL_SPLIT_KINDS} (a transfer "
+                             f"row tests on another dataset). Received: kind={self.kind!r}")
         if self.split_from and self.kind != "holdout":
             raise ValueError(f"{self.source}: `split_from` keeps an earlier hold-out split; it needs kind "
                              f"'holdout'. Received: kind={self.kind!r}")
@@ -175,6 +186,16 @@ class ExperimentConfig:
     def input_hw(self) -> tuple[int, int]:
         size = self.input_size
         return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    @property
+    def official_val_fraction(self) -> float | None:
+        """With `split: official`, the share of the official training patients drawn for validation (the
+        config's val_fraction in cv, its val / (train + val) fractions otherwise); None without it."""
+        if self.split != "official":
+            return None
+        if self.kind == "cv":
+            return float(self.val_fraction)
+        return float(self.fractions[1]) / (float(self.fractions[0]) + float(self.fractions[1]))
 
     @property
     def name(self) -> str:

@@ -247,6 +247,17 @@ def split_plan(config: ExperimentConfig) -> dict:
         split.update(test_dataset=config.test_dataset, test_abnormality=config.test_abnormality,
                      inner_validation={"fraction": config.val_fraction, "group": "patient_id"},
                      test=f"every item of {config.test_dataset}, once")
+    if config.split == "official":
+        split.update(method="the dataset's own train/test assignment (its reader's `split` column: CBIS-DDSM's "
+                            "description CSVs, VinDr-Mammo); a patient on both sides is an error",
+                     test="the dataset's official test part",
+                     inner_validation={"fraction": config.official_val_fraction, "group": "patient_id",
+                                       "drawn_from": "the official training part"})
+        for key in ("n_splits", "fractions"):
+            split.pop(key, None)
+        if config.balance_eval:
+            split["balance_eval"] = "patients moved to train until val holds both classes equally (test kept whole)"
+    split["rule"] = config.split
     split["reuses"] = config.split_from or None
     return split
 

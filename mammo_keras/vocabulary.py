@@ -15,6 +15,14 @@ ENSEMBLE_METHODS = ("average", "weighted_average", "stack")
 KINDS = ("cv", "holdout", "transfer", "detection")
 """Experiment kinds (`runner.kinds`)."""
 
+SPLIT_RULES = ("patient", "official")
+"""Where a config's test part comes from: "patient" (the kind's own patient-level folds or split) or
+"official" (the dataset's own train/test assignment, e.g. CBIS-DDSM's description CSVs; validation
+drawn from its training patients; `data.splits.official_split`)."""
+
+OFFICIAL_SPLIT_KINDS = ("cv", "holdout", "detection")
+"""The kinds `split: official` applies to (a transfer row's test set is another dataset)."""
+
 BASELINE_CLASSIFIERS = ("logistic_regression", "random_forest")
 """The classical baseline's classifiers (`evaluation.baseline.CLASSIFIERS`)."""
 

@@ -17,7 +17,8 @@ from mammo_keras import data
 from mammo_keras.config import ExperimentConfig
 from mammo_keras.data.prepare import load_prepared, prepare
 from mammo_keras.data.recipes import IMAGE_MEAN_COLUMN, InputRecipe
-from mammo_keras.errors import DatasetNotFoundError
+from mammo_keras.data.splits import OFFICIAL_COLUMN
+from mammo_keras.errors import DataError, DatasetNotFoundError
 
 MERGED = "merged"
 
@@ -84,6 +85,7 @@ def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | N
     items, index = load_prepared(folder, mmap=False)
     if config.label_map:
         index = index.assign(label=index["label"].map(lambda v: config.label_map[int(v)]))
+    index = with_official_split(index, table, name)
     rows = limit_patients(index, config.max_items, config.seed)
     images, index = recipe.training_arrays(items[rows], index.iloc[rows].reset_index(drop=True))
     synthetic = name == "phantom"
@@ -93,6 +95,21 @@ def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | N
         index = index.assign(patient_id=name + tag + ":" + index["patient_id"].astype(str),
                              item_id=name + tag + ":" + index["item_id"].astype(str))
     return DatasetInputs(name, images, index, report.data_fingerprint, synthetic, root=root)
+
+
+def with_official_split(index: pd.DataFrame, table: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The prepared index with the dataset's own train/test side of each item's image (`official_split`),
+    when the reader records one (a `split` column: CBIS-DDSM's description CSVs, VinDr-Mammo); the
+    config's `split: official` tests on it."""
+    if "split" not in table.columns:
+        return index
+    sides = table.assign(image_id=table["image_id"].astype(str)).groupby("image_id")["split"].unique()
+    two = sides[sides.map(len) > 1]
+    if len(two):
+        raise DataError(name, f"image {two.index[0]!r} is on both sides of the official split "
+                              f"({sorted(two.iloc[0])}); the reader's split must be one per image")
+    side = index["image_id"].astype(str).map(sides.map(lambda values: str(values[0])))
+    return index.assign(**{OFFICIAL_COLUMN: side.fillna("").to_numpy()})
 
 
 def merge_inputs(parts: list[DatasetInputs]) -> DatasetInputs:

@@ -99,14 +99,23 @@ class Classification(abc.ABC):
 
 
 class CrossValidation(Classification):
-    """Patient-level stratified K-fold: every item scored once, out of fold (Chougrad, Coccomini)."""
+    """Patient-level stratified K-fold: every item scored once, out of fold (Chougrad, Coccomini). With
+    `split: official` one part instead: the dataset's own test part, shared by the rows like a hold-out."""
 
     name = "cv"
 
+    def dataset_split(self, config, dataset, data, out, results_dir, progress):
+        if config.split != "official" or data.absent:
+            return None, ""
+        return table_split(config, dataset, data, out, results_dir, progress)
+
     def train(self, job, build, spec, data, test, explain):
-        from mammo_keras.training.cv import cross_validate
+        from mammo_keras.training.cv import cross_validate, holdout
 
         config = job.config
+        if config.split == "official":
+            return holdout(build, data.images, data.index, spec, job.folder, seed=config.seed,
+                           split_source=job.split_source, progress=job.say, explain=explain)
         return cross_validate(build, data.images, data.index, spec, job.folder, n_splits=config.n_splits,
                               val_fraction=config.val_fraction, seed=config.seed, progress=job.say, explain=explain)
 
@@ -211,12 +220,13 @@ class Baseline:
         config, spec, data = job.config, job.row.baseline, job.data
         started = time.perf_counter()
         index, images = data.index, data.images
-        if config.kind == "cv":  # the folds cross_validate draws for every row: same index, same seed
+        if config.kind == "cv" and config.split != "official":  # the folds cross_validate draws for every row
             folds = assign_folds(index, config.n_splits, config.seed, job.folder / "folds.csv")
             items = index.assign(fold=folds["fold"].to_numpy())
-        elif config.kind == "holdout":
+        elif config.kind in ("holdout", "cv"):  # the table's shared split (official: the dataset's own test part)
             split, _ = holdout_split(index, fractions=config.fractions, seed=config.seed, source=job.split_source,
-                                     balance_eval=config.balance_eval)
+                                     balance_eval=config.balance_eval, official_val=config.official_val_fraction,
+                                     origin=job.dataset)
             items = index.assign(split=split["split"].to_numpy())
         elif config.kind == "transfer":
             test = job.test_inputs
@@ -256,6 +266,9 @@ def table_split(config: ExperimentConfig, dataset: str, data: DatasetInputs, out
                 results_dir, progress) -> tuple[pd.DataFrame | None, str]:
     """The hold-out patient split every row of this table shares on `dataset`, saved as split.csv.
 
+    With `split: official` it is the dataset's own train/test assignment (validation drawn from its
+    training patients); a patient on both sides raises `LeakageError` naming the patients.
+
     With `split_from`, the earlier run's split of the same dataset is kept (chained tables: a
     whole-image test patient may not sit in the part the patch classifier trained on). Returns
     (patient_id, split) or None with the reason when the earlier run has not been made.
@@ -271,8 +284,13 @@ def table_split(config: ExperimentConfig, dataset: str, data: DatasetInputs, out
                           f"reproduce {config.split_from}` first (same profile and data)")
         source = load_assignments(path)
     split, new = holdout_split(data.index, fractions=config.fractions, seed=config.seed, source=source,
-                               balance_eval=config.balance_eval)
+                               balance_eval=config.balance_eval, official_val=config.official_val_fraction,
+                               origin=dataset)
     save_assignments(split, out / dataset / "split.csv")
     if source is not None:
         progress(f"{dataset}: patient split kept from {config.split_from} ({new} patients new to it)")
+    elif config.split == "official":
+        counts = split.groupby("split")["patient_id"].nunique().to_dict()
+        progress(f"{dataset}: the dataset's official train/test split, validation from its training patients "
+                 f"(patients: {counts})")
     return split[["patient_id", "split"]], ""

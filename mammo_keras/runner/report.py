@@ -192,8 +192,9 @@ def command_line(config: ExperimentConfig) -> str:
 def profile_title(config: ExperimentConfig) -> str:
     """The config's title, with what a non-paper profile changed said beside it."""
     if config.profile == "paper":
-        return config.title
-    split = (f"{config.n_splits}-fold CV" if config.kind == "cv" else
+        return config.title + (" [official train/test split]" if config.split == "official" else "")
+    split = ("official train/test split" if config.split == "official" else
+             f"{config.n_splits}-fold CV" if config.kind == "cv" else
              f"{'/'.join(str(f) for f in config.fractions)} split" if config.kind in ("holdout", "detection")
              else config.kind)
     size = "x".join(str(s) for s in config.input_hw)
@@ -204,7 +205,9 @@ def header_lines(config: ExperimentConfig, *, commit: str, started: float, synth
     lines = [f"Profile `{config.profile}`; command: `{command_line(config)}`.",
              "The protocol every row ran is plan.md beside this table (per stage: trainable layers, learning "
              f"rates, epochs); CIs: {config.n_bootstrap} bootstrap replicates of the pooled "
-             f"{'out-of-fold' if config.kind == 'cv' else 'test'} predictions; seed {config.seed}.",
+             f"{'out-of-fold' if config.kind == 'cv' and config.split != 'official' else 'test'} predictions; "
+             f"seed {config.seed}." + (" Test part: the dataset's official train/test split; validation drawn "
+                                       "from its training patients." if config.split == "official" else ""),
              f"Git commit {commit}; wall time of this invocation {(time.perf_counter() - started) / 60:.1f} "
              "min (parts finished earlier are reused; `minutes` per row is their recorded training time)."]
     if synthetic:

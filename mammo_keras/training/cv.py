@@ -23,7 +23,7 @@ import pandas as pd
 from mammo_keras.data.pipeline import AugmentConfig
 from mammo_keras.data.recipes import FittedInputs, Normalisation, OfflineAugment
 from mammo_keras.data.splits import balance_parts, check_no_leakage, load_assignments, patient_kfold
-from mammo_keras.data.splits import reuse_split, save_assignments, train_val_test
+from mammo_keras.data.splits import OFFICIAL_COLUMN, official_split, reuse_split, save_assignments, train_val_test
 from mammo_keras.evaluation.metrics import METRIC_NAMES, METRICS, auc, multiclass_accuracy
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
 from mammo_keras.models.inputs import as_model_input, positive_scores
@@ -244,20 +244,31 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
 
 
 def holdout_split(index: pd.DataFrame, *, fractions=(0.8, 0.1, 0.1), seed: int = 0,
-                  source: pd.DataFrame | None = None, balance_eval: bool = False) -> tuple[pd.DataFrame, int]:
+                  source: pd.DataFrame | None = None, balance_eval: bool = False,
+                  official_val: float | None = None, origin: str | None = None) -> tuple[pd.DataFrame, int]:
     """The patient-level train/val/test assignment of a hold-out run, and the patients new to `source`.
 
     `source`: an earlier run's split (patient_id, split) that this one must keep (chained tables);
-    `balance_eval`: move patients to training until val and test hold both classes equally.
+    `balance_eval`: move patients to training until val and test hold both classes equally;
+    `official_val`: test on the dataset's own train/test assignment (the index's `official_split`,
+    `data.splits.official_split`), with this fraction of its training patients for validation; the
+    official test part is then kept whole (`balance_eval` balances validation only). `origin` (the
+    dataset's name) begins the official split's errors.
     """
     table = index.assign(image_id=index["image_id"].astype(str), lesion_id=index["item_id"].astype(str))
     columns = ["image_id", "patient_id", "lesion_id", "label"]
     if source is not None:
         split, new = reuse_split(table[columns], source, fractions=fractions, seed=seed, label="label")
+    elif official_val is not None:
+        official = [OFFICIAL_COLUMN] if OFFICIAL_COLUMN in table.columns else []
+        split = official_split(table[columns + official], val_fraction=official_val, seed=seed, label="label",
+                               origin=origin)
+        split, new = split.drop(columns=official), 0
     else:
         split, new = train_val_test(table[columns], fractions=fractions, seed=seed, label="label"), 0
     if balance_eval:
-        split = balance_parts(split, seed=seed, label="label")
+        parts = ("val",) if official_val is not None else ("val", "test")
+        split = balance_parts(split, parts=parts, seed=seed, label="label")
     return split, new
 
 
