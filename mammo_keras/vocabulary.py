@@ -30,5 +30,12 @@ LESION_BOX_TASKS = ("chougrad", "jain_levy", "coccomini")
 """Prepare tasks whose index `box` column is the lesion's box (the baseline's shape features use it);
 the Shen tasks record the patch's own box, the whole-image task none."""
 
+WHOLE_IMAGE_TASKS = ("shen",)
+"""Prepare tasks whose items are whole images: their results tables add the breast-level AUC (image
+scores averaged per patient and side, `evaluation.scoring.breast_auroc`)."""
+
+BREAST_METRIC = "auc_breast"
+"""The breast-level AUROC's name among a row's metrics (table.csv columns auc_breast_pooled, ...)."""
+
 BASELINE_LABELS = {"logistic_regression": "baseline_lr", "random_forest": "baseline_rf"}
 """The row label of each baseline classifier a config's `baselines` adds."""

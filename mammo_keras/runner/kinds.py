@@ -46,6 +46,13 @@ class RowRun:
     def say(self, message: str) -> None:
         self.progress(f"  {self.row.label}: {message}")
 
+    def sides(self) -> pd.DataFrame | None:
+        """item_id and laterality of every item the row may score (its dataset and the test set), for the
+        breast-level AUC of whole-image tables."""
+        parts = [inputs.index for inputs in (self.data, self.test_inputs)
+                 if isinstance(inputs, DatasetInputs) and inputs.index is not None and "laterality" in inputs.index]
+        return pd.concat([part[["item_id", "laterality"]] for part in parts], ignore_index=True) if parts else None
+
 
 class Classification(abc.ABC):
     """Shared by the classification kinds: datasets read and prepared by `runner.inputs`."""
@@ -91,7 +98,8 @@ class Classification(abc.ABC):
             return pd.DataFrame(), {"status": f"diverged: {error}"}
         # Training time from each fold's record, so a resumed run reports what the work cost.
         seconds = report.recorded_seconds(job.folder) or time.perf_counter() - started
-        return predictions, report.summarise(config, predictions, job.folder, f"{row.label} on {data.name}", seconds)
+        return predictions, report.summarise(config, predictions, job.folder, f"{row.label} on {data.name}", seconds,
+                                             index=job.sides())
 
     @abc.abstractmethod
     def train(self, job: RowRun, build, spec, data, test, explain) -> pd.DataFrame:
@@ -173,7 +181,7 @@ class Ensemble:
                               seed=job.config.seed)
         seconds = sum(report.recorded_seconds(folder) for folder in members.values())
         return predictions, report.summarise(job.config, predictions, job.folder,
-                                             f"{job.row.label} on {job.out.name}", seconds)
+                                             f"{job.row.label} on {job.out.name}", seconds, index=job.sides())
 
 
 class Detection:
@@ -242,7 +250,7 @@ class Baseline:
                                   options=spec.get("options"), progress=job.say)
         seconds = feature_seconds + report.recorded_seconds(job.folder)  # + each part's recorded fit
         return predictions, report.summarise(config, predictions, job.folder, f"{job.row.label} on {data.name}",
-                                             seconds)
+                                             seconds, index=job.sides())
 
 
 KINDS = {kind.name: kind for kind in (CrossValidation(), HoldOut(), Transfer(), Detection())}

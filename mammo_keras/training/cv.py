@@ -217,7 +217,8 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
     def scored(rows: np.ndarray) -> pd.DataFrame:
         columns = prediction_columns(model, as_model_input(fitted.transform(images[rows]), model),
                                      flip_tta=spec.flip_tta)
-        return index.iloc[rows][["item_id", "patient_id", "label"]].assign(fold=fold, **columns)
+        carried = ["item_id", "patient_id", *(["laterality"] if "laterality" in index else []), "label"]
+        return index.iloc[rows][carried].assign(fold=fold, **columns)
 
     if len(val_rows):
         atomic_write_text(out / "val_predictions.csv", scored(val_rows).to_csv(index=False))
