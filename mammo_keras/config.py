@@ -108,6 +108,8 @@ class ExperimentConfig:
     split: str = "patient"
     test_dataset: str | None = None  # kind "transfer": train on each of `datasets`, test on this one
     test_dataset_options: dict = dataclasses.field(default_factory=dict)  # reader options (phantom seed)
+    # Reader options per training dataset, e.g. {inbreast: {subset: shen2017}} (Shen's INbreast images).
+    dataset_options: dict = dataclasses.field(default_factory=dict)
     test_abnormality: str | None = None  # lesion type kept in the test set (None: every type)
     batch_size: int | None = None
     seed: int = 0

@@ -212,6 +212,7 @@ def data_plan(config: ExperimentConfig, row: ModelRow, model, dataset: str | Non
             "task_options": dict(task.defaults) if task is not None else {},
             "abnormality": config.abnormality, "label_map": {str(k): v for k, v in config.label_map.items()},
             "max_items": config.max_items, "input": {"hw": list(config.input_hw), "channels": config.input_channels},
+            "reader_options": {name: dict(options) for name, options in config.dataset_options.items()},
             "intensity_scale": scale, "normalisation": config.normalisation,
             "offline_augment": dict(config.offline_augment) or None, "online_augment": augment,
             "chain": chain}

@@ -63,7 +63,8 @@ class Classification(abc.ABC):
         inputs: dict[str, DatasetInputs] = {}
         for dataset in config.datasets:
             if dataset != MERGED:
-                inputs[dataset] = load_inputs(config, dataset, data_dir, out, progress)
+                inputs[dataset] = load_inputs(config, dataset, data_dir, out, progress,
+                                              options=reader_options(config, dataset))
         if MERGED in config.datasets:
             inputs[MERGED] = merge_inputs([v for k, v in inputs.items() if k != MERGED])
         return inputs
@@ -254,6 +255,15 @@ class Baseline:
 
 
 KINDS = {kind.name: kind for kind in (CrossValidation(), HoldOut(), Transfer(), Detection())}
+
+
+def reader_options(config: ExperimentConfig, dataset: str) -> dict | None:
+    """The config's reader options for a training dataset (`dataset_options`, keyed by any of its names)."""
+    from mammo_keras import data
+
+    name = data.canonical_name(dataset)
+    chosen = [options for key, options in config.dataset_options.items() if data.canonical_name(key) == name]
+    return dict(chosen[0]) if chosen else None
 
 
 def kind_of(config: ExperimentConfig):
