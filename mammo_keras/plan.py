@@ -491,6 +491,37 @@ def render_markdown(plan: dict) -> str:
     return "\n".join(lines)
 
 
+def card_lines(plan: dict, label: str) -> list[str]:
+    """The protocol of one row in a few lines, for the model card of a model it saved (`io.save`)."""
+    lines = [f"experiment `{plan['config']}` at the `{plan['profile']}` profile (epochs x{plan['epoch_scale']:g} of "
+             f"the paper's): {plan['title']}", f"split: {_fmt(plan['split'])}"]
+    rows = [row for row in plan.get("rows", []) if row.get("label") == label]
+    if not rows:
+        return lines + [f"row `{label}` is not in the plan"]
+    row = rows[0]
+    if "data" in row:
+        data = row["data"]
+        lines.append(f"data: task `{data['task']}`, lesions `{data['abnormality']}`, input {_fmt(data['input'])}; "
+                     f"online augmentation {data['online_augment']['preset'] if data['online_augment'] else 'none'}")
+    if row.get("init"):
+        lines.append(f"initial weights: {_fmt(row['init'])}")
+    for entry in row.get("stages", []):
+        if not entry["runs"]:
+            lines.append(f"stage `{entry['name']}`: {entry['skipped']}")
+            continue
+        rate = entry["optimizer"].get("learning_rate")
+        lines.append(f"stage `{entry['name']}`: {entry['epochs']} epochs, batch {entry['batch_size']}, "
+                     f"{entry['optimizer']['name']}" + (f" at learning rate {_fmt(rate)}" if rate is not None else "")
+                     + f", trainable {entry['trainable']['selector']} ({entry['trainable']['n_layers']} layers, "
+                       f"{entry['trainable']['params']:,} params)")
+    if "selection" in row:
+        lines.append(f"selection: {row['selection']['what']}")
+    deviations = (plan.get("protocol") or {}).get("deviations") or []
+    if deviations:
+        lines.append(f"{len(deviations)} declared deviations from the paper's stated protocol (plan.md lists them)")
+    return lines
+
+
 def write_plan(plan: dict, out: str | Path) -> tuple[Path, Path]:
     """plan.json and plan.md in `out` (atomically)."""
     from mammo_keras.fileio import atomic_write_json, atomic_write_text

@@ -83,6 +83,9 @@ _POINT = re.compile(r"^\s*\(?\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*\)?\s*$")
 NAME = "inbreast"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
 FOLDERS = ('inbreast', 'INbreast')  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
 ALIASES = ()
+LICENCE = (  # the terms the data come with (model cards, README)
+    'given on request for research use under the terms the Breast Research Group (INESC TEC / '
+    'University of Porto) sets when it grants access; cite Moreira et al. 2012')
 LAYOUT = """\
   <root>/                     (or <root>/INbreast Release 1.0/)
     INbreast.csv              semicolon separated: ...;File Name;ACR;Bi-Rads

@@ -83,6 +83,7 @@ class Classification(abc.ABC):
         config, row = job.config, job.row
         shape = (*config.input_hw, config.input_channels)
         spec = train_spec(config, row, job.options)
+        spec = dataclasses.replace(spec, model_info={**spec.model_info, "card": card_facts(job)})
         recipe_scale = spec.model_info["preprocessing"]["input_scale"]
 
         def build():  # under the --strategy / --precision of an enclosing training_scope, if any
@@ -255,6 +256,39 @@ class Baseline:
 
 
 KINDS = {kind.name: kind for kind in (CrossValidation(), HoldOut(), Transfer(), Detection())}
+
+
+def card_facts(job: RowRun) -> dict:
+    """What the runner knows for the model card of a model this row saves (`io.save(card=...)`): the data
+    with fingerprints and licences, the row's protocol lines from the results folder's plan.json, the
+    part (its text takes {fold}), the command and profile; training adds the part's metrics."""
+    import json
+
+    from mammo_keras import data as readers
+    from mammo_keras.plan import card_lines
+
+    config, data = job.config, job.data
+    parts = [name for name in config.datasets if name != MERGED] if data.name == MERGED else [data.name]
+    entries = [{"name": data.name if data.name != MERGED else f"merged ({' + '.join(parts)})", "role": "training",
+                "fingerprint": data.fingerprint, "synthetic": data.synthetic,
+                "licence": "; ".join(f"{name}: {readers.licence(name)}" if len(parts) > 1 else readers.licence(name)
+                                     for name in parts)}]
+    if job.test_inputs is not None:
+        entries.append({"name": job.test_inputs.name, "role": "test", "fingerprint": job.test_inputs.fingerprint,
+                        "synthetic": job.test_inputs.synthetic, "licence": readers.licence(job.test_inputs.name)})
+    plan_path = job.out.parent / "plan.json"
+    protocol = (card_lines(json.loads(plan_path.read_text()), job.row.label) if plan_path.is_file()
+                else [f"no plan.json in {job.out.parent} (the model was trained outside `mammo-keras reproduce`)"])
+    if config.kind == "transfer":
+        what = f"trained on {data.name}, tested once on {config.test_dataset}"
+    elif config.split == "official":
+        what = "the dataset's official train/test split"
+    elif config.kind == "cv":
+        what = f"fold {{fold}} of the patient-level {config.n_splits}-fold cross-validation"
+    else:
+        what = f"the patient-level hold-out split (train/val/test {'/'.join(f'{f:g}' for f in config.fractions)})"
+    return {"title": f"{config.name}, row {job.row.label} on {data.name}", "data": entries, "protocol": protocol,
+            "part_what": what, "command": report.command_line(config), "profile": config.profile}
 
 
 def reader_options(config: ExperimentConfig, dataset: str) -> dict | None:

@@ -236,12 +236,44 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
 
         info = dict(spec.model_info or {})
         info["preprocessing"] = {**info.get("preprocessing", {}), **fitted.to_manifest()}
+        info["card"] = card_facts(info.get("card"), predictions, metrics, seed=seed)
         model_io.save(model, out / "model", arrays=fitted.arrays(), **info)
     if explain is not None:
         explain(model, fitted.transform(images[test_rows]), predictions, out)
     atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
     keras.backend.clear_session()
     return predictions, metrics
+
+
+CARD_METRICS = ("accuracy", "auc")
+CARD_REPLICATES = 1000
+
+
+def card_facts(card: dict | None, predictions: pd.DataFrame, metrics: dict, *, seed: int) -> dict:
+    """The model card's facts (`io.save(card=...)`) of one trained part: the runner's (data, protocol, and
+    `part_what`, a text with {fold}) plus the part's sizes and its test metrics with 95% bootstrap CIs."""
+    from mammo_keras.evaluation.metrics import bootstrap_ci
+
+    card = dict(card or {})
+    what = str(card.pop("part_what", "part {fold}")).format(fold=metrics["fold"])
+    card["part"] = {"what": what, "n_train": metrics["n_train"], "n_val": metrics["n_val"],
+                    "n_test": metrics["n_test"], "selected_epoch": metrics.get("selected_epoch")}
+    scored = {}
+    for name in CARD_METRICS:
+        inputs = metric_inputs(predictions, name)
+        if inputs is None or len(predictions) == 0:
+            continue
+        labels, scores, function = inputs
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value, low, high = bootstrap_ci(labels.to_numpy(), scores.to_numpy(), function,
+                                            n_replicates=CARD_REPLICATES, seed=seed)
+        if np.isfinite(value):
+            scored[name] = {"value": float(value), "low": float(low), "high": float(high)}
+    card["metrics"] = scored
+    card["metrics_note"] = (f"On this part's {len(predictions)} test items (threshold 0.5 for accuracy); 95% CIs: "
+                            f"percentile bootstrap of the items, {CARD_REPLICATES} replicates.")
+    return card
 
 
 def holdout_split(index: pd.DataFrame, *, fractions=(0.8, 0.1, 0.1), seed: int = 0,
