@@ -16,6 +16,30 @@ from pathlib import Path
 from mammo_keras import __version__
 from mammo_keras.errors import DataError, DatasetNotFoundError
 
+DESCRIPTION = """\
+Re-run the tables of deep-learning mammography papers (Chougrad 2018, Shen 2017, Jain & Levy,
+Coccomini 2021, Hamed 2020) with Keras, prepare the public datasets, score predictions, and
+classify new images with a saved model. Research use only: not a medical device.
+
+Without data the experiments run on a synthetic phantom dataset (and say so); point them at real
+data with --data DIR or $MAMMO_DATA: a folder holding mias/ (or mini-mias/), cbis-ddsm/,
+inbreast/, bcdr/, vindr-mammo/, cmmd/, rsna-screening/."""
+
+EPILOG = """\
+examples:
+  mammo-keras reproduce --list                         the experiment configs
+  mammo-keras reproduce chougrad2018/table2 --plan     the protocol it runs, without training
+  mammo-keras reproduce chougrad2018/table2            tiny profile on phantom data (minutes)
+  mammo-keras reproduce shen2017/table3 --profile cpu --data DIR --set split=official
+  mammo-keras reproduce --help-config                  every key --set can change
+  mammo-keras data info cbis-ddsm --root DIR           counts, and the files found and missing
+  mammo-keras data prepare mias --task chougrad --root DIR
+  mammo-keras predict scan.dcm --model MODEL_DIR --roi X,Y,R
+  mammo-keras score predictions.csv --index index.csv --level breast
+  mammo-keras models pack MODEL_DIR model.zip
+
+`mammo-keras COMMAND --help` shows a command's options."""
+
 
 
 def _dataset(text: str) -> str:
@@ -184,6 +208,11 @@ def _check_experiment(name: str, known: list[str]) -> None:
 def cmd_reproduce(args) -> int:
     from mammo_keras.config import list_configs, load_config
 
+    if args.help_config:
+        from mammo_keras.config import config_help
+
+        print(config_help())
+        return 0
     if args.list or not args.experiment:
         print("\n".join(list_configs()))
         return 0
@@ -322,21 +351,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     from mammo_keras.data.imageio import DEFAULT_MAX_PIXELS
 
-    parser = argparse.ArgumentParser(prog="mammo-keras", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    text = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="mammo-keras", description=DESCRIPTION, epilog=EPILOG, formatter_class=text)
     parser.add_argument("--version", action="version", version=f"mammo_keras {__version__}")
     parser.add_argument("--verbose", action="store_true",
-                        help="show the full traceback of an unexpected error (give it before the command)")
+                        help="show TensorFlow's start-up and retracing messages and the full traceback of an "
+                             "unexpected error (give it before the command)")
     max_pixels = {"type": _pixel_count, "default": DEFAULT_MAX_PIXELS, "metavar": "N",
                   "help": f"refuse images with more pixels, judged from the file header before decoding "
                           f"(default {DEFAULT_MAX_PIXELS:,}: mammograms are at most about 40 MP; 0: no cap "
                           f"but Pillow's decompression-bomb limit)"}
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    data = commands.add_parser("data", help="read, inspect, download and prepare datasets")
-    data_commands = data.add_subparsers(dest="data_command", required=True)
+    data = commands.add_parser("data", help="read, inspect, download and prepare datasets",
+                               description="Read a dataset as it was downloaded, count what it holds, download "
+                                           "mini-MIAS, and cut a paper's inputs into arrays.")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
 
-    info = data_commands.add_parser("info", help="counts by class, patients, views")
+    info = data_commands.add_parser("info", help="counts by class, patients, views",
+                                    description="Count what a dataset's label files list (images, patients, "
+                                                "lesions by type and pathology, views, sides, the official split "
+                                                "if it has one) and how many of the files they name are there.")
     info.add_argument("dataset", type=_dataset, help=_dataset_help())
     info.add_argument("--root", help="dataset folder (default: $MAMMO_DATA/<dataset>)")
     info.add_argument("--json", action="store_true", help="print the counts as JSON")
@@ -345,7 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default: count found and missing files)")
     info.set_defaults(handler=cmd_data_info)
 
-    prep = data_commands.add_parser("prepare", help="cut a paper's inputs into arrays + index.csv")
+    prep = data_commands.add_parser("prepare", help="cut a paper's inputs into arrays + index.csv",
+                                    description="Cut one paper's inputs (lesion ROIs, patches or whole images) from a "
+                                                "dataset into images.npy + index.csv, in worker processes; a killed "
+                                                "run resumes where it stopped.")
     prep.add_argument("dataset", type=_dataset, help=_dataset_help())
     prep.add_argument("--root", help="dataset folder (default: $MAMMO_DATA/<dataset>)")
     prep.add_argument("--task", required=True, choices=sorted(TASKS),
@@ -363,7 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
     prep.set_defaults(handler=cmd_data_prepare)
 
-    download = data_commands.add_parser("download", help="download mini-MIAS; print how to get the others")
+    download = data_commands.add_parser("download", help="download mini-MIAS; print how to get the others",
+                                        description="Download and verify mini-MIAS; for the other datasets print "
+                                                    "where and how to get them (they need a registration, a request "
+                                                    "or a download client).")
     download.add_argument("dataset", type=_dataset, help=_dataset_help(exclude=("cocc", "phantom")))
     download.add_argument("--out", default="data/mias", help="destination folder (default data/mias)")
     from mammo_keras.data.download import MIAS_URL
@@ -371,7 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--url", default=MIAS_URL, help=f"archive address (default {MIAS_URL})")
     download.set_defaults(handler=cmd_data_download)
 
-    repro = commands.add_parser("reproduce", help="run a paper's table from its config (see --list)")
+    repro = commands.add_parser("reproduce", help="run a paper's table from its config (see --list)",
+                                description="Run a paper's table or figure from its config file "
+                                            "(experiments/<paper>/<table>.yaml) and write results/<paper>/<table>/: "
+                                            "table.md and table.csv (the paper's numbers beside ours, 95% CIs), "
+                                            "plan.md, run.json, plots.",
+                                epilog="Profiles: tiny = phantom data, minutes; cpu = real data on a small machine, "
+                                       "reduced epochs; paper = the published protocol (a GPU). `--help-config` lists "
+                                       "every key --set can change.")
     repro.add_argument("experiment", nargs="?", help="<paper>/<table>, e.g. chougrad2018/table2")
     repro.add_argument("--profile", default="tiny", choices=("tiny", "cpu", "paper"),
                        help="tiny: phantom data, minutes (default); cpu: real data, reduced epochs; "
@@ -382,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--set", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
                        help="override a config value, e.g. n_splits=3 or epoch_scale=0.1 (repeatable)")
     repro.add_argument("--list", action="store_true", help="list the available experiment configs")
+    repro.add_argument("--help-config", action="store_true",
+                       help="print every config key (--set KEY=VALUE) with its type, default and meaning, and exit")
     repro.add_argument("--plan", action="store_true",
                        help="print the protocol every row would run (data chain, split, per stage the optimizer, "
                             "trainable layers, learning rates, L2, epochs; selection; evaluation) and exit "
@@ -396,7 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     repro.set_defaults(handler=cmd_reproduce)
 
     predict = commands.add_parser("predict", help="classify new mammograms with a saved model; "
-                                                  "probabilities and Grad-CAM heatmap PNGs")
+                                                  "probabilities and Grad-CAM heatmap PNGs",
+                                  description="Classify images with a model folder saved by the package: the image "
+                                              "is prepared as its training images were (the manifest's recipe); "
+                                              "prints the class probabilities and writes a Grad-CAM heatmap PNG per "
+                                              "image. Research use only: not a medical device.")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="DICOM, PNG, PGM, JPEG or TIFF files")
     predict.add_argument("--model", required=True, help="a model folder saved by mammo_keras "
                                                         "(manifest.json, model.json, model.weights.h5)")
@@ -420,7 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
     # evaluation.scoring's LEVELS, EXAM_RULES and N_REPLICATES, spelled out: importing it loads
     # scikit-learn, a second of start-up for every command
     score = commands.add_parser("score", help="AUROC, AUPRC with 95%% CIs at image, breast and exam level, "
-                                              "sensitivity/specificity, RSNA pF1, calibration")
+                                              "sensitivity/specificity, RSNA pF1, calibration",
+                                description="Score a predictions CSV at image, breast (image scores averaged per "
+                                            "patient and side) and exam level: AUROC and AUPRC with 95%% bootstrap "
+                                            "CIs over patients, sensitivity/specificity, RSNA's pF1, calibration.")
     score.add_argument("predictions", metavar="PREDICTIONS.csv",
                        help="the package's predictions.csv, or a CSV with image_id, patient_id, laterality, "
                             "label, score (exam_id optional)")
@@ -437,19 +494,30 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--json", action="store_true", help="print the report as JSON")
     score.set_defaults(handler=cmd_score)
 
-    models = commands.add_parser("models", help="move a saved model folder between machines, checksummed")
-    model_commands = models.add_subparsers(dest="models_command", required=True)
-    pack = model_commands.add_parser("pack", help="zip a saved model folder with the sha256 of every file")
+    models = commands.add_parser("models", help="move a saved model folder between machines, checksummed",
+                                 description="Zip a saved model folder (weights, manifest, MODEL_CARD.md) with the "
+                                             "sha256 of every file, and unpack it on another machine, verified.")
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
+    pack = model_commands.add_parser("pack", help="zip a saved model folder with the sha256 of every file",
+                                     description="Zip a saved model folder with a SHA256SUMS of every file "
+                                                 "(its checksums are verified first; the same folder packs to the "
+                                                 "same bytes).")
     pack.add_argument("directory", metavar="DIR", help="a model folder written by mammo_keras (manifest.json)")
     pack.add_argument("archive", metavar="OUT.zip", help="the archive to write")
     pack.set_defaults(handler=cmd_models_pack)
-    unpack = model_commands.add_parser("unpack", help="extract and verify an archive written by `models pack`")
+    unpack = model_commands.add_parser("unpack", help="extract and verify an archive written by `models pack`",
+                                       description="Extract an archive written by `models pack` into a new or empty "
+                                                   "folder; unsafe paths, links, unlisted files and checksum "
+                                                   "mismatches are refused before anything is written.")
     unpack.add_argument("archive", metavar="ZIP", help="an archive written by `mammo-keras models pack`")
     unpack.add_argument("directory", metavar="DIR", help="destination folder (new or empty)")
     unpack.set_defaults(handler=cmd_models_unpack)
 
     serve = commands.add_parser("serve", help="a local web page: upload a mammogram, mark the lesion, "
-                                              "see the probabilities and the Grad-CAM heatmap")
+                                              "see the probabilities and the Grad-CAM heatmap",
+                                description="Serve a local web page (127.0.0.1 by default) to classify uploaded "
+                                            "images with a saved model, as `predict` does. Research use only: not "
+                                            "a medical device.")
     serve.add_argument("--model", required=True, help="a model folder saved by mammo_keras")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this "
                                                            "machine only)")
