@@ -258,7 +258,7 @@ def _lesions(args) -> list:
 def cmd_predict(args) -> int:
     import csv
 
-    from mammo_keras.app.predict import column_name, load_model_folder, predict_image, write_png
+    from mammo_keras.app.predict import column_name, heatmap_name, load_model_folder, predict_image, write_png
 
     lesions = _lesions(args)
     loaded = load_model_folder(args.model, recipe=args.recipe)
@@ -275,12 +275,11 @@ def cmd_predict(args) -> int:
             print(f"error: {path}: {error or type(error).__name__}", file=sys.stderr)
             failed += 1
             continue
-        stem = Path(path).stem
-        name = f"{stem}_gradcam.png"
+        name = heatmap_name(path)  # <stem>_<8 hex of the sha256 of its absolute path>_gradcam.png
         number = 1
-        while name in used:
+        while name in used:  # the same file twice in one command (another lesion)
             number += 1
-            name = f"{stem}_{number}_gradcam.png"
+            name = heatmap_name(path).replace("_gradcam.png", f"_{number}_gradcam.png")
         used.add(name)
         heatmap = write_png(out / name, result.panel)
         rows.append(result.row(heatmap))
@@ -300,7 +299,8 @@ def cmd_predict(args) -> int:
                   + "  ".join(f"{r[c]:10.4f}" for c in classes) + f"  {r['predicted']:10}  {r['heatmap']}")
         print(f"model {loaded.directory} ({loaded.preprocessing.task} recipe, input "
               f"{loaded.preprocessing.input_hw[0]}x{loaded.preprocessing.input_hw[1]}); Grad-CAM explains "
-              f"'{loaded.class_names[-1]}'. Not a medical device: research use only.", file=sys.stderr)
+              f"'{loaded.class_names[-1]}'; heatmaps in {out}/ as <image stem>_<8 hex of the sha256 of the image's "
+              "path>_gradcam.png. Not a medical device: research use only.", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -461,7 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="lesion box in pixels, instead of --roi")
     predict.add_argument("--y-origin", default="top-left", choices=("top-left", "bottom-left"),
                          help="where y is counted from (MIAS Info.txt: bottom-left; default top-left)")
-    predict.add_argument("--out", default="predictions", help="folder for the heatmap PNGs (default predictions/)")
+    predict.add_argument("--out", default="predictions",
+                         help="folder for the heatmap PNGs, named <image stem>_<8 hex digits of the sha256 of the "
+                              "image's absolute path>_gradcam.png so that files of one name in different folders "
+                              "keep their own (default predictions/)")
     predict.add_argument("--recipe", choices=("chougrad", "jain_levy", "shen"),
                          help="for model folders that do not record their preprocessing")
     predict.add_argument("--max-pixels", **max_pixels)
