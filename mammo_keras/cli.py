@@ -7,10 +7,15 @@ ends the command quietly with exit status 141, as a shell tool killed by SIGPIPE
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
+import logging
 import os
+import re
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 
 from mammo_keras import __version__
@@ -40,6 +45,68 @@ examples:
 
 `mammo-keras COMMAND --help` shows a command's options."""
 
+
+
+# TensorFlow's C++ start-up lines (absl-formatted INFO/WARNING logs such as the oneDNN and CPU-feature notices,
+# written before its logging is initialised, so TF_CPP_MIN_LOG_LEVEL does not reach them) and the line that
+# announces them; `--verbose` keeps them.
+TF_STARTUP_NOISE = re.compile(r"^(?:[IW]\d{4} [\d:.]+\s+\d+ \S+:\d+\] "
+                              r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+                              r"|To enable the following instructions: .*rebuild TensorFlow)")
+TF_COMMANDS = ("reproduce", "predict", "serve", "models")  # the commands that load TensorFlow
+
+
+class RetracingFilter(logging.Filter):
+    """Drops tf.function's retracing warnings ("... triggered tf.function retracing ..."): Keras retraces its
+    predict function per fold and input size by design, and the warning says nothing a user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _stderr_without(pattern: re.Pattern):
+    """Capture what is written to file descriptor 2 (C++ included) and write it back without the lines
+    matching `pattern`."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", errors="replace")
+            sys.stderr.write("".join(line for line in text.splitlines(keepends=True) if not pattern.match(line)))
+            sys.stderr.flush()
+
+
+def quiet_tensorflow(args) -> None:
+    """Keep TensorFlow's start-up lines, absl warnings and retracing warnings out of the progress output.
+
+    Only the CLI does this (a library must not silence its user's logging); `mammo-keras --verbose` skips
+    it. TF_CPP_MIN_LOG_LEVEL=2 (unless set) hides TensorFlow's later C++ INFO and WARNING lines; the lines
+    it prints while it loads are filtered from stderr as it is imported, for the commands that need it.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(tensorflow|keras|absl|google)(\.|$)")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(tensorflow|keras)(\.|$)")
+    needed = args.command in TF_COMMANDS and not (
+        args.command == "reproduce" and (args.list or args.help_config or not args.experiment))
+    if needed and "tensorflow" not in sys.modules:
+        with _stderr_without(TF_STARTUP_NOISE):
+            import tensorflow  # noqa: F401
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+        logger = tf.get_logger()
+        if not any(isinstance(f, RetracingFilter) for f in logger.filters):
+            logger.addFilter(RetracingFilter())
 
 
 def _dataset(text: str) -> str:
@@ -535,10 +602,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: keep C++ logs quiet
     try:
         args = build_parser().parse_args(argv)
         try:
+            if not args.verbose:
+                quiet_tensorflow(args)  # before TensorFlow loads
             code = args.handler(args)
         except BrokenPipeError:
             raise
