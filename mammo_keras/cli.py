@@ -7,15 +7,106 @@ ends the command quietly with exit status 141, as a shell tool killed by SIGPIPE
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
+import logging
 import os
+import re
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 
 from mammo_keras import __version__
 from mammo_keras.errors import DataError, DatasetNotFoundError
 
+DESCRIPTION = """\
+Re-run the tables of deep-learning mammography papers (Chougrad 2018, Shen 2017, Jain & Levy,
+Coccomini 2021, Hamed 2020) with Keras, prepare the public datasets, score predictions, and
+classify new images with a saved model. Research use only: not a medical device.
+
+Without data the experiments run on a synthetic phantom dataset (and say so); point them at real
+data with --data DIR or $MAMMO_DATA: a folder holding mias/ (or mini-mias/), cbis-ddsm/,
+inbreast/, bcdr/, vindr-mammo/, cmmd/, rsna-screening/."""
+
+EPILOG = """\
+examples:
+  mammo-keras reproduce --list                         the experiment configs
+  mammo-keras reproduce chougrad2018/table2 --plan     the protocol it runs, without training
+  mammo-keras reproduce chougrad2018/table2            tiny profile on phantom data (minutes)
+  mammo-keras reproduce shen2017/table3 --profile cpu --data DIR --set split=official
+  mammo-keras reproduce --help-config                  every key --set can change
+  mammo-keras data info cbis-ddsm --root DIR           counts, and the files found and missing
+  mammo-keras data prepare mias --task chougrad --root DIR
+  mammo-keras predict scan.dcm --model MODEL_DIR --roi X,Y,R
+  mammo-keras score predictions.csv --index index.csv --level breast
+  mammo-keras models pack MODEL_DIR model.zip
+
+`mammo-keras COMMAND --help` shows a command's options."""
+
+
+
+# TensorFlow's C++ start-up lines (absl-formatted INFO/WARNING logs such as the oneDNN and CPU-feature notices,
+# written before its logging is initialised, so TF_CPP_MIN_LOG_LEVEL does not reach them) and the line that
+# announces them; `--verbose` keeps them.
+TF_STARTUP_NOISE = re.compile(r"^(?:[IW]\d{4} [\d:.]+\s+\d+ \S+:\d+\] "
+                              r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+                              r"|To enable the following instructions: .*rebuild TensorFlow)")
+TF_COMMANDS = ("reproduce", "predict", "serve", "models")  # the commands that load TensorFlow
+
+
+class RetracingFilter(logging.Filter):
+    """Drops tf.function's retracing warnings ("... triggered tf.function retracing ..."): Keras retraces its
+    predict function per fold and input size by design, and the warning says nothing a user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _stderr_without(pattern: re.Pattern):
+    """Capture what is written to file descriptor 2 (C++ included) and write it back without the lines
+    matching `pattern`."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", errors="replace")
+            sys.stderr.write("".join(line for line in text.splitlines(keepends=True) if not pattern.match(line)))
+            sys.stderr.flush()
+
+
+def quiet_tensorflow(args) -> None:
+    """Keep TensorFlow's start-up lines, absl warnings and retracing warnings out of the progress output.
+
+    Only the CLI does this (a library must not silence its user's logging); `mammo-keras --verbose` skips
+    it. TF_CPP_MIN_LOG_LEVEL=2 (unless set) hides TensorFlow's later C++ INFO and WARNING lines; the lines
+    it prints while it loads are filtered from stderr as it is imported, for the commands that need it.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(tensorflow|keras|absl|google)(\.|$)")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(tensorflow|keras)(\.|$)")
+    needed = args.command in TF_COMMANDS and not (
+        args.command == "reproduce" and (args.list or args.help_config or not args.experiment))
+    if needed and "tensorflow" not in sys.modules:
+        with _stderr_without(TF_STARTUP_NOISE):
+            import tensorflow  # noqa: F401
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+        logger = tf.get_logger()
+        if not any(isinstance(f, RetracingFilter) for f in logger.filters):
+            logger.addFilter(RetracingFilter())
 
 
 def _dataset(text: str) -> str:
@@ -67,6 +158,7 @@ def _read(args, *, keep_missing: bool = False) -> tuple[object, Path | None]:
 def cmd_data_info(args) -> int:
     from mammo_keras.data.inventory import file_inventory
     from mammo_keras.data.records import summary
+    from mammo_keras.data.splits import official_summary
 
     table, root = _read(args, keep_missing=not args.strict)
     facts = summary(table)
@@ -75,6 +167,9 @@ def cmd_data_info(args) -> int:
         raise DataError(root, f"{files['image_files_missing']} of {files['images_listed']} image files "
                               f"listed are missing (--strict), e.g. {files['missing_examples'][0]}")
     facts["files"] = files
+    official = official_summary(table)
+    if official:
+        facts["official_split"] = official
     for key in ("csv_files", "csv_missing"):
         if key in table.attrs:
             facts[key] = table.attrs[key]
@@ -99,6 +194,15 @@ def cmd_data_info(args) -> int:
           f"missing {files['image_files_missing']}")
     for path in files["missing_examples"]:
         print(f"    missing: {path}")
+    if official:
+        print("  official split   " + "   ".join(f"{side} {official['images'].get(side, 0)} images of "
+                                                 f"{official['patients'].get(side, 0)} patients"
+                                                 for side in ("train", "test")))
+        both = official["patients_on_both_sides"]
+        if both:
+            print(f"  patients on both sides of the official split: {len(both)} ({', '.join(both[:10])}"
+                  f"{', ...' if len(both) > 10 else ''}); CBIS-DDSM's mass and calc files merged do not keep "
+                  "patients apart, so `split: official` needs one abnormality (or use the patient-level split)")
     if len(table.attrs.get("missing_files", [])) > files["image_files_missing"]:
         print(f"  files named in the label files but not found, masks and crops included: "
               f"{len(table.attrs['missing_files'])}")
@@ -171,6 +275,11 @@ def _check_experiment(name: str, known: list[str]) -> None:
 def cmd_reproduce(args) -> int:
     from mammo_keras.config import list_configs, load_config
 
+    if args.help_config:
+        from mammo_keras.config import config_help
+
+        print(config_help())
+        return 0
     if args.list or not args.experiment:
         print("\n".join(list_configs()))
         return 0
@@ -221,7 +330,7 @@ def _lesions(args) -> list:
 def cmd_predict(args) -> int:
     import csv
 
-    from mammo_keras.app.predict import column_name, load_model_folder, predict_image, write_png
+    from mammo_keras.app.predict import column_name, heatmap_name, load_model_folder, predict_image, write_png
 
     lesions = _lesions(args)
     loaded = load_model_folder(args.model, recipe=args.recipe)
@@ -238,12 +347,11 @@ def cmd_predict(args) -> int:
             print(f"error: {path}: {error or type(error).__name__}", file=sys.stderr)
             failed += 1
             continue
-        stem = Path(path).stem
-        name = f"{stem}_gradcam.png"
+        name = heatmap_name(path)  # <stem>_<8 hex of the sha256 of its absolute path>_gradcam.png
         number = 1
-        while name in used:
+        while name in used:  # the same file twice in one command (another lesion)
             number += 1
-            name = f"{stem}_{number}_gradcam.png"
+            name = heatmap_name(path).replace("_gradcam.png", f"_{number}_gradcam.png")
         used.add(name)
         heatmap = write_png(out / name, result.panel)
         rows.append(result.row(heatmap))
@@ -263,7 +371,8 @@ def cmd_predict(args) -> int:
                   + "  ".join(f"{r[c]:10.4f}" for c in classes) + f"  {r['predicted']:10}  {r['heatmap']}")
         print(f"model {loaded.directory} ({loaded.preprocessing.task} recipe, input "
               f"{loaded.preprocessing.input_hw[0]}x{loaded.preprocessing.input_hw[1]}); Grad-CAM explains "
-              f"'{loaded.class_names[-1]}'. Not a medical device: research use only.", file=sys.stderr)
+              f"'{loaded.class_names[-1]}'; heatmaps in {out}/ as <image stem>_<8 hex of the sha256 of the image's "
+              "path>_gradcam.png. Not a medical device: research use only.", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -314,21 +423,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     from mammo_keras.data.imageio import DEFAULT_MAX_PIXELS
 
-    parser = argparse.ArgumentParser(prog="mammo-keras", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    text = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="mammo-keras", description=DESCRIPTION, epilog=EPILOG, formatter_class=text)
     parser.add_argument("--version", action="version", version=f"mammo_keras {__version__}")
     parser.add_argument("--verbose", action="store_true",
-                        help="show the full traceback of an unexpected error (give it before the command)")
+                        help="show TensorFlow's start-up and retracing messages and the full traceback of an "
+                             "unexpected error (give it before the command)")
     max_pixels = {"type": _pixel_count, "default": DEFAULT_MAX_PIXELS, "metavar": "N",
                   "help": f"refuse images with more pixels, judged from the file header before decoding "
                           f"(default {DEFAULT_MAX_PIXELS:,}: mammograms are at most about 40 MP; 0: no cap "
                           f"but Pillow's decompression-bomb limit)"}
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    data = commands.add_parser("data", help="read, inspect, download and prepare datasets")
-    data_commands = data.add_subparsers(dest="data_command", required=True)
+    data = commands.add_parser("data", help="read, inspect, download and prepare datasets",
+                               description="Read a dataset as it was downloaded, count what it holds, download "
+                                           "mini-MIAS, and cut a paper's inputs into arrays.")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
 
-    info = data_commands.add_parser("info", help="counts by class, patients, views")
+    info = data_commands.add_parser("info", help="counts by class, patients, views",
+                                    description="Count what a dataset's label files list (images, patients, "
+                                                "lesions by type and pathology, views, sides, the official split "
+                                                "if it has one) and how many of the files they name are there.")
     info.add_argument("dataset", type=_dataset, help=_dataset_help())
     info.add_argument("--root", help="dataset folder (default: $MAMMO_DATA/<dataset>)")
     info.add_argument("--json", action="store_true", help="print the counts as JSON")
@@ -337,7 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default: count found and missing files)")
     info.set_defaults(handler=cmd_data_info)
 
-    prep = data_commands.add_parser("prepare", help="cut a paper's inputs into arrays + index.csv")
+    prep = data_commands.add_parser("prepare", help="cut a paper's inputs into arrays + index.csv",
+                                    description="Cut one paper's inputs (lesion ROIs, patches or whole images) from a "
+                                                "dataset into images.npy + index.csv, in worker processes; a killed "
+                                                "run resumes where it stopped.")
     prep.add_argument("dataset", type=_dataset, help=_dataset_help())
     prep.add_argument("--root", help="dataset folder (default: $MAMMO_DATA/<dataset>)")
     prep.add_argument("--task", required=True, choices=sorted(TASKS),
@@ -355,7 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
     prep.set_defaults(handler=cmd_data_prepare)
 
-    download = data_commands.add_parser("download", help="download mini-MIAS; print how to get the others")
+    download = data_commands.add_parser("download", help="download mini-MIAS; print how to get the others",
+                                        description="Download and verify mini-MIAS; for the other datasets print "
+                                                    "where and how to get them (they need a registration, a request "
+                                                    "or a download client).")
     download.add_argument("dataset", type=_dataset, help=_dataset_help(exclude=("cocc", "phantom")))
     download.add_argument("--out", default="data/mias", help="destination folder (default data/mias)")
     from mammo_keras.data.download import MIAS_URL
@@ -363,7 +484,14 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--url", default=MIAS_URL, help=f"archive address (default {MIAS_URL})")
     download.set_defaults(handler=cmd_data_download)
 
-    repro = commands.add_parser("reproduce", help="run a paper's table from its config (see --list)")
+    repro = commands.add_parser("reproduce", help="run a paper's table from its config (see --list)",
+                                description="Run a paper's table or figure from its config file "
+                                            "(experiments/<paper>/<table>.yaml) and write results/<paper>/<table>/: "
+                                            "table.md and table.csv (the paper's numbers beside ours, 95% CIs), "
+                                            "plan.md, run.json, plots.",
+                                epilog="Profiles: tiny = phantom data, minutes; cpu = real data on a small machine, "
+                                       "reduced epochs; paper = the published protocol (a GPU). `--help-config` lists "
+                                       "every key --set can change.")
     repro.add_argument("experiment", nargs="?", help="<paper>/<table>, e.g. chougrad2018/table2")
     repro.add_argument("--profile", default="tiny", choices=("tiny", "cpu", "paper"),
                        help="tiny: phantom data, minutes (default); cpu: real data, reduced epochs; "
@@ -374,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--set", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
                        help="override a config value, e.g. n_splits=3 or epoch_scale=0.1 (repeatable)")
     repro.add_argument("--list", action="store_true", help="list the available experiment configs")
+    repro.add_argument("--help-config", action="store_true",
+                       help="print every config key (--set KEY=VALUE) with its type, default and meaning, and exit")
     repro.add_argument("--plan", action="store_true",
                        help="print the protocol every row would run (data chain, split, per stage the optimizer, "
                             "trainable layers, learning rates, L2, epochs; selection; evaluation) and exit "
@@ -388,7 +518,11 @@ def build_parser() -> argparse.ArgumentParser:
     repro.set_defaults(handler=cmd_reproduce)
 
     predict = commands.add_parser("predict", help="classify new mammograms with a saved model; "
-                                                  "probabilities and Grad-CAM heatmap PNGs")
+                                                  "probabilities and Grad-CAM heatmap PNGs",
+                                  description="Classify images with a model folder saved by the package: the image "
+                                              "is prepared as its training images were (the manifest's recipe); "
+                                              "prints the class probabilities and writes a Grad-CAM heatmap PNG per "
+                                              "image. Research use only: not a medical device.")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="DICOM, PNG, PGM, JPEG or TIFF files")
     predict.add_argument("--model", required=True, help="a model folder saved by mammo_keras "
                                                         "(manifest.json, model.json, model.weights.h5)")
@@ -399,7 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="lesion box in pixels, instead of --roi")
     predict.add_argument("--y-origin", default="top-left", choices=("top-left", "bottom-left"),
                          help="where y is counted from (MIAS Info.txt: bottom-left; default top-left)")
-    predict.add_argument("--out", default="predictions", help="folder for the heatmap PNGs (default predictions/)")
+    predict.add_argument("--out", default="predictions",
+                         help="folder for the heatmap PNGs, named <image stem>_<8 hex digits of the sha256 of the "
+                              "image's absolute path>_gradcam.png so that files of one name in different folders "
+                              "keep their own (default predictions/)")
     predict.add_argument("--recipe", choices=("chougrad", "jain_levy", "shen"),
                          help="for model folders that do not record their preprocessing")
     predict.add_argument("--max-pixels", **max_pixels)
@@ -412,7 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
     # evaluation.scoring's LEVELS, EXAM_RULES and N_REPLICATES, spelled out: importing it loads
     # scikit-learn, a second of start-up for every command
     score = commands.add_parser("score", help="AUROC, AUPRC with 95%% CIs at image, breast and exam level, "
-                                              "sensitivity/specificity, RSNA pF1, calibration")
+                                              "sensitivity/specificity, RSNA pF1, calibration",
+                                description="Score a predictions CSV at image, breast (image scores averaged per "
+                                            "patient and side) and exam level: AUROC and AUPRC with 95%% bootstrap "
+                                            "CIs over patients, sensitivity/specificity, RSNA's pF1, calibration.")
     score.add_argument("predictions", metavar="PREDICTIONS.csv",
                        help="the package's predictions.csv, or a CSV with image_id, patient_id, laterality, "
                             "label, score (exam_id optional)")
@@ -429,19 +569,30 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--json", action="store_true", help="print the report as JSON")
     score.set_defaults(handler=cmd_score)
 
-    models = commands.add_parser("models", help="move a saved model folder between machines, checksummed")
-    model_commands = models.add_subparsers(dest="models_command", required=True)
-    pack = model_commands.add_parser("pack", help="zip a saved model folder with the sha256 of every file")
+    models = commands.add_parser("models", help="move a saved model folder between machines, checksummed",
+                                 description="Zip a saved model folder (weights, manifest, MODEL_CARD.md) with the "
+                                             "sha256 of every file, and unpack it on another machine, verified.")
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
+    pack = model_commands.add_parser("pack", help="zip a saved model folder with the sha256 of every file",
+                                     description="Zip a saved model folder with a SHA256SUMS of every file "
+                                                 "(its checksums are verified first; the same folder packs to the "
+                                                 "same bytes).")
     pack.add_argument("directory", metavar="DIR", help="a model folder written by mammo_keras (manifest.json)")
     pack.add_argument("archive", metavar="OUT.zip", help="the archive to write")
     pack.set_defaults(handler=cmd_models_pack)
-    unpack = model_commands.add_parser("unpack", help="extract and verify an archive written by `models pack`")
+    unpack = model_commands.add_parser("unpack", help="extract and verify an archive written by `models pack`",
+                                       description="Extract an archive written by `models pack` into a new or empty "
+                                                   "folder; unsafe paths, links, unlisted files and checksum "
+                                                   "mismatches are refused before anything is written.")
     unpack.add_argument("archive", metavar="ZIP", help="an archive written by `mammo-keras models pack`")
     unpack.add_argument("directory", metavar="DIR", help="destination folder (new or empty)")
     unpack.set_defaults(handler=cmd_models_unpack)
 
     serve = commands.add_parser("serve", help="a local web page: upload a mammogram, mark the lesion, "
-                                              "see the probabilities and the Grad-CAM heatmap")
+                                              "see the probabilities and the Grad-CAM heatmap",
+                                description="Serve a local web page (127.0.0.1 by default) to classify uploaded "
+                                            "images with a saved model, as `predict` does. Research use only: not "
+                                            "a medical device.")
     serve.add_argument("--model", required=True, help="a model folder saved by mammo_keras")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this "
                                                            "machine only)")
@@ -456,10 +607,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: keep C++ logs quiet
     try:
         args = build_parser().parse_args(argv)
         try:
+            if not args.verbose:
+                quiet_tensorflow(args)  # before TensorFlow loads
             code = args.handler(args)
         except BrokenPipeError:
             raise

@@ -78,63 +78,69 @@ class ModelRow:
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-    paper: str
-    table: str
-    title: str
-    profile: str
-    task: str
-    datasets: tuple[str, ...]
-    models: tuple[ModelRow, ...]
-    kind: str = "cv"
-    stages: str = "chougrad2018"
-    epoch_scale: float = 1.0
-    augment: str | None = None
+    """One experiment (a paper's table or figure) at one profile. Each field's comment is its help text
+    (`mammo-keras reproduce --help-config` prints them with their types and defaults)."""
+
+    paper: str  # the paper's folder under experiments/ (chougrad2018, shen2017, ...)
+    table: str  # the table or figure this config reproduces (its file name)
+    title: str  # the title of table.md and the plots
+    profile: str  # tiny, cpu or paper (set by --profile)
+    task: str  # the `data prepare` task that cuts the inputs (chougrad, jain_levy, shen, shen_s10, ...)
+    datasets: tuple[str, ...]  # the datasets, one table row per model and dataset ("merged": their union)
+    models: tuple[ModelRow, ...]  # the table's rows: registry name, label, options (edit with rows / row_overrides)
+    kind: str = "cv"  # cv (patient-level K-fold), holdout (one train/val/test split), transfer, detection
+    stages: str = "chougrad2018"  # the stage preset (training.stages.PRESETS): multi-stage training as data
+    epoch_scale: float = 1.0  # multiplies every stage's epochs (the tiny and cpu profiles shorten training)
+    augment: str | None = None  # online augmentation preset (data.pipeline), or null for none
     input_size: int | tuple[int, int] = 224  # side, or (height, width)
-    input_channels: int = 1
-    # Options of the prepare task over its defaults (`data prepare --option`; e.g. the shen task's
-    # {label: abnormal}); recorded in prepare.json and the plan.
-    task_options: dict = dataclasses.field(default_factory=dict)
-    label_map: dict = dataclasses.field(default_factory=dict)  # prepared label -> task label
+    input_channels: int = 1  # channels of the model input (grey = 1; the networks replicate it where needed)
+    task_options: dict = dataclasses.field(default_factory=dict)  # the prepare task's options over its defaults (e.g. the shen task's {label: abnormal}); recorded in prepare.json and the plan
+    label_map: dict = dataclasses.field(default_factory=dict)  # prepared label -> task label, e.g. {1: 0, 2: 1}
     item_part: int | None = None  # for paired items (Coccomini): which array of the pair to use
     grad_cam: bool = True  # grad_cam.png per fold: overlays on the top test items of each class
     flip_tta: bool = False  # also score the mean over four flips (Shen's A-AUC; metric "a_auc")
-    cache_features: bool = True  # frozen prefix on unaugmented inputs: compute its output once (issue 6)
-    save_models: bool = False  # save each trained model (JSON + HDF5 + .keras) beside its predictions
+    cache_features: bool = True  # run a frozen, unaugmented prefix once and train the rest (faster, same results)
+    save_models: bool = False  # save each trained model (JSON + HDF5 + .keras + MODEL_CARD.md) beside its predictions
     input_scale: float = 1.0  # prepared arrays are in [0, 1]; 255 for models with ImageNet scaling
-    abnormality: str | None = None
-    max_items: int | None = None
-    n_splits: int = 5
-    val_fraction: float = 0.15
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    abnormality: str | None = None  # keep only this lesion type (mass, calcification) and normals; null: all
+    max_items: int | None = None  # about this many items at most, whole patients drawn with the seed; null: all
+    n_splits: int = 5  # kind cv: the number of patient-level folds
+    val_fraction: float = 0.15  # cv and transfer: share of each training part's patients held out for validation
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # holdout and detection: train/val/test patient shares
+    # "patient": the kind's patient-level folds or split; "official": the dataset's own train/test
+    # assignment (CBIS-DDSM's CSVs, VinDr-Mammo) is the test part, validation from its training patients.
+    split: str = "patient"  # patient (the kind's own split) or official (the dataset's train/test assignment)
     test_dataset: str | None = None  # kind "transfer": train on each of `datasets`, test on this one
     test_dataset_options: dict = dataclasses.field(default_factory=dict)  # reader options (phantom seed)
+    # Reader options per training dataset, e.g. {inbreast: {subset: shen2017}} (Shen's INbreast images).
+    dataset_options: dict = dataclasses.field(default_factory=dict)  # reader options per training dataset
     test_abnormality: str | None = None  # lesion type kept in the test set (None: every type)
-    batch_size: int | None = None
-    seed: int = 0
-    n_bootstrap: int = 2000
-    metrics: tuple[str, ...] = ("accuracy", "auc")
-    reported_table: str = ""
-    reported_metric: str = "accuracy"
-    dataset_keys: dict = dataclasses.field(default_factory=dict)
-    note: str = ""
+    batch_size: int | None = None  # overrides every stage's batch size; null: the stages' own
+    seed: int = 0  # seeds splits, initialisation, augmentation and the bootstrap (recorded in run.json)
+    n_bootstrap: int = 2000  # bootstrap replicates of every 95% CI
+    metrics: tuple[str, ...] = ("accuracy", "auc")  # the metrics in the table (accuracy, auc, a_auc, sensitivity, ...)
+    reported_table: str = ""  # the table of paper_tables.yaml whose numbers are shown beside ours
+    reported_metric: str = "accuracy"  # the metric compared with the paper's (first column, comparison.png)
+    dataset_keys: dict = dataclasses.field(default_factory=dict)  # dataset -> its name in paper_tables.yaml
+    note: str = ""  # a paragraph printed under the table's header (what a profile changed, and why)
     detection: dict = dataclasses.field(default_factory=dict)  # kind "detection": see runner/detection.py
     # Input steps fitted on each training part (data.recipes): "none", "train_mean_grey" (Shen),
     # "train_mean_image" (Jain & Levy); and offline augmentation of the training part
     # ({rotations, crops_per_rotation, fill}: Jain & Levy's x25).
-    normalisation: str = "none"
-    offline_augment: dict = dataclasses.field(default_factory=dict)
+    normalisation: str = "none"  # none, train_mean_grey (Shen) or train_mean_image (Jain & Levy), fitted per part
+    offline_augment: dict = dataclasses.field(default_factory=dict)  # {rotations, crops_per_rotation, fill}: x25
     # Which epoch's weights are kept (training.fit.SELECTIONS), optionally among this many evenly
     # spaced snapshots (Jain & Levy took four).
-    selection: str = "last"
-    selection_snapshots: int | None = None
+    selection: str = "last"  # which epoch's weights are scored: last, best_val_auc, best_val_accuracy, ...
+    selection_snapshots: int | None = None  # choose among this many evenly spaced snapshots (Jain & Levy: 4)
     # Chained tables: keep the patient split of this earlier run (`<paper>/<table>`) per dataset.
-    split_from: str = ""
+    split_from: str = ""  # holdout: keep the patient split of this earlier run (`<paper>/<table>`)
     balance_eval: bool = False  # hold-out: as many items of each class in val and in test (Jain & Levy)
     # Classical baseline rows appended after the models (evaluation.baseline; labels baseline_lr /
     # baseline_rf): the cpu and paper profiles add both to every classification table.
-    baselines: tuple[str, ...] = ()
+    baselines: tuple[str, ...] = ()  # classical baseline rows added: logistic_regression, random_forest
     overrides: dict = dataclasses.field(default_factory=dict)  # the --set values this config was loaded with
-    source: str = ""
+    source: str = ""  # the config file's path (set by the loader)
 
     def __post_init__(self):
         if self.profile not in PROFILES:
@@ -163,6 +169,14 @@ class ExperimentConfig:
         if unknown:
             raise ValueError(f"{self.source}: `offline_augment` takes rotations, crops_per_rotation and fill. "
                              f"Received: {sorted(self.offline_augment)}")
+        from mammo_keras.vocabulary import OFFICIAL_SPLIT_KINDS, SPLIT_RULES
+
+        if self.split not in SPLIT_RULES:
+            raise ValueError(f"{self.source}: `split` must be one of {SPLIT_RULES}. Received: split={self.split!r}")
+        if self.split == "official" and self.kind not in OFFICIAL_SPLIT_KINDS:
+            raise ValueError(f"{self.source}: `split: official` takes the test part from the dataset's own "
+                             f"train/test assignment; it applies to the kinds {OFFICIAL_SPLIT_KINDS} (a transfer "
+                             f"row tests on another dataset). Received: kind={self.kind!r}")
         if self.split_from and self.kind != "holdout":
             raise ValueError(f"{self.source}: `split_from` keeps an earlier hold-out split; it needs kind "
                              f"'holdout'. Received: kind={self.kind!r}")
@@ -178,6 +192,16 @@ class ExperimentConfig:
     def input_hw(self) -> tuple[int, int]:
         size = self.input_size
         return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    @property
+    def official_val_fraction(self) -> float | None:
+        """With `split: official`, the share of the official training patients drawn for validation (the
+        config's val_fraction in cv, its val / (train + val) fractions otherwise); None without it."""
+        if self.split != "official":
+            return None
+        if self.kind == "cv":
+            return float(self.val_fraction)
+        return float(self.fractions[1]) / (float(self.fractions[0]) + float(self.fractions[1]))
 
     @property
     def name(self) -> str:
@@ -299,7 +323,8 @@ def _select_rows(models: list[ModelRow], path: Path, *, rows, row_options: dict,
 
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
                dict: "a mapping {key: value}", list: "a list", type(None): "null"}
-_SET_ELSEWHERE = {"profile": "--profile", "source": "the config file's own path"}
+_SET_ELSEWHERE = {"profile": "--profile", "source": "the config file's own path",
+                  "overrides": "the loader (the --set values themselves)"}
 
 
 def _type_text(kind) -> str:
@@ -369,6 +394,73 @@ def check_overrides(overrides: dict[str, Any], path: str | Path = "--set") -> di
             raise ValueError(f"{path}: override {key} takes {_type_text(kind)}. "
                              f"Received: {key}={value!r} ({_type_text(type(value))})")
     return checked
+
+
+_ROW_KEYS = {  # the keys load_config takes besides the fields: they change rows, not the whole model list
+    "rows": "a list of row labels: keep only these rows (e.g. --set 'rows=[vgg16]')",
+    "row_options": "a mapping: builder options merged into every row (e.g. --set 'row_options={weights: null}')",
+    "row_overrides": "a mapping {row label: {ModelRow field: value}}: change one row (name, options, stages, "
+                     "input_scale, train_patients, paper_row, ensemble, baseline)",
+}
+
+
+def field_help() -> list[dict]:
+    """Every ExperimentConfig field as {name, type, default, help}: the type in words, the default as YAML
+    ("required" for fields every config sets), and the field's comment in this file (its trailing comment,
+    else the comment lines just above it)."""
+    import ast
+    import io
+    import tokenize
+
+    source = Path(__file__).read_text()
+    comments = {token.start[0]: token.string.lstrip("#").strip()
+                for token in tokenize.generate_tokens(io.StringIO(source).readline)
+                if token.type == tokenize.COMMENT}
+    lines = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ClassDef) and node.name == "ExperimentConfig":
+            lines = {item.target.id: item.lineno for item in node.body
+                     if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)}
+    hints = typing.get_type_hints(ExperimentConfig)
+    entries = []
+    for field in dataclasses.fields(ExperimentConfig):
+        line = lines[field.name]
+        text = comments.get(line)
+        if text is None:  # a comment block directly above the field
+            above, number = [], line - 1
+            while number in comments:
+                above.insert(0, comments[number])
+                number -= 1
+            text = " ".join(above)
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = dataclasses.MISSING
+        shown = "required" if default is dataclasses.MISSING else yaml.safe_dump(
+            list(default) if isinstance(default, tuple) else default, default_flow_style=True).strip()
+        shown = shown.removesuffix("\n...").strip()
+        entries.append({"name": field.name, "type": _type_text(hints[field.name]), "default": shown, "help": text})
+    return entries
+
+
+def config_help() -> str:
+    """`mammo-keras reproduce --help-config`: every key a config file or `--set KEY=VALUE` can set."""
+    lines = ["Config keys: the fields of a config file (experiments/<paper>/<table>.yaml); `--set KEY=VALUE` "
+             "overrides any of them", "for one run (VALUE is YAML: --set n_splits=3, --set 'datasets=[mias]', "
+             "--set save_models=true). A profile's", "section (`profiles: {tiny: ..., cpu: ..., paper: ...}`) "
+             "is applied first, then --set; the values are checked", "against these types before any work.", ""]
+    for entry in field_help():
+        where = f"; set by {_SET_ELSEWHERE[entry['name']]}, not --set" if entry["name"] in _SET_ELSEWHERE else ""
+        where += "; in the config file (rows, row_options, row_overrides change it)" if entry["name"] == "models" else ""
+        default = "required" if entry["default"] == "required" else f"default {entry['default']}"
+        lines.append(f"  {entry['name']}: {entry['type']} ({default}{where})")
+        lines.append(f"      {entry['help']}")
+    lines += ["", "Row keys (they change the `models` rows; in a config file or with --set):", ""]
+    for name, text in _ROW_KEYS.items():
+        lines += [f"  {name}", f"      {text}"]
+    return "\n".join(lines)
 
 
 def load_config(name: str, profile: str = "tiny", *, experiments_dir: Path = EXPERIMENTS_DIR,

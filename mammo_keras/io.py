@@ -4,9 +4,18 @@
          class_names=["benign", "malignant"], preprocessing={"roi": 300, "gcn": "mean"})
     model = load("out/inceptionv3-md")          # JSON + HDF5, checksums verified
 
-A saved folder holds `model.json`, `model.weights.h5`, `model.keras` and `manifest.json`. Each
-file is written to a temporary file in the same folder and moved into place with `os.replace`,
-the manifest last, so a reader never sees a half-written model.
+A saved folder holds `model.json`, `model.weights.h5`, `model.keras`, `MODEL_CARD.md` and
+`manifest.json`. Each file is written to a temporary file in the same folder and moved into place
+with `os.replace`, the manifest last, so a reader never sees a half-written model. The manifest
+lists the sha256 of every other file, the model card included (a card edited after saving fails
+the check like a changed weight file: it is the record of what the weights are).
+
+MODEL_CARD.md says what the model is (architecture, input recipe, classes, parameters), what it
+was trained on (datasets with their data fingerprints and licences), how (the protocol lines of
+the run's plan), how well (the metrics of its part with 95% CIs), and what it is not for: it is a
+research model, not a medical device. `save(..., card=...)` takes those facts from the training
+runner; without them the card still states the model and the limitations, and says the rest is
+unknown.
 
 `pack` zips a saved folder with a `SHA256SUMS` list of every file in it (manifest.json included;
 `sha256sum -c SHA256SUMS` checks it by hand) and `unpack` refuses an archive with unsafe paths
@@ -45,6 +54,7 @@ ARCHITECTURE_FILE = "model.json"
 WEIGHTS_FILE = "model.weights.h5"
 KERAS_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
+CARD_FILE = "MODEL_CARD.md"
 CHECKSUMS_FILE = "SHA256SUMS"
 MANIFEST_VERSION = 1
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed entry times: the same folder packs to the same bytes
@@ -53,8 +63,8 @@ LOAD_FORMATS = ("json", "keras")
 
 def save(model: keras.Model, directory: str | os.PathLike, *, architecture: str | None = None,
          class_names: list[str] | None = None, preprocessing: dict | None = None,
-         arrays: dict[str, np.ndarray] | None = None) -> Path:
-    """Write the model as JSON + HDF5 weights + `.keras`, then a manifest with checksums.
+         arrays: dict[str, np.ndarray] | None = None, card: dict | None = None) -> Path:
+    """Write the model as JSON + HDF5 weights + `.keras` and its MODEL_CARD.md, then a manifest with checksums.
 
     Args:
         architecture: registry name of the builder (defaults to `model.name`).
@@ -62,6 +72,9 @@ def save(model: keras.Model, directory: str | os.PathLike, *, architecture: str 
         preprocessing: JSON-serialisable description of the input pipeline (ROI size, scaling).
         arrays: `.npy` files the input pipeline needs (e.g. a training-set mean image), by file name;
             they are checksummed with the rest.
+        card: what the training run knows for the model card (`model_card`): title, data (name,
+            fingerprint, licence, role, synthetic), part, protocol (lines), command, metrics
+            ({name: {value, low, high}}), metrics_note, profile.
 
     Returns:
         The folder written.
@@ -93,10 +106,82 @@ def save(model: keras.Model, directory: str | os.PathLike, *, architecture: str 
             raise ValueError(f"array files are plain '<name>.npy' names. Received: {filename!r}")
         checksums[filename] = _atomic_write(directory / filename,
                                             lambda tmp, a=array: np.save(tmp, np.asarray(a), allow_pickle=False))
+    text = model_card(manifest, model, card)
+    checksums[CARD_FILE] = _atomic_write(directory / CARD_FILE, lambda tmp: tmp.write_text(text))
+    manifest["model_card"] = CARD_FILE
     manifest["sha256"] = checksums
     _atomic_write(directory / MANIFEST_FILE,
                   lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
     return directory
+
+
+def model_card(manifest: dict, model: keras.Model | None = None, card: dict | None = None) -> str:
+    """MODEL_CARD.md of a saved model: what it is, its training data, protocol and metrics, its use and limits.
+
+    Reference: Mitchell et al. 2019, "Model Cards for Model Reporting", FAT* (the sections).
+    """
+    card = dict(card or {})
+    preprocessing = manifest.get("preprocessing") or {}
+    classes = manifest.get("class_names") or []
+    shape = manifest.get("input_shape")
+    lines = [f"# Model card: {manifest['architecture']}" + (f" ({card['title']})" if card.get("title") else ""), "",
+             f"Written by mammo_keras {manifest['mammo_keras_version']} when the model was saved. Research use only: "
+             "this is not a medical device.", "", "## Model", "",
+             f"- architecture: `{manifest['architecture']}` (a `mammo_keras.models` registry name), Keras "
+             f"{manifest['keras_version']}",
+             f"- input: {_shape_text(shape)}"
+             + (f"; preprocessing recipe `{preprocessing['recipe']}` {json.dumps(preprocessing.get('options', {}))}, "
+                f"input scale {preprocessing.get('input_scale')}, normalisation {preprocessing.get('normalisation')}"
+                if preprocessing.get("recipe") else "; preprocessing not recorded"),
+             f"- outputs: {', '.join(classes) if classes else 'class names not recorded'}"]
+    if model is not None:
+        trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+        lines.append(f"- parameters: {model.count_params():,} ({trainable:,} trainable at the end of training)")
+    lines += ["- files: model.json + model.weights.h5 (JSON architecture and HDF5 weights, the papers' format), "
+              "model.keras; manifest.json holds the sha256 of every file, this card included "
+              "(`mammo-keras predict` and `models unpack` verify them)", "", "## Training data", ""]
+    data = card.get("data") or []
+    for entry in data:
+        lines.append(f"- {entry.get('role', 'training')}: `{entry['name']}`"
+                     + (" (SYNTHETIC phantom images, not mammograms)" if entry.get("synthetic") else "")
+                     + f"; data fingerprint {entry.get('fingerprint') or 'not recorded'}; licence: "
+                       f"{entry.get('licence') or 'not recorded'}")
+    if not data:
+        lines.append("- not recorded (the model was saved outside the training runner)")
+    part = card.get("part") or {}
+    if part:
+        lines.append(f"- part: {part.get('what', '')}: {part.get('n_train', '?')} training, {part.get('n_val', '?')} "
+                     f"validation and {part.get('n_test', '?')} test items")
+    lines += ["", "## Protocol", ""]
+    protocol = card.get("protocol") or []
+    lines += [f"- {line}" for line in protocol] or ["- not recorded"]
+    if card.get("command"):
+        lines.append(f"- command: `{card['command']}`")
+    lines += ["", "## Metrics", ""]
+    metrics = card.get("metrics") or {}
+    if metrics:
+        lines += [card.get("metrics_note", "On the part's test items."), "", "| metric | value | 95% CI |",
+                  "|---|---:|---|"]
+        for name, value in metrics.items():
+            low, high = value.get("low"), value.get("high")
+            ci = (f"[{low:.3f}, {high:.3f}]" if isinstance(low, float) and isinstance(high, float)
+                  and np.isfinite(low) and np.isfinite(high) else "-")
+            lines.append(f"| {name} | {value['value']:.3f} | {ci} |")
+    else:
+        lines.append("Not known when the model was saved.")
+    lines += ["", "## Intended use", "",
+              "Research: reproducing the paper's experiment this model belongs to, studying the method, and trying "
+              "the package's `predict` / `serve` pipeline on images prepared the way its training images were.",
+              "", "## Limitations", "",
+              "- Research use only. Not a medical device: not cleared or approved by any regulator; do not use it to "
+              "screen, diagnose or decide the care of any person.",
+              "- Its numbers hold for the data and split above; other scanners, populations, film vs digital images "
+              "or a different preprocessing can change them, untested.",
+              "- A model from the `tiny` or `cpu` profile (reduced epochs, small inputs) shows the pipeline works; it "
+              "is not a useful classifier." + (f" This one is from the `{card['profile']}` profile."
+                                             if card.get("profile") else ""),
+              "- The training data's licence terms apply to sharing this model and its outputs.", ""]
+    return "\n".join(lines)
 
 
 def read_manifest(directory: str | os.PathLike) -> dict:
@@ -323,6 +408,13 @@ def _parse_sums(archive: Path, text: str) -> dict[str, str]:
                                      f"Received: {line!r}")
         sums[name] = digest
     return sums
+
+
+def _shape_text(shape) -> str:
+    """[224, 224, 1] -> "224 x 224 x 1" (several inputs: each)."""
+    if isinstance(shape, list) and shape and isinstance(shape[0], list):
+        return "; ".join(_shape_text(part) for part in shape)
+    return " x ".join(str(side) for side in shape) if isinstance(shape, list) else str(shape)
 
 
 def _input_shape(model: keras.Model):

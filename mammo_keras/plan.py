@@ -212,6 +212,7 @@ def data_plan(config: ExperimentConfig, row: ModelRow, model, dataset: str | Non
             "task_options": task.recorded(task.resolve(config.task_options)) if task is not None else {},
             "abnormality": config.abnormality, "label_map": {str(k): v for k, v in config.label_map.items()},
             "max_items": config.max_items, "input": {"hw": list(config.input_hw), "channels": config.input_channels},
+            "reader_options": {name: dict(options) for name, options in config.dataset_options.items()},
             "intensity_scale": scale, "normalisation": config.normalisation,
             "offline_augment": dict(config.offline_augment) or None, "online_augment": augment,
             "chain": chain}
@@ -247,6 +248,17 @@ def split_plan(config: ExperimentConfig) -> dict:
         split.update(test_dataset=config.test_dataset, test_abnormality=config.test_abnormality,
                      inner_validation={"fraction": config.val_fraction, "group": "patient_id"},
                      test=f"every item of {config.test_dataset}, once")
+    if config.split == "official":
+        split.update(method="the dataset's own train/test assignment (its reader's `split` column: CBIS-DDSM's "
+                            "description CSVs, VinDr-Mammo); a patient on both sides is an error",
+                     test="the dataset's official test part",
+                     inner_validation={"fraction": config.official_val_fraction, "group": "patient_id",
+                                       "drawn_from": "the official training part"})
+        for key in ("n_splits", "fractions"):
+            split.pop(key, None)
+        if config.balance_eval:
+            split["balance_eval"] = "patients moved to train until val holds both classes equally (test kept whole)"
+    split["rule"] = config.split
     split["reuses"] = config.split_from or None
     return split
 
@@ -477,6 +489,37 @@ def render_markdown(plan: dict) -> str:
         lines += ["## Decisions where the paper is silent or ambiguous (protocol.yaml)", "",
                   *[f"- `{d['id']}`: {d['text']}" for d in protocol["decisions"]], ""]
     return "\n".join(lines)
+
+
+def card_lines(plan: dict, label: str) -> list[str]:
+    """The protocol of one row in a few lines, for the model card of a model it saved (`io.save`)."""
+    lines = [f"experiment `{plan['config']}` at the `{plan['profile']}` profile (epochs x{plan['epoch_scale']:g} of "
+             f"the paper's): {plan['title']}", f"split: {_fmt(plan['split'])}"]
+    rows = [row for row in plan.get("rows", []) if row.get("label") == label]
+    if not rows:
+        return lines + [f"row `{label}` is not in the plan"]
+    row = rows[0]
+    if "data" in row:
+        data = row["data"]
+        lines.append(f"data: task `{data['task']}`, lesions `{data['abnormality']}`, input {_fmt(data['input'])}; "
+                     f"online augmentation {data['online_augment']['preset'] if data['online_augment'] else 'none'}")
+    if row.get("init"):
+        lines.append(f"initial weights: {_fmt(row['init'])}")
+    for entry in row.get("stages", []):
+        if not entry["runs"]:
+            lines.append(f"stage `{entry['name']}`: {entry['skipped']}")
+            continue
+        rate = entry["optimizer"].get("learning_rate")
+        lines.append(f"stage `{entry['name']}`: {entry['epochs']} epochs, batch {entry['batch_size']}, "
+                     f"{entry['optimizer']['name']}" + (f" at learning rate {_fmt(rate)}" if rate is not None else "")
+                     + f", trainable {entry['trainable']['selector']} ({entry['trainable']['n_layers']} layers, "
+                       f"{entry['trainable']['params']:,} params)")
+    if "selection" in row:
+        lines.append(f"selection: {row['selection']['what']}")
+    deviations = (plan.get("protocol") or {}).get("deviations") or []
+    if deviations:
+        lines.append(f"{len(deviations)} declared deviations from the paper's stated protocol (plan.md lists them)")
+    return lines
 
 
 def write_plan(plan: dict, out: str | Path) -> tuple[Path, Path]:

@@ -15,12 +15,27 @@ ENSEMBLE_METHODS = ("average", "weighted_average", "stack")
 KINDS = ("cv", "holdout", "transfer", "detection")
 """Experiment kinds (`runner.kinds`)."""
 
+SPLIT_RULES = ("patient", "official")
+"""Where a config's test part comes from: "patient" (the kind's own patient-level folds or split) or
+"official" (the dataset's own train/test assignment, e.g. CBIS-DDSM's description CSVs; validation
+drawn from its training patients; `data.splits.official_split`)."""
+
+OFFICIAL_SPLIT_KINDS = ("cv", "holdout", "detection")
+"""The kinds `split: official` applies to (a transfer row's test set is another dataset)."""
+
 BASELINE_CLASSIFIERS = ("logistic_regression", "random_forest")
 """The classical baseline's classifiers (`evaluation.baseline.CLASSIFIERS`)."""
 
 LESION_BOX_TASKS = ("chougrad", "jain_levy", "coccomini")
 """Prepare tasks whose index `box` column is the lesion's box (the baseline's shape features use it);
 the Shen tasks record the patch's own box, the whole-image task none."""
+
+WHOLE_IMAGE_TASKS = ("shen",)
+"""Prepare tasks whose items are whole images: their results tables add the breast-level AUC (image
+scores averaged per patient and side, `evaluation.scoring.breast_auroc`)."""
+
+BREAST_METRIC = "auc_breast"
+"""The breast-level AUROC's name among a row's metrics (table.csv columns auc_breast_pooled, ...)."""
 
 BASELINE_LABELS = {"logistic_regression": "baseline_lr", "random_forest": "baseline_rf"}
 """The row label of each baseline classifier a config's `baselines` adds."""

@@ -16,6 +16,7 @@ Reference: Chougrad et al. 2018, Sec. 3.4 (the screening GUI); Selvaraju et al. 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import math
 import re
@@ -80,6 +81,18 @@ class Prediction:
 def column_name(class_name: str) -> str:
     """A class name as a CSV column: lower case, spaces to underscores ("not malignant" -> "not_malignant")."""
     return re.sub(r"\W+", "_", class_name.strip().lower()).strip("_")
+
+
+def heatmap_name(path: str | Path) -> str:
+    """The heatmap PNG's file name for an image: `<stem>_<8 hex>_gradcam.png`.
+
+    The hex digits begin the sha256 of the image's absolute path, so files of the same name in
+    different folders (every CBIS-DDSM image is `1-1.dcm`) get heatmaps of their own, and an image
+    keeps its heatmap's name from one run to the next.
+    """
+    digest = hashlib.sha256(str(Path(path).absolute()).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    stem = re.sub(r"[^\w.-]+", "_", Path(path).stem).strip("._") or "image"
+    return f"{stem}_{digest}_gradcam.png"
 
 
 def format_box(box: roi.Box | None) -> str:

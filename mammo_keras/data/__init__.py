@@ -6,7 +6,7 @@
 
 Each reader module declares its `NAME`, the `FOLDERS` a data root (--data DIR, $MAMMO_DATA) may
 hold it under, its `ALIASES`, `LAYOUT` (the folder layout it expects), `HOW_TO_GET` and
-`read(root, **options)`; this package registers them once (`mammo_keras.registry.Registry`), and
+`LICENCE` (the terms the data come with) and `read(root, **options)`; this package registers them once (`mammo_keras.registry.Registry`), and
 the CLI's choices, the folder lookup and the docs come from there.
 """
 from __future__ import annotations
@@ -47,6 +47,11 @@ def reader_module(name: str):
     return READERS.get(canonical_name(name))
 
 
+def licence(name: str) -> str:
+    """The terms dataset `name` comes with (its reader's LICENCE), for model cards and the README."""
+    return reader_module(name).LICENCE
+
+
 def dataset_root(name: str, data_dir: str | Path | None = None, *, explicit: str | Path | None = None) -> Path | None:
     """Where dataset `name` lives: an explicit folder (--root), else the first of its FOLDERS found under
     `data_dir` (--data) or $MAMMO_DATA. When none exists, the first folder name (reported as looked in);
@@ -81,4 +86,4 @@ def read_dataset(name: str, root: str | Path | None = None, **options) -> pd.Dat
     return module.read(Path(root), **options)
 
 
-__all__ = ["READERS", "canonical_name", "dataset_root", "names", "read_dataset", "reader_module"]
+__all__ = ["READERS", "canonical_name", "dataset_root", "licence", "names", "read_dataset", "reader_module"]

@@ -56,6 +56,9 @@ _CSV_NAME = re.compile(r"^bcdr_([a-z]+\d+)_(outlines|img)\.csv$", re.IGNORECASE)
 NAME = "bcdr"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
 FOLDERS = ('bcdr', 'BCDR')  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
 ALIASES = ()
+LICENCE = (  # the terms the data come with (model cards, README)
+    'free for research after registration, under the terms of https://bcdr.eu; cite the BCDR papers '
+    'the site names')
 LAYOUT = """\
   <root>/                         one folder per distribution, any names, e.g.
     BCDR-F03/bcdr_f03_outlines.csv   lesion outlines (lw_x_points, lw_y_points, classification)

@@ -69,6 +69,9 @@ _SUBJECT = re.compile(r"^(Mass|Calc)-(Training|Test)_P_\d+_(LEFT|RIGHT)_(CC|MLO)
 NAME = "cbis_ddsm"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
 FOLDERS = ('cbis-ddsm', 'cbis_ddsm', 'CBIS-DDSM')  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
 ALIASES = ('cbis-ddsm', 'ddsm')
+LICENCE = (  # the terms the data come with (model cards, README)
+    "the TCIA collection's licence (Creative Commons Attribution 3.0, CC BY 3.0); cite Lee et al. "
+    '2017 and TCIA')
 LAYOUT = """\
   <root>/**/mass_case_description_train_set.csv   the four TCIA description CSVs,
   <root>/**/mass_case_description_test_set.csv    anywhere under the root

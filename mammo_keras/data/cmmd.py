@@ -50,6 +50,9 @@ VIEW_WORDS = {"CC": "CC", "MLO": "MLO", "CRANIO-CAUDAL": "CC", "MEDIO-LATERAL OB
 NAME = "cmmd"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
 FOLDERS = ('cmmd', 'CMMD')  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
 ALIASES = ()
+LICENCE = (  # the terms the data come with (model cards, README)
+    "the TCIA collection's licence (see https://doi.org/10.7937/tcia.eqde-4b16); cite Cui et al. 2021"
+    ' and TCIA')
 LAYOUT = """\
   <root>/CMMD_clinicaldata_revision.xlsx   (or a .csv export of it) anywhere under the root
   <root>/**/<patient>/.../1-1.dcm          the TCIA download, e.g. CMMD/D1-0001/<study>/<series>/1-1.dcm;

@@ -33,6 +33,8 @@ LABELS = {1: ("mass", "benign"), 2: ("mass", "malignant"),
 NAME = "cocc"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
 FOLDERS = ('cocc',)  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
 ALIASES = ('cocc_npy', 'coccomini')
+LICENCE = (  # the terms the data come with (model cards, README)
+    "course arrays, not published (derived from CBIS-DDSM, CC BY 3.0; the course staff's terms apply)")
 LAYOUT = """\
   <root>/train_tensor.npy         N x 150 x 150 uint16 (pairs: baseline at even, abnormality at odd)
   <root>/train_labels.npy         N labels: 0 baseline, 1/2 mass benign/malignant, 3/4 calc benign/malignant

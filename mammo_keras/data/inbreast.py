@@ -18,6 +18,17 @@ label derived from the image's BI-RADS (kept in the `birads` column):
   BI-RADS 3 images are excluded, as in Shen et al.
 BI-RADS 0 (incomplete assessment), if present, is excluded under both.
 
+`subset="shen2017"` selects the images Shen et al. analysed (Sec. 3.2.1). The paper does not
+list them by file name; it states the rule and the counts, and the rule is what is implemented:
+"we assigned all images with BI-RADS 1 and 2 as negative; BI-RADS 4, 5 and 6 as positive; and
+excluded 12 patients and 23 images with BI-RADS 3", of "115 patients and 410 mammograms",
+leaving 387 images of 103 women (its split: "280 from 72 women and 107 from 31 women"). So the
+subset is `labeling="shen"` (BI-RADS 3 images out, BI-RADS 0 out as under every labeling), a
+woman left without images dropping out with them; the stated counts imply that the 12 women had
+BI-RADS 3 images only, so reading "excluded 12 patients" as whole patients gives the same subset.
+`attrs["subset"]` holds the rule, the paper's counts and this folder's, and a note when a full
+release (410 images) does not give the paper's 387 images of 103 women.
+
 ROI names map to abnormalities (case-insensitive): Mass, Spiculated/Espiculated
 Region -> mass; Calcification(s), Cluster -> calcification; (Architectural)
 Distortion -> distortion; Asymmetry (also misspelt Assymetry) -> asymmetry. Any other
@@ -44,6 +55,17 @@ from mammo_keras.errors import DataError, DatasetNotFoundError
 
 RELEASE_FOLDER = "INbreast Release 1.0"
 LABELINGS = ("birads", "shen")
+SUBSETS = {
+    "shen2017": {
+        "rule": "BI-RADS 1-2 negative, 4-6 positive; BI-RADS 3 (and 0) images excluded, and a woman left "
+                "without images with them (Shen et al. Sec. 3.2.1; the paper names no files)",
+        "labeling": "shen",
+        "paper": {"release_images": 410, "release_patients": 115, "images": 387, "patients": 103,
+                  "excluded_images": 23, "excluded_patients": 12},
+        "quote": "we assigned all images with BI-RADS 1 and 2 as negative; BI-RADS 4, 5 and 6 as positive; "
+                 "and excluded 12 patients and 23 images with BI-RADS 3",
+    },
+}
 MISSING_POLICIES = ("error", "skip")
 BIRADS_VALUES = ("0", "1", "2", "3", "4", "4a", "4b", "4c", "5", "6")
 ROI_ABNORMALITY = {
@@ -61,6 +83,9 @@ _POINT = re.compile(r"^\s*\(?\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*\)?\s*$")
 NAME = "inbreast"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
 FOLDERS = ('inbreast', 'INbreast')  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
 ALIASES = ()
+LICENCE = (  # the terms the data come with (model cards, README)
+    'given on request for research use under the terms the Breast Research Group (INESC TEC / '
+    'University of Porto) sets when it grants access; cite Moreira et al. 2012')
 LAYOUT = """\
   <root>/                     (or <root>/INbreast Release 1.0/)
     INbreast.csv              semicolon separated: ...;File Name;ACR;Bi-Rads
@@ -74,24 +99,36 @@ HOW_TO_GET = """\
   (or put it under $MAMMO_DATA/inbreast)."""
 
 
-def read(root: str | Path, *, labeling: str = "birads", csv_path: str | Path | None = None,
-         missing: str = "error") -> pd.DataFrame:
+def read(root: str | Path, *, labeling: str | None = None, csv_path: str | Path | None = None,
+         missing: str = "error", subset: str | None = None) -> pd.DataFrame:
     """Read INbreast into the record table: one row per ROI, one normal row per image without ROIs.
 
     Args:
         root: the release folder (or its parent).
-        labeling: "birads" (1 normal, 2-3 benign, 4-6 malignant) or "shen" (BI-RADS 3 excluded).
+        labeling: "birads" (1 normal, 2-3 benign, 4-6 malignant; the default) or "shen" (BI-RADS 3
+            excluded).
+        subset: "shen2017": the images Shen et al. analysed (see the module docstring); it sets
+            the labeling to "shen" (another `labeling` with it is an error).
         csv_path: the BI-RADS table; default `<release>/INbreast.csv`. A table exported
             from INbreast.xls with commas instead of semicolons is accepted.
         missing: a table row whose DICOM is absent raises ("error") or is dropped ("skip").
 
     Returns:
-        The record table with extra columns birads, acr, roi_name.
+        The record table with extra columns birads, acr, roi_name; with a `subset`,
+        `attrs["subset"]` = {name, rule, quote, paper: the paper's counts, found: this folder's
+        (release_images, release_patients, images, patients, excluded_images, excluded_patients),
+        note: "" or how the counts differ from the paper's on a full release}.
 
     Raises:
         DatasetNotFoundError: the folder lacks AllDICOMs or the table.
         DataError: malformed XML, table rows or DICOM names, naming the file (and line).
     """
+    if subset is not None and subset not in SUBSETS:
+        raise ValueError(f"subset must be one of {list(SUBSETS)} or None. Received: subset={subset!r}")
+    if subset is not None and labeling not in (None, SUBSETS[subset]["labeling"]):
+        raise ValueError(f"subset {subset!r} labels the images itself ({SUBSETS[subset]['rule']}); leave "
+                         f"`labeling` out. Received: labeling={labeling!r}")
+    labeling = SUBSETS[subset]["labeling"] if subset is not None else (labeling or "birads")
     if labeling not in LABELINGS:
         raise ValueError(f"labeling must be one of {list(LABELINGS)}. Received: labeling={labeling!r}")
     if missing not in MISSING_POLICIES:
@@ -102,7 +139,7 @@ def read(root: str | Path, *, labeling: str = "birads", csv_path: str | Path | N
         raise DatasetNotFoundError(f"inbreast: BI-RADS table not found at {table_path}.\n"
                                    f"Expected layout:\n{LAYOUT}")
     dicoms = index_dicoms(release / "AllDICOMs")
-    rows = []
+    rows, listed, excluded = [], set(), set()
     for entry in read_birads_table(table_path):
         file_id = entry["file_id"]
         if file_id not in dicoms:
@@ -111,8 +148,10 @@ def read(root: str | Path, *, labeling: str = "birads", csv_path: str | Path | N
             raise DataError(table_path, f"File Name {file_id} has no DICOM "
                                         f"{file_id}_*_MG_*_ANON.dcm in {release / 'AllDICOMs'}",
                             line=entry["line"])
+        listed.add((file_id, dicoms[file_id]["patient_id"]))
         pathology = birads_pathology(entry["birads"], labeling)
         if pathology is None:
+            excluded.add((file_id, dicoms[file_id]["patient_id"]))
             continue
         image = dicoms[file_id]
         base = {"image_id": file_id, "patient_id": image["patient_id"], "path": str(image["path"]),
@@ -133,7 +172,30 @@ def read(root: str | Path, *, labeling: str = "birads", csv_path: str | Path | N
             if roi["points"]:
                 row.update(contour_geometry(roi["points"]))
             rows.append(row)
-    return make_table(rows, origin=str(table_path))
+    table = make_table(rows, origin=str(table_path))
+    if subset is not None:
+        table.attrs["subset"] = subset_report(subset, listed, excluded, table)
+    return table
+
+
+def subset_report(subset: str, listed: set[tuple[str, str]], excluded: set[tuple[str, str]],
+                  table: pd.DataFrame) -> dict:
+    """The subset's rule and counts next to the paper's; a note when a full release does not match them."""
+    spec = SUBSETS[subset]
+    kept_patients = set(table["patient_id"]) if len(table) else set()
+    found = {"release_images": len(listed), "release_patients": len({p for _, p in listed}),
+             "images": int(table["image_id"].nunique()) if len(table) else 0, "patients": len(kept_patients),
+             "excluded_images": len(excluded),
+             "excluded_patients": len({p for _, p in excluded} - kept_patients)}
+    paper = spec["paper"]
+    note = ""
+    if found["release_images"] == paper["release_images"] and any(
+            found[key] != paper[key] for key in ("images", "patients", "excluded_images", "excluded_patients")):
+        note = ("this full release gives " + ", ".join(f"{key} {found[key]} (paper {paper[key]})"
+                                                      for key in ("images", "patients", "excluded_images",
+                                                                  "excluded_patients")))
+    return {"name": subset, "rule": spec["rule"], "quote": spec["quote"], "paper": dict(paper), "found": found,
+            "note": note}
 
 
 def birads_pathology(birads: str, labeling: str = "birads") -> str | None:

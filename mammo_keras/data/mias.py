@@ -34,6 +34,9 @@ _ROW = re.compile(r"^mdb\d{3}\b")
 NAME = "mias"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
 FOLDERS = ('mias', 'mini-mias', 'all-mias')  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
 ALIASES = ('mini-mias', 'mini_mias')
+LICENCE = (  # the terms the data come with (model cards, README)
+    'research use only; cite Suckling et al. 1994, "The Mammographic Image Analysis Society Digital '
+    'Mammogram Database", Excerpta Medica ICS 1069, 375-378')
 LAYOUT = """\
   <root>/Info.txt          the label file of the archive (CRLF, table after the header text)
   <root>/mdb001.pgm ... mdb322.pgm   (or .png conversions of them)"""

@@ -47,6 +47,9 @@ OTHER_VIEWS = ("ML", "LM", "AT", "LMO", "XCCL", "XCCM")
 NAME = "rsna_screening"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
 FOLDERS = ('rsna-screening', 'rsna_screening', 'rsna-breast-cancer-detection')  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
 ALIASES = ('rsna-screening', 'rsna', 'rsna-breast-cancer-detection')
+LICENCE = (  # the terms the data come with (model cards, README)
+    "the competition's data rules, accepted on Kaggle before download "
+    '(https://www.kaggle.com/competitions/rsna-breast-cancer-detection/rules); cite Carr et al. 2022')
 LAYOUT = f"""\
   <root>/{LABEL_CSV}                         one row per image (labels as on the competition's data page)
   <root>/{IMAGE_FOLDER}/<patient_id>/<image_id>.dcm   many JPEG 2000: pip install pylibjpeg pylibjpeg-openjpeg"""

@@ -6,9 +6,17 @@ the folds keep the class proportions of `label` as far as whole patients allow. 
 two folds is an error (`LeakageError`), never a warning. Assignments are saved beside the
 results so a run can be re-checked and repeated.
 
+A dataset's own train/test assignment (CBIS-DDSM's description CSVs, VinDr-Mammo's `split`
+column) is the other choice (`official_split`): its test part is the test, validation is drawn
+from its training patients. It is checked the same way: CBIS-DDSM's mass files and its calc files
+each keep a patient on one side, but merged they do not (about 31 patient ids are on both sides),
+and such a split raises `LeakageError` naming the patients instead of testing on women seen in
+training.
+
 Reference: Chougrad et al. 2018 §3, Table 2 (stratified 5-fold CV); Shen et al. 2017 §3.1.1
 (patient-level stratified 85/15 split, then 10% of training patients for validation, i.e.
-fractions=(0.765, 0.085, 0.15)).
+fractions=(0.765, 0.085, 0.15)); Lee et al. 2017, Scientific Data 4:170177 (CBIS-DDSM's
+official train/test split).
 """
 from __future__ import annotations
 
@@ -27,6 +35,8 @@ SPLIT_NAMES = ("train", "val", "test")
 ASSIGNMENT_COLUMNS = ("fold", "split")
 ID_COLUMNS = ("image_id", "patient_id", "lesion_id")
 MAX_SPLIT_FOLDS = 20
+OFFICIAL_COLUMN = "official_split"  # the dataset's own "train" / "test" per row (readers' `split` column)
+OFFICIAL_SIDES = ("train", "test")
 
 
 class LeakageError(DataError):
@@ -176,6 +186,101 @@ def reuse_split(table: pd.DataFrame, source: pd.DataFrame, *, fractions: Sequenc
     return assigned, n_new
 
 
+def official_split(table: pd.DataFrame, *, val_fraction: float, seed: int, label: str = "pathology",
+                   column: str = OFFICIAL_COLUMN, origin: str | None = None) -> pd.DataFrame:
+    """Assign `split` from the dataset's own train/test column: its test rows are the test part, and
+    `val_fraction` of its training patients (stratified on `label`) are the validation part.
+
+    Too few training patients of a class for a stratified validation draw leaves the validation
+    part empty (as the inner split of cross-validation does). `origin` (the dataset's name) begins
+    every error message.
+
+    Returns:
+        A copy of `table` with a str `split` column.
+
+    Raises:
+        DataError: the column is missing, empty on some row, or holds values other than train/test,
+            or one side is empty.
+        LeakageError: a patient has rows on both sides of the official split (CBIS-DDSM's mass and
+            calc files merged), naming the patients and their images on each side.
+    """
+    _check_table(table, label)
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1). Received: val_fraction={val_fraction!r}")
+    if column not in table.columns:
+        raise DataError(origin, f"the official train/test split needs the dataset's own assignment (a {column!r} "
+                              "column, from a reader that records one: cbis_ddsm, vindr_mammo); this dataset has "
+                              "none. Use the patient-level split (`split: patient`)")
+    sides = table[column].astype(str).str.strip().str.lower().replace({"nan": "", "none": ""})
+    bad = ~sides.isin(OFFICIAL_SIDES)
+    if bad.any():
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        missing = int((sides[bad] == "").sum())
+        raise DataError(origin, f"the official split must be 'train' or 'test' on every row; {int(bad.sum())} rows "
+                              f"are not ({missing} have none: a dataset without an official split, or a merge "
+                              "with one). Use the patient-level split (`split: patient`). Received: "
+                              f"{column}={table[column].iloc[first]!r} for patient "
+                              f"{table['patient_id'].iloc[first]!r}")
+    empty = [side for side in OFFICIAL_SIDES if not (sides == side).any()]
+    if empty:
+        raise DataError(origin, f"the official split has no {empty[0]!r} rows; it needs both a training and a "
+                              "test part (e.g. both the train and the test description CSVs of CBIS-DDSM)")
+    check_official_sides(table.assign(**{column: sides.to_numpy()}), column=column, origin=origin)
+    assigned = table.assign(split=np.where(sides == "test", "test", "train"))
+    train = np.flatnonzero((sides == "train").to_numpy())
+    if val_fraction > 0:
+        try:
+            inner = train_val_test(table.iloc[train], fractions=(1.0 - val_fraction, val_fraction, 0.0),
+                                   seed=seed, label=label)["split"].to_numpy()
+        except ValueError:  # too few patients of a class for a stratified validation part
+            inner = np.full(len(train), "train")
+        assigned.iloc[train, assigned.columns.get_loc("split")] = inner
+    check_no_leakage(assigned, by="split")
+    return assigned
+
+
+def official_leaks(table: pd.DataFrame, *, column: str = "split") -> dict[str, dict[str, list[str]]]:
+    """Patients with rows on both sides of a dataset's own train/test split: {patient: {side: image ids}}."""
+    if column not in table.columns or "patient_id" not in table.columns:
+        return {}
+    sides = table[column].astype(str).str.strip().str.lower()
+    known = table[sides.isin(OFFICIAL_SIDES)].assign(**{column: sides[sides.isin(OFFICIAL_SIDES)]})
+    per_patient = known.groupby(known["patient_id"].astype(str))[column].nunique()
+    leaked = sorted(per_patient[per_patient > 1].index)
+    ids = "image_id" if "image_id" in known.columns else column
+    return {patient: {side: sorted(set(known.loc[(known["patient_id"].astype(str) == patient)
+                                                 & (known[column] == side), ids].astype(str)))
+                      for side in OFFICIAL_SIDES}
+            for patient in leaked}
+
+
+def official_summary(table: pd.DataFrame, *, column: str = "split") -> dict:
+    """Images and patients per side of a reader's own train/test split, and the patients on both sides
+    (`data info`); {} for a dataset without one."""
+    if column not in table.columns or table.empty:
+        return {}
+    sides = table[column].astype(str)
+    return {"images": {k: int(v) for k, v in table.groupby(sides)["image_id"].nunique().items()},
+            "patients": {k: int(v) for k, v in table.groupby(sides)["patient_id"].nunique().items()},
+            "patients_on_both_sides": sorted(official_leaks(table, column=column))}
+
+
+def check_official_sides(table: pd.DataFrame, *, column: str = OFFICIAL_COLUMN, origin: str | None = None) -> None:
+    """Raise LeakageError when a patient has rows on both sides of the official train/test split."""
+    leaks = official_leaks(table, column=column)
+    if not leaks:
+        return
+    shown = "; ".join(f"{patient} (train: {', '.join(sides['train'][:2])}; test: {', '.join(sides['test'][:2])})"
+                      for patient, sides in list(leaks.items())[:10])
+    more = f" and {len(leaks) - 10} more" if len(leaks) > 10 else ""
+    raise LeakageError(origin, f"{len(leaks)} patients are on both sides of the official train/test split, so "
+                             f"testing on it would test on women seen in training: {shown}{more}. CBIS-DDSM's "
+                             "mass files and its calc files each keep a patient on one side, but merged they "
+                             "do not (about 31 patients). Use one abnormality (`abnormality: mass` or "
+                             "`calcification`) with the official split, or the patient-level split "
+                             "(`split: patient`)")
+
+
 def balance_parts(assigned: pd.DataFrame, *, parts: Sequence[str] = ("val", "test"), seed: int,
                   label: str = "pathology") -> pd.DataFrame:
     """Move whole patients from `parts` to "train" until each part has as many rows of each class.
@@ -274,5 +379,6 @@ def load_assignments(path: str | Path) -> pd.DataFrame:
     return frame
 
 
-__all__ = ["LeakageError", "SPLIT_NAMES", "balance_parts", "check_no_leakage", "load_assignments", "patient_kfold",
+__all__ = ["LeakageError", "OFFICIAL_COLUMN", "SPLIT_NAMES", "balance_parts", "check_no_leakage",
+           "check_official_sides", "load_assignments", "official_leaks", "official_split", "official_summary", "patient_kfold",
            "reuse_split", "save_assignments", "train_val_test"]

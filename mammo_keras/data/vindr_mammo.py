@@ -73,6 +73,9 @@ NO_FINDING = "no finding"
 NAME = "vindr_mammo"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
 FOLDERS = ('vindr-mammo', 'vindr_mammo')  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
 ALIASES = ('vindr-mammo', 'vindr')
+LICENCE = (  # the terms the data come with (model cards, README)
+    "PhysioNet credentialed access under the project's data use agreement "
+    '(https://physionet.org/content/vindr-mammo/1.0.0/); cite Nguyen et al. 2023 and PhysioNet')
 LAYOUT = f"""\
   <root>/{BREAST_CSV}    one row per image (BI-RADS, density, official split)
   <root>/{FINDING_CSV}         one row per finding box (or 'No Finding')

@@ -258,6 +258,46 @@ def score_levels(predictions: pd.DataFrame, *, levels: Sequence[str] = LEVELS,
             "n_replicates": n_replicates, "confidence": confidence, "seed": seed}
 
 
+def breast_auroc(predictions: pd.DataFrame, *, n_replicates: int = N_REPLICATES, seed: int = 0,
+                 confidence: float = 0.95) -> dict | None:
+    """The breast-level AUROC of a runner's predictions table, for its results table.
+
+    Args:
+        predictions: item_id (or image_id), patient_id, laterality, label, score and fold (a part
+            number), one row per image.
+
+    Returns:
+        {"fold_mean", "fold_std", "pooled", "ci_low", "ci_high", "n_breasts"}: image scores averaged
+        per breast (patient_id + laterality, `aggregate`); per part its AUROC, and the pooled AUROC
+        with a percentile patient-bootstrap CI (`score_levels`). None when the side of an image is
+        unknown (no breast level) or the table is not a binary one.
+    """
+    if "score" not in predictions or "laterality" not in predictions or predictions.empty:
+        return None
+    sides = predictions["laterality"].astype(str).str.strip().str.upper().map(_SIDES)
+    if sides.isna().any():
+        return None
+    ids = predictions["image_id"] if "image_id" in predictions else predictions["item_id"]
+    table = pd.DataFrame({"image_id": ids.astype(str).to_numpy(),
+                          "patient_id": predictions["patient_id"].astype(str).to_numpy(),
+                          "laterality": sides.to_numpy(), "exam_id": "",
+                          "label": predictions["label"].astype(int).to_numpy(),
+                          "score": predictions["score"].astype(float).to_numpy()})
+    if table["label"].nunique() < 2:
+        return None
+    per_part = []
+    for _, group in table.groupby(predictions["fold"].to_numpy() if "fold" in predictions else np.zeros(len(table))):
+        breasts = aggregate(group, "breast")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            per_part.append({"auc": metrics.auc(breasts["label"], breasts["score"])})
+    mean, std = metrics.fold_summary(per_part)["auc"]
+    entry = score_levels(table, levels=["breast"], n_replicates=n_replicates, confidence=confidence,
+                         seed=seed)["levels"]["breast"]
+    return {"fold_mean": mean, "fold_std": std, "pooled": entry["auroc"]["value"], "ci_low": entry["auroc"]["low"],
+            "ci_high": entry["auroc"]["high"], "n_breasts": entry["n"]}
+
+
 def score_file(path: str | Path, *, val_path: str | Path | None = None, index: str | Path | None = None,
                levels: Sequence[str] = LEVELS, calibration_png: str | Path | None = None, **options) -> dict:
     """`score_levels` on a predictions file (and a validation file), optionally drawing the reliability diagram."""
@@ -459,5 +499,5 @@ def _nan_to_none(value):
     return value
 
 
-__all__ = ["EXAM_RULES", "LEVELS", "aggregate", "calibration", "format_report", "pf1", "read_predictions",
+__all__ = ["EXAM_RULES", "LEVELS", "aggregate", "breast_auroc", "calibration", "format_report", "pf1", "read_predictions",
            "reliability_diagram", "score_file", "score_levels", "to_json", "youden_threshold"]

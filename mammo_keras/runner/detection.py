@@ -27,7 +27,7 @@ import pandas as pd
 
 from mammo_keras import data
 from mammo_keras.config import ExperimentConfig, ModelRow
-from mammo_keras.data.splits import save_assignments, train_val_test
+from mammo_keras.data.splits import OFFICIAL_COLUMN, official_split, save_assignments, train_val_test
 from mammo_keras.data import detection as ddata
 from mammo_keras.errors import DatasetNotFoundError
 from mammo_keras.evaluation import detection as metrics
@@ -65,7 +65,8 @@ def row_settings(config: ExperimentConfig, row: ModelRow) -> tuple[dict, str, ob
 
 
 def load_items(config: ExperimentConfig, dataset: str, data_dir, options: dict) -> pd.DataFrame:
-    """Detection items of one dataset, limited to `max_items` patients' images, with a `split` column."""
+    """Detection items of one dataset, limited to `max_items` patients' images, with a `split` column
+    (patient-level, or the dataset's own train/test assignment with `split: official`)."""
     from mammo_keras.runner.inputs import dataset_root
 
     name = data.canonical_name(dataset)
@@ -77,7 +78,14 @@ def load_items(config: ExperimentConfig, dataset: str, data_dir, options: dict) 
         patients = items["patient_id"].drop_duplicates().sample(frac=1.0, random_state=config.seed)
         counts = items.groupby("patient_id").size().loc[patients].cumsum()
         items = items[items["patient_id"].isin(counts.index[counts <= config.max_items])]
-    return train_val_test(items.reset_index(drop=True), fractions=config.fractions, seed=config.seed,
+    items = items.reset_index(drop=True)
+    if config.split == "official":  # the dataset's own test part; validation from its training patients
+        sides = table.assign(image_id=table["image_id"].astype(str)).groupby("image_id")["split"].first() \
+            if "split" in table.columns else pd.Series(dtype=str)
+        items = items.assign(**{OFFICIAL_COLUMN: items["image_id"].astype(str).map(sides).fillna("").to_numpy()})
+        return official_split(items, val_fraction=config.official_val_fraction, seed=config.seed,
+                              label="pathology", origin=name).drop(columns=[OFFICIAL_COLUMN])
+    return train_val_test(items, fractions=config.fractions, seed=config.seed,
                           label="pathology")  # benign / malignant / normal: every split gets both mass kinds
 
 
@@ -110,7 +118,8 @@ def load_split(config: ExperimentConfig, dataset: str, data_dir, out: Path,
         images, boxes, scales = ddata.load_images(chosen, config.input_hw)
         split[part] = {"items": chosen, "images": images, "boxes": boxes, "scales": scales}
     counts = {p: f"{len(s['items'])} images ({int(s['items']['n_lesions'].sum())} masses)" for p, s in split.items()}
-    progress(f"{name}: {counts} from {items['patient_id'].nunique()} patients, patient-level split, "
+    progress(f"{name}: {counts} from {items['patient_id'].nunique()} patients, "
+             f"{'official train/test split' if config.split == 'official' else 'patient-level split'}, "
              f"downsampled to {config.input_hw[0]}x{config.input_hw[1]}"
              f"{' [SYNTHETIC phantom data]' if name == 'phantom' else ''}")
     return DetectionInputs(name, split, ddata.fingerprint(items), name == "phantom")

@@ -7,6 +7,8 @@ the same object `predict` uses on a new image.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +19,8 @@ from mammo_keras import data
 from mammo_keras.config import ExperimentConfig
 from mammo_keras.data.prepare import load_prepared, prepare
 from mammo_keras.data.recipes import IMAGE_MEAN_COLUMN, InputRecipe
-from mammo_keras.errors import DatasetNotFoundError
+from mammo_keras.data.splits import OFFICIAL_COLUMN
+from mammo_keras.errors import DataError, DatasetNotFoundError
 
 MERGED = "merged"
 
@@ -63,7 +66,9 @@ def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | N
     """Read and prepare one dataset for the config's task; absent data is reported, not raised.
 
     Args:
-        options: reader options (e.g. the phantom's seed); `tag` names their prepared folder.
+        options: reader options (e.g. the phantom's seed, INbreast's subset); `tag` names their
+            prepared folder and prefixes the ids (a second reading of one source), else the folder
+            name carries a hash of the options.
         abnormality: keep only this lesion type (and normals); "config" means `config.abnormality`.
     """
     name = data.canonical_name(dataset)
@@ -74,16 +79,23 @@ def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | N
         where = root if root is not None else "nowhere: pass --data DIR or set MAMMO_DATA"
         progress(f"{name}: dataset absent (looked in {where}); the paper's numbers are shown alone")
         return DatasetInputs(name, absent=f"absent (looked in {where})")
+    subset = table.attrs.get("subset")
+    if subset:
+        found, paper = subset["found"], subset["paper"]
+        progress(f"{name}: subset {subset['name']}: {found['images']} images of {found['patients']} patients "
+                 f"(the paper: {paper['images']} of {paper['patients']}; {subset['rule']})"
+                 + (f"; {subset['note']}" if subset["note"] else ""))
     abnormality = config.abnormality if abnormality == "config" else abnormality
     if abnormality:
         keep = (table["abnormality"] == abnormality) | (table["abnormality"] == "normal")
         table = table[keep].reset_index(drop=True)
     recipe = InputRecipe.of(config)
-    folder = work / "prepared" / f"{name}_{config.task}{tag}"
+    folder = work / "prepared" / f"{name}_{config.task}{tag or options_tag(options)}{options_tag(config.task_options)}"
     report = prepare(name, table, folder, config.task, root=root, options=config.task_options, progress=False)
     items, index = load_prepared(folder, mmap=False)
     if config.label_map:
         index = index.assign(label=index["label"].map(lambda v: config.label_map[int(v)]))
+    index = with_official_split(index, table, name)
     rows = limit_patients(index, config.max_items, config.seed)
     images, index = recipe.training_arrays(items[rows], index.iloc[rows].reset_index(drop=True))
     synthetic = name == "phantom"
@@ -93,6 +105,28 @@ def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | N
         index = index.assign(patient_id=name + tag + ":" + index["patient_id"].astype(str),
                              item_id=name + tag + ":" + index["item_id"].astype(str))
     return DatasetInputs(name, images, index, report.data_fingerprint, synthetic, root=root)
+
+
+def with_official_split(index: pd.DataFrame, table: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The prepared index with the dataset's own train/test side of each item's image (`official_split`),
+    when the reader records one (a `split` column: CBIS-DDSM's description CSVs, VinDr-Mammo); the
+    config's `split: official` tests on it."""
+    if "split" not in table.columns:
+        return index
+    sides = table.assign(image_id=table["image_id"].astype(str)).groupby("image_id")["split"].unique()
+    two = sides[sides.map(len) > 1]
+    if len(two):
+        raise DataError(name, f"image {two.index[0]!r} is on both sides of the official split "
+                              f"({sorted(two.iloc[0])}); the reader's split must be one per image")
+    side = index["image_id"].astype(str).map(sides.map(lambda values: str(values[0])))
+    return index.assign(**{OFFICIAL_COLUMN: side.fillna("").to_numpy()})
+
+
+def options_tag(options: dict | None) -> str:
+    """The prepared folder's suffix for reader options (another reading of the source is other items)."""
+    if not options:
+        return ""
+    return "_" + hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def merge_inputs(parts: list[DatasetInputs]) -> DatasetInputs:

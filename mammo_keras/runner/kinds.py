@@ -46,6 +46,13 @@ class RowRun:
     def say(self, message: str) -> None:
         self.progress(f"  {self.row.label}: {message}")
 
+    def sides(self) -> pd.DataFrame | None:
+        """item_id and laterality of every item the row may score (its dataset and the test set), for the
+        breast-level AUC of whole-image tables."""
+        parts = [inputs.index for inputs in (self.data, self.test_inputs)
+                 if isinstance(inputs, DatasetInputs) and inputs.index is not None and "laterality" in inputs.index]
+        return pd.concat([part[["item_id", "laterality"]] for part in parts], ignore_index=True) if parts else None
+
 
 class Classification(abc.ABC):
     """Shared by the classification kinds: datasets read and prepared by `runner.inputs`."""
@@ -56,7 +63,8 @@ class Classification(abc.ABC):
         inputs: dict[str, DatasetInputs] = {}
         for dataset in config.datasets:
             if dataset != MERGED:
-                inputs[dataset] = load_inputs(config, dataset, data_dir, out, progress)
+                inputs[dataset] = load_inputs(config, dataset, data_dir, out, progress,
+                                              options=reader_options(config, dataset))
         if MERGED in config.datasets:
             inputs[MERGED] = merge_inputs([v for k, v in inputs.items() if k != MERGED])
         return inputs
@@ -75,6 +83,7 @@ class Classification(abc.ABC):
         config, row = job.config, job.row
         shape = (*config.input_hw, config.input_channels)
         spec = train_spec(config, row, job.options)
+        spec = dataclasses.replace(spec, model_info={**spec.model_info, "card": card_facts(job)})
         recipe_scale = spec.model_info["preprocessing"]["input_scale"]
 
         def build():  # under the --strategy / --precision of an enclosing training_scope, if any
@@ -91,7 +100,8 @@ class Classification(abc.ABC):
             return pd.DataFrame(), {"status": f"diverged: {error}"}
         # Training time from each fold's record, so a resumed run reports what the work cost.
         seconds = report.recorded_seconds(job.folder) or time.perf_counter() - started
-        return predictions, report.summarise(config, predictions, job.folder, f"{row.label} on {data.name}", seconds)
+        return predictions, report.summarise(config, predictions, job.folder, f"{row.label} on {data.name}", seconds,
+                                             index=job.sides())
 
     @abc.abstractmethod
     def train(self, job: RowRun, build, spec, data, test, explain) -> pd.DataFrame:
@@ -99,14 +109,23 @@ class Classification(abc.ABC):
 
 
 class CrossValidation(Classification):
-    """Patient-level stratified K-fold: every item scored once, out of fold (Chougrad, Coccomini)."""
+    """Patient-level stratified K-fold: every item scored once, out of fold (Chougrad, Coccomini). With
+    `split: official` one part instead: the dataset's own test part, shared by the rows like a hold-out."""
 
     name = "cv"
 
+    def dataset_split(self, config, dataset, data, out, results_dir, progress):
+        if config.split != "official" or data.absent:
+            return None, ""
+        return table_split(config, dataset, data, out, results_dir, progress)
+
     def train(self, job, build, spec, data, test, explain):
-        from mammo_keras.training.cv import cross_validate
+        from mammo_keras.training.cv import cross_validate, holdout
 
         config = job.config
+        if config.split == "official":
+            return holdout(build, data.images, data.index, spec, job.folder, seed=config.seed,
+                           split_source=job.split_source, progress=job.say, explain=explain)
         return cross_validate(build, data.images, data.index, spec, job.folder, n_splits=config.n_splits,
                               val_fraction=config.val_fraction, seed=config.seed, progress=job.say, explain=explain)
 
@@ -164,7 +183,7 @@ class Ensemble:
                               seed=job.config.seed)
         seconds = sum(report.recorded_seconds(folder) for folder in members.values())
         return predictions, report.summarise(job.config, predictions, job.folder,
-                                             f"{job.row.label} on {job.out.name}", seconds)
+                                             f"{job.row.label} on {job.out.name}", seconds, index=job.sides())
 
 
 class Detection:
@@ -211,12 +230,13 @@ class Baseline:
         config, spec, data = job.config, job.row.baseline, job.data
         started = time.perf_counter()
         index, images = data.index, data.images
-        if config.kind == "cv":  # the folds cross_validate draws for every row: same index, same seed
+        if config.kind == "cv" and config.split != "official":  # the folds cross_validate draws for every row
             folds = assign_folds(index, config.n_splits, config.seed, job.folder / "folds.csv")
             items = index.assign(fold=folds["fold"].to_numpy())
-        elif config.kind == "holdout":
+        elif config.kind in ("holdout", "cv"):  # the table's shared split (official: the dataset's own test part)
             split, _ = holdout_split(index, fractions=config.fractions, seed=config.seed, source=job.split_source,
-                                     balance_eval=config.balance_eval)
+                                     balance_eval=config.balance_eval, official_val=config.official_val_fraction,
+                                     origin=job.dataset)
             items = index.assign(split=split["split"].to_numpy())
         elif config.kind == "transfer":
             test = job.test_inputs
@@ -232,10 +252,52 @@ class Baseline:
                                   options=spec.get("options"), progress=job.say)
         seconds = feature_seconds + report.recorded_seconds(job.folder)  # + each part's recorded fit
         return predictions, report.summarise(config, predictions, job.folder, f"{job.row.label} on {data.name}",
-                                             seconds)
+                                             seconds, index=job.sides())
 
 
 KINDS = {kind.name: kind for kind in (CrossValidation(), HoldOut(), Transfer(), Detection())}
+
+
+def card_facts(job: RowRun) -> dict:
+    """What the runner knows for the model card of a model this row saves (`io.save(card=...)`): the data
+    with fingerprints and licences, the row's protocol lines from the results folder's plan.json, the
+    part (its text takes {fold}), the command and profile; training adds the part's metrics."""
+    import json
+
+    from mammo_keras import data as readers
+    from mammo_keras.plan import card_lines
+
+    config, data = job.config, job.data
+    parts = [name for name in config.datasets if name != MERGED] if data.name == MERGED else [data.name]
+    entries = [{"name": data.name if data.name != MERGED else f"merged ({' + '.join(parts)})", "role": "training",
+                "fingerprint": data.fingerprint, "synthetic": data.synthetic,
+                "licence": "; ".join(f"{name}: {readers.licence(name)}" if len(parts) > 1 else readers.licence(name)
+                                     for name in parts)}]
+    if job.test_inputs is not None:
+        entries.append({"name": job.test_inputs.name, "role": "test", "fingerprint": job.test_inputs.fingerprint,
+                        "synthetic": job.test_inputs.synthetic, "licence": readers.licence(job.test_inputs.name)})
+    plan_path = job.out.parent / "plan.json"
+    protocol = (card_lines(json.loads(plan_path.read_text()), job.row.label) if plan_path.is_file()
+                else [f"no plan.json in {job.out.parent} (the model was trained outside `mammo-keras reproduce`)"])
+    if config.kind == "transfer":
+        what = f"trained on {data.name}, tested once on {config.test_dataset}"
+    elif config.split == "official":
+        what = "the dataset's official train/test split"
+    elif config.kind == "cv":
+        what = f"fold {{fold}} of the patient-level {config.n_splits}-fold cross-validation"
+    else:
+        what = f"the patient-level hold-out split (train/val/test {'/'.join(f'{f:g}' for f in config.fractions)})"
+    return {"title": f"{config.name}, row {job.row.label} on {data.name}", "data": entries, "protocol": protocol,
+            "part_what": what, "command": report.command_line(config), "profile": config.profile}
+
+
+def reader_options(config: ExperimentConfig, dataset: str) -> dict | None:
+    """The config's reader options for a training dataset (`dataset_options`, keyed by any of its names)."""
+    from mammo_keras import data
+
+    name = data.canonical_name(dataset)
+    chosen = [options for key, options in config.dataset_options.items() if data.canonical_name(key) == name]
+    return dict(chosen[0]) if chosen else None
 
 
 def kind_of(config: ExperimentConfig):
@@ -256,6 +318,9 @@ def table_split(config: ExperimentConfig, dataset: str, data: DatasetInputs, out
                 results_dir, progress) -> tuple[pd.DataFrame | None, str]:
     """The hold-out patient split every row of this table shares on `dataset`, saved as split.csv.
 
+    With `split: official` it is the dataset's own train/test assignment (validation drawn from its
+    training patients); a patient on both sides raises `LeakageError` naming the patients.
+
     With `split_from`, the earlier run's split of the same dataset is kept (chained tables: a
     whole-image test patient may not sit in the part the patch classifier trained on). Returns
     (patient_id, split) or None with the reason when the earlier run has not been made.
@@ -271,8 +336,13 @@ def table_split(config: ExperimentConfig, dataset: str, data: DatasetInputs, out
                           f"reproduce {config.split_from}` first (same profile and data)")
         source = load_assignments(path)
     split, new = holdout_split(data.index, fractions=config.fractions, seed=config.seed, source=source,
-                               balance_eval=config.balance_eval)
+                               balance_eval=config.balance_eval, official_val=config.official_val_fraction,
+                               origin=dataset)
     save_assignments(split, out / dataset / "split.csv")
     if source is not None:
         progress(f"{dataset}: patient split kept from {config.split_from} ({new} patients new to it)")
+    elif config.split == "official":
+        counts = split.groupby("split")["patient_id"].nunique().to_dict()
+        progress(f"{dataset}: the dataset's official train/test split, validation from its training patients "
+                 f"(patients: {counts})")
     return split[["patient_id", "split"]], ""

@@ -28,6 +28,7 @@ from mammo_keras.evaluation.collapse import collapse_summary
 from mammo_keras.evaluation.metrics import bootstrap_ci, fold_summary
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
 from mammo_keras.runner.paper import deviation_lines, reported_table
+from mammo_keras.vocabulary import BREAST_METRIC, WHOLE_IMAGE_TASKS
 
 NAN = float("nan")
 
@@ -104,8 +105,13 @@ def selected_epochs(out: Path) -> list[int]:
 
 
 def summarise(config: ExperimentConfig, predictions: pd.DataFrame, out: Path, title: str,
-              seconds: float) -> dict:
-    """Per-fold metrics, their mean and sd, pooled estimates with bootstrap CIs, and the plots."""
+              seconds: float, *, index: pd.DataFrame | None = None) -> dict:
+    """Per-fold metrics, their mean and sd, pooled estimates with bootstrap CIs, and the plots.
+
+    A whole-image table (task in WHOLE_IMAGE_TASKS) also gets the breast-level AUC (`auc_breast`):
+    image scores averaged per patient and side, as `mammo-keras score` does, with a patient-bootstrap
+    CI; the side of each item comes from the predictions or from `index` (item_id, laterality).
+    """
     from mammo_keras.training.cv import metric_inputs
 
     per_fold: list[dict] = [{} for _ in predictions.groupby("fold")]
@@ -124,6 +130,10 @@ def summarise(config: ExperimentConfig, predictions: pd.DataFrame, out: Path, ti
         summary = fold_summary([{metric: v[metric]} for v in per_fold])[metric]
         metrics[metric] = {"fold_mean": summary[0], "fold_std": summary[1], "pooled": estimate,
                            "ci_low": low, "ci_high": high}
+    if config.task in WHOLE_IMAGE_TASKS:
+        breast = breast_metric(config, predictions, index)
+        if breast is not None:
+            metrics[BREAST_METRIC] = breast
     plots(predictions, out, title)
     collapse = collapse_summary(predictions)
     atomic_write_json(out / "collapse.json", collapse)
@@ -131,6 +141,20 @@ def summarise(config: ExperimentConfig, predictions: pd.DataFrame, out: Path, ti
             "epochs": " ".join(str(e) for e in selected_epochs(out)), "folds": per_fold,
             "collapsed": collapse["collapsed"],
             "extra": {"collapsed_folds": " ".join(map(str, collapse["collapsed_folds"]))}}
+
+
+def breast_metric(config: ExperimentConfig, predictions: pd.DataFrame, index: pd.DataFrame | None) -> dict | None:
+    """The breast-level AUC of a whole-image row (fold mean and sd, pooled with its CI), or None without sides."""
+    from mammo_keras.evaluation.scoring import breast_auroc
+
+    if "laterality" not in predictions and index is not None and "laterality" in index:
+        sides = index.assign(item_id=index["item_id"].astype(str)).drop_duplicates("item_id") \
+            .set_index("item_id")["laterality"]
+        predictions = predictions.assign(laterality=predictions["item_id"].astype(str).map(sides).fillna("").to_numpy())
+    result = breast_auroc(predictions, n_replicates=config.n_bootstrap, seed=config.seed)
+    if result is None:
+        return None
+    return {key: result[key] for key in ("fold_mean", "fold_std", "pooled", "ci_low", "ci_high")}
 
 
 def detection_result(summary: dict) -> dict:
@@ -179,7 +203,7 @@ def format_metric(metric: str, value: float | None) -> str:
     """AUC (and A-AUC) as a fraction (0.912), every other rate in percent (91.2), '-' when missing."""
     if value is None or not np.isfinite(value):
         return "-"
-    return f"{value:.3f}" if metric in ("auc", "a_auc") else f"{100 * value:.1f}"
+    return f"{value:.3f}" if metric in ("auc", "a_auc", BREAST_METRIC) else f"{100 * value:.1f}"
 
 
 def command_line(config: ExperimentConfig) -> str:
@@ -192,8 +216,9 @@ def command_line(config: ExperimentConfig) -> str:
 def profile_title(config: ExperimentConfig) -> str:
     """The config's title, with what a non-paper profile changed said beside it."""
     if config.profile == "paper":
-        return config.title
-    split = (f"{config.n_splits}-fold CV" if config.kind == "cv" else
+        return config.title + (" [official train/test split]" if config.split == "official" else "")
+    split = ("official train/test split" if config.split == "official" else
+             f"{config.n_splits}-fold CV" if config.kind == "cv" else
              f"{'/'.join(str(f) for f in config.fractions)} split" if config.kind in ("holdout", "detection")
              else config.kind)
     size = "x".join(str(s) for s in config.input_hw)
@@ -204,7 +229,9 @@ def header_lines(config: ExperimentConfig, *, commit: str, started: float, synth
     lines = [f"Profile `{config.profile}`; command: `{command_line(config)}`.",
              "The protocol every row ran is plan.md beside this table (per stage: trainable layers, learning "
              f"rates, epochs); CIs: {config.n_bootstrap} bootstrap replicates of the pooled "
-             f"{'out-of-fold' if config.kind == 'cv' else 'test'} predictions; seed {config.seed}.",
+             f"{'out-of-fold' if config.kind == 'cv' and config.split != 'official' else 'test'} predictions; "
+             f"seed {config.seed}." + (" Test part: the dataset's official train/test split; validation drawn "
+                                       "from its training patients." if config.split == "official" else ""),
              f"Git commit {commit}; wall time of this invocation {(time.perf_counter() - started) / 60:.1f} "
              "min (parts finished earlier are reused; `minutes` per row is their recorded training time)."]
     if synthetic:
@@ -235,12 +262,18 @@ def write_tables(config: ExperimentConfig, rows: list[ResultRow], out: Path, hea
 def _classification_lines(config: ExperimentConfig, rows: list[ResultRow]) -> list[str]:
     metric = config.reported_metric
     others = [m for m in config.metrics if m != metric]
-    unit = lambda m: "" if m in ("auc", "a_auc") else " (%)"  # noqa: E731
+    if config.task in WHOLE_IMAGE_TASKS or any(BREAST_METRIC in row.metrics for row in rows):
+        others.append(BREAST_METRIC)
+    unit = lambda m: "" if m in ("auc", "a_auc", BREAST_METRIC) else " (%)"  # noqa: E731
+    heading = lambda m: "breast-level auc" if m == BREAST_METRIC else m  # noqa: E731
     lines = ["`epoch`: the epoch whose weights each part scored (selection rule in plan.md); "
-             "`minutes`: recorded training time.", "",
+             "`minutes`: recorded training time."
+             + (" `breast-level auc`: image scores averaged per breast (patient and side), as `mammo-keras "
+                "score` does; its CI resamples patients; '-' where the sides are unknown."
+                if BREAST_METRIC in others else ""), "",
              f"| dataset | model | n | paper {metric}{unit(metric)} | ours {metric}{unit(metric)} (fold mean ± sd) | "
              f"ours {metric}{unit(metric)} pooled [95% CI] |"
-             + "".join(f" ours {m}{unit(m)} pooled [95% CI] |" for m in others) + " epoch | minutes | status |",
+             + "".join(f" ours {heading(m)}{unit(m)} pooled [95% CI] |" for m in others) + " epoch | minutes | status |",
              "|---|---|---:|---:|---:|---:|" + "---:|" * len(others) + "---:|---:|---|"]
 
     def pooled(name: str, row: ResultRow) -> str:

@@ -27,7 +27,7 @@ import pandas as pd
 from mammo_keras.data.pipeline import AugmentConfig
 from mammo_keras.data.recipes import FittedInputs, Normalisation, OfflineAugment
 from mammo_keras.data.splits import balance_parts, check_no_leakage, load_assignments, patient_kfold
-from mammo_keras.data.splits import reuse_split, save_assignments, train_val_test
+from mammo_keras.data.splits import OFFICIAL_COLUMN, official_split, reuse_split, save_assignments, train_val_test
 from mammo_keras.evaluation.metrics import METRIC_NAMES, METRICS, auc, multiclass_accuracy
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
 from mammo_keras.models.inputs import as_model_input, positive_scores
@@ -234,7 +234,8 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
     def scored(rows: np.ndarray) -> pd.DataFrame:
         columns = prediction_columns(model, as_model_input(fitted.transform(images[rows]), model),
                                      flip_tta=spec.flip_tta)
-        return index.iloc[rows][["item_id", "patient_id", "label"]].assign(fold=fold, **columns)
+        carried = ["item_id", "patient_id", *(["laterality"] if "laterality" in index else []), "label"]
+        return index.iloc[rows][carried].assign(fold=fold, **columns)
 
     if len(val_rows):
         atomic_write_text(out / "val_predictions.csv", scored(val_rows).to_csv(index=False))
@@ -253,6 +254,7 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
 
         info = dict(spec.model_info or {})
         info["preprocessing"] = {**info.get("preprocessing", {}), **fitted.to_manifest()}
+        info["card"] = card_facts(info.get("card"), predictions, metrics, seed=seed)
         model_io.save(model, out / "model", arrays=fitted.arrays(), **info)
     if explain is not None:
         explain(model, fitted.transform(images[test_rows]), predictions, out)
@@ -265,21 +267,63 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
     return predictions, metrics
 
 
+CARD_METRICS = ("accuracy", "auc")
+CARD_REPLICATES = 1000
+
+
+def card_facts(card: dict | None, predictions: pd.DataFrame, metrics: dict, *, seed: int) -> dict:
+    """The model card's facts (`io.save(card=...)`) of one trained part: the runner's (data, protocol, and
+    `part_what`, a text with {fold}) plus the part's sizes and its test metrics with 95% bootstrap CIs."""
+    from mammo_keras.evaluation.metrics import bootstrap_ci
+
+    card = dict(card or {})
+    what = str(card.pop("part_what", "part {fold}")).format(fold=metrics["fold"])
+    card["part"] = {"what": what, "n_train": metrics["n_train"], "n_val": metrics["n_val"],
+                    "n_test": metrics["n_test"], "selected_epoch": metrics.get("selected_epoch")}
+    scored = {}
+    for name in CARD_METRICS:
+        inputs = metric_inputs(predictions, name)
+        if inputs is None or len(predictions) == 0:
+            continue
+        labels, scores, function = inputs
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value, low, high = bootstrap_ci(labels.to_numpy(), scores.to_numpy(), function,
+                                            n_replicates=CARD_REPLICATES, seed=seed)
+        if np.isfinite(value):
+            scored[name] = {"value": float(value), "low": float(low), "high": float(high)}
+    card["metrics"] = scored
+    card["metrics_note"] = (f"On this part's {len(predictions)} test items (threshold 0.5 for accuracy); 95% CIs: "
+                            f"percentile bootstrap of the items, {CARD_REPLICATES} replicates.")
+    return card
+
+
 def holdout_split(index: pd.DataFrame, *, fractions=(0.8, 0.1, 0.1), seed: int = 0,
-                  source: pd.DataFrame | None = None, balance_eval: bool = False) -> tuple[pd.DataFrame, int]:
+                  source: pd.DataFrame | None = None, balance_eval: bool = False,
+                  official_val: float | None = None, origin: str | None = None) -> tuple[pd.DataFrame, int]:
     """The patient-level train/val/test assignment of a hold-out run, and the patients new to `source`.
 
     `source`: an earlier run's split (patient_id, split) that this one must keep (chained tables);
-    `balance_eval`: move patients to training until val and test hold both classes equally.
+    `balance_eval`: move patients to training until val and test hold both classes equally;
+    `official_val`: test on the dataset's own train/test assignment (the index's `official_split`,
+    `data.splits.official_split`), with this fraction of its training patients for validation; the
+    official test part is then kept whole (`balance_eval` balances validation only). `origin` (the
+    dataset's name) begins the official split's errors.
     """
     table = index.assign(image_id=index["image_id"].astype(str), lesion_id=index["item_id"].astype(str))
     columns = ["image_id", "patient_id", "lesion_id", "label"]
     if source is not None:
         split, new = reuse_split(table[columns], source, fractions=fractions, seed=seed, label="label")
+    elif official_val is not None:
+        official = [OFFICIAL_COLUMN] if OFFICIAL_COLUMN in table.columns else []
+        split = official_split(table[columns + official], val_fraction=official_val, seed=seed, label="label",
+                               origin=origin)
+        split, new = split.drop(columns=official), 0
     else:
         split, new = train_val_test(table[columns], fractions=fractions, seed=seed, label="label"), 0
     if balance_eval:
-        split = balance_parts(split, seed=seed, label="label")
+        parts = ("val",) if official_val is not None else ("val", "test")
+        split = balance_parts(split, parts=parts, seed=seed, label="label")
     return split, new
 
 

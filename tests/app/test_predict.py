@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from app_fixtures import fixture_png, trained_model  # noqa: F401 - fixtures
 from mammo_keras import io as model_io
 from mammo_keras.app.predict import (Lesion, class_probabilities, explained_layer, lesion_window,
                                      load_model_folder, model_input, predict_image, read_scan)
-from mammo_keras.app.predict import from_manifest
+from mammo_keras.app.predict import from_manifest, heatmap_name
 from mammo_keras.data.recipes import InputRecipe
 from mammo_keras.runner.rows import model_info
 from mammo_keras.cli import main
@@ -201,7 +202,8 @@ def test_cli_writes_rows_and_heatmaps(trained_model, fixture_png, tmp_path, caps
     for row in rows:
         assert float(row["benign"]) + float(row["malignant"]) == pytest.approx(1.0, abs=1e-5)
         assert Image.open(row["heatmap"]).size == (384 + 8 + 384, 384)
-    assert sorted(p.name for p in out.iterdir()) == ["case_gradcam.png", "second_gradcam.png"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([heatmap_name(fixture_png), heatmap_name(second)])
+    assert [Path(r["heatmap"]).name for r in rows] == [heatmap_name(fixture_png), heatmap_name(second)]
 
     code = main(["predict", str(fixture_png), "--model", str(trained_model), "--bbox", "88,48,112,72",
                  "--json", "--out", str(out)])
@@ -212,7 +214,7 @@ def test_cli_writes_rows_and_heatmaps(trained_model, fixture_png, tmp_path, caps
     code = main(["predict", str(fixture_png), "--model", str(trained_model), "--roi", "100,60,12",
                  "--out", str(out)])
     table = capsys.readouterr().out
-    assert code == 0 and "malignant" in table.splitlines()[1] and "case_gradcam.png" in table
+    assert code == 0 and "malignant" in table.splitlines()[1] and heatmap_name(fixture_png) in table
 
 
 def test_cli_bad_input_exits_non_zero(trained_model, fixture_png, tmp_path, capsys):
@@ -259,4 +261,37 @@ def test_console_command_in_a_fresh_process(fixture_png, tmp_path):
     [row] = list(csv.DictReader(io.StringIO(done.stdout)))
     expected = predict_image(load_model_folder(tmp_path / "model"), fixture_png, Lesion("circle", LESION))
     assert float(row["malignant"]) == pytest.approx(expected.probabilities["malignant"], abs=1e-5)
-    assert (tmp_path / "out" / "case_gradcam.png").is_file()
+    assert (tmp_path / "out" / heatmap_name(fixture_png)).is_file()
+
+
+def test_heatmaps_of_files_with_one_name_in_two_folders_do_not_overwrite_each_other(trained_model, tmp_path,
+                                                                                    capsys):
+    """Every CBIS-DDSM image is 1-1.dcm: the heatmap name carries a hash of the image's full path."""
+    images = []
+    for number, malignant in enumerate((True, False)):
+        folder = tmp_path / f"Mass-Test_P_0000{number}_LEFT_CC" / "1.000000-full mammogram images-24515"
+        folder.mkdir(parents=True)
+        images.append(write_png(folder / "1-1.png", lesion_image(90 + number, malignant, LESION)[0]))
+    out = tmp_path / "out"
+    assert main(["predict", *map(str, images), "--model", str(trained_model), "--roi", "100,60,12", "--csv",
+                 "--out", str(out)]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    names = [Path(row["heatmap"]).name for row in rows]
+    assert names == [heatmap_name(path) for path in images] and len(set(names)) == 2
+    assert all(name.startswith("1-1_") and name.endswith("_gradcam.png") for name in names)
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    first, second = (np.asarray(Image.open(out / name)) for name in names)
+    assert not np.array_equal(first, second)  # two images, two heatmaps: neither overwrote the other
+    again = main(["predict", str(images[0]), str(images[0]), "--model", str(trained_model), "--roi", "100,60,12",
+                  "--roi", "90,50,12", "--csv", "--out", str(out)])  # one file twice: two lesions, two heatmaps
+    assert again == 0
+    twice = [Path(row["heatmap"]).name for row in csv.DictReader(io.StringIO(capsys.readouterr().out))]
+    assert twice == [names[0], names[0].replace("_gradcam.png", "_2_gradcam.png")]
+
+
+def test_the_default_output_folder_is_ignored_by_git():
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(["git", "check-ignore", "-q", "predictions/1-1_0123abcd_gradcam.png"], cwd=repo)
+    assert done.returncode == 0, "predictions/ (predict's default --out) must be in .gitignore"

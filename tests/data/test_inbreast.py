@@ -148,3 +148,53 @@ def test_missing_folder_shows_layout(tmp_path):
 def test_unknown_labeling_is_rejected(release):
     with pytest.raises(ValueError, match=r"Received: labeling='bi-rads'"):
         inbreast.read(release, labeling="bi-rads")
+
+
+def _full_release(root, *, mixed_patient: bool = False):
+    """A release with the paper's counts: 410 images of 115 women, 23 BI-RADS 3 images of 12 women who
+    have no other image (11 with two, one with one); the other 103 women: 91 with four images, 11 with
+    two, one with one (387 images). DICOMs are empty files: the reader takes ids from the names."""
+    folder = root / "AllDICOMs"
+    folder.mkdir(parents=True)
+    rows, number = [], 10000000
+    sizes = [(2, "3")] * 11 + [(1, "3")] + [(4, "1")] * 91 + [(2, "4a")] * 11 + [(1, "2")]
+    for woman, (images, birads) in enumerate(sizes):
+        for view in range(images):
+            number += 1
+            values = birads
+            if mixed_patient and woman == 12 and view == 0:  # one woman with four images has a BI-RADS 3 one
+                values = "3"
+            side, code = ("L", "CC") if view % 2 == 0 else ("R", "ML")
+            (folder / f"{number}_{woman:016x}_MG_{side}_{code}_ANON.dcm").touch()
+            rows.append(f"removed;removed;{side};{code};201001;{number};2;{values}")
+    (root / "AllXML").mkdir()
+    (root / "INbreast.csv").write_text("\n".join([CSV_HEADER] + rows) + "\n")
+    return root
+
+
+def test_shen2017_subset_follows_the_rule_the_paper_states(release):
+    table = inbreast.read(release, subset="shen2017")
+    shen = inbreast.read(release, labeling="shen")
+    assert list(table["image_id"]) == list(shen["image_id"])  # BI-RADS 3 out, 1-2 negative, 4-6 positive
+    subset = table.attrs["subset"]
+    assert subset["name"] == "shen2017" and "BI-RADS 3" in subset["rule"]
+    assert subset["found"] == {"release_images": 4, "release_patients": 2, "images": 3, "patients": 2,
+                               "excluded_images": 1, "excluded_patients": 0}
+    assert subset["note"] == ""  # not a full release: nothing to compare
+    with pytest.raises(ValueError, match="leave `labeling` out. Received: labeling='birads'"):
+        inbreast.read(release, subset="shen2017", labeling="birads")
+    with pytest.raises(ValueError, match=r"subset must be one of \['shen2017'\]"):
+        inbreast.read(release, subset="shen2019")
+
+
+def test_shen2017_subset_of_a_full_release_gives_the_papers_counts(tmp_path):
+    table = inbreast.read(_full_release(tmp_path / "full"), subset="shen2017")
+    subset = table.attrs["subset"]
+    assert subset["found"] == {"release_images": 410, "release_patients": 115, "images": 387, "patients": 103,
+                               "excluded_images": 23, "excluded_patients": 12}
+    assert {k: subset["paper"][k] for k in subset["found"]} == subset["found"] and subset["note"] == ""
+    assert "3" not in set(table["birads"]) and table["image_id"].nunique() == 387
+    other = inbreast.read(_full_release(tmp_path / "other", mixed_patient=True), subset="shen2017")
+    assert other.attrs["subset"]["note"] == ("this full release gives images 386 (paper 387), patients 103 "
+                                             "(paper 103), excluded_images 24 (paper 23), excluded_patients 12 "
+                                             "(paper 12)")

@@ -13,7 +13,7 @@ from mammo_keras import io
 from mammo_keras.errors import DataError
 from mammo_keras.models.layers import GreyToRGB, ImageNetScaling
 
-SAVED = {"manifest.json", "model.json", "model.keras", "model.weights.h5"}
+SAVED = {"MODEL_CARD.md", "manifest.json", "model.json", "model.keras", "model.weights.h5"}
 
 
 def _small_model() -> keras.Model:
@@ -44,7 +44,7 @@ def saved(tmp_path):
     return model, tmp_path / "small"
 
 
-def test_save_writes_four_files_and_a_manifest(saved):
+def test_save_writes_the_model_files_its_card_and_a_manifest(saved):
     _, folder = saved
     assert {path.name for path in folder.iterdir()} == SAVED  # no temporary files left
     manifest = json.loads((folder / "manifest.json").read_text())

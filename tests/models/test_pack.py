@@ -31,7 +31,7 @@ def saved(tmp_path_factory):
     folder = tmp_path_factory.mktemp("saved") / "model"
     model = _tiny_model()
     io.save(model, folder, architecture="tiny", class_names=["benign", "malignant"], preprocessing=PREPROCESSING)
-    (folder / "MODEL_CARD.md").write_text("# tiny\nresearch use only\n")  # a file the manifest does not list
+    (folder / "NOTES.md").write_text("# tiny\nresearch use only\n")  # a file the manifest does not list
     return model, folder
 
 
@@ -46,7 +46,8 @@ def test_pack_lists_every_file_and_is_reproducible(saved, tmp_path):
         names = bundle.namelist()
         sums = dict(reversed(line.split("  ")) for line in bundle.read("SHA256SUMS").decode().splitlines())
         contents = {name: bundle.read(name) for name in names}
-    assert names == ["MODEL_CARD.md", "manifest.json", "model.json", "model.keras", "model.weights.h5", "SHA256SUMS"]
+    assert names == ["MODEL_CARD.md", "NOTES.md", "manifest.json", "model.json", "model.keras", "model.weights.h5",
+                     "SHA256SUMS"]
     assert sums == {name: _sha((folder / name).read_bytes()) for name in names[:-1]}
     assert all(contents[name] == (folder / name).read_bytes() for name in names[:-1])
     again = io.pack(folder, tmp_path / "again.zip")
@@ -58,8 +59,9 @@ def test_unpack_round_trip_and_predict_verifies_it(saved, tmp_path):
     model, folder = saved
     archive = io.pack(folder, tmp_path / "model.zip")
     unpacked = io.unpack(archive, tmp_path / "laptop" / "model")
-    assert sorted(p.name for p in unpacked.iterdir()) == ["MODEL_CARD.md", "SHA256SUMS", "manifest.json",
+    assert sorted(p.name for p in unpacked.iterdir()) == ["MODEL_CARD.md", "NOTES.md", "SHA256SUMS", "manifest.json",
                                                          "model.json", "model.keras", "model.weights.h5"]
+    assert (unpacked / "MODEL_CARD.md").read_bytes() == (folder / "MODEL_CARD.md").read_bytes()
     assert sorted(p.name for p in unpacked.parent.iterdir()) == ["model"]  # the staging folder is gone
     loaded = load_model_folder(unpacked)
     batch = np.random.default_rng(0).uniform(size=(2, 8, 8, 1)).astype("float32")
