@@ -298,7 +298,6 @@ def cmd_reproduce(args) -> int:
         out = reproduce(config, data_dir=args.data, results_dir=args.results)
     print((out / "table.md").read_text())
     print(f"results written to {out}/ (table.md, table.csv, run.json, per-fold logs and ROC plots)")
-    import json
 
     if json.loads((out / "run.json").read_text()).get("synthetic"):
         print(f"This was the {config.profile} profile on synthetic phantom data. For real data: "

@@ -165,7 +165,7 @@ def from_manifest(manifest: dict, *, origin: str = "<model>", recipe: str | None
         if len(shape) != 3:
             raise DataError(origin, f"the manifest's input_shape must be (height, width, channels). "
                                     f"Received: input_shape={shape}")
-        recorded = {"recipe": recipe, "options": dict(TASKS[recipe].defaults), "input_hw": shape[:2],
+        recorded = {"recipe": recipe, "options": TASKS[recipe].recorded(dict(TASKS[recipe].defaults)), "input_hw": shape[:2],
                     "input_channels": shape[2], "input_scale": 1.0}
     name = recorded["recipe"]
     if name not in PREDICTABLE_TASKS:

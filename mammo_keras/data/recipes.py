@@ -305,7 +305,7 @@ class InputRecipe:
                "abnormality": "mass" if box is not None else "normal", "pathology": "benign" if box is not None
                else "normal", "x0": x0, "y0": y0, "x1": x1, "y1": y1, "source": "query", "laterality": "",
                "view": ""}
-        items = TASKS[self.task].extract(image, pd.DataFrame([row]), self.options)
+        items = TASKS[self.task].extract(image, pd.DataFrame([row]), TASKS[self.task].resolve(self.options))
         return np.stack([item.array for item in items]).astype(np.float32)
 
     def model_input(self, image: np.ndarray, box, fitted: FittedInputs, *, origin: str = "<image>") -> np.ndarray:

@@ -63,7 +63,7 @@ def test_manifest_without_preprocessing_needs_a_recipe():
         from_manifest(manifest, origin="old/manifest.json")
     shen = from_manifest(manifest, recipe="shen")
     assert (shen.task, shen.input_hw, shen.input_channels, shen.input_scale) == ("shen", (64, 48), 3, 1.0)
-    assert shen.options == {"height": 1152, "width": 896}
+    assert shen.options == {"height": 1152, "width": 896, "label": "malignancy"}  # the task defaults
     assert shen.class_names == ("not malignant", "malignant") and not shen.needs_roi
     with pytest.raises(DataError, match="paired or relabelled"):
         from_manifest({"input_shape": [8, 8, 1], "preprocessing": {"recipe": "chougrad", "input_hw": [8, 8],

@@ -9,7 +9,8 @@ from mammo_keras.config import list_configs, load_config
 def test_chougrad_table2_profiles():
     paper = load_config("chougrad2018/table2", "paper")
     assert paper.datasets == ("cbis_ddsm", "bcdr", "inbreast", "merged")
-    assert [m.label for m in paper.models] == ["vgg16", "resnet50", "inceptionv3"]
+    assert [m.label for m in paper.models] == ["vgg16", "resnet50", "inceptionv3", "baseline_lr", "baseline_rf"]
+    assert [m.baseline["classifier"] for m in paper.models[3:]] == ["logistic_regression", "random_forest"]
     assert paper.models[0].options == {"fine_tune": "2FT", "weights": "imagenet"}
     assert (paper.n_splits, paper.epoch_scale, paper.input_size, paper.n_bootstrap) == (5, 1.0, 224, 2000)
     tiny = load_config("chougrad2018/table2", "tiny")

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 from conftest import REPO
 
-from mammo_keras import io, models
+from mammo_keras import io, models, protocol
 from mammo_keras.models.layers import ImageNetScaling
 
 TINY_RESNET_TOP = {"blocks": [((8, 8, 16), 1)]}
@@ -108,9 +108,11 @@ def _train_step(model: keras.Model, optimizer, inputs, labels) -> None:
 CLASSIFIERS = [name for name in models.list() if models.entry(name).task != "detection"]
 
 
-# The papers are the folders of experiments/ that describe one: paper_tables.yaml or protocol.yaml.
+# The papers are the folders of experiments/ that describe one: paper_tables.yaml or protocol.yaml,
+# unless protocol.yaml says `no_paper` (tasks of our own, e.g. mias_tasks, built from the papers' models).
 PAPER_FOLDERS = sorted(folder.name for folder in (REPO / "experiments").iterdir()
-                       if (folder / "paper_tables.yaml").is_file() or (folder / "protocol.yaml").is_file())
+                       if ((folder / "paper_tables.yaml").is_file() or (folder / "protocol.yaml").is_file())
+                       and not protocol.no_paper(folder.name))
 
 
 def test_zoo_registers_the_models_of_every_paper_folder():

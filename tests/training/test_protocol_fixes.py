@@ -96,7 +96,9 @@ def test_chougrad_backbones_get_their_imagenet_scale():
     x = np.linspace(-100, 100, 75 * 75 * 3, dtype=np.float32).reshape(1, 75, 75, 3)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(scaling(x)), x / 127.5, rtol=1e-6)
     plan = compile_plan(load_config("chougrad2018/table2", "paper"))
-    for row in plan["rows"]:
+    cnn_rows = [row for row in plan["rows"] if not row.get("baseline")]
+    assert [row["label"] for row in cnn_rows] == ["vgg16", "resnet50", "inceptionv3"]
+    for row in cnn_rows:
         assert row["data"]["intensity_scale"] == 255
         assert [s["step"] for s in row["data"]["chain"]][-2:] == ["channels", "backbone_scaling"]
 
