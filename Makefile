@@ -31,10 +31,10 @@ $(STAMP): requirements.txt requirements-nodeps.txt setup.py
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --runslow
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --runslow
 
 reproduce-table2: $(STAMP)
 	$(BIN)/mammo-keras reproduce $(PAPER)/table2 --profile $(PROFILE) $(if $(DATA),--data $(DATA),)

@@ -7,6 +7,12 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Under pytest-xdist with a worker per core (`make test`), each worker's TensorFlow would start a
+# thread pool as wide as the machine: one op thread per worker keeps the cores from being
+# oversubscribed. Set before any test imports TensorFlow.
+if os.environ.get("PYTEST_XDIST_WORKER") and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) >= (os.cpu_count() or 1):
+    for _variable in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(_variable, "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MIAS = REPO.parent / "shared" / "data" / "mini-mias"
