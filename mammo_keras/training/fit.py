@@ -149,7 +149,13 @@ class BestEpoch:
 
 
 class EpochLog(keras.callbacks.Callback):
-    """One row per epoch: stage, epochs, metrics, learning rate, seconds, penalty and data loss."""
+    """One row per epoch: stage, epochs, metrics, learning rate, seconds, penalty and data loss.
+
+    Keras' `loss` is the mean over the epoch's batches of (data loss + weight penalty), the
+    penalty changing as the weights do; `penalty` is its mean over the same batches (taken
+    before each step, from the weights that step's loss saw, when the model has a penalty) and
+    `data_loss` = `loss` - `penalty`, so a run whose loss is mostly penalty shows it.
+    """
 
     def __init__(self, stage: str, rows: list[dict], *, first_epoch: int = 0, best: BestEpoch | None = None,
                  penalty_of: keras.Model | None = None):
@@ -157,14 +163,21 @@ class EpochLog(keras.callbacks.Callback):
         self.stage, self.rows, self.first_epoch, self.best = stage, rows, first_epoch, best
         self.penalty_of = penalty_of
         self._started = 0.0
+        self._penalties: list[float] = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
+        self._penalties = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.penalty_of or self.model).losses:
+            self._penalties.append(regularisation_penalty(self.penalty_of or self.model))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
         rate = self.model.optimizer.learning_rate
-        penalty = regularisation_penalty(self.penalty_of or self.model)
+        penalty = float(np.mean(self._penalties)) if self._penalties else regularisation_penalty(
+            self.penalty_of or self.model)
         total = self.first_epoch + epoch + 1
         row = {"stage": self.stage, "epoch": epoch + 1, "total_epoch": total,
                "learning_rate": float(keras.ops.convert_to_numpy(rate)),

@@ -177,3 +177,27 @@ def test_as_built_stage_trains_the_rows_depth_after_a_frozen_warm_up():
     apply_trainable(model, "as_built", built)
     assert model.get_layer("block4_conv1").trainable_weights and model.get_layer("block5_conv3").trainable_weights
     assert not model.get_layer("block3_conv1").trainable_weights
+
+
+def test_log_splits_the_loss_into_the_data_term_and_the_mean_penalty():
+    """log.csv's data_loss is Keras' loss less the penalty averaged over the epoch's steps (before: the
+    end-of-epoch penalty, which overstates the data term while the penalty shrinks)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 6, 6)).astype(np.float32)
+    y = (x[:, :3].mean(axis=(1, 2)) > 0).astype(int)
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((6, 6, 1))
+    head = keras.layers.Dense(2, activation="softmax", use_bias=False, name="head")  # every weight penalised
+    model = keras.Model(inputs, head(keras.layers.Flatten()(inputs)))
+    frozen = fit_stages(model, [Stage("s", 1, optimizer="sgd", learning_rate=1e-12, l2=0.5, batch_size=8)], (x, y))
+    probabilities = model.predict(x[..., None], verbose=0)
+    crossentropy = float(-np.mean(np.log(probabilities[np.arange(len(y)), y])))
+    penalty = 0.5 * float((keras.ops.convert_to_numpy(model.get_layer("head").kernel) ** 2).sum())
+    assert frozen["penalty"].iloc[0] == pytest.approx(penalty, rel=1e-5)
+    assert frozen["data_loss"].iloc[0] == pytest.approx(crossentropy, rel=1e-4)
+    # While SGD moves the weights, the data term is still what is left: inputs near 0 make every
+    # prediction (1/2, 1/2) whatever the weights, so the data loss is log 2 and the rest is penalty.
+    moving = fit_stages(model, [Stage("s", 2, optimizer="sgd", learning_rate=0.5, l2=0.5, batch_size=8)],
+                        (x * 1e-6, y))
+    assert (moving["penalty"] > 0.1).all() and moving["penalty"].iloc[0] != moving["penalty"].iloc[1]
+    np.testing.assert_allclose(moving["data_loss"], np.log(2), rtol=1e-3)
