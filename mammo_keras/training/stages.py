@@ -442,6 +442,12 @@ for _name, _stages in {
     "mias_scratch": (
         Stage("train", 40, optimizer="adam", learning_rate=1e-3, class_weight="balanced",
               early_stopping_patience=10, batch_size=32),),
+    # The same on a frozen pretrained backbone (experiments/mias_tasks/patches_2class_vgg16): only
+    # the layers the row's `fine_tune` leaves trainable learn (0FT: the head on frozen conv features),
+    # with L2 1e-4 on the head's kernels (Chougrad's 0.1 makes the loss almost all penalty).
+    "mias_frozen_features": (
+        Stage("head", 40, optimizer="adam", learning_rate=1e-3, trainable="as_built", class_weight="balanced",
+              early_stopping_patience=10, batch_size=32, l2=1e-4, l2_layers="re:^(head|predictions)"),),
 }.items():
     PRESETS.register(_name, _stages)
 del _name, _stages

@@ -51,3 +51,17 @@ def test_the_default_recipes_of_the_papers_record_no_new_option():
     with pytest.raises(ValueError, match=r"takes options .*Received: \['normal_image'\]"):
         InputRecipe.of(load_config("mias_tasks/patches_2class", "tiny",
                                    overrides={"task_options": {"normal_image": 4}}))
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_frozen_vgg16_config_runs_chougrads_vgg16_head_only_on_the_same_patches(profile, capsys, monkeypatch):
+    monkeypatch.setenv("MAMMO_VGG16_WEIGHTS", "/nonexistent/vgg16.weights.h5")  # named, not read by --plan
+    config = load_config("mias_tasks/patches_2class_vgg16", profile)
+    same = load_config("mias_tasks/patches_2class", profile)
+    assert (config.task, config.task_options, config.label_map) == (same.task, same.task_options, same.label_map)
+    assert config.augment is None and config.input_size == same.input_size  # frozen prefix cached per fold
+    assert main(["reproduce", "mias_tasks/patches_2class_vgg16", "--plan", "--profile", profile, "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["rows"][0]
+    assert row["model"] == "chougrad_vgg16" and row["data"]["intensity_scale"] == 255
+    (stage,) = [s for s in row["stages"] if s["runs"]]
+    assert (stage["trainable"]["n_conv"], stage["trainable"]["n_layers"], stage["regularisation"][0]["coefficient"]) == (0, 3, 1e-4)
