@@ -116,12 +116,15 @@ def learning_curves(logs: pd.DataFrame, out_png: str | Path, *, title: str = "")
 
 
 def comparison_bars(table: pd.DataFrame, out_png: str | Path, *, ylabel: str, title: str = "",
-                    reported: Mapping[tuple[str, str], float] | None = None) -> Path:
+                    reported: Mapping[tuple[str, str], float] | None = None,
+                    chance: Mapping[str, float] | None = None, chance_label: str = "chance") -> Path:
     """Grouped bars with 95% CI error bars; the paper's values, when given, as black markers.
 
     Args:
         table: columns group (e.g. dataset), variant (e.g. 0FT ... AllFT), mean, low, high.
         reported: {(group, variant): value} published by the paper.
+        chance: {group: value} what a constant prediction scores (AUC 0.5; accuracy: the majority
+            rate), drawn as a dashed grey segment across the group's bars.
 
     Reference: Chougrad et al. 2018, Fig. 5 (random vs pretrained) and Fig. 6 (fine-tuning depth).
     """
@@ -140,6 +143,11 @@ def comparison_bars(table: pd.DataFrame, out_png: str | Path, *, ylabel: str, ti
             paper = [reported.get((group, variant), np.nan) for group in groups]
             axes.plot(x, paper, linestyle="none", marker="D", color="black", markersize=5,
                       label="paper" if number == 0 else None)
+    slots = [(slot, chance[group]) for slot, group in enumerate(groups)
+             if chance and chance.get(group) is not None and np.isfinite(chance[group])]
+    if slots:
+        axes.hlines([value for _, value in slots], [slot - 0.45 for slot, _ in slots], [slot + 0.45 for slot, _ in slots],
+                    colors="grey", linestyles="--", linewidth=1, label=chance_label)
     axes.set_xticks(np.arange(len(groups)), [str(group) for group in groups])
     axes.set(ylabel=ylabel, title=title)
     axes.legend(fontsize=8)

@@ -140,7 +140,15 @@ def summarise(config: ExperimentConfig, predictions: pd.DataFrame, out: Path, ti
     return {"n_items": int(len(predictions)), "seconds": round(seconds, 1), "metrics": metrics,
             "epochs": " ".join(str(e) for e in selected_epochs(out)), "folds": per_fold,
             "collapsed": collapse["collapsed"],
-            "extra": {"collapsed_folds": " ".join(map(str, collapse["collapsed_folds"]))}}
+            "extra": {"collapsed_folds": " ".join(map(str, collapse["collapsed_folds"])),
+                      "majority_rate": majority_rate(predictions)}}
+
+
+def majority_rate(predictions: pd.DataFrame) -> float | None:
+    """The share of the most frequent label: the accuracy of a constant prediction (the chance line)."""
+    if "label" not in predictions or not len(predictions):
+        return None
+    return round(float(predictions["label"].value_counts(normalize=True).max()), 6)
 
 
 def breast_metric(config: ExperimentConfig, predictions: pd.DataFrame, index: pd.DataFrame | None) -> dict | None:
@@ -352,8 +360,15 @@ def comparison_plot(config: ExperimentConfig, rows: list[ResultRow], out: Path) 
                           "low": [row.metrics[metric]["ci_low"] for row in done],
                           "high": [row.metrics[metric]["ci_high"] for row in done]})
     reported = {(row.dataset, row.model): row.paper for row in done if row.paper is not None}
+    chance, chance_label = None, "chance"
+    if metric in ("auc", "a_auc", BREAST_METRIC):
+        chance, chance_label = {row.dataset: 0.5 for row in done}, "chance (AUC 0.5)"
+    elif metric == "accuracy":  # a constant prediction of the most frequent class
+        chance = {row.dataset: row.extra["majority_rate"] for row in done if row.extra.get("majority_rate") is not None}
+        chance_label = "chance (majority rate)"
     return comparison_bars(table, out / "comparison.png", ylabel=f"{metric} (pooled, 95% CI)",
-                           title=profile_title(config), reported=reported or None)
+                           title=profile_title(config), reported=reported or None, chance=chance or None,
+                           chance_label=chance_label)
 
 
 def versions() -> dict:

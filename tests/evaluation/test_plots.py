@@ -196,3 +196,33 @@ def test_froc_interpolates_operating_points(tmp_path):
 def test_froc_rejects_mismatched_lengths(tmp_path):
     with pytest.raises(ValueError, match="same nonzero length"):
         plots.froc_curve([0.0, 1.0], [0.5], tmp_path / "froc.png")
+
+
+def test_comparison_bars_draw_the_chance_level_of_each_group(tmp_path, drawn_figures):
+    """comparison.png says what a constant prediction scores (before: no chance line at all)."""
+    table = pd.DataFrame({"group": ["MIAS", "MIAS", "BCDR"], "variant": ["a", "b", "a"], "mean": [0.6, 0.7, 0.8],
+                          "low": [0.5, 0.6, 0.7], "high": [0.7, 0.8, 0.9]})
+    plots.comparison_bars(table, tmp_path / "bars.png", ylabel="accuracy", chance={"MIAS": 0.571, "BCDR": 0.64},
+                          chance_label="chance (majority rate)")
+    axes = drawn_figures[0].axes[0]
+    (segments,) = [c for c in axes.collections if c.get_label() == "chance (majority rate)"]
+    drawn = sorted((round(float(s[0][0]), 2), round(float(s[1][0]), 2), float(s[0][1])) for s in segments.get_segments())
+    assert drawn == [(-0.45, 0.45, pytest.approx(0.571)), (0.55, 1.45, pytest.approx(0.64))]  # over each group's slot
+    assert "chance (majority rate)" in [t.get_text() for t in axes.get_legend().get_texts()]
+    assert _comparison_drawn(axes)[0][("MIAS", "a")] == pytest.approx((0.6, 0.5, 0.7))  # the bars as before
+
+
+@pytest.mark.parametrize("metric", ["auc", "accuracy"])
+def test_comparison_plot_chance_is_auc_half_or_the_majority_rate(metric, tmp_path, drawn_figures):
+    from mammo_keras.config import load_config
+    from mammo_keras.runner.report import ResultRow, comparison_plot, majority_rate
+
+    config = load_config("chougrad2018/mias_cv", "cpu", overrides={"reported_metric": metric})
+    rate = majority_rate(pd.DataFrame({"label": [0, 0, 0, 1]}))
+    assert rate == 0.75 and majority_rate(pd.DataFrame({"score": [0.1]})) is None
+    rows = [ResultRow("mias", name, metrics={metric: {"pooled": 0.6, "ci_low": 0.5, "ci_high": 0.7}},
+                      extra={"majority_rate": rate}) for name in ("a", "b")]
+    comparison_plot(config, rows, tmp_path)
+    axes = drawn_figures[0].axes[0]
+    (segments,) = [c for c in axes.collections if str(c.get_label()).startswith("chance")]
+    assert {float(s[0][1]) for s in segments.get_segments()} == {0.5 if metric == "auc" else 0.75}
