@@ -222,15 +222,50 @@ def command_line(config: ExperimentConfig) -> str:
 
 
 def profile_title(config: ExperimentConfig) -> str:
-    """The config's title, with what a non-paper profile changed said beside it."""
+    """The config's title, with what a non-paper profile changed said beside it.
+
+    A title states the paper's protocol ("5-fold CV", "2FT fine-tuning"); a tiny or cpu run says in
+    brackets what it ran instead: its split, input size, epoch scale, and the rows whose initial
+    weights differ from the paper profile's (e.g. random init where the paper loads ImageNet).
+    """
     if config.profile == "paper":
         return config.title + (" [official train/test split]" if config.split == "official" else "")
+    paper = _paper_profile(config)
     split = ("official train/test split" if config.split == "official" else
              f"{config.n_splits}-fold CV" if config.kind == "cv" else
              f"{'/'.join(str(f) for f in config.fractions)} split" if config.kind in ("holdout", "detection")
              else config.kind)
+    if paper is not None and config.kind == "cv" and paper.kind == "cv" and paper.n_splits != config.n_splits:
+        split += f" (paper profile: {paper.n_splits})"
+    elif paper is not None and config.kind in ("holdout", "detection") and tuple(paper.fractions) != tuple(config.fractions):
+        split += f" (paper profile: {'/'.join(str(f) for f in paper.fractions)})"
     size = "x".join(str(s) for s in config.input_hw)
-    return f"{config.title} [{config.profile} profile: {split}, {size} px, epochs x{config.epoch_scale:g}]"
+    if paper is not None and paper.input_hw != config.input_hw:
+        size += f" px (paper profile: {'x'.join(str(s) for s in paper.input_hw)})"
+    else:
+        size += " px"
+    parts = [split, size, f"epochs x{config.epoch_scale:g}"]
+    if paper is not None:
+        theirs = {row.label: row.options.get("weights", "as built") for row in paper.models}
+        changed = sorted({(str(row.options.get("weights", "as built")), str(theirs[row.label]))
+                          for row in config.models if row.label in theirs
+                          and row.options.get("weights", "as built") != theirs[row.label]})
+        for ours, published in changed:
+            labels = [row.label for row in config.models if str(row.options.get("weights", "as built")) == ours
+                      and str(theirs.get(row.label)) == published]
+            ours = "random init" if ours == "None" else f"weights {ours}"
+            parts.append(f"{ours} for {', '.join(labels)} (paper profile: {published})")
+    return f"{config.title} [{config.profile} profile: {', '.join(parts)}]"
+
+
+def _paper_profile(config: ExperimentConfig) -> ExperimentConfig | None:
+    """The same config at the paper profile (what the title describes), or None when it cannot be loaded."""
+    from mammo_keras.config import load_config
+
+    try:
+        return load_config(config.name, "paper")
+    except Exception:  # a config file outside experiments/, or one without a paper profile
+        return None
 
 
 def header_lines(config: ExperimentConfig, *, commit: str, started: float, synthetic: bool) -> list[str]:

@@ -62,3 +62,16 @@ def test_every_config_resolves_to_registered_parts(experiment, profile):
         assert stage_preset(row.stages or config.stages)
     if profile == "tiny":
         assert config.datasets == ("phantom",)
+
+
+def test_a_reduced_profiles_title_says_what_it_runs_beside_the_papers_protocol():
+    """Before: a tiny run's title said "5-fold" and "2FT fine-tuning" for a 3-fold, 75 px, random-init run."""
+    from mammo_keras.runner.report import profile_title
+
+    tiny = profile_title(load_config("chougrad2018/table2", "tiny"))
+    assert tiny.startswith("Chougrad 2018 Table 2: 2FT fine-tuning, 5-fold CV")  # the paper's protocol, as titled
+    assert ("[tiny profile: 3-fold CV (paper profile: 5), 75x75 px (paper profile: 224x224), epochs x0.05, "
+            "random init for vgg16, resnet50, inceptionv3 (paper profile: imagenet)]") in tiny
+    assert "(paper profile: 0.8/0.1/0.1)" in profile_title(load_config("jain_levy/table2", "tiny"))
+    paper = load_config("chougrad2018/table2", "paper")
+    assert profile_title(paper) == paper.title
