@@ -267,7 +267,7 @@ def _check_experiment(name: str, known: list[str]) -> None:
     else:
         close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
         close += [p for p in difflib.get_close_matches(paper, papers, n=3, cutoff=0.5) if p not in close]
-    hint = f"close matches: {', '.join(close)}" if close else f"the papers are {', '.join(papers)}"
+    hint = f"close matches: {', '.join(close)}" if close else f"the experiment folders are {', '.join(papers)}"
     raise ValueError(f"{name}: no such experiment config ({hint}; `mammo-keras reproduce --list` lists "
                      f"all {len(known)})")
 

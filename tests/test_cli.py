@@ -27,7 +27,7 @@ def _one_error_line(capsys) -> str:
 @pytest.mark.parametrize("name, expected", [
     ("chougrad2018/nosuch", "error: chougrad2018/nosuch: no such experiment config (close matches: chougrad2018/"),
     ("chougrad2018/tabel2", "(close matches: chougrad2018/table2"),
-    ("nosuch", "error: nosuch: no such experiment config (the papers are chougrad2018, "),
+    ("nosuch", "error: nosuch: no such experiment config (the experiment folders are chougrad2018, "),
     ("chougrad2081/table2", "close matches: chougrad2018/table2"),
 ])
 def test_an_unknown_experiment_lists_close_matches(capsys, tmp_path, name, expected):
