@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mammo_keras.config import ExperimentConfig, ModelRow
 from mammo_keras.runner import report
-from mammo_keras.runner.inputs import check_found
+from mammo_keras.runner.inputs import check_data_dir, check_found
 from mammo_keras.runner.kinds import RowRun, kind_for_row, kind_of
 from mammo_keras.runner.paper import reported_value, row_table
 from mammo_keras.runner.rows import describe_weights, expand_options, resolve_results
@@ -29,6 +29,7 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
     """Run every (dataset, row) of `config`; returns the results folder."""
     from mammo_keras.plan import compile_plan, write_plan
 
+    check_data_dir(data_dir)
     started, commit = time.perf_counter(), report.git_commit()  # the code at the start, not after edits
     out = Path(results_dir) / config.paper / config.table
     write_plan(compile_plan(config), out)

@@ -91,3 +91,18 @@ def test_a_closed_pipe_ends_the_command_quietly(argv, status):
         os.close(write_end)
     assert done.returncode == status, done.stderr.decode()
     assert done.stderr == b""
+
+
+@pytest.mark.parametrize("profile", ["tiny", "cpu"])
+def test_a_data_folder_without_any_dataset_folder_is_an_error_at_every_profile(capsys, tmp_path, profile):
+    """Before: at the tiny profile (phantom data) a wrong --data was silently ignored and the table ran."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no dataset here")
+    for data, why in ((tmp_path / "empty", "holds none of the dataset folders"),
+                      (tmp_path / "missing", "there is no such folder")):
+        assert main(["reproduce", "chougrad2018/table2", "--profile", profile, "--data", str(data),
+                     "--results", str(tmp_path / "results")]) == 1
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("error: ") and len(error.splitlines()) == 1, error
+        assert str(data) in error and why in error, error
+    assert not (tmp_path / "results").exists()  # refused before any work
