@@ -247,12 +247,12 @@ def profile_title(config: ExperimentConfig) -> str:
     parts = [split, size, f"epochs x{config.epoch_scale:g}"]
     if paper is not None:
         theirs = {row.label: row.options.get("weights", "as built") for row in paper.models}
-        changed = sorted({(str(row.options.get("weights", "as built")), str(theirs[row.label]))
-                          for row in config.models if row.label in theirs
-                          and row.options.get("weights", "as built") != theirs[row.label]})
-        for ours, published in changed:
-            labels = [row.label for row in config.models if str(row.options.get("weights", "as built")) == ours
-                      and str(theirs.get(row.label)) == published]
+        changed: dict[tuple[str, str], list[str]] = {}  # (our weights, the paper profile's) -> row labels
+        for row in config.models:
+            ours = row.options.get("weights", "as built")
+            if row.label in theirs and ours != theirs[row.label]:
+                changed.setdefault((str(ours), str(theirs[row.label])), []).append(row.label)
+        for (ours, published), labels in sorted(changed.items()):
             ours = "random init" if ours == "None" else f"weights {ours}"
             parts.append(f"{ours} for {', '.join(labels)} (paper profile: {published})")
     return f"{config.title} [{config.profile} profile: {', '.join(parts)}]"
