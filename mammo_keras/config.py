@@ -299,6 +299,11 @@ def _select_rows(models: list[ModelRow], path: Path, *, rows, row_options: dict,
     """Profiles change rows, not whole model lists: a subset (`rows`), options merged into every
     row (`row_options`) and per-row field changes (`row_overrides: {label: {field: value}}`)."""
     labels = [row.label for row in models]
+    if isinstance(rows, str):  # `--set rows=vgg16`: one label, not its letters
+        rows = [rows]
+    if rows is not None and not (isinstance(rows, list) and all(isinstance(r, str) for r in rows)):
+        raise ValueError(f"{path}: `rows` takes a list of row labels, e.g. --set 'rows=[{labels[0] if labels else 'vgg16'}]'. "
+                         f"Received: rows={rows!r}")
     for what, names in (("rows", rows or []), ("row_overrides", list(row_overrides))):
         unknown = sorted(set(names) - set(labels))
         if unknown:

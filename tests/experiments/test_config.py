@@ -75,3 +75,15 @@ def test_a_reduced_profiles_title_says_what_it_runs_beside_the_papers_protocol()
     assert "(paper profile: 0.8/0.1/0.1)" in profile_title(load_config("jain_levy/table2", "tiny"))
     paper = load_config("chougrad2018/table2", "paper")
     assert profile_title(paper) == paper.title
+
+
+def test_rows_override_takes_one_label_or_a_list_and_refuses_anything_else():
+    """`--set rows=levynet` is one row (it was read as the letters l, e, v, ...)."""
+    one = load_config("jain_levy/table2", "tiny", overrides={"rows": "levynet"})
+    assert [m.label for m in one.models] == ["levynet"]
+    two = load_config("jain_levy/table2", "tiny", overrides={"rows": ["levynet", "alexnet"]})
+    assert [m.label for m in two.models] == ["levynet", "alexnet"]
+    with pytest.raises(ValueError, match="`rows` takes a list of row labels.*Received: rows=3"):
+        load_config("jain_levy/table2", "tiny", overrides={"rows": 3})
+    with pytest.raises(ValueError, match="names rows the config does not have: \\['lenet'\\]"):
+        load_config("jain_levy/table2", "tiny", overrides={"rows": "lenet"})
