@@ -17,17 +17,13 @@ def contact_sheet(images, index, out_png: str | Path, *, title: str = "", per_cl
     Each tile is contrast-stretched on its own (2nd-98th percentile) and titled with
     its item id, so masses can be checked by eye to sit in the centre of their crop.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mammo_keras.evaluation.plots import new_figure, save_figure
 
     classes = list(dict.fromkeys(index.sort_values("label")["class_name"]))
     rows_per_class = [int(np.ceil(min(per_class, (index["class_name"] == c).sum()) / columns))
                       for c in classes]
     total_rows = max(1, sum(rows_per_class))
-    figure, axes = plt.subplots(total_rows, columns, figsize=(columns * 1.8, total_rows * 2.0),
-                                squeeze=False)
+    figure, axes = new_figure(total_rows, columns, figsize=(columns * 1.8, total_rows * 2.0), squeeze=False)
     for axis in axes.ravel():
         axis.axis("off")
     row = 0
@@ -43,9 +39,4 @@ def contact_sheet(images, index, out_png: str | Path, *, title: str = "", per_cl
         row += n_rows
     figure.suptitle(f"{title}: first {per_class} items per class", fontsize=9)
     figure.tight_layout(rect=(0, 0, 1, 0.97))
-    out_png = Path(out_png)
-    temp = out_png.with_name(f".{out_png.name}.tmp.png")
-    figure.savefig(temp, dpi=110)
-    plt.close(figure)
-    temp.replace(out_png)
-    return out_png
+    return save_figure(figure, out_png, dpi=110)

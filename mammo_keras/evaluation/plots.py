@@ -1,8 +1,10 @@
 """Result plots as PNG files: ROC curves, learning curves, comparison bars, FROC.
 
 Each function draws one figure, writes it atomically (a killed run never leaves a
-half-written PNG) and closes it. The Agg backend is selected inside the functions,
-not at import, so importing this module never changes an interactive session.
+half-written PNG) and returns what it wrote. Figures are `matplotlib.figure.Figure` objects
+drawn without pyplot: neither importing nor calling this module changes pyplot's backend or
+its figure list, so a notebook's inline plots keep working beside it (show a written PNG
+with `IPython.display.Image(path)`).
 """
 from __future__ import annotations
 
@@ -18,23 +20,23 @@ from mammo_keras.evaluation.metrics import auc
 from mammo_keras.fileio import atomic_write_bytes
 
 
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (no display: plots are files)."""
-    import matplotlib
+def new_figure(nrows: int = 1, ncols: int = 1, **options):
+    """A figure and its axes, as `pyplot.subplots` returns them, outside pyplot's global state.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    `options` go to `Figure` (figsize, dpi, ...) except `sharex`, `sharey`, `squeeze` and
+    `gridspec_kw`, which go to `Figure.subplots`.
+    """
+    from matplotlib.figure import Figure
 
-    return plt
+    layout = {key: options.pop(key) for key in ("sharex", "sharey", "squeeze", "gridspec_kw") if key in options}
+    figure = Figure(**options)
+    return figure, figure.subplots(nrows, ncols, **layout)
 
 
-def save_figure(figure, out_png: str | Path) -> Path:
-    """Render `figure` to PNG bytes, write them atomically and close the figure."""
+def save_figure(figure, out_png: str | Path, *, dpi: int = 100) -> Path:
+    """Render `figure` to PNG bytes and write them atomically (no half-written PNG after a kill)."""
     buffer = io.BytesIO()
-    try:
-        figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    finally:
-        pyplot().close(figure)
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     return atomic_write_bytes(out_png, buffer.getvalue())
 
 
@@ -61,8 +63,7 @@ def roc_curves(predictions: pd.DataFrame, out_png: str | Path, *, title: str = "
     Reference: Chougrad et al. 2018, Fig. 8 (ROC on the MIAS independent test).
     """
     _require_columns(predictions, ("label", "score", "fold"), "roc_curves")
-    plt = pyplot()
-    figure, axes = plt.subplots(figsize=(5, 5))
+    figure, axes = new_figure(figsize=(5, 5))
     fold_auc = {}
     for fold, group in predictions.groupby("fold", sort=True):
         if group["label"].nunique() < 2:
@@ -92,9 +93,10 @@ def learning_curves(logs: pd.DataFrame, out_png: str | Path, *, title: str = "")
             from 0 within each stage). Without validation columns only training curves are drawn.
     """
     _require_columns(logs, ("fold", "stage", "epoch", "loss", "accuracy"), "learning_curves")
-    plt = pyplot()
-    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    import matplotlib
+
+    figure, (loss_axes, accuracy_axes) = new_figure(1, 2, figsize=(10, 4))
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     boundaries: set[int] = set()
     for number, (fold, group) in enumerate(logs.groupby("fold", sort=True)):
         group = group.reset_index(drop=True)  # rows are in training order
@@ -132,8 +134,7 @@ def comparison_bars(table: pd.DataFrame, out_png: str | Path, *, ylabel: str, ti
     groups = list(dict.fromkeys(table["group"]))
     variants = list(dict.fromkeys(table["variant"]))
     width = 0.8 / len(variants)
-    plt = pyplot()
-    figure, axes = plt.subplots(figsize=(max(5, 1.2 * len(groups) * len(variants) / 2 + 2), 4))
+    figure, axes = new_figure(figsize=(max(5, 1.2 * len(groups) * len(variants) / 2 + 2), 4))
     for number, variant in enumerate(variants):
         rows = table[table["variant"] == variant].set_index("group").reindex(groups)
         x = np.arange(len(groups)) + (number - (len(variants) - 1) / 2) * width
@@ -170,8 +171,7 @@ def froc_curve(fp_per_image: Sequence[float], sensitivity: Sequence[float], out_
     order = np.argsort(fp, kind="stable")
     fp, sens = fp[order], sens[order]
     sensitivity_at = {float(point): float(np.interp(point, fp, sens)) for point in operating_points}
-    plt = pyplot()
-    figure, axes = plt.subplots(figsize=(5, 4))
+    figure, axes = new_figure(figsize=(5, 4))
     axes.plot(fp, sens, linewidth=2)
     axes.plot(list(sensitivity_at), list(sensitivity_at.values()), "o", color="black")
     for point, value in sensitivity_at.items():
@@ -183,8 +183,7 @@ def froc_curve(fp_per_image: Sequence[float], sensitivity: Sequence[float], out_
 
 def loss_curves(log: pd.DataFrame, out_png: str | Path, *, title: str = "") -> Path:
     """Training and validation loss per epoch on a log scale (a detector's summed box + class losses)."""
-    plt = pyplot()
-    figure, axes = plt.subplots(figsize=(5, 3.5))
+    figure, axes = new_figure(figsize=(5, 3.5))
     epochs = log["total_epoch"] if "total_epoch" in log else log["epoch"]
     for column in ("loss", "val_loss"):
         if column in log:

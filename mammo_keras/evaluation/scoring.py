@@ -313,11 +313,10 @@ def score_file(path: str | Path, *, val_path: str | Path | None = None, index: s
 
 def reliability_diagram(report: dict, out_png: str | Path, *, title: str = "") -> Path:
     """Observed cancer rate against mean predicted score per bin, one curve per level, with counts."""
-    from mammo_keras.evaluation.plots import pyplot, save_figure
+    from mammo_keras.evaluation.plots import new_figure, save_figure
 
-    plt = pyplot()
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True,
-                                         gridspec_kw={"height_ratios": [3, 1]})
+    figure, (top, bottom) = new_figure(2, 1, figsize=(5.5, 6.5), sharex=True,
+                                       gridspec_kw={"height_ratios": [3, 1]})
     top.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
     width = 1.0 / CALIBRATION_BINS / (len(report["levels"]) + 1)
     for number, (level, entry) in enumerate(report["levels"].items()):

@@ -226,3 +226,28 @@ def test_comparison_plot_chance_is_auc_half_or_the_majority_rate(metric, tmp_pat
     axes = drawn_figures[0].axes[0]
     (segments,) = [c for c in axes.collections if str(c.get_label()).startswith("chance")]
     assert {float(s[0][1]) for s in segments.get_segments()} == {0.5 if metric == "auc" else 0.75}
+
+
+def test_plotting_leaves_pyplot_alone(tmp_path):
+    """A notebook's inline backend and open figures survive the package's plots (no `matplotlib.use`)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from mammo_keras.data.contact_sheet import contact_sheet
+    from mammo_keras.evaluation import plots
+
+    original = matplotlib.get_backend()
+    matplotlib.use("svg")  # stands for a notebook's inline backend: anything but Agg
+    try:
+        open_figure = plt.figure()
+        predictions = pd.DataFrame({"label": [0, 1, 0, 1], "score": [0.1, 0.8, 0.4, 0.6], "fold": [0, 0, 1, 1]})
+        plots.roc_curves(predictions, tmp_path / "roc.png")
+        index = pd.DataFrame({"item_id": ["a", "b"], "label": [0, 1], "class_name": ["benign", "malignant"]})
+        contact_sheet(np.random.default_rng(0).random((2, 8, 8)), index, tmp_path / "sheet.png")
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == [open_figure.number]
+    finally:
+        plt.close("all")
+        matplotlib.use(original)
+    assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
