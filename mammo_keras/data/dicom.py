@@ -144,3 +144,60 @@ def read_dicom(path: str | Path, *, apply_voi: bool = True, normalise: bool = Fa
     if normalise:
         array = np.clip((array - np.float32(low)) / np.float32(max(high - low, 1e-12)), 0.0, 1.0)
     return array
+
+
+def write_dicom(path: str | Path, image: np.ndarray, *, bits_stored: int = 16, patient_id: str = "ANONYMOUS",
+                laterality: str = "", view: str = "") -> Path:
+    """Write a greyscale image as an uncompressed MONOCHROME2 mammography (MG) DICOM, atomically.
+
+    For examples and tests: a PNG turned into the file a scanner's archive would hold, which
+    `read_dicom` (and `data prepare`, `predict`) read back. A float image in [0, 1] is quantised
+    to `bits_stored` bits (read back with `normalise=True` within half a grey level); unsigned
+    integers are stored as they are. The file carries generated UIDs and no patient data.
+
+    Raises:
+        ValueError: not a 2-D image, floats outside [0, 1] or not finite, or integers that do
+            not fit `bits_stored` bits.
+    """
+    import io
+
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    from mammo_keras.fileio import atomic_write_bytes
+
+    image = np.asarray(image)
+    if image.ndim != 2 or min(image.shape) < 1:
+        raise ValueError(f"write_dicom takes a 2-D greyscale image. Received: shape={image.shape}")
+    if not 1 <= bits_stored <= 16:
+        raise ValueError(f"bits_stored must be 1..16. Received: bits_stored={bits_stored}")
+    top = 2 ** bits_stored - 1
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+            raise ValueError("a float image must be finite and within [0, 1]. "
+                             f"Received: range [{np.nanmin(image)}, {np.nanmax(image)}]")
+        stored = np.round(image.astype(np.float64) * top)
+    elif np.issubdtype(image.dtype, np.unsignedinteger) or np.issubdtype(image.dtype, np.bool_):
+        stored = image.astype(np.int64)
+        if stored.max(initial=0) > top:
+            raise ValueError(f"values must fit {bits_stored} bits (at most {top}). Received: max {stored.max()}")
+    else:
+        raise ValueError(f"write_dicom takes floats in [0, 1] or unsigned integers. Received: dtype={image.dtype}")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    dataset.StudyInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
+    dataset.PatientID, dataset.Modality = patient_id, "MG"
+    dataset.ImageLaterality, dataset.ViewPosition = laterality, view
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    dataset.Rows, dataset.Columns = image.shape
+    dataset.BitsAllocated = 16 if bits_stored > 8 else 8
+    dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = bits_stored, bits_stored - 1, 0
+    dtype = np.uint16 if dataset.BitsAllocated == 16 else np.uint8
+    dataset.PixelData = np.ascontiguousarray(stored.astype(dtype)).tobytes()
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return atomic_write_bytes(path, buffer.getvalue())

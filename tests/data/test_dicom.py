@@ -213,3 +213,23 @@ def test_a_decompression_bomb_is_a_data_error_whatever_the_cap(tmp_path):
         with pytest.raises(DataError, match=r"decompression-bomb limit.*Image size \(900000000 pixels\)") as error:
             read_normalised(path, max_pixels=max_pixels)
         assert error.value.path == str(path)
+
+
+def test_package_writer_round_trips_floats_and_integers(tmp_path):
+    """`data.dicom.write_dicom` (the notebooks' PNG -> DICOM) is read back by the package's readers."""
+    from mammo_keras.data import dicom
+
+    image = np.random.default_rng(0).random((40, 30)).astype(np.float32)
+    path = dicom.write_dicom(tmp_path / "scan.dcm", image, bits_stored=12, laterality="L", view="MLO")
+    back = read_dicom(path, normalise=True)
+    assert back.shape == (40, 30) and np.abs(back - image).max() <= 0.5 / 4095 + 1e-6
+    header = read_header(path)
+    assert (header.Modality, header.ImageLaterality, header.ViewPosition, header.BitsStored) == ("MG", "L", "MLO", 12)
+    assert np.array_equal(read_normalised(path), back)
+    counts = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    assert np.array_equal(read_dicom(dicom.write_dicom(tmp_path / "u8.dcm", counts, bits_stored=8)), counts)
+    for bad, problem in ((np.full((4, 4), 1.5), "within \\[0, 1\\]"), (np.zeros(4), "2-D"),
+                         (np.full((4, 4), 300, np.uint16), "fit 8 bits"), (np.zeros((4, 4), np.int32), "dtype=int32")):
+        with pytest.raises(ValueError, match=problem):
+            dicom.write_dicom(tmp_path / "bad.dcm", bad, bits_stored=8)
+    assert not (tmp_path / "bad.dcm").exists()
