@@ -68,6 +68,21 @@ def dataset_root(name: str, data_dir: str | Path | None = None, *, explicit: str
     return base / folders[0]
 
 
+def find_dataset(name: str, *data_dirs: str | Path | None) -> Path | None:
+    """The folder of dataset `name` under the first of `data_dirs` (then $MAMMO_DATA) that holds one
+    of its FOLDERS, or None: for notebooks and scripts that use real data when it is there.
+
+        root = data.find_dataset("mias", "../shared/data")   # mini-MIAS if present, else None
+    """
+    for base in (*data_dirs, settings.data_root()):
+        if base is None:
+            continue
+        root = dataset_root(name, base)
+        if root is not None and root.is_dir():
+            return root
+    return None
+
+
 def read_dataset(name: str, root: str | Path | None = None, **options) -> pd.DataFrame:
     """Read dataset `name` from `root` into a validated record table.
 
@@ -86,4 +101,4 @@ def read_dataset(name: str, root: str | Path | None = None, **options) -> pd.Dat
     return module.read(Path(root), **options)
 
 
-__all__ = ["READERS", "canonical_name", "dataset_root", "licence", "names", "read_dataset", "reader_module"]
+__all__ = ["READERS", "canonical_name", "dataset_root", "find_dataset", "licence", "names", "read_dataset", "reader_module"]
