@@ -345,8 +345,8 @@ def holdout(build_model: Callable[[], keras.Model], images: np.ndarray, index: p
     if finished is not None:
         return finished
     split, new = holdout_split(index, fractions=fractions, seed=seed, source=split_source, balance_eval=balance_eval)
-    if progress and split_source is not None:
-        progress(f"patient split kept from the earlier run ({new} patients new to it)")
+    if progress and split_source is not None:  # the split the table's rows share (runner.kinds.table_split)
+        progress(f"the given patient split{f' ({new} patients new to it assigned now)' if new else ''}")
     save_assignments(split, out / "split.csv")
     names = split["split"].to_numpy()
     fit_rows = np.flatnonzero(names == "train")
