@@ -93,7 +93,7 @@ def train_spec(config: ExperimentConfig, row: ModelRow, options: dict):
                      snapshots=config.selection_snapshots, flip_tta=config.flip_tta,
                      cache_features=config.cache_features,
                      save_models=config.save_models or config.kind == "transfer",
-                     model_info=model_info(config, row))
+                     model_info=model_info(config, row), progress=settings.progress_bars())
 
 
 def describe_weights(weights) -> str:

@@ -82,7 +82,7 @@ class TrainSpec:
     fine-tuning strategy (stages may be skipped for it); selection / snapshots: which epoch's
     weights are kept; flip_tta: also score the mean over four flips; save_models: save each
     part's model with `model_info` (the manifest sections `predict` reads); deterministic: TF op
-    determinism (`seed_everything`); augment_on: where augmentation runs (`fit.AUGMENT_ON`);
+    determinism (`seed_everything`); progress: tqdm bars over epochs and steps (`fit_stages`); augment_on: where augmentation runs (`fit.AUGMENT_ON`);
     backup: keep `<part>/backup/backup.npz` after every epoch so that a killed part resumes
     after its last finished epoch (`fit.FitBackup`), removed once the part is done.
     """
@@ -100,6 +100,7 @@ class TrainSpec:
     save_models: bool = False
     model_info: dict | None = None
     verbose: int = 0
+    progress: bool = False
     deterministic: bool = True
     augment_on: str = "auto"
     backup: bool = True
@@ -229,7 +230,7 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
                      augment=spec.augment, seed=seed, log_csv=out / "log.csv", verbose=spec.verbose,
                      cache_features=spec.cache_features, fine_tune=spec.fine_tune, selection=spec.selection,
                      snapshots=spec.snapshots, augment_on=spec.augment_on,
-                     backup_dir=out / "backup" if spec.backup else None)
+                     backup_dir=out / "backup" if spec.backup else None, progress=spec.progress)
 
     def scored(rows: np.ndarray) -> pd.DataFrame:
         columns = prediction_columns(model, as_model_input(fitted.transform(images[rows]), model),

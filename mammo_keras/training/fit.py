@@ -380,7 +380,8 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
                seed: int = 0, log_csv: str | Path | None = None, verbose: int = 0,
                cache_features: bool = False, jit_compile: bool | str = "auto", fine_tune: str | None = None,
                selection: str = "last", snapshots: int | None = None, augment_on: str = "auto",
-               backup_dir: str | Path | None = None, compile_options: dict | None = None) -> pd.DataFrame:
+               backup_dir: str | Path | None = None, compile_options: dict | None = None,
+               progress: bool = False) -> pd.DataFrame:
     """Train `model` through `stages` in order; returns the per-epoch log (also written to `log_csv`).
 
     Each stage sets the trainable layers and its L2 penalty, compiles a fresh optimizer (with its
@@ -412,6 +413,9 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
     (`FitBackup`); called again with the same arguments after a kill, training resumes after
     the last finished epoch of the stage it was in and ends with the same weights as an
     uninterrupted run (bitwise on a CPU: tests/training/test_resume.py).
+
+    `progress`: a tqdm bar per stage over its epochs, with one over each epoch's steps
+    (`tqdm.keras.TqdmCallback`; tqdm.auto draws the widget in Jupyter). Nothing else changes.
 
     A loss that becomes NaN or infinite stops training (Keras' TerminateOnNaN) and raises
     `errors.TrainingDiverged` naming the stage and epoch; the log up to there is written.
@@ -511,6 +515,11 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
                 mode="max" if stage.monitor in ("val_auc", "val_accuracy") else "min")
             callbacks.append(stopping)
         callbacks.append(keras.callbacks.TerminateOnNaN())
+        if progress:
+            from tqdm.keras import TqdmCallback
+
+            callbacks.append(TqdmCallback(epochs=last_epoch - first_epoch, verbose=1, leave=False,
+                                          desc=f"stage {stage.name}"))
         if backup is not None:
             def save_state(epochs, stop_training, stopping, plateau, *, number=number, trained=trained,
                            finished=False):

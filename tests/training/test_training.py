@@ -208,3 +208,36 @@ def test_a_diverging_loss_stops_and_says_where(tmp_path):
     log = pd.read_csv(tmp_path / "log.csv")
     assert list(log["stage"]) == ["warm", "blows_up"] and np.isfinite(log["loss"].iloc[0])
     assert not np.isfinite(log["loss"].iloc[-1])
+
+
+def test_progress_bars_draw_per_stage_and_change_nothing(capfd):
+    """`fit_stages(progress=True)`: a tqdm bar per stage over epochs (and steps); same log, same weights."""
+    images, index = tiny_task()
+    stages = [Stage("head", 1, optimizer="adam", learning_rate=1e-2, trainable="re:^predictions"),
+              Stage("all", 2, optimizer="adam", learning_rate=1e-2, batch_size=8)]
+    runs = []
+    for progress in (False, True):
+        keras.utils.set_random_seed(0)
+        model = tiny_model()
+        capfd.readouterr()
+        log = fit_stages(model, stages, (images[:40], index.label[:40]), progress=progress)
+        runs.append((log.drop(columns="seconds"), [w.copy() for w in model.get_weights()], capfd.readouterr().err))
+    (quiet_log, quiet_weights, quiet_err), (bar_log, bar_weights, bar_err) = runs
+    pd.testing.assert_frame_equal(quiet_log, bar_log)
+    assert all(np.array_equal(a, b) for a, b in zip(quiet_weights, bar_weights))
+    assert "stage head" not in quiet_err and "epoch" not in quiet_err
+    assert "stage head:   0%|          | 0/1" in bar_err and "stage all:   0%|          | 0/2" in bar_err
+
+
+def test_progress_bars_setting(monkeypatch):
+    from mammo_keras import settings
+
+    monkeypatch.setenv("MAMMO_PROGRESS", "1")
+    assert settings.progress_bars() is True
+    monkeypatch.setenv("MAMMO_PROGRESS", "off")
+    assert settings.progress_bars() is False
+    monkeypatch.setenv("MAMMO_PROGRESS", "maybe")
+    with pytest.raises(ValueError, match="MAMMO_PROGRESS takes 1 or 0. Received: MAMMO_PROGRESS='maybe'"):
+        settings.progress_bars()
+    monkeypatch.delenv("MAMMO_PROGRESS")
+    assert settings.progress_bars() is False  # pytest captures stderr: not a terminal, not a kernel
