@@ -99,7 +99,8 @@ def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | N
         table = table[keep].reset_index(drop=True)
     recipe = InputRecipe.of(config)
     folder = work / "prepared" / f"{name}_{config.task}{tag or options_tag(options)}{options_tag(config.task_options)}"
-    report = prepare(name, table, folder, config.task, root=root, options=config.task_options, progress=False)
+    report = prepare(name, table, folder, config.task, root=root, options=config.task_options, progress=False,
+                     workers=config.prepare_worker_count)
     items, index = load_prepared(folder, mmap=True)
     if config.label_map:
         index = index.assign(label=index["label"].map(lambda v: config.label_map[int(v)]))
