@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from pathlib import Path
@@ -24,6 +25,7 @@ import yaml
 from mammo_keras.vocabulary import KINDS
 
 PROFILES = ("tiny", "cpu", "paper")
+PREPARE_WORKERS_MAX = 8  # the runner's default prepare processes: one per core up to this (memory per worker)
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 
 
@@ -100,6 +102,8 @@ class ExperimentConfig:
     grad_cam: bool = True  # grad_cam.png per fold: overlays on the top test items of each class
     flip_tta: bool = False  # also score the mean over four flips (Shen's A-AUC; metric "a_auc")
     cache_features: bool = True  # run a frozen, unaugmented prefix once and train the rest (faster, same results)
+    deterministic: bool = True  # TF op determinism: repeatable kernels (slower on a GPU); recorded in run.json and the plan
+    prepare_workers: int = 0  # processes of the runner's prepare step; 0: one per CPU core, at most 8 (same outputs; in run.json)
     save_models: bool = False  # save each trained model (JSON + HDF5 + .keras + MODEL_CARD.md) beside its predictions
     input_scale: float = 1.0  # prepared arrays are in [0, 1]; 255 for models with ImageNet scaling
     abnormality: str | None = None  # keep only this lesion type (mass, calcification) and normals; null: all
@@ -157,6 +161,9 @@ class ExperimentConfig:
             if missing:
                 raise ValueError(f"{self.source}: ensemble row {row.label!r} needs its members "
                                  f"{sorted(missing)} listed before it")
+        if self.prepare_workers < 0:
+            raise ValueError(f"{self.source}: `prepare_workers` must be an integer >= 0 (0: one per CPU core, at "
+                             f"most 8). Received: prepare_workers={self.prepare_workers!r}")
         from mammo_keras.vocabulary import NORMALISATIONS, SELECTIONS
 
         if self.normalisation not in NORMALISATIONS:
@@ -187,6 +194,11 @@ class ExperimentConfig:
                 raise ValueError(f"{self.source}: test_dataset {self.test_dataset!r} is also a training "
                                  "dataset; an independent test needs other data (or other "
                                  "`test_dataset_options`, e.g. another phantom seed)")
+
+    @property
+    def prepare_worker_count(self) -> int:
+        """The processes the runner prepares with: `prepare_workers`, or one per CPU core, at most 8."""
+        return self.prepare_workers or min(os.cpu_count() or 1, PREPARE_WORKERS_MAX)
 
     @property
     def input_hw(self) -> tuple[int, int]:

@@ -389,7 +389,7 @@ def compile_plan(config: ExperimentConfig, cache: dict | None = None) -> dict:
     cache = {} if cache is None else cache
     plan = {"plan_version": PLAN_VERSION, "config": config.name, "profile": config.profile, "title": config.title,
             "kind": config.kind, "source": config.source, "datasets": list(config.datasets),
-            "epoch_scale": config.epoch_scale, "stage_preset": config.stages,
+            "epoch_scale": config.epoch_scale, "stage_preset": config.stages, "deterministic": config.deterministic,
             "split": split_plan(config), "evaluation": evaluation_plan(config),
             "rows": [row_plan(config, row, cache) for row in config.models]}
     from mammo_keras.protocol import declared
@@ -426,7 +426,8 @@ def render_markdown(plan: dict) -> str:
     """plan.md: the plan for a person to read (plan.json holds every layer)."""
     lines = [f"# Plan: {plan['config']} ({plan['profile']} profile)", "", plan["title"], "",
              f"Config `{plan['source']}`; kind `{plan['kind']}`; datasets {', '.join(plan['datasets'])}; "
-             f"epochs x{plan['epoch_scale']:g} of the paper's.", "",
+             f"epochs x{plan['epoch_scale']:g} of the paper's; TF op determinism "
+             f"{'on' if plan.get('deterministic', True) else 'off'}.", "",
              "## Split", "", f"- {_fmt(plan['split'])}", "",
              "## Evaluation", "", f"- {_fmt(plan['evaluation'])}", ""]
     chains = {json.dumps(r.get("data", {}).get("chain")) for r in plan["rows"] if "data" in r}

@@ -61,6 +61,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mammo_keras.data.rows import ItemRows, is_lazy
 from mammo_keras.registry import Registry
 
 FILL_MODES = ("nearest", "constant", "reflect", "wrap")
@@ -592,6 +593,8 @@ def make_dataset(images: np.ndarray | Sequence[np.ndarray], labels: np.ndarray |
     Args:
         images: [N, H, W, C] array, cast to float32, or a list of such arrays for a model with
             several inputs (a siamese pair); every array of an item gets the same transform.
+            Lazy rows (`data.rows.ItemRows`, e.g. of a memory-mapped images.npy) are not held:
+            each batch's items are read when it is built, the same values in the same batches.
         labels: [N, ...] array, or None to yield images only.
         batch_size: images per batch.
         augment: random augmentation, or None for none (validation/test).
@@ -605,7 +608,7 @@ def make_dataset(images: np.ndarray | Sequence[np.ndarray], labels: np.ndarray |
     """
     del cache  # resident already: nothing to cache
     several = isinstance(images, (list, tuple))
-    arrays = [np.asarray(a, dtype=np.float32) for a in (images if several else [images])]
+    arrays = [a if is_lazy(a) else np.asarray(a, dtype=np.float32) for a in (images if several else [images])]
     for array in arrays:
         if array.ndim != 4 or len(array) != len(arrays[0]):
             shapes = [a.shape for a in arrays] if several else arrays[0].shape
@@ -618,13 +621,24 @@ def make_dataset(images: np.ndarray | Sequence[np.ndarray], labels: np.ndarray |
         raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
     _check_epochs(epochs, first_epoch)
     counts = _channel_counts(channels, arrays, several)
-    resident = [tf.convert_to_tensor(array) for array in arrays]
+    resident = [_lazy_part(array) if is_lazy(array) else tf.convert_to_tensor(array) for array in arrays]
     targets = None if labels is None else tf.convert_to_tensor(np.asarray(labels))
     sizes = _sizes(arrays)
     schedule = _schedule(len(arrays[0]), int(batch_size), shuffle=shuffle, drop_remainder=drop_remainder,
                          seed=seed, epochs=epochs, first_epoch=first_epoch, augment=augment, sizes=sizes)
-    return _batches(schedule, lambda indices: [tf.gather(part, indices) for part in resident],
+    return _batches(schedule, lambda indices: [part(indices) if callable(part) else tf.gather(part, indices)
+                                               for part in resident],
                     augment=augment, channels=counts, several=several, labels=targets, sizes=sizes)
+
+
+def _lazy_part(rows: ItemRows):
+    """A batch loader of lazy rows: the batch's items read (and scaled, shifted) in a numpy_function."""
+    def load(indices):
+        batch = tf.numpy_function(rows.read, [indices], tf.float32, stateful=False)
+        batch.set_shape((None, *rows.shape[1:]))
+        return batch
+
+    return load
 
 
 @keras.saving.register_keras_serializable(package="mammo_keras")

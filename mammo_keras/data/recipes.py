@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from mammo_keras.data.roi import centre_crop
+from mammo_keras.data.rows import ItemRows, is_lazy, resize_items
 from mammo_keras.vocabulary import NORMALISATIONS
 
 IMAGE_MEAN_COLUMN = "image_mean_grey"
@@ -134,12 +135,33 @@ class Normalisation:
             if per_image.empty:
                 raise ValueError("cannot fit a training-set normalisation on an empty training part")
             return float(per_image.mean())  # every image has the same size: the mean of the means
-        images = np.asarray(images, dtype=np.float64)
         if len(images) == 0:
             raise ValueError("cannot fit a training-set normalisation on an empty training part")
+        if is_lazy(images):
+            return _lazy_mean(images, image=self.kind == "train_mean_image")
+        images = np.asarray(images, dtype=np.float64)
         if self.kind == "train_mean_grey":
             return float(images.mean())
         return images.mean(axis=0).astype(np.float32)
+
+
+def _lazy_mean(images: ItemRows, *, image: bool) -> np.ndarray | float:
+    """The mean grey value or mean image of rows read a chunk at a time, in float64.
+
+    The mean image adds the items one by one in order, as NumPy's `mean(axis=0)` does, so it is
+    bitwise the in-memory one; the mean grey value sums each chunk (pairwise, as NumPy) and then
+    the chunk sums, which can differ from one pairwise sum over the whole part in the last bits
+    of the float64 value (about 1e-16 relative), below float32's resolution, the precision it is
+    subtracted in.
+    """
+    if image:
+        total = np.zeros(images.item_shape, np.float64)
+        for chunk in images.chunks():
+            for item in chunk.astype(np.float64):
+                total += item
+        return (total / len(images)).astype(np.float32)
+    total = sum(float(chunk.astype(np.float64).sum()) for chunk in images.chunks())
+    return total / (len(images) * int(np.prod(images.item_shape)))
 
 
 @dataclasses.dataclass
@@ -157,6 +179,8 @@ class FittedInputs:
             crop: tuple[int, int] | None, seed: int) -> tuple[FittedInputs, np.ndarray, np.ndarray]:
         """Fit on the training items; returns (fitted, training inputs, source row of each input)."""
         fitted = cls(normalisation, offline, crop)
+        if offline is not None or (crop is not None and is_lazy(images)):  # small ROI canvases: in memory
+            images = np.asarray(images, dtype=np.float32)
         if offline is not None:
             windows = index[["window_rows", "window_cols"]].to_numpy(dtype=np.float64)
             fitted.fill = mean_window_pixel(images, windows)
@@ -170,10 +194,12 @@ class FittedInputs:
 
     def _cropped(self, images: np.ndarray) -> np.ndarray:
         if self.crop is None:
-            return np.asarray(images, dtype=np.float32)
+            return images if is_lazy(images) else np.asarray(images, dtype=np.float32)
         return centre_crop(np.asarray(images, dtype=np.float32), self.crop)
 
     def _subtract(self, images: np.ndarray) -> np.ndarray:
+        if is_lazy(images):  # subtracted per batch when read, the same float32 arithmetic
+            return images.minus(self.mean)
         if self.mean is None:
             return np.asarray(images, dtype=np.float32)
         return np.asarray(images, dtype=np.float32) - np.asarray(self.mean, dtype=np.float32)
@@ -272,23 +298,21 @@ class InputRecipe:
 
     def resized(self, items: np.ndarray) -> np.ndarray:
         """Prepared items (N, H, W) or pairs (N, parts, H, W) to the profile's size, part chosen."""
-        from mammo_keras.data.roi import resize
-
-        items = np.asarray(items)
-        if self.item_part is not None:
-            items = items[:, self.item_part]
-        target = self.item_hw
-        if items.shape[-2:] == target:
-            return items.astype(np.float32, copy=False)
-        return np.stack([resize(item, target) if item.ndim == 2 else np.stack([resize(p, target) for p in item])
-                         for item in items]).astype(np.float32)
+        return resize_items(items, self.item_part, self.item_hw)
 
     def scaled(self, arrays: np.ndarray) -> np.ndarray:
         return arrays * np.float32(self.input_scale) if self.input_scale != 1.0 else arrays
 
-    def training_arrays(self, items: np.ndarray, index):
-        """The runner's arrays of a dataset (resized; a row applies its own `scaled`) and their index."""
-        return self.resized(items), index
+    def training_arrays(self, items: np.ndarray, index, *, rows: np.ndarray | None = None, path=None):
+        """The runner's arrays of a dataset (resized; a row applies its own `scaled`) and their index.
+
+        `rows`: which items (default all); `path`: the .npy file `items` map, whose rows are then
+        returned lazily (`ItemRows`: read, part chosen and resized per batch), never loaded whole.
+        """
+        rows = np.arange(len(items)) if rows is None else np.asarray(rows, dtype=np.int64)
+        if path is not None:
+            return ItemRows.open(path).resized(self.item_part, self.item_hw)[rows], index
+        return self.resized(items[rows]), index
 
     def items_from_image(self, image: np.ndarray, box=None, *, origin: str = "<image>") -> np.ndarray:
         """The item `data prepare` cuts from `image` for a lesion at `box` (None: a whole-image task),

@@ -78,7 +78,7 @@ def grad_cam(model: keras.Model, images: np.ndarray, *, layer_name: str | None =
     """
     layer = _target_layer(model, layer_name)
     probe = keras.Model(model.inputs, [layer.output, model.outputs[0]])
-    inputs = tf.convert_to_tensor(as_model_input(images, model))
+    inputs = tf.convert_to_tensor(np.asarray(as_model_input(images, model), np.float32))
     with tf.GradientTape() as tape:
         features, outputs = probe(inputs, training=False)
         scores = _class_scores(outputs, class_index)
@@ -91,7 +91,7 @@ def grad_cam(model: keras.Model, images: np.ndarray, *, layer_name: str | None =
 
 def saliency_map(model: keras.Model, images: np.ndarray, *, class_index: int | None = None) -> np.ndarray:
     """|d score / d input|, maximum over channels, each map divided by its maximum: (N, H, W) in [0, 1]."""
-    inputs = tf.convert_to_tensor(as_model_input(images, model))
+    inputs = tf.convert_to_tensor(np.asarray(as_model_input(images, model), np.float32))
     with tf.GradientTape() as tape:
         tape.watch(inputs)
         scores = _class_scores(model(inputs, training=False), class_index)

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from mammo_keras.data.rows import is_lazy
+
 # Parts of a paired item in prepared arrays (N, 2, H, W): Coccomini's [lesion, baseline].
 PAIR_PARTS = ("abnormality", "baseline")
 
@@ -43,10 +45,15 @@ def as_model_input(images: np.ndarray, model: keras.Model, *, repeat: bool = Tru
 
     A model whose input has 3 channels gets the grey channel repeated here, unless `repeat`
     is False (the training pipeline then repeats it after augmentation,
-    `make_dataset(channels=...)`). A model with several inputs (the siamese network) takes
+    `make_dataset(channels=...)`). Lazy rows (`data.rows.ItemRows`) stay lazy for a one-input
+    model, their channels added when each batch is read. A model with several inputs (the siamese network) takes
     paired items, (N, parts, H, W): part k feeds the input named PAIR_PARTS[k] when the model
     names its inputs that way, otherwise input k.
     """
+    if is_lazy(images) and len(model.inputs) == 1 and images.ndim == 3:  # read per batch, channels added then
+        return images.with_channels(model.inputs[0].shape[-1] if repeat else 1)
+    if is_lazy(images) and len(model.inputs) == 1 and images.channels:
+        return images
     images = np.asarray(images, dtype=np.float32)
     if len(model.inputs) == 1:
         return _channels(images, model.inputs[0].shape[-1] if repeat else 1)

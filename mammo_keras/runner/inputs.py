@@ -1,5 +1,8 @@
 """A config's datasets as the arrays its rows train on: read, prepared (cached, resumable), resized and scaled.
 
+images.npy is memory-mapped and never loaded whole: the rows a config keeps, its intensity scale and
+a fold's fitted mean are recorded on `data.rows.ItemRows` and applied to each batch as it is read.
+
 The steps from a file to a prepared item are the prepare task's (`data.prepare`), and from a
 prepared item to the array a row trains on the config's input recipe (`data.recipes.InputRecipe`),
 the same object `predict` uses on a new image.
@@ -19,6 +22,7 @@ from mammo_keras import data
 from mammo_keras.config import ExperimentConfig
 from mammo_keras.data.prepare import load_prepared, prepare
 from mammo_keras.data.recipes import IMAGE_MEAN_COLUMN, InputRecipe
+from mammo_keras.data.rows import ItemRows, is_lazy
 from mammo_keras.data.splits import OFFICIAL_COLUMN
 from mammo_keras.errors import DataError, DatasetNotFoundError
 
@@ -27,10 +31,14 @@ MERGED = "merged"
 
 @dataclasses.dataclass
 class DatasetInputs:
-    """Prepared arrays of one dataset row, or why they are missing."""
+    """Prepared arrays of one dataset row, or why they are missing.
+
+    `images` are `ItemRows` (images.npy memory-mapped, read per batch in training) where the
+    prepared items are already the recipe's size, else the resized items in memory.
+    """
 
     name: str
-    images: np.ndarray | None = None
+    images: np.ndarray | ItemRows | None = None
     index: pd.DataFrame | None = None
     fingerprint: str = ""
     synthetic: bool = False
@@ -91,13 +99,15 @@ def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | N
         table = table[keep].reset_index(drop=True)
     recipe = InputRecipe.of(config)
     folder = work / "prepared" / f"{name}_{config.task}{tag or options_tag(options)}{options_tag(config.task_options)}"
-    report = prepare(name, table, folder, config.task, root=root, options=config.task_options, progress=False)
-    items, index = load_prepared(folder, mmap=False)
+    report = prepare(name, table, folder, config.task, root=root, options=config.task_options, progress=False,
+                     workers=config.prepare_worker_count)
+    items, index = load_prepared(folder, mmap=True)
     if config.label_map:
         index = index.assign(label=index["label"].map(lambda v: config.label_map[int(v)]))
     index = with_official_split(index, table, name)
     rows = limit_patients(index, config.max_items, config.seed)
-    images, index = recipe.training_arrays(items[rows], index.iloc[rows].reset_index(drop=True))
+    images, index = recipe.training_arrays(items, index.iloc[rows].reset_index(drop=True), rows=rows,
+                                           path=folder / "images.npy")
     synthetic = name == "phantom"
     progress(f"{name}: {len(index)} items ({index['label'].value_counts().sort_index().to_dict()}) "
              f"from {index['patient_id'].nunique()} patients{' [SYNTHETIC phantom data]' if synthetic else ''}")
@@ -137,7 +147,7 @@ def merge_inputs(parts: list[DatasetInputs]) -> DatasetInputs:
     index = pd.concat([p.index.assign(patient_id=p.name + ":" + p.index["patient_id"].astype(str),
                                       item_id=p.name + ":" + p.index["item_id"].astype(str))
                        for p in parts], ignore_index=True)
-    return DatasetInputs(MERGED, np.concatenate([p.images for p in parts]), index,
+    return DatasetInputs(MERGED, np.concatenate([np.asarray(p.images, np.float32) for p in parts]), index,
                          "+".join(p.fingerprint[:12] for p in parts), any(p.synthetic for p in parts))
 
 
@@ -168,10 +178,11 @@ def check_found(config: ExperimentConfig, inputs: dict[str, DatasetInputs], data
 
 def scaled(inputs: DatasetInputs, scale: float) -> DatasetInputs:
     """A row's arrays: the dataset's resized items times the row's intensity scale (and the source
-    images' mean grey values with them)."""
+    images' mean grey values with them); lazy rows are scaled when each batch is read."""
     if scale == 1.0:
         return inputs
     index = inputs.index
     if IMAGE_MEAN_COLUMN in index:
         index = index.assign(**{IMAGE_MEAN_COLUMN: index[IMAGE_MEAN_COLUMN].astype(float) * scale})
-    return dataclasses.replace(inputs, images=inputs.images * np.float32(scale), index=index)
+    images = inputs.images.scaled(scale) if is_lazy(inputs.images) else inputs.images * np.float32(scale)
+    return dataclasses.replace(inputs, images=images, index=index)

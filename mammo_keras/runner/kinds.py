@@ -229,7 +229,7 @@ class Baseline:
 
         config, spec, data = job.config, job.row.baseline, job.data
         started = time.perf_counter()
-        index, images = data.index, data.images
+        index, images = data.index, np.asarray(data.images, np.float32)  # features of every item: in memory
         if config.kind == "cv" and config.split != "official":  # the folds cross_validate draws for every row
             folds = assign_folds(index, config.n_splits, config.seed, job.folder / "folds.csv")
             items = index.assign(fold=folds["fold"].to_numpy())

@@ -430,6 +430,7 @@ def write_run(config: ExperimentConfig, rows: list[ResultRow], out: Path, *, com
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     atomic_write_json(out / "run.json", {
         "config": config.to_dict(), "profile": config.profile, "seed": config.seed, "command": command_line(config),
+        "deterministic": config.deterministic, "prepare_workers": config.prepare_worker_count,
         "git_commit": commit, "data_fingerprints": fingerprints,
         "wall_seconds": round(time.perf_counter() - started, 1), "synthetic": synthetic, "versions": versions(),
         "rows": [row.flat() for row in rows]})

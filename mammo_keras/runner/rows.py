@@ -91,7 +91,7 @@ def train_spec(config: ExperimentConfig, row: ModelRow, options: dict):
                      offline=OfflineAugment(**config.offline_augment) if config.offline_augment else None,
                      eval_crop=recipe.eval_crop, fine_tune=options.get("fine_tune"), selection=config.selection,
                      snapshots=config.selection_snapshots, flip_tta=config.flip_tta,
-                     cache_features=config.cache_features,
+                     cache_features=config.cache_features, deterministic=config.deterministic,
                      save_models=config.save_models or config.kind == "transfer",
                      model_info=model_info(config, row), progress=settings.progress_bars())
 

@@ -384,8 +384,9 @@ def transfer(build_model: Callable[[], keras.Model], images: np.ndarray, index: 
     inner = _inner_split(index.reset_index(drop=True), val_fraction, seed)
     columns = [c for c in index.columns if c in test_index.columns]
     both = pd.concat([index[columns], test_index[columns]], ignore_index=True)
+    joined = np.concatenate([np.asarray(images, np.float32), np.asarray(test_images, np.float32)])  # ROI sets
     predictions, metrics = train_and_test(
-        build_model, np.concatenate([images, test_images]), both, spec, out / "test",
+        build_model, joined, both, spec, out / "test",
         fit_rows=np.flatnonzero(inner == "train"), val_rows=np.flatnonzero(inner == "val"),
         test_rows=len(index) + np.arange(len(test_index)), fold=0, seed=seed, explain=explain)
     _report_test(progress, "independent test", metrics)

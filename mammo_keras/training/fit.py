@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_keras.data.pipeline import AugmentConfig, balance_batches, make_dataset
+from mammo_keras.data.rows import is_lazy
 from mammo_keras.errors import TrainingDiverged
 from mammo_keras.fileio import atomic_write_text
 from mammo_keras.models.inputs import (PAIR_PARTS, as_model_input, as_targets, count, input_channels,  # noqa: F401
@@ -29,7 +30,8 @@ PREDICT_BATCH = 32
 
 
 class FixedBatches:
-    """Model inputs held once as tensors and served in batches of one shape (the last one padded).
+    """Model inputs held once as tensors (lazy rows: read per batch) and served in batches of one shape
+    (the last one padded).
 
     Keras traces its predict step again for every new batch shape (a partial last batch is
     one), and XLA compiles again; here every batch has `batch_size` rows, so a model traces
@@ -42,12 +44,19 @@ class FixedBatches:
 
         arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         self.n, self.batch_size = len(arrays[0]), int(batch_size)
-        resident = [tf.convert_to_tensor(np.asarray(a, dtype=np.float32)) for a in arrays]
+        resident = [a if is_lazy(a) else tf.convert_to_tensor(np.asarray(a, dtype=np.float32)) for a in arrays]
         size, last = self.batch_size, max(self.n - 1, 0)
+
+        def take(part, rows):
+            if not is_lazy(part):
+                return tf.gather(part, rows)
+            batch = tf.numpy_function(part.read, [rows], tf.float32, stateful=False)  # lazy rows: read per batch
+            batch.set_shape((size, *part.shape[1:]))
+            return batch
 
         def batch(step):
             rows = tf.minimum(tf.range(step * size, step * size + size), last)
-            parts = tuple(tf.gather(part, rows) for part in resident)
+            parts = tuple(take(part, rows) for part in resident)
             return (parts,) if len(parts) > 1 else parts[0]  # (inputs,): Keras reads a 2-tuple as (x, y)
 
         self.dataset = tf.data.Dataset.range(-(-self.n // size)).map(batch).prefetch(2)
@@ -437,11 +446,13 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
     x_train, y_train = as_model_input(train[0], model, repeat=False), np.asarray(train[1]).astype(int)
     channels = input_channels(model)
     validation = None
-    if val is not None and count(val[0]):
-        validation = (as_model_input(val[0], model), as_targets(val[1], model))
+    if val is not None and count(val[0]):  # Keras evaluates arrays: lazy validation rows are read here
+        validation = (np.asarray(as_model_input(val[0], model), np.float32) if is_lazy(val[0])
+                      else as_model_input(val[0], model), as_targets(val[1], model))
     rows: list[dict] = []
     built = trainable_flags(model)  # what "as_built" stages restore
-    cached = CachedFeatures(as_model_input(train[0], model) if cache_features and augment is None else None,
+    cached = CachedFeatures(np.asarray(as_model_input(train[0], model), np.float32)
+                            if cache_features and augment is None else None,
                             None if validation is None else validation[0])
     running = runnable_stages(stages, fine_tune)
     total = sum(stage.epochs for stage in running)

@@ -1,0 +1,65 @@
+"""Two run settings as config keys: `deterministic` (TF op determinism, to the TrainSpec, run.json and the
+plan) and `prepare_workers` (the runner's prepare processes, recorded in run.json; the same items)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from mammo_keras.cli import main
+from mammo_keras.config import PREPARE_WORKERS_MAX, load_config
+from mammo_keras.plan import compile_plan, render_markdown
+from mammo_keras.runner import inputs as runner_inputs
+from mammo_keras.runner import report
+from mammo_keras.runner.rows import train_spec
+
+
+def test_deterministic_goes_to_the_train_spec_and_the_plan():
+    config = load_config("chougrad2018/table2", "tiny")
+    assert config.deterministic is True and train_spec(config, config.models[0], {}).deterministic is True
+    off = load_config("chougrad2018/table2", "tiny", overrides={"deterministic": False, "rows": [config.models[0].label]})
+    assert train_spec(off, off.models[0], {}).deterministic is False
+    plan = compile_plan(off)
+    assert plan["deterministic"] is False
+    assert "TF op determinism off." in render_markdown(plan)
+    assert "TF op determinism on." in render_markdown({**plan, "deterministic": True})
+    with pytest.raises(ValueError, match="deterministic"):
+        load_config("chougrad2018/table2", "tiny", overrides={"deterministic": "yes"})
+
+
+def test_help_config_documents_both_keys(capsys):
+    assert main(["reproduce", "--help-config"]) == 0
+    text = capsys.readouterr().out
+    assert "deterministic" in text and "TF op determinism" in text
+    assert "prepare_workers" in text and "one per CPU core, at most 8" in text
+
+
+def test_run_json_records_determinism_and_the_prepare_workers(tmp_path):
+    config = load_config("chougrad2018/table2", "tiny", overrides={"deterministic": False, "prepare_workers": 3})
+    report.write_run(config, [], tmp_path, commit="abc", started=time.perf_counter(), fingerprints={}, synthetic=True)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["deterministic"] is False and run["prepare_workers"] == 3
+    default = load_config("chougrad2018/table2", "tiny")
+    assert default.prepare_worker_count == min(os.cpu_count() or 1, PREPARE_WORKERS_MAX)
+    with pytest.raises(ValueError, match="Received: prepare_workers=-1"):
+        load_config("chougrad2018/table2", "tiny", overrides={"prepare_workers": -1})
+
+
+def test_the_runner_prepares_with_the_configured_workers_and_the_same_items(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAMMO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MAMMO_DATA", raising=False)
+    seen = []
+    real = runner_inputs.prepare
+    monkeypatch.setattr(runner_inputs, "prepare", lambda *a, **k: seen.append(k["workers"]) or real(*a, **k))
+    loaded = {}
+    for workers in (1, 2):
+        config = load_config("chougrad2018/table2", "tiny", overrides={"prepare_workers": workers})
+        loaded[workers] = runner_inputs.load_inputs(config, "phantom", None, tmp_path / f"w{workers}", lambda _: None)
+    assert seen == [1, 2]
+    assert loaded[1].fingerprint == loaded[2].fingerprint
+    np.testing.assert_array_equal(np.asarray(loaded[1].images), np.asarray(loaded[2].images))
+    prepared = json.loads(next((tmp_path / "w2" / "prepared").glob("*/prepare.json")).read_text())
+    assert prepared["workers"] == 2
