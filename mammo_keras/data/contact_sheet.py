@@ -1,6 +1,7 @@
 """A contact sheet of prepared items per class, for a person to look at."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,16 @@ def contact_sheet(images, index, out_png: str | Path, *, title: str = "", per_cl
     Each tile is contrast-stretched on its own (2nd-98th percentile) and titled with
     its item id, so masses can be checked by eye to sit in the centre of their crop.
     """
-    from mammo_keras.evaluation.plots import new_figure, save_figure
+    from matplotlib.figure import Figure  # not pyplot: a notebook's backend stays as it is
+
+    from mammo_keras.fileio import atomic_write_bytes
 
     classes = list(dict.fromkeys(index.sort_values("label")["class_name"]))
     rows_per_class = [int(np.ceil(min(per_class, (index["class_name"] == c).sum()) / columns))
                       for c in classes]
     total_rows = max(1, sum(rows_per_class))
-    figure, axes = new_figure(total_rows, columns, figsize=(columns * 1.8, total_rows * 2.0), squeeze=False)
+    figure = Figure(figsize=(columns * 1.8, total_rows * 2.0))
+    axes = figure.subplots(total_rows, columns, squeeze=False)
     for axis in axes.ravel():
         axis.axis("off")
     row = 0
@@ -39,4 +43,6 @@ def contact_sheet(images, index, out_png: str | Path, *, title: str = "", per_cl
         row += n_rows
     figure.suptitle(f"{title}: first {per_class} items per class", fontsize=9)
     figure.tight_layout(rect=(0, 0, 1, 0.97))
-    return save_figure(figure, out_png, dpi=110)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return atomic_write_bytes(out_png, buffer.getvalue())

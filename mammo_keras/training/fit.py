@@ -67,6 +67,12 @@ class FixedBatches:
         return np.asarray(model.predict(self.dataset, verbose=0))[:self.n]
 
 
+def resident(inputs):
+    """Model inputs as arrays in memory: lazy rows (`data.rows.ItemRows`) read, anything else as it is
+    (a model with several inputs takes a list of arrays, which must stay a list)."""
+    return np.asarray(inputs, np.float32) if is_lazy(inputs) else inputs
+
+
 def predict_fixed(model: keras.Model, inputs, *, batch_size: int = PREDICT_BATCH) -> np.ndarray:
     """`model.predict(inputs)` over batches of one shape (`FixedBatches`): one traced predict step."""
     return FixedBatches(inputs, batch_size=batch_size).predict(model)
@@ -447,12 +453,10 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
     channels = input_channels(model)
     validation = None
     if val is not None and count(val[0]):  # Keras evaluates arrays: lazy validation rows are read here
-        validation = (np.asarray(as_model_input(val[0], model), np.float32) if is_lazy(val[0])
-                      else as_model_input(val[0], model), as_targets(val[1], model))
+        validation = (resident(as_model_input(val[0], model)), as_targets(val[1], model))
     rows: list[dict] = []
     built = trainable_flags(model)  # what "as_built" stages restore
-    cached = CachedFeatures(np.asarray(as_model_input(train[0], model), np.float32)
-                            if cache_features and augment is None else None,
+    cached = CachedFeatures(resident(as_model_input(train[0], model)) if cache_features and augment is None else None,
                             None if validation is None else validation[0])
     running = runnable_stages(stages, fine_tune)
     total = sum(stage.epochs for stage in running)
