@@ -18,6 +18,7 @@ TASKS_OF = {
     "patches_5class": ("shen_s10", {"normal_images": 4}, {}, 5,
                        ("background", "benign_calcification", "malignant_calcification", "benign_mass",
                         "malignant_mass")),
+    "mass_vs_calcification": ("coccomini", {}, {"1": 0, "2": 0, "3": 1, "4": 1}, 1, ("class_0", "class_1")),
     "abnormal_vs_normal": ("shen", {"label": "abnormal", "height": 256, "width": 256}, {}, 1, ("normal", "abnormal")),
 }
 
