@@ -71,11 +71,24 @@ def describe_init(value) -> str:
     return str(value)
 
 
-def build_for_plan(row: ModelRow, config: ExperimentConfig, options: dict):
-    """The row's model with the weights it would load left at random (built offline, in seconds)."""
+def build_for_plan(row: ModelRow, config: ExperimentConfig, options: dict, cache: dict | None = None):
+    """The row's model with the weights it would load left at random (built offline, in seconds).
+
+    A whole-image row is converted from a patch classifier whose layers it copies (the source is
+    left unchanged); with `cache`, one random patch classifier per architecture and patch shape
+    serves every such row, instead of a new ResNet50 / VGG16 built and dropped per row.
+    """
     from mammo_keras import models
+    from mammo_keras.models import shen, whole_image
 
     build_options = {k: (None if k in UNTRAINED_WEIGHTS else v) for k, v in options.items()}
+    arch = whole_image.PATCH_ARCH.get(row.name)
+    if cache is not None and arch is not None and "patch_model" not in build_options:
+        shape = (*tuple(build_options.get("patch_input_shape", shen.PATCH_INPUT_SHAPE))[:2], config.input_channels)
+        key = json.dumps(["patch classifier for the plan", arch, list(shape)])
+        if key not in cache:
+            cache[key] = shen.shen_patch_classifier(arch, shape, weights=None)
+        build_options["patch_model"] = cache[key]
     return models.get(row.name, input_shape=(*config.input_hw, config.input_channels), **build_options)
 
 
@@ -356,7 +369,7 @@ def row_plan(config: ExperimentConfig, row: ModelRow, cache: dict) -> dict:
     key = json.dumps([row.name, options, list(config.input_hw), config.input_channels], sort_keys=True, default=str)
     stages = row_stages(config, row)
     if key not in cache:
-        model = build_for_plan(row, config, options)
+        model = build_for_plan(row, config, options, cache)
         cache[key] = (model, _flags(model), model_summary(model))
     model, flags, summary = cache[key]
     _restore(model, flags)  # a model shared by rows starts each row as its builder left it
