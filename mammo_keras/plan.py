@@ -71,11 +71,24 @@ def describe_init(value) -> str:
     return str(value)
 
 
-def build_for_plan(row: ModelRow, config: ExperimentConfig, options: dict):
-    """The row's model with the weights it would load left at random (built offline, in seconds)."""
+def build_for_plan(row: ModelRow, config: ExperimentConfig, options: dict, cache: dict | None = None):
+    """The row's model with the weights it would load left at random (built offline, in seconds).
+
+    A whole-image row is converted from a patch classifier whose layers it copies (the source is
+    left unchanged); with `cache`, one random patch classifier per architecture and patch shape
+    serves every such row, instead of a new ResNet50 / VGG16 built and dropped per row.
+    """
     from mammo_keras import models
+    from mammo_keras.models import shen, whole_image
 
     build_options = {k: (None if k in UNTRAINED_WEIGHTS else v) for k, v in options.items()}
+    arch = whole_image.PATCH_ARCH.get(row.name)
+    if cache is not None and arch is not None and "patch_model" not in build_options:
+        shape = (*tuple(build_options.get("patch_input_shape", shen.PATCH_INPUT_SHAPE))[:2], config.input_channels)
+        key = json.dumps(["patch classifier for the plan", arch, list(shape)])
+        if key not in cache:
+            cache[key] = shen.shen_patch_classifier(arch, shape, weights=None)
+        build_options["patch_model"] = cache[key]
     return models.get(row.name, input_shape=(*config.input_hw, config.input_channels), **build_options)
 
 
@@ -321,6 +334,32 @@ def _restore(model, flags: dict) -> None:
         layer.kernel.regularizer = regularizer
 
 
+def _retuned(row: ModelRow, config: ExperimentConfig, options: dict, cache: dict):
+    """A Chougrad model already built for another fine-tuning depth, set to this row's (or None).
+
+    Depths other than "random" differ only in trainable flags (`chougrad.FAMILIES`), so the plans
+    of a figure's rows (0FT ... AllFT of each backbone) share one build, with a fresh build's flags.
+    """
+    from mammo_keras.models.backbones import set_fine_tuning
+    from mammo_keras.models.chougrad import FAMILIES
+
+    fine_tune = options.get("fine_tune", "2FT")
+    if row.name not in FAMILIES or fine_tune == "random":
+        return None
+    others = {k: v for k, v in options.items() if k != "fine_tune"}
+    family_key = json.dumps(["any depth", row.name, others, list(config.input_hw), config.input_channels],
+                            sort_keys=True, default=str)
+    if family_key not in cache:
+        cache[family_key] = build_for_plan(row, config, options, cache)
+        return cache[family_key]
+    model = cache[family_key]
+    for entry in cache.values():  # the builder's state, undoing the stages of the last row planned on it
+        if isinstance(entry, tuple) and entry[0] is model:
+            _restore(model, entry[1])
+            break
+    return set_fine_tuning(model, fine_tune, FAMILIES[row.name])
+
+
 def row_plan(config: ExperimentConfig, row: ModelRow, cache: dict) -> dict:
     """The plan of one result row (a model, or an ensemble of earlier rows)."""
     from mammo_keras.runner.rows import expand_options, row_stages
@@ -356,7 +395,9 @@ def row_plan(config: ExperimentConfig, row: ModelRow, cache: dict) -> dict:
     key = json.dumps([row.name, options, list(config.input_hw), config.input_channels], sort_keys=True, default=str)
     stages = row_stages(config, row)
     if key not in cache:
-        model = build_for_plan(row, config, options)
+        model = _retuned(row, config, options, cache)
+        if model is None:
+            model = build_for_plan(row, config, options, cache)
         cache[key] = (model, _flags(model), model_summary(model))
     model, flags, summary = cache[key]
     _restore(model, flags)  # a model shared by rows starts each row as its builder left it

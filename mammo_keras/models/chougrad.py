@@ -134,6 +134,11 @@ def build_chougrad(family: str, input_shape: tuple[int, int, int] = (224, 224, 3
     return set_fine_tuning(model, fine_tune, family)
 
 
+FAMILIES = {"chougrad_vgg16": "vgg16", "chougrad_resnet50": "resnet50", "chougrad_inceptionv3": "inceptionv3"}
+"""Registry name -> backbone family. Apart from "random" (its own initialisation), `fine_tune` only sets
+trainable flags, which `set_fine_tuning` sets again on any built model of the family (the plan uses it)."""
+
+
 @register("chougrad_vgg16", paper=PAPER, task="roi")
 def chougrad_vgg16(input_shape=(224, 224, 3), num_classes=2, *, weights=None, fine_tune="2FT",
                    head_units=CHOUGRAD_HEAD_UNITS, input_scaling="imagenet_centred", name=None) -> keras.Model:

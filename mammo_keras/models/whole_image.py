@@ -397,6 +397,10 @@ _SIGNATURE_DOC = """
 """
 
 
+PATCH_ARCH: dict[str, str] = {}
+"""Registry name of each whole-image builder -> the patch classifier architecture it converts."""
+
+
 def _registered(registry_name: str, arch: str, default_preset: str, summary: str):
     def builder(input_shape: tuple[int, int, int] = WHOLE_IMAGE_SHAPE, num_classes: int = 2, *,
                 weights: str | None = None, name: str | None = None, preset: str = default_preset,
@@ -406,6 +410,7 @@ def _registered(registry_name: str, arch: str, default_preset: str, summary: str
         return _whole_image(arch, preset, input_shape, num_classes, weights, name, patch_model,
                             patch_weights, patch_input_shape, options)
 
+    PATCH_ARCH[registry_name] = arch
     builder.__name__ = builder.__qualname__ = registry_name
     builder.__doc__ = (f"{summary}\n{_SIGNATURE_DOC}\n"
                        f"    Reference: Shen et al. 2017, preset {default_preset}.\n")

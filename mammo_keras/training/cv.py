@@ -6,10 +6,11 @@ Output folder:
     fold_<k>/predictions.csv  out-of-fold scores; written last and atomically, it marks the
                             fold done: a killed run started again skips finished folds and,
                             being seeded per fold, ends with the same results.
-    fold_<k>/backup/backup.npz  the fold's training state after its last finished epoch
-                            (`fit.FitBackup`): a fold killed mid-training restarts there and
-                            ends with the predictions of an uninterrupted run; removed when
-                            the fold is done.
+    fold_<k>/backup/backup.npz  the fold's training state after its last backed-up epoch
+                            (`fit.FitBackup`; every `TrainSpec.backup_every` seconds and at each
+                            stage's end): a fold killed mid-training restarts there and ends
+                            with the predictions of an uninterrupted run; removed when the
+                            fold is done.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from mammo_keras.data.splits import OFFICIAL_COLUMN, official_split, reuse_split
 from mammo_keras.evaluation.metrics import METRIC_NAMES, METRICS, auc, multiclass_accuracy
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
 from mammo_keras.models.inputs import as_model_input, positive_scores
-from mammo_keras.training.fit import augment_place, fit_stages, predict_fixed
+from mammo_keras.training.fit import BACKUP_EVERY, augment_place, fit_stages, predict_fixed
 from mammo_keras.training.stages import Stage
 
 
@@ -82,9 +83,11 @@ class TrainSpec:
     fine-tuning strategy (stages may be skipped for it); selection / snapshots: which epoch's
     weights are kept; flip_tta: also score the mean over four flips; save_models: save each
     part's model with `model_info` (the manifest sections `predict` reads); deterministic: TF op
-    determinism (`seed_everything`); progress: tqdm bars over epochs and steps (`fit_stages`); augment_on: where augmentation runs (`fit.AUGMENT_ON`);
-    backup: keep `<part>/backup/backup.npz` after every epoch so that a killed part resumes
-    after its last finished epoch (`fit.FitBackup`), removed once the part is done.
+    determinism (`seed_everything`); progress: tqdm bars over epochs and steps (`fit_stages`); augment_on: where
+    augmentation runs (`fit.AUGMENT_ON`);
+    backup: keep `<part>/backup/backup.npz` (written after an epoch once `backup_every` seconds
+    have passed since the last one, and at every stage's end; 0: every epoch) so that a killed
+    part resumes after its last backed-up epoch (`fit.FitBackup`), removed once the part is done.
     """
 
     stages: tuple[Stage, ...]
@@ -104,6 +107,7 @@ class TrainSpec:
     deterministic: bool = True
     augment_on: str = "auto"
     backup: bool = True
+    backup_every: float = BACKUP_EVERY
 
 
 def as_spec(stages: TrainSpec | Sequence[Stage], **options) -> TrainSpec:
@@ -230,7 +234,8 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
                      augment=spec.augment, seed=seed, log_csv=out / "log.csv", verbose=spec.verbose,
                      cache_features=spec.cache_features, fine_tune=spec.fine_tune, selection=spec.selection,
                      snapshots=spec.snapshots, augment_on=spec.augment_on,
-                     backup_dir=out / "backup" if spec.backup else None, progress=spec.progress)
+                     backup_dir=out / "backup" if spec.backup else None, backup_every=spec.backup_every,
+                     progress=spec.progress)
 
     def scored(rows: np.ndarray) -> pd.DataFrame:
         columns = prediction_columns(model, as_model_input(fitted.transform(images[rows]), model),

@@ -266,7 +266,7 @@ def build_compiled(model: keras.Model, dataset) -> None:
 
 
 class FitBackup:
-    """The state of `fit_stages` after every finished epoch, in one file written atomically.
+    """The state of `fit_stages` after a finished epoch (`BACKUP_EVERY`), in one file written atomically.
 
     `backup.npz` holds the stage number and the epochs it has finished, whether it finished
     (its end-of-stage steps done), the per-epoch log, every variable of the model (weights,
@@ -358,8 +358,16 @@ def _extra_variables(model: keras.Model, trained: keras.Model) -> list:
     return [v for v in trained.variables if id(v) not in own]
 
 
+BACKUP_EVERY = 30.0
+"""Seconds: an epoch's backup is written once this long has passed since the stage began or the
+last backup (a stage's end is always written). Writing every variable after each of many short
+epochs cost more than the epochs (about 0.6 s per epoch for VGG16 on a CPU); a kill loses at most
+this much training. 0 writes after every epoch."""
+
+
 class EpochBackup(keras.callbacks.Callback):
-    """Restores a resumed stage's callback states at the start of `fit`, saves the backup after every epoch.
+    """Restores a resumed stage's callback states at the start of `fit`, saves the backup after an epoch
+    once `every` seconds have passed since the stage began or the last save (0: after every epoch).
 
     Listed after the callbacks it restores, so their `on_train_begin` resets run first, and
     after those whose `on_epoch_end` changes state, so the backup holds this epoch's state.
@@ -367,12 +375,14 @@ class EpochBackup(keras.callbacks.Callback):
 
     def __init__(self, backup: FitBackup, save_state, *, restore: tuple[dict, dict] | None = None,
                  stopping: keras.callbacks.EarlyStopping | None = None,
-                 plateau: keras.callbacks.ReduceLROnPlateau | None = None):
+                 plateau: keras.callbacks.ReduceLROnPlateau | None = None, every: float = BACKUP_EVERY):
         super().__init__()
         self.backup, self.save_state, self.restore = backup, save_state, restore
-        self.stopping, self.plateau = stopping, plateau
+        self.stopping, self.plateau, self.every = stopping, plateau, float(every)
+        self._saved = time.monotonic()
 
     def on_train_begin(self, logs=None):
+        self._saved = time.monotonic()
         if self.restore is None:
             return
         state, arrays = self.restore
@@ -387,7 +397,10 @@ class EpochBackup(keras.callbacks.Callback):
             self.plateau.best = saved["best"]
 
     def on_epoch_end(self, epoch, logs=None):
+        if time.monotonic() - self._saved < self.every:
+            return
         self.save_state(epoch + 1, bool(self.model.stop_training), self.stopping, self.plateau)
+        self._saved = time.monotonic()
 
 
 def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndarray, np.ndarray],
@@ -395,8 +408,8 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
                seed: int = 0, log_csv: str | Path | None = None, verbose: int = 0,
                cache_features: bool = False, jit_compile: bool | str = "auto", fine_tune: str | None = None,
                selection: str = "last", snapshots: int | None = None, augment_on: str = "auto",
-               backup_dir: str | Path | None = None, compile_options: dict | None = None,
-               progress: bool = False) -> pd.DataFrame:
+               backup_dir: str | Path | None = None, backup_every: float = BACKUP_EVERY,
+               compile_options: dict | None = None, progress: bool = False) -> pd.DataFrame:
     """Train `model` through `stages` in order; returns the per-epoch log (also written to `log_csv`).
 
     Each stage sets the trainable layers and its L2 penalty, compiles a fresh optimizer (with its
@@ -424,10 +437,11 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
     `augment_on`: "pipeline" (tf.data), "device" (a `RandomAugment` layer in the training
     step: the accelerator augments) or "auto" (device on a GPU, pipeline otherwise).
 
-    `backup_dir`: after every epoch the whole training state goes to `<backup_dir>/backup.npz`
-    (`FitBackup`); called again with the same arguments after a kill, training resumes after
-    the last finished epoch of the stage it was in and ends with the same weights as an
-    uninterrupted run (bitwise on a CPU: tests/training/test_resume.py).
+    `backup_dir`: after an epoch (once `backup_every` seconds have passed since the stage began
+    or the last backup; 0: after every epoch) and at the end of every stage, the whole training
+    state goes to `<backup_dir>/backup.npz` (`FitBackup`); called again with the same arguments
+    after a kill, training resumes after the last backed-up epoch and ends with the same weights
+    as an uninterrupted run (bitwise on a CPU: tests/training/test_resume.py).
 
     `progress`: a tqdm bar per stage over its epochs, with one over each epoch's steps
     (`tqdm.keras.TqdmCallback`; tqdm.auto draws the widget in Jupyter). Nothing else changes.
@@ -557,7 +571,8 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
                     arrays.update(_weights_arrays("best_weights", best_weights))
                 backup.save(state, arrays)
 
-            callbacks.append(EpochBackup(backup, save_state, restore=restore, stopping=stopping, plateau=plateau))
+            callbacks.append(EpochBackup(backup, save_state, restore=restore, stopping=stopping, plateau=plateau,
+                                         every=backup_every))
         trained.fit(dataset, epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
                     validation_data=stage_validation, callbacks=callbacks, shuffle=False,
                     class_weight=class_weights(stage.class_weight, y_train), verbose=verbose)

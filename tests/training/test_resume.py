@@ -2,6 +2,7 @@
 with the predictions of an uninterrupted run, bitwise on a CPU with the same seed."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -61,6 +62,33 @@ def test_killed_fold_resumes_after_its_last_finished_epoch(tmp_path, monkeypatch
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "predictions.csv"), expected, check_exact=True)
     same_log(tmp_path, clean)
     assert not (tmp_path / "backup").exists()  # removed once the fold is done
+
+
+def test_backups_wait_backup_every_seconds_and_always_mark_a_stage_end(tmp_path, monkeypatch, uninterrupted):
+    """With a long `backup_every` no epoch inside a stage is written, each stage's end still is, and a
+    kill after the first stage resumes there with the uninterrupted predictions."""
+    clean, expected = uninterrupted
+    saved = fit.FitBackup.save
+    written = []
+
+    def dies_after_first_stage(self, state, arrays):
+        saved(self, state, arrays)
+        written.append((state["stage"], state["finished"], len(state["rows"])))
+        if state["finished"] and state["stage"] == 0:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(fit.FitBackup, "save", dies_after_first_stage)
+    spec = dataclasses.replace(resume_task.SPEC, backup_every=3600.0)
+    with pytest.raises(KeyboardInterrupt):
+        resume_task.run(tmp_path, spec)
+    head = resume_task.STAGES[0].epochs
+    assert written == [(0, True, head)] and resume_task.epochs_in_backup(tmp_path) == head
+    written.clear()
+    monkeypatch.setattr(fit.FitBackup, "save", lambda self, state, arrays: (
+        written.append((state["stage"], state["finished"])), saved(self, state, arrays)))
+    resume_task.run(tmp_path, spec)
+    assert written == [(1, True)]  # the second stage, written once at its end
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "predictions.csv"), expected, check_exact=True)
+    same_log(tmp_path, clean)
 
 
 def test_a_backup_of_another_plan_is_refused(tmp_path, monkeypatch):
