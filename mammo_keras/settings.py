@@ -42,9 +42,17 @@ def progress_bars() -> bool:
         return False
     if value:
         raise ValueError(f"MAMMO_PROGRESS takes 1 or 0. Received: MAMMO_PROGRESS={value!r}")
-    if "ipykernel" in sys.modules:
-        return True
-    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+    return in_jupyter_kernel() or bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def in_jupyter_kernel() -> bool:
+    """Whether this code runs inside a Jupyter kernel: IPython's shell there has a `kernel`
+    (importing ipykernel, as nbclient does to find its kernel spec, is not running in one)."""
+    import sys
+
+    get_ipython = getattr(sys.modules.get("IPython"), "get_ipython", None)
+    shell = get_ipython() if callable(get_ipython) else None
+    return getattr(shell, "kernel", None) is not None
 
 
 def expand_variables(text: str) -> tuple[str, list[str]]:

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import io
+import sys
+import types
 
 import keras
 import numpy as np
@@ -240,4 +243,11 @@ def test_progress_bars_setting(monkeypatch):
     with pytest.raises(ValueError, match="MAMMO_PROGRESS takes 1 or 0. Received: MAMMO_PROGRESS='maybe'"):
         settings.progress_bars()
     monkeypatch.delenv("MAMMO_PROGRESS")
-    assert settings.progress_bars() is False  # pytest captures stderr: not a terminal, not a kernel
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # not a terminal
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))  # imported, as nbclient does
+    assert settings.progress_bars() is False
+    kernel_shell = types.SimpleNamespace(kernel=object())
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: kernel_shell))
+    assert settings.in_jupyter_kernel() and settings.progress_bars() is True
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None))  # plain python
+    assert settings.progress_bars() is False
