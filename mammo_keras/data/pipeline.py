@@ -53,6 +53,7 @@ image_clf_train.py); Coccomini 2021 Ch. 3.2 and Ch. 4 (see papers/protocols_*.md
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -621,7 +622,8 @@ def make_dataset(images: np.ndarray | Sequence[np.ndarray], labels: np.ndarray |
         raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
     _check_epochs(epochs, first_epoch)
     counts = _channel_counts(channels, arrays, several)
-    resident = [_lazy_part(array) if is_lazy(array) else tf.convert_to_tensor(array) for array in arrays]
+    resident = [functools.partial(lazy_batch, array) if is_lazy(array) else tf.convert_to_tensor(array)
+                for array in arrays]
     targets = None if labels is None else tf.convert_to_tensor(np.asarray(labels))
     sizes = _sizes(arrays)
     schedule = _schedule(len(arrays[0]), int(batch_size), shuffle=shuffle, drop_remainder=drop_remainder,
@@ -631,14 +633,12 @@ def make_dataset(images: np.ndarray | Sequence[np.ndarray], labels: np.ndarray |
                     augment=augment, channels=counts, several=several, labels=targets, sizes=sizes)
 
 
-def _lazy_part(rows: ItemRows):
-    """A batch loader of lazy rows: the batch's items read (and scaled, shifted) in a numpy_function."""
-    def load(indices):
-        batch = tf.numpy_function(rows.read, [indices], tf.float32, stateful=False)
-        batch.set_shape((None, *rows.shape[1:]))
-        return batch
-
-    return load
+def lazy_batch(rows: ItemRows, indices, batch_size: int | None = None) -> tf.Tensor:
+    """The items of lazy rows at `indices` (a tensor), read with every recorded step (`ItemRows.read`)
+    in a numpy_function: the batch step of a tf.data pipeline over a file that is never loaded whole."""
+    batch = tf.numpy_function(rows.read, [indices], tf.float32, stateful=False)
+    batch.set_shape((batch_size, *rows.shape[1:]))
+    return batch
 
 
 @keras.saving.register_keras_serializable(package="mammo_keras")
@@ -708,32 +708,6 @@ def balance_batches(dataset: tf.data.Dataset) -> tf.data.Dataset:
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-class _RowReader:
-    """Reads items of a C-ordered .npy file by position with plain reads, never mapping the file.
-
-    Memory-mapped pages that a process touches count in its resident memory until the kernel
-    drops them, so an epoch over a memory-mapped whole-image set would grow the trainer's RSS
-    with the data set. Reads into a fresh batch buffer keep it at the batches in flight (the
-    file's pages stay in the page cache, which is not the process's).
-    """
-
-    def __init__(self, path: Path, array: np.ndarray, rows: np.ndarray, item_shape: tuple[int, ...]):
-        self.path, self.rows, self.item_shape = str(path), rows, item_shape
-        self.offset, self.dtype = int(array.offset), array.dtype
-        self.item_bytes = int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
-
-    def __call__(self, positions: np.ndarray) -> np.ndarray:
-        rows = self.rows[positions]
-        out = np.empty((len(rows), *self.item_shape), dtype=self.dtype)
-        with open(self.path, "rb", buffering=0) as stream:
-            for slot in np.argsort(rows, kind="stable"):  # ascending offsets: sequential reads
-                stream.seek(self.offset + int(rows[slot]) * self.item_bytes)
-                view = memoryview(out[slot]).cast("B")
-                if stream.readinto(view) != self.item_bytes:
-                    raise OSError(f"{self.path}: short read at item {int(rows[slot])} (file truncated?)")
-        return out.astype(np.float32, copy=False)
-
-
 def make_prepared_dataset(folder, rows: np.ndarray | None = None, labels: np.ndarray | None = None, *,
                           batch_size: int, augment: AugmentConfig | None, shuffle: bool, seed: int,
                           channels: int | None = None, scale: float = 1.0, cache: bool | str = False,
@@ -783,28 +757,24 @@ def make_prepared_dataset(folder, rows: np.ndarray | None = None, labels: np.nda
         raise ValueError("Prepared items must be (H, W) or (H, W, C) arrays to form NHWC batches. "
                          f"Received: item shape={tuple(images.shape[1:])}")
     (out_channels,) = _channel_counts(channels, [np.empty((0, *item_shape), np.float32)], False)
-    path = Path(folder) / "images.npy"
-    source, source_rows = images, rows
-    if isinstance(cache, str) or isinstance(cache, Path):
+    if not (cache is False or cache is True or isinstance(cache, (str, Path))):
+        raise ValueError(f"`cache` must be False, True or a path prefix. Received: cache={cache!r}")
+    # Plain reads by position, never mapping the file (`ItemRows`: mapped pages a process touches
+    # count in its resident memory, so an epoch over a mapped set would grow it with the set).
+    source = ItemRows.open(Path(folder) / "images.npy")[rows]
+    source = source.with_channels(1) if images.ndim == 3 else source  # grey items as (H, W, 1)
+    if isinstance(cache, (str, Path)):
         from mammo_keras.fileio import atomic_save_npy
 
-        path = atomic_save_npy(f"{cache}.npy", _RowReader(path, images, rows, item_shape)(np.arange(len(rows))))
-        source, source_rows = np.load(path, mmap_mode="r"), np.arange(len(rows))
-    elif cache is not False and cache is not True:
-        raise ValueError(f"`cache` must be False, True or a path prefix. Received: cache={cache!r}")
-    if not source.flags.c_contiguous:
-        raise ValueError(f"{path} must hold a C-ordered array (as `data prepare` and np.save write it). "
-                         "Received: a Fortran-ordered array")
-    reader = _RowReader(path, source, source_rows, item_shape)
+        source = ItemRows.open(atomic_save_npy(f"{cache}.npy", source.read(np.arange(len(rows)))))
     if cache is True:  # read once into memory, then gather batches as make_dataset does
-        resident = tf.convert_to_tensor(reader(np.arange(len(rows))) * np.float32(scale))
+        resident = tf.convert_to_tensor(source.read(np.arange(len(rows))) * np.float32(scale))
 
         def load(indices):
             return [tf.gather(resident, indices)]
     else:
         def load(indices):
-            batch = tf.numpy_function(reader, [indices], tf.float32, stateful=False)
-            batch.set_shape((None, *item_shape))
+            batch = lazy_batch(source, indices)
             return [batch * np.float32(scale) if scale != 1.0 else batch]
     sizes = [item_shape[:2]]
     schedule = _schedule(len(rows), int(batch_size), shuffle=shuffle, drop_remainder=drop_remainder, seed=seed,

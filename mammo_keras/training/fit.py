@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from mammo_keras.data.pipeline import AugmentConfig, balance_batches, make_dataset
+from mammo_keras.data.pipeline import AugmentConfig, balance_batches, lazy_batch, make_dataset
 from mammo_keras.data.rows import is_lazy
 from mammo_keras.errors import TrainingDiverged
 from mammo_keras.fileio import atomic_write_text
@@ -48,11 +48,7 @@ class FixedBatches:
         size, last = self.batch_size, max(self.n - 1, 0)
 
         def take(part, rows):
-            if not is_lazy(part):
-                return tf.gather(part, rows)
-            batch = tf.numpy_function(part.read, [rows], tf.float32, stateful=False)  # lazy rows: read per batch
-            batch.set_shape((size, *part.shape[1:]))
-            return batch
+            return lazy_batch(part, rows, size) if is_lazy(part) else tf.gather(part, rows)
 
         def batch(step):
             rows = tf.minimum(tf.range(step * size, step * size + size), last)
