@@ -303,16 +303,10 @@ class InputRecipe:
     def scaled(self, arrays: np.ndarray) -> np.ndarray:
         return arrays * np.float32(self.input_scale) if self.input_scale != 1.0 else arrays
 
-    def training_arrays(self, items: np.ndarray, index, *, rows: np.ndarray | None = None, path=None):
-        """The runner's arrays of a dataset (resized; a row applies its own `scaled`) and their index.
-
-        `rows`: which items (default all); `path`: the .npy file `items` map, whose rows are then
-        returned lazily (`ItemRows`: read, part chosen and resized per batch), never loaded whole.
-        """
-        rows = np.arange(len(items)) if rows is None else np.asarray(rows, dtype=np.int64)
-        if path is not None:
-            return ItemRows.open(path).resized(self.item_part, self.item_hw)[rows], index
-        return self.resized(items[rows]), index
+    def training_arrays(self, path, rows: np.ndarray) -> ItemRows:
+        """The runner's arrays of a prepared images.npy (`path`): the items at `rows`, lazily (`ItemRows`:
+        read, part chosen and resized per batch, never loaded whole); a row applies its own `scaled`."""
+        return ItemRows.open(path).resized(self.item_part, self.item_hw)[np.asarray(rows, dtype=np.int64)]
 
     def items_from_image(self, image: np.ndarray, box=None, *, origin: str = "<image>") -> np.ndarray:
         """The item `data prepare` cuts from `image` for a lesion at `box` (None: a whole-image task),

@@ -33,8 +33,8 @@ MERGED = "merged"
 class DatasetInputs:
     """Prepared arrays of one dataset row, or why they are missing.
 
-    `images` are `ItemRows` (images.npy memory-mapped, read per batch in training) where the
-    prepared items are already the recipe's size, else the resized items in memory.
+    `images` are `ItemRows` of the prepared images.npy (read, part chosen and resized per batch in
+    training, never loaded whole); a merged dataset's are the parts' items joined in memory.
     """
 
     name: str
@@ -101,13 +101,12 @@ def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | N
     folder = work / "prepared" / f"{name}_{config.task}{tag or options_tag(options)}{options_tag(config.task_options)}"
     report = prepare(name, table, folder, config.task, root=root, options=config.task_options, progress=False,
                      workers=config.prepare_worker_count)
-    items, index = load_prepared(folder, mmap=True)
+    _, index = load_prepared(folder, mmap=True)  # checks images.npy against index.csv
     if config.label_map:
         index = index.assign(label=index["label"].map(lambda v: config.label_map[int(v)]))
     index = with_official_split(index, table, name)
     rows = limit_patients(index, config.max_items, config.seed)
-    images, index = recipe.training_arrays(items, index.iloc[rows].reset_index(drop=True), rows=rows,
-                                           path=folder / "images.npy")
+    images, index = recipe.training_arrays(folder / "images.npy", rows), index.iloc[rows].reset_index(drop=True)
     synthetic = name == "phantom"
     progress(f"{name}: {len(index)} items ({index['label'].value_counts().sort_index().to_dict()}) "
              f"from {index['patient_id'].nunique()} patients{' [SYNTHETIC phantom data]' if synthetic else ''}")
