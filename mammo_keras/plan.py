@@ -350,13 +350,11 @@ def _retuned(row: ModelRow, config: ExperimentConfig, options: dict, cache: dict
     family_key = json.dumps(["any depth", row.name, others, list(config.input_hw), config.input_channels],
                             sort_keys=True, default=str)
     if family_key not in cache:
-        cache[family_key] = build_for_plan(row, config, options, cache)
-        return cache[family_key]
-    model = cache[family_key]
-    for entry in cache.values():  # the builder's state, undoing the stages of the last row planned on it
-        if isinstance(entry, tuple) and entry[0] is model:
-            _restore(model, entry[1])
-            break
+        model = build_for_plan(row, config, options, cache)
+        cache[family_key] = (model, _flags(model))
+        return model
+    model, built = cache[family_key]
+    _restore(model, built)  # the builder's state, undoing the stages of the last row planned on it
     return set_fine_tuning(model, fine_tune, FAMILIES[row.name])
 
 
