@@ -231,14 +231,12 @@ def profile_title(config: ExperimentConfig) -> str:
     if config.profile == "paper":
         return config.title + (" [official train/test split]" if config.split == "official" else "")
     paper = _paper_profile(config)
-    split = ("official train/test split" if config.split == "official" else
-             f"{config.n_splits}-fold CV" if config.kind == "cv" else
-             f"{'/'.join(str(f) for f in config.fractions)} split" if config.kind in ("holdout", "detection")
-             else config.kind)
-    if paper is not None and config.kind == "cv" and paper.kind == "cv" and paper.n_splits != config.n_splits:
-        split += f" (paper profile: {paper.n_splits})"
-    elif paper is not None and config.kind in ("holdout", "detection") and tuple(paper.fractions) != tuple(config.fractions):
-        split += f" (paper profile: {'/'.join(str(f) for f in paper.fractions)})"
+    split = _split_text(config)
+    if paper is not None and _split_text(paper) != split:
+        same_kind = paper.kind == config.kind and paper.split == config.split  # the number that differs alone
+        theirs = (str(paper.n_splits) if paper.kind == "cv" else "/".join(str(f) for f in paper.fractions)) \
+            if same_kind else _split_text(paper)
+        split += f" (paper profile: {theirs})"
     size = "x".join(str(s) for s in config.input_hw)
     if paper is not None and paper.input_hw != config.input_hw:
         size += f" px (paper profile: {'x'.join(str(s) for s in paper.input_hw)})"
@@ -256,6 +254,17 @@ def profile_title(config: ExperimentConfig) -> str:
             ours = "random init" if ours == "None" else f"weights {ours}"
             parts.append(f"{ours} for {', '.join(labels)} (paper profile: {published})")
     return f"{config.title} [{config.profile} profile: {', '.join(parts)}]"
+
+
+def _split_text(config: ExperimentConfig) -> str:
+    """How a config splits its patients, in a title's words."""
+    if config.split == "official":
+        return "official train/test split"
+    if config.kind == "cv":
+        return f"{config.n_splits}-fold CV"
+    if config.kind in ("holdout", "detection"):
+        return f"{'/'.join(str(f) for f in config.fractions)} split"
+    return config.kind
 
 
 def _paper_profile(config: ExperimentConfig) -> ExperimentConfig | None:

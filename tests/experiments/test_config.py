@@ -73,6 +73,9 @@ def test_a_reduced_profiles_title_says_what_it_runs_beside_the_papers_protocol()
     assert ("[tiny profile: 3-fold CV (paper profile: 5), 75x75 px (paper profile: 224x224), epochs x0.05, "
             "random init for vgg16, resnet50, inceptionv3 (paper profile: imagenet)]") in tiny
     assert "(paper profile: 0.8/0.1/0.1)" in profile_title(load_config("jain_levy/table2", "tiny"))
+    # a run overridden to another kind is compared with the paper profile's kind, not its unused fractions
+    held_out = profile_title(load_config("chougrad2018/table2", "tiny", overrides={"kind": "holdout"}))
+    assert "[tiny profile: 0.8/0.1/0.1 split (paper profile: 5-fold CV)," in held_out
     paper = load_config("chougrad2018/table2", "paper")
     assert profile_title(paper) == paper.title
 
