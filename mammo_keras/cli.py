@@ -624,6 +624,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.config = _experiment_config(args)  # before TensorFlow loads: a typo is answered at once
             if not args.verbose:
                 quiet_tensorflow(args)  # before TensorFlow loads
+            # Pillow warns of images over 89 MP before its own 179 MP refusal; --max-pixels is the rule here and
+            # its refusal is one line, which the warning's two would break (only the CLI silences it: see above)
+            warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit", module=r"PIL\.")
             code = args.handler(args)
         except BrokenPipeError:
             raise
