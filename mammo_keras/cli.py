@@ -272,8 +272,20 @@ def _check_experiment(name: str, known: list[str]) -> None:
                      f"all {len(known)})")
 
 
-def cmd_reproduce(args) -> int:
+def _experiment_config(args):
+    """The experiment's config at its profile, its name and `--set` overrides checked.
+
+    `main` calls it before TensorFlow loads, so that a misspelt name or a badly typed override is
+    answered at once rather than after TensorFlow's start-up (seconds) or any work.
+    """
     from mammo_keras.config import list_configs, load_config
+
+    _check_experiment(args.experiment, list_configs())
+    return load_config(args.experiment, args.profile, overrides=dict(args.set))
+
+
+def cmd_reproduce(args) -> int:
+    from mammo_keras.config import list_configs
 
     if args.help_config:
         from mammo_keras.config import config_help
@@ -283,8 +295,7 @@ def cmd_reproduce(args) -> int:
     if args.list or not args.experiment:
         print("\n".join(list_configs()))
         return 0
-    _check_experiment(args.experiment, list_configs())
-    config = load_config(args.experiment, args.profile, overrides=dict(args.set))  # overrides checked here
+    config = getattr(args, "config", None) or _experiment_config(args)
     if args.plan:
         from mammo_keras.plan import compile_plan, render_markdown
 
@@ -609,8 +620,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         try:
+            if args.command == "reproduce" and args.experiment and not (args.list or args.help_config):
+                args.config = _experiment_config(args)  # before TensorFlow loads: a typo is answered at once
             if not args.verbose:
                 quiet_tensorflow(args)  # before TensorFlow loads
+            # Pillow warns of images over 89 MP before its own 179 MP refusal; --max-pixels is the rule here and
+            # its refusal is one line, which the warning's two would break (only the CLI silences it: see above)
+            warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit", module=r"PIL\.")
             code = args.handler(args)
         except BrokenPipeError:
             raise

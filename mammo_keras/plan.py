@@ -393,9 +393,13 @@ def row_plan(config: ExperimentConfig, row: ModelRow, cache: dict) -> dict:
     key = json.dumps([row.name, options, list(config.input_hw), config.input_channels], sort_keys=True, default=str)
     stages = row_stages(config, row)
     if key not in cache:
-        model = _retuned(row, config, options, cache)
-        if model is None:
-            model = build_for_plan(row, config, options, cache)
+        try:
+            model = _retuned(row, config, options, cache)
+            if model is None:
+                model = build_for_plan(row, config, options, cache)
+        except ValueError as error:  # e.g. InceptionV3 at under 75 px: refused before any data is read
+            raise ValueError(f"{config.source}: row {row.label!r} ({row.name}) cannot be built at the "
+                             f"{config.profile} profile with input_size {list(config.input_hw)}: {error}") from None
         cache[key] = (model, _flags(model), model_summary(model))
     model, flags, summary = cache[key]
     _restore(model, flags)  # a model shared by rows starts each row as its builder left it

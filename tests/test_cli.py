@@ -106,3 +106,18 @@ def test_a_data_folder_without_any_dataset_folder_is_an_error_at_every_profile(c
         assert error.startswith("error: ") and len(error.splitlines()) == 1, error
         assert str(data) in error and why in error, error
     assert not (tmp_path / "results").exists()  # refused before any work
+
+
+
+def test_a_bad_name_or_override_is_refused_before_tensorflow_loads():
+    """Before: `reproduce` imported TensorFlow (10-20 s on 2 busy cores) before it read the config."""
+    script = ("import sys; from mammo_keras.cli import main\n"
+              "for argv in (['reproduce', 'nosuch'], ['reproduce', 'chougrad2018/table2', '--set', 'n_splits=abc'],\n"
+              "             ['reproduce', 'chougrad2018/table2', '--plan', '--set', 'epoch_scale=banana']):\n"
+              "    print(main(argv), 'tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    assert done.stdout.split() == ["1", "False"] * 3, done.stderr
+    errors = done.stderr.strip().splitlines()
+    assert len(errors) == 3 and all(line.startswith("error: ") for line in errors), done.stderr
+    assert "nosuch: no such experiment config" in errors[0] and "override n_splits takes an integer" in errors[1]

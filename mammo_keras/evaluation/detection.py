@@ -70,6 +70,10 @@ def match(pred_boxes, scores, gt_boxes, *, iou_threshold: float = 0.5) -> tuple[
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(scores) != len(pred):
         raise ValueError(f"one score per detection is needed. Received: {len(pred)} boxes, {len(scores)} scores")
+    bad = ~np.isfinite(scores)
+    if bad.any():  # a NaN would sort after every score and give FROC a point at threshold NaN
+        raise ValueError(f"detection scores must be finite (no NaN or infinity). Received: {int(bad.sum())} bad "
+                         f"of {len(scores)}, scores[bad]={scores[bad][:5].tolist()}")
     is_tp = np.zeros(len(pred), dtype=bool)
     best = np.zeros(len(pred))
     if len(pred) == 0 or len(gt) == 0:

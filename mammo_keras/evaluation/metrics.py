@@ -51,7 +51,12 @@ def _labels(y_true, *, binary: bool = True) -> np.ndarray:
     return values.astype(int)
 
 
-def _as_arrays(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
+def binary_arrays(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
+    """Binary labels (0/1, never cast) and finite scores of one length, the positive column of a softmax.
+
+    Raises:
+        ValueError: naming the array and counting its bad rows (NaN, infinity, a label not 0/1).
+    """
     y_true = _labels(y_true)
     y_score = _finite(np.asarray(y_score), "y_score")
     if y_score.ndim == 2:  # softmax output: take the positive class column
@@ -65,18 +70,18 @@ def _as_arrays(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
 
 def confusion(y_true, y_score, *, threshold: float = 0.5) -> np.ndarray:
     """2 x 2 confusion matrix, rows = true class, columns = predicted (benign, malignant)."""
-    y_true, y_score = _as_arrays(y_true, y_score)
+    y_true, y_score = binary_arrays(y_true, y_score)
     return skm.confusion_matrix(y_true, (y_score >= threshold).astype(int), labels=[0, 1])
 
 
 def accuracy(y_true, y_score, *, threshold: float = 0.5) -> float:
-    y_true, y_score = _as_arrays(y_true, y_score)
+    y_true, y_score = binary_arrays(y_true, y_score)
     return float(skm.accuracy_score(y_true, (y_score >= threshold).astype(int)))
 
 
 def auc(y_true, y_score) -> float:
     """Area under the ROC curve; NaN (with a warning) when only one class is present."""
-    y_true, y_score = _as_arrays(y_true, y_score)
+    y_true, y_score = binary_arrays(y_true, y_score)
     if len(np.unique(y_true)) < 2:
         warnings.warn("AUC is undefined with one class in y_true; returning NaN", stacklevel=2)
         return float("nan")
@@ -213,7 +218,7 @@ def bootstrap_ci(y_true, y_score, metric: str | Callable[..., float], *, n_repli
     """
     function = METRICS[metric] if isinstance(metric, str) else metric
     if function in METRICS.values():
-        y_true, y_score = _as_arrays(y_true, y_score)
+        y_true, y_score = binary_arrays(y_true, y_score)
     else:
         y_true, y_score = _labels(y_true, binary=False), _finite(np.asarray(y_score), "y_score")
         if len(y_true) != len(y_score):

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from mammo_keras.data.records import normalise_patient_ids
 from mammo_keras.evaluation import metrics
 from mammo_keras.errors import DataError
 
@@ -71,6 +72,10 @@ def read_predictions(path: str | Path, *, index: str | Path | None = None) -> pd
             label, score (exam_id optional).
         index: the prepared index.csv whose item_id rows give image_id and laterality (the
             package's own predictions.csv does not carry the side).
+
+    Patient ids lose surrounding spaces and ids differing only by case become one ("P1", " p1 "),
+    as the dataset readers do (`data.records.normalise_patient_ids`); `attrs["problems"]` says
+    which were merged, and `score_file` adds it to the report's notes.
 
     Raises:
         DataError: a missing column, a label other than 0/1, a score that is not a finite
@@ -95,7 +100,8 @@ def read_predictions(path: str | Path, *, index: str | Path | None = None) -> pd
                               f"label and score, with laterality for the breast level and exam_id "
                               f"optional. Missing: {missing}. Received columns: {list(table.columns)}",
                         line=1)
-    out = pd.DataFrame({"image_id": table["image_id"].str.strip(), "patient_id": table["patient_id"].str.strip()})
+    patients, merged = normalise_patient_ids(table["patient_id"])  # " p1 " and "P1" are one woman
+    out = pd.DataFrame({"image_id": table["image_id"].str.strip(), "patient_id": patients})
     out["laterality"] = [_side(v, path, i + 2) for i, v in enumerate(table.get("laterality", [""] * len(table)))]
     out["exam_id"] = table["exam_id"].str.strip() if "exam_id" in table.columns else ""
     out["label"] = [_label(v, path, i + 2) for i, v in enumerate(table["label"])]
@@ -110,6 +116,7 @@ def read_predictions(path: str | Path, *, index: str | Path | None = None) -> pd
         line = int(np.flatnonzero(duplicated)[0]) + 2
         raise DataError(path, f"image_id {out['image_id'][line - 2]!r} appears twice; score one prediction "
                               "per image (pool the folds or the models first)", line=line)
+    out.attrs["problems"] = merged
     return out
 
 
@@ -154,9 +161,10 @@ def youden_threshold(labels, scores) -> float:
     """The score threshold (score >= t is positive) that maximises TPR - FPR; the highest on ties.
 
     Raises:
-        ValueError: the validation data hold one class only.
+        ValueError: the validation data hold one class only, a score that is NaN or infinite, or a
+            label other than 0/1.
     """
-    labels, scores = np.asarray(labels, dtype=int), np.asarray(scores, dtype=np.float64)
+    labels, scores = metrics.binary_arrays(labels, scores)
     if len(np.unique(labels)) < 2:
         raise ValueError("a threshold chosen on validation data needs both classes there. Received: "
                          f"labels {sorted(set(labels.tolist()))} only")
@@ -172,14 +180,15 @@ def pf1(labels, scores) -> float:
     pPrecision = sum(p * y) / sum(p), pRecall = sum(p * y) / sum(y), pF1 their harmonic mean;
     0 when either is 0; NaN without positives. Reference: the competition's evaluation page.
     """
-    labels = np.asarray(labels, dtype=np.float64)
-    scores = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+    labels, scores = metrics.binary_arrays(labels, scores)
+    labels, scores = labels.astype(np.float64), np.clip(scores, 0.0, 1.0)
     return float(_weighted_pf1(labels, scores, np.ones((1, len(labels))))[0])
 
 
 def calibration(labels, scores, *, bins: int = CALIBRATION_BINS) -> dict:
     """Brier score, expected calibration error and the reliability table over equal-width bins."""
-    labels, scores = np.asarray(labels, dtype=np.float64), np.asarray(scores, dtype=np.float64)
+    labels, scores = metrics.binary_arrays(labels, scores)
+    labels = labels.astype(np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(scores, edges[1:-1], right=False), 0, bins - 1)
     table, ece = [], 0.0
@@ -304,6 +313,8 @@ def score_file(path: str | Path, *, val_path: str | Path | None = None, index: s
     predictions = read_predictions(path, index=index)
     val = read_predictions(val_path, index=index) if val_path is not None else None
     report = score_levels(predictions, levels=levels, val=val, **options)
+    for name, table in (("predictions", predictions), ("validation", val)):
+        report["notes"].extend(f"{name}: {problem}" for problem in ([] if table is None else table.attrs["problems"]))
     report["predictions"] = str(path)
     report["val"] = None if val_path is None else str(val_path)
     if calibration_png is not None:

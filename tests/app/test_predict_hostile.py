@@ -44,3 +44,35 @@ def test_max_pixels_zero_lifts_the_cap_but_not_the_bomb_limit(trained_model, fix
     captured = capsys.readouterr()
     assert code == 1 and [row["image"] for row in csv.DictReader(io.StringIO(captured.out))] == [str(wide)]
     assert f"error: {tmp_path / 'bomb.png'}: images over Pillow's decompression-bomb limit" in captured.err
+
+
+def test_every_file_of_the_bad_input_corpus_is_one_error_line_and_the_batch_goes_on(trained_model, fixture_png,
+                                                                                     tmp_path, capsys):
+    """tests/data/bad_inputs/ through `predict` itself, between two good images."""
+    from pathlib import Path
+
+    corpus = sorted(p for p in (Path(__file__).resolve().parents[1] / "data" / "bad_inputs").iterdir()
+                    if p.suffix not in (".py", ".md"))
+    code = main(["predict", str(fixture_png), *map(str, corpus), str(fixture_png), "--model", str(trained_model),
+                 "--roi", "100,60,12", "--csv", "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 1 and "Traceback" not in captured.err
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert [line.split(": ")[1] for line in errors] == [str(p) for p in corpus], captured.err
+    rows = list(csv.DictReader(io.StringIO(captured.out)))
+    assert [row["image"] for row in rows] == [str(fixture_png)] * 2
+
+
+def test_an_image_between_pillows_two_bomb_limits_is_one_error_line(trained_model, fixture_png, tmp_path, capsys,
+                                                                      recwarn):
+    """Before: a 100 MP header (over Pillow's 89 MP warning limit, under its 179 MP error) added Pillow's
+    two-line DecompressionBombWarning to the one-line error."""
+    big = tmp_path / "big.png"
+    big.write_bytes(bomb_png(10000, 10000, rows=1))
+    code = main(["predict", str(big), str(fixture_png), "--model", str(trained_model), "--roi", "100,60,12",
+                 "--csv", "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 1 and captured.err.splitlines() == [
+        f"error: {big}: images may have at most 40,000,000 pixels (40 megapixels, --max-pixels), checked before "
+        "decoding. Received: 10000x10000 = 100,000,000 pixels"], captured.err
+    assert not [w for w in recwarn if "could be decompression bomb" in str(w.message)]

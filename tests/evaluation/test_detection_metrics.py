@@ -117,3 +117,22 @@ def test_ties_across_images_are_one_threshold():
     assert det.average_precision(detections, truth) == pytest.approx(2 / 3)
     swapped = [detections[1], detections[0]]
     assert det.average_precision(swapped, [truth[1], truth[0]]) == pytest.approx(2 / 3)
+
+
+def test_matching_follows_cocos_rule_not_the_voc_devkits():
+    """The 0.8 box overlaps lesion A best (IoU 0.90), which the 0.9 box already took, and lesion B with
+    IoU 0.74: COCO gives it B (a true positive); the VOC devkit would count it a false positive."""
+    lesions = [[0, 0, 10, 10], [2, 0, 12, 10]]
+    is_tp, overlap = det.match([[0, 0, 10, 10], [0.5, 0, 10.5, 10]], [0.9, 0.8], lesions)
+    assert is_tp.tolist() == [True, True]
+    np.testing.assert_allclose(overlap, [1.0, 85 / 115])
+
+
+def test_nan_or_infinite_detection_scores_are_refused():
+    """Before: a NaN score sorted after every other and gave FROC a point at threshold NaN."""
+    truth = [np.array([[0, 0, 10, 10]])]
+    for bad in (np.nan, np.inf):
+        detections = [(np.array([[0, 0, 10, 10], [50, 50, 60, 60]]), np.array([bad, 0.5]))]
+        for function in (det.froc, det.average_precision, det.evaluate):
+            with pytest.raises(ValueError, match=r"detection scores must be finite .* Received: 1 bad of 2"):
+                function(detections, truth)

@@ -180,3 +180,28 @@ def test_cli_choices_are_the_modules():
     assert tuple(options["level"].choices) == scoring.LEVELS
     assert tuple(options["exam_rule"].choices) == scoring.EXAM_RULES
     assert options["replicates"].default == scoring.N_REPLICATES
+
+
+@pytest.mark.parametrize("function", [scoring.pf1, scoring.calibration, scoring.youden_threshold])
+def test_the_pure_scoring_functions_refuse_nan_scores_and_labels_other_than_0_or_1(function):
+    """Before: pf1 and calibration took NaN scores and 0.9 labels silently; youden_threshold cast 0.9 to 0."""
+    with pytest.raises(ValueError, match=r"y_score must be finite .* Received: 1 bad rows of 4, y_score\[bad\]=\[nan\]"):
+        function([0, 1, 1, 0], [0.1, np.nan, 0.8, 0.2])
+    for label in (0.9, 2):
+        with pytest.raises(ValueError, match=rf"y_true must hold the labels 0 and 1. Received: 1 bad rows of 4, "
+                                             rf"y_true\[bad\]=\[{float(label)}\]"):
+            function([0, label, 1, 0], [0.1, 0.3, 0.8, 0.2])
+
+
+def test_patient_ids_differing_only_by_case_or_spaces_are_one_patient(tmp_path):
+    """Before: 'P1' and ' p1 ' were two patients (two bootstrap clusters, two exams)."""
+    path = tmp_path / "ids.csv"
+    path.write_text("image_id,patient_id,laterality,label,score\na,P1,L,1,0.9\nb, p1 ,R,0,0.2\nc,P1,R,0,0.3\n"
+                    "d,p2,L,0,0.1\n")
+    table = scoring.read_predictions(path)
+    assert list(table["patient_id"]) == ["P1", "P1", "P1", "p2"]
+    assert table.attrs["problems"] == ["patient ids [' p1 ', 'P1'] differ only by case or surrounding spaces: "
+                                       "merged as 'P1'"]
+    report = scoring.score_file(path, levels=["exam"], n_replicates=10)
+    assert report["levels"]["exam"]["n"] == 2
+    assert any("differ only by case" in note for note in report["notes"])

@@ -43,3 +43,14 @@ def test_readme_protocol_sections_are_generated_from_protocol_yaml(paper):
     text = (EXPERIMENTS_DIR / paper / "README.md").read_text()
     assert protocol.readme_block(paper) in text, \
         f"experiments/{paper}/README.md is stale: run `python -m mammo_keras.protocol --write-readmes`"
+
+
+def test_a_row_that_cannot_be_built_at_a_profile_is_refused_at_once_naming_it():
+    """Before: the bare Keras message ("Input size must be at least 75x75 ..."), naming no config or row."""
+    import dataclasses
+
+    config = load_config("chougrad2018/mias_cv", "tiny", overrides={"input_size": 64})
+    config = dataclasses.replace(config, models=tuple(m for m in config.models if m.label == "inceptionv3_random"))
+    with pytest.raises(ValueError, match=r"mias_cv\.yaml: row 'inceptionv3_random' \(chougrad_inceptionv3\) cannot "
+                                         r"be built at the tiny profile with input_size \[64, 64\]: .*at least 75x75"):
+        compile_plan(config)
