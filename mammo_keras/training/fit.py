@@ -247,6 +247,10 @@ def build_compiled(model: keras.Model, dataset) -> None:
     Keras 3 otherwise creates the metric variables while tracing the first training step,
     which makes tf.function trace that step a second time (measured: 2 traces per `fit`, 1
     after this). MultiWorkerMirroredStrategy models are built by `ready_for_fit` instead.
+    A built functional model's outputs are known without running it, so its predictions are
+    given to Keras as symbolic tensors of those shapes (`_functional_build`); Keras's own
+    `_symbolic_build` runs the whole network symbolically first (InceptionV3: 3-12 s per stage,
+    against 0.5 s).
     """
     import tensorflow as tf
 
@@ -258,7 +262,33 @@ def build_compiled(model: keras.Model, dataset) -> None:
     spec = dataset.element_spec
     batch = tf.nest.map_structure(lambda s: np.zeros((1, *s.shape[1:]), s.dtype.as_numpy_dtype), spec)
     with model.distribute_strategy.scope():
-        build(data_batch=batch)
+        if not _functional_build(model, batch):
+            build(data_batch=batch)
+
+
+def _functional_build(model: keras.Model, batch) -> bool:
+    """What Keras's `_symbolic_build` does, with the predictions' shapes read from a built functional
+    model's outputs instead of computed by running it. False (nothing done) for any other model."""
+    from keras.src import backend, tree
+    from keras.src.models.functional import Functional
+    from keras.src.trainers.data_adapters import data_adapter_utils
+
+    needed = ("_compile_metrics", "_compile_loss", "compute_metrics", "_compute_loss", "_post_build", "_outputs_struct")
+    if not isinstance(model, Functional) or not all(hasattr(model, name) for name in needed):
+        return False
+    if not all(layer.built for layer in model._flatten_layers()):
+        return False
+    symbolic = tree.map_structure(lambda v: backend.KerasTensor(v.shape, backend.standardize_dtype(v.dtype)), batch)
+    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(symbolic)
+    y_pred = tree.map_structure(lambda t: backend.KerasTensor((1, *t.shape[1:]), t.dtype), model._outputs_struct)
+    if model._compile_metrics is not None and not model._compile_metrics.built:
+        backend.compute_output_spec(model.compute_metrics, x, y, y_pred, sample_weight=sample_weight)
+    if model._compile_loss is not None and not model._compile_loss.built:
+        backend.compute_output_spec(model._compute_loss, x, y, y_pred, sample_weight=sample_weight, training=False)
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model._post_build()
+    return True
 
 
 class FitBackup:

@@ -132,3 +132,29 @@ def test_fixed_batches_feed_every_input_of_a_paired_model():
     model = keras.Model([baseline, abnormality], keras.layers.Subtract()(pooled))
     a, b = np.ones((5, 6, 6, 1), np.float32), np.zeros((5, 6, 6, 1), np.float32)
     np.testing.assert_allclose(predict_fixed(model, [a, b], batch_size=4), np.ones((5, 1)))
+
+
+def test_functional_build_trains_exactly_as_keras_own_symbolic_build(monkeypatch):
+    """`build_compiled` skips running a functional model symbolically; the training it leads to is
+    bitwise the one after Keras's `_symbolic_build` (same metric, loss and optimizer state)."""
+    from mammo_keras.training import fit
+
+    def trained() -> list[np.ndarray]:
+        keras.utils.set_random_seed(0)
+        (x, y), (xv, yv) = task(24), task(8, seed=1)
+        model = counting_model()
+        stages = [Stage("head", 1, optimizer="adam", learning_rate=1e-2, trainable="re:^predictions", batch_size=8),
+                  Stage("all", 2, optimizer="sgd", learning_rate=1e-2, momentum=0.9, batch_size=8)]
+        fit_stages(model, stages, (x, y), (xv, yv), selection="best_val_auc", augment_on="pipeline")
+        return [np.asarray(w) for w in model.get_weights()]
+
+    calls = []
+    real = fit._functional_build
+    monkeypatch.setattr(fit, "_functional_build", lambda model, batch: calls.append(1) or real(model, batch))
+    fast = trained()
+    assert len(calls) == 2  # one build per stage, both on the fast path
+    monkeypatch.setattr(fit, "_functional_build", lambda model, batch: False)  # Keras's own build
+    for mine, keras_own in zip(fast, trained(), strict=True):
+        np.testing.assert_array_equal(mine, keras_own)
+    # A model that is not functional is left to Keras.
+    assert fit._functional_build(keras.Sequential([keras.layers.Dense(1)]), np.zeros((1, 3))) is False
