@@ -210,6 +210,9 @@ class Detection:
         except ImportError as error:  # an optional library (keras-cv for YOLOv8) is missing
             job.say(f"not run: {error}")
             return pd.DataFrame(), {"status": f"not run: {str(error).split('. ')[0]}"}
+        except TrainingDiverged as error:  # as for classification rows: say so, go on with the next row
+            job.say(f"diverged: {error}")
+            return pd.DataFrame(), {"status": f"diverged: {error}"}
         job.say(f"AP {summary['metrics']['ap']:.3f}, sensitivity at 1 FP/image {summary['metrics']['sens_at_1fpi']:.3f}")
         return detections, report.detection_result(summary)
 

@@ -32,3 +32,26 @@ def test_diverged_rows_are_reported_and_their_ensembles_skipped(tmp_path, monkey
         assert table.loc[label, "status"] == ("skipped: members without results: resnet50_pretrained, "
                                               "vgg16_pretrained, vgg16_tuned")
     assert "| diverged: the training loss" in (out / "table.md").read_text()
+
+
+def test_a_diverged_detector_is_reported_and_the_next_row_runs(tmp_path, monkeypatch):
+    from mammo_keras.runner import detection
+
+    monkeypatch.setenv("MAMMO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MAMMO_DATA", raising=False)
+    tried = []
+
+    def diverges(config, row, split, out, progress):
+        tried.append(row.label)
+        raise TrainingDiverged("detector", 2, out / "log.csv")
+
+    monkeypatch.setattr(detection, "run_row", diverges)
+    results = tmp_path / "results"
+    assert main(["reproduce", "hamed2020/table3", "--profile", "tiny", "--results", str(results)]) == 0
+    table = pd.read_csv(results / "hamed2020" / "table3" / "table.csv")
+    ran = table[table["status"] != "ok"]
+    assert len(tried) >= 2 and set(tried) <= set(table["model"])  # every row tried, none stopped the run
+    for label in tried:
+        status = table.loc[table["model"] == label, "status"].iloc[0]
+        assert status.startswith("diverged: the training loss became NaN or infinite in stage 'detector', epoch 2")
+    assert len(ran) == len(tried)
