@@ -251,3 +251,27 @@ def test_plotting_leaves_pyplot_alone(tmp_path):
         matplotlib.use(original)
     assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_contact_sheet_draws_every_item_kind_in_rows_per_class(tmp_path):
+    """Grey (H, W), (H, W, 1), RGB and paired (2, H, W) items each make a sheet; a class's rows grow
+    with its items (up to `per_class`), so a sheet of more items is taller."""
+    import pandas as pd
+    from PIL import Image
+
+    from mammo_keras.data.contact_sheet import contact_sheet
+
+    rng = np.random.default_rng(0)
+    index = pd.DataFrame({"item_id": [f"i{k}" for k in range(8)], "label": [0] * 5 + [1] * 3})
+    index["class_name"] = index["label"].map({0: "benign", 1: "malignant"})
+    heights = {}
+    for kind, items in {"grey": rng.random((8, 20, 20)), "channel": rng.random((8, 20, 20, 1)),
+                        "rgb": rng.random((8, 20, 20, 3)), "pair": rng.random((8, 2, 20, 20))}.items():
+        path = contact_sheet(items, index, tmp_path / f"{kind}.png", title=kind, columns=2)
+        with Image.open(path) as sheet:
+            heights[kind] = sheet.size[1]
+            assert sheet.size[0] == round(2 * 1.8 * 110)
+    assert len(set(heights.values())) == 1  # 3 + 2 rows of 2 columns, whatever the item's layout
+    few = contact_sheet(rng.random((8, 20, 20)), index, tmp_path / "few.png", per_class=2, columns=2)
+    with Image.open(few) as sheet:
+        assert sheet.size[1] < heights["grey"]  # 1 + 1 rows
