@@ -82,11 +82,11 @@ models:
 """
 
 
+@pytest.mark.usefixtures("isolated_cache")
 @pytest.mark.parametrize("kind", ["cv", "holdout"])
 def test_runner_rows_share_the_official_split(download, tmp_path, monkeypatch, kind):
     from mammo_keras.training import cv
 
-    monkeypatch.setenv("MAMMO_CACHE", str(tmp_path / "cache"))
     seen = {}
 
     def untrained(build, images, index, spec, out, *, split_source=None, **options):  # the CNN row: no training
@@ -113,9 +113,9 @@ def test_runner_rows_share_the_official_split(download, tmp_path, monkeypatch, k
     assert plan["rule"] == "official" and plan["test"] == "the dataset's official test part"
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_merged_mass_and_calc_with_the_official_split_is_an_error_naming_the_patients(download, tmp_path,
                                                                                      monkeypatch, capsys):
-    monkeypatch.setenv("MAMMO_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "official.yaml"
     path.write_text(CONFIG.format(kind="holdout").replace("abnormality: mass", "abnormality: null"))
     assert main(["reproduce", str(path), "--data", str(download), "--results", str(tmp_path / "results")]) == 1

@@ -22,8 +22,8 @@ def _tiny_cnn(shape):
     return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="predictions")(x))
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_baselines_use_the_cnn_rows_folds_and_are_reported(tmp_path, monkeypatch):
-    monkeypatch.setenv("MAMMO_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MAMMO_DATA", raising=False)
 
     def one_epoch(self, job, build, spec, data, test, explain):  # the real cross_validate, a tiny network

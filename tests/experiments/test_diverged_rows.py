@@ -3,14 +3,15 @@ goes on; ensembles of it wait for members with scores instead of combining NaN."
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from mammo_keras.cli import main
 from mammo_keras.errors import TrainingDiverged
 from mammo_keras.runner import kinds
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_diverged_rows_are_reported_and_their_ensembles_skipped(tmp_path, monkeypatch):
-    monkeypatch.setenv("MAMMO_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MAMMO_DATA", raising=False)
     trained = []
 
@@ -34,10 +35,10 @@ def test_diverged_rows_are_reported_and_their_ensembles_skipped(tmp_path, monkey
     assert "| diverged: the training loss" in (out / "table.md").read_text()
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_a_diverged_detector_is_reported_and_the_next_row_runs(tmp_path, monkeypatch):
     from mammo_keras.runner import detection
 
-    monkeypatch.setenv("MAMMO_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MAMMO_DATA", raising=False)
     tried = []
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from mammo_keras.cli import main
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_chougrad_table2_tiny_end_to_end(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("MAMMO_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MAMMO_DATA", raising=False)
     results = tmp_path / "results"
     args = ["reproduce", "chougrad2018/table2", "--profile", "tiny", "--results", str(results),

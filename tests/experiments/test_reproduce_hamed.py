@@ -9,13 +9,14 @@ import json
 import sys
 
 import pandas as pd
+import pytest
 
 from mammo_keras.cli import main
 from mammo_keras.data.splits import check_no_leakage
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_table3_tiny_end_to_end(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("MAMMO_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MAMMO_DATA", raising=False)
     monkeypatch.setitem(sys.modules, "keras_cv", None)  # `import keras_cv` raises ImportError
     results = tmp_path / "results"

@@ -21,9 +21,9 @@ CASES = {
 }
 
 
+@pytest.mark.usefixtures("isolated_cache")
 @pytest.mark.parametrize("paper", sorted(CASES))
 def test_table2_tiny_end_to_end(paper, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("MAMMO_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MAMMO_DATA", raising=False)
     results = tmp_path / "results"
     assert main(["reproduce", f"{paper}/table2", "--profile", "tiny", "--results", str(results),
@@ -59,10 +59,10 @@ def test_table2_tiny_end_to_end(paper, tmp_path, capsys, monkeypatch):
         assert int(table.loc[table["model"] == label, "n_items"].iloc[0]) == len(predictions)
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_shen_chain_starts_from_the_patch_classifier_and_keeps_its_split(tmp_path, capsys, monkeypatch):
     """table1 saves the patch classifier and its patient split; table3 starts from both. No whole-image
     test patient is one the patch classifier trained on."""
-    monkeypatch.setenv("MAMMO_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MAMMO_DATA", raising=False)
     results = tmp_path / "results"
     assert main(["reproduce", "shen2017/table3", "--profile", "tiny", "--results", str(results),

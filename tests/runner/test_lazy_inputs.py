@@ -62,13 +62,13 @@ def test_training_part_statistics_on_lazy_rows_equal_the_in_memory_ones(tmp_path
 
 
 def _whole_image_inputs(tmp_path, monkeypatch):
-    monkeypatch.setenv("MAMMO_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MAMMO_DATA", raising=False)
     config = load_config("shen2017/table2", "tiny")
     data = runner_inputs.load_inputs(config, "phantom", None, tmp_path / "work", lambda _: None)
     return config, data
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_the_runner_maps_the_prepared_images_and_reads_what_loading_them_gave(tmp_path, monkeypatch):
     config, data = _whole_image_inputs(tmp_path, monkeypatch)
     assert is_lazy(data.images) and data.images.shape == (len(data.index), *config.input_hw)
@@ -96,6 +96,7 @@ def _spec(config):
                         flip_tta=True, selection="best_val_auc", backup=False)
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_a_run_from_the_mapped_images_gives_the_predictions_of_the_arrays_in_memory(tmp_path, monkeypatch):
     config, data = _whole_image_inputs(tmp_path, monkeypatch)
     row = runner_inputs.scaled(data, config.input_scale)

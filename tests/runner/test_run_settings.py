@@ -48,8 +48,8 @@ def test_run_json_records_determinism_and_the_prepare_workers(tmp_path):
         load_config("chougrad2018/table2", "tiny", overrides={"prepare_workers": -1})
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_the_runner_prepares_with_the_configured_workers_and_the_same_items(tmp_path, monkeypatch):
-    monkeypatch.setenv("MAMMO_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MAMMO_DATA", raising=False)
     seen = []
     real = runner_inputs.prepare
