@@ -534,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "image. Research use only: not a medical device.")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="DICOM, PNG, PGM, JPEG or TIFF files")
     predict.add_argument("--model", required=True, help="a model folder saved by mammo_keras "
-                                                        "(manifest.json, model.json, model.weights.h5)")
+                                                        "(manifest.json, model.keras, model.json + model.weights.h5)")
     predict.add_argument("--roi", action="append", default=[], metavar="X,Y,R",
                          help="lesion centre and radius in pixels (MIAS style); once for all images "
                               "or once per image")

@@ -2,13 +2,16 @@
 
     save(model, "out/inceptionv3-md", architecture="chougrad_inceptionv3",
          class_names=["benign", "malignant"], preprocessing={"roi": 300, "gcn": "mean"})
-    model = load("out/inceptionv3-md")          # JSON + HDF5, checksums verified
+    model = load("out/inceptionv3-md")                 # model.keras, checksums verified
+    model = load("out/inceptionv3-md", format="json")  # model.json + model.weights.h5, the papers' format
 
-A saved folder holds `model.json`, `model.weights.h5`, `model.keras`, `MODEL_CARD.md` and
-`manifest.json`. Each file is written to a temporary file in the same folder and moved into place
-with `os.replace`, the manifest last, so a reader never sees a half-written model. The manifest
-lists the sha256 of every other file, the model card included (a card edited after saving fails
-the check like a changed weight file: it is the record of what the weights are).
+A saved folder holds `model.keras` (the primary format: Keras 3's single-file archive, what `load`
+and `predict` read), `model.json` + `model.weights.h5` (JSON architecture and HDF5 weights, the
+format the papers used, kept beside it), `MODEL_CARD.md` and `manifest.json`. Each file is written
+to a temporary file in the same folder and moved into place with `os.replace`, the manifest last,
+so a reader never sees a half-written model. The manifest lists the sha256 of every other file,
+the model card included (a card edited after saving fails the check like a changed weight file:
+it is the record of what the weights are).
 
 MODEL_CARD.md says what the model is (architecture, input recipe, classes, parameters), what it
 was trained on (datasets with their data fingerprints and licences), how (the protocol lines of
@@ -58,7 +61,7 @@ CARD_FILE = "MODEL_CARD.md"
 CHECKSUMS_FILE = "SHA256SUMS"
 MANIFEST_VERSION = 1
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed entry times: the same folder packs to the same bytes
-LOAD_FORMATS = ("json", "keras")
+LOAD_FORMATS = ("keras", "json")
 
 
 def save(model: keras.Model, directory: str | os.PathLike, *, architecture: str | None = None,
@@ -137,9 +140,10 @@ def model_card(manifest: dict, model: keras.Model | None = None, card: dict | No
     if model is not None:
         trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
         lines.append(f"- parameters: {model.count_params():,} ({trainable:,} trainable at the end of training)")
-    lines += ["- files: model.json + model.weights.h5 (JSON architecture and HDF5 weights, the papers' format), "
-              "model.keras; manifest.json holds the sha256 of every file, this card included "
-              "(`mammo-keras predict` and `models unpack` verify them)", "", "## Training data", ""]
+    lines += ["- files: model.keras (the primary format, what `io.load` and `predict` read), model.json + "
+              "model.weights.h5 (JSON architecture and HDF5 weights, the papers' format); manifest.json holds the "
+              "sha256 of every file, this card included (`mammo-keras predict` and `models unpack` verify them)",
+              "", "## Training data", ""]
     data = card.get("data") or []
     for entry in data:
         lines.append(f"- {entry.get('role', 'training')}: `{entry['name']}`"
@@ -210,12 +214,13 @@ def verify_checksums(directory: str | os.PathLike) -> None:
                                   f"(manifest {expected}, file {actual})")
 
 
-def load(directory: str | os.PathLike, *, verify: bool = True, format: str = "json") -> keras.Model:  # noqa: A002
+def load(directory: str | os.PathLike, *, verify: bool = True, format: str = "keras") -> keras.Model:  # noqa: A002
     """Rebuild a model saved by `save`.
 
     Args:
         verify: check the sha256 of every file first.
-        format: "json" (architecture JSON + HDF5 weights, the paper's format) or "keras".
+        format: "keras" (model.keras, the primary format) or "json" (architecture JSON + HDF5
+            weights, the papers' format); both give the same model.
     """
     if format not in LOAD_FORMATS:
         raise ValueError(f"`format` must be one of {LOAD_FORMATS}. Received: format={format!r}")
