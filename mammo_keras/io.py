@@ -66,7 +66,8 @@ LOAD_FORMATS = ("keras", "json")
 
 def save(model: keras.Model, directory: str | os.PathLike, *, architecture: str | None = None,
          class_names: list[str] | None = None, preprocessing: dict | None = None,
-         arrays: dict[str, np.ndarray] | None = None, card: dict | None = None) -> Path:
+         arrays: dict[str, np.ndarray] | None = None, card: dict | None = None,
+         files: dict[str, Callable[[Path], object]] | None = None) -> Path:
     """Write the model as JSON + HDF5 weights + `.keras` and its MODEL_CARD.md, then a manifest with checksums.
 
     Args:
@@ -77,7 +78,9 @@ def save(model: keras.Model, directory: str | os.PathLike, *, architecture: str 
             they are checksummed with the rest.
         card: what the training run knows for the model card (`model_card`): title, data (name,
             fingerprint, licence, role, synthetic), part, protocol (lines), command, metrics
-            ({name: {value, low, high}}), metrics_note, profile.
+            ({name: {value, low, high}}), metrics_note, calibration ({brier, ece, figure}), profile.
+        files: further files of the folder by plain file name (the runner's reliability diagram,
+            `calibration.png`), each written by its function to a temporary path; checksummed with the rest.
 
     Returns:
         The folder written.
@@ -109,6 +112,10 @@ def save(model: keras.Model, directory: str | os.PathLike, *, architecture: str 
             raise ValueError(f"array files are plain '<name>.npy' names. Received: {filename!r}")
         checksums[filename] = _atomic_write(directory / filename,
                                             lambda tmp, a=array: np.save(tmp, np.asarray(a), allow_pickle=False))
+    for filename, write in (files or {}).items():
+        if Path(filename).name != filename or filename in checksums or filename in (CARD_FILE, MANIFEST_FILE):
+            raise ValueError(f"further files are plain file names other than the model's own. Received: {filename!r}")
+        checksums[filename] = _atomic_write(directory / filename, write)
     text = model_card(manifest, model, card)
     checksums[CARD_FILE] = _atomic_write(directory / CARD_FILE, lambda tmp: tmp.write_text(text))
     manifest["model_card"] = CARD_FILE
@@ -173,6 +180,11 @@ def model_card(manifest: dict, model: keras.Model | None = None, card: dict | No
             lines.append(f"| {name} | {value['value']:.3f} | {ci} |")
     else:
         lines.append("Not known when the model was saved.")
+    calibration = card.get("calibration") or {}
+    if calibration:
+        lines += ["", f"Calibration on the same items: Brier score {calibration['brier']:.3f}, expected calibration "
+                      f"error {calibration['ece']:.3f} (ten equal-width bins); reliability diagram "
+                      f"`{calibration['figure']}` in this folder."]
     lines += ["", "## Intended use", "",
               "Research: reproducing the paper's experiment this model belongs to, studying the method, and trying "
               "the package's `predict` / `serve` pipeline on images prepared the way its training images were.",
