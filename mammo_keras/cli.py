@@ -30,6 +30,9 @@ Without data the experiments run on a synthetic phantom dataset (and say so); po
 data with --data DIR or $MAMMO_DATA: a folder holding mias/ (or mini-mias/), cbis-ddsm/,
 inbreast/, bcdr/, vindr-mammo/, cmmd/, rsna-screening/."""
 
+DATA_HELP = ("a folder holding the dataset folders: mias/ (or mini-mias/), cbis-ddsm/, inbreast/, bcdr/, "
+             "vindr-mammo/, cmmd/, rsna-screening/ (default: $MAMMO_DATA); one holding none of them is an error")
+
 EPILOG = """\
 examples:
   mammo-keras reproduce --list                         the experiment configs
@@ -147,10 +150,12 @@ def _pixel_count(text: str) -> int:
 
 def _read(args, *, keep_missing: bool = False) -> tuple[object, Path | None]:
     """The dataset's table; `keep_missing` keeps rows of absent files where the reader can."""
-    from mammo_keras.data import canonical_name, dataset_root, read_dataset, reader_module
+    from mammo_keras.data import canonical_name, check_data_dir, dataset_root, read_dataset, reader_module
 
     name = canonical_name(args.dataset)
-    root = dataset_root(name, explicit=args.root)
+    if args.root is None:
+        check_data_dir(args.data)
+    root = dataset_root(name, args.data, explicit=args.root)
     tolerant = keep_missing and "keep" in getattr(reader_module(name), "MISSING_POLICIES", ())
     return read_dataset(name, root, **({"missing": "keep"} if tolerant else {})), root
 
@@ -297,8 +302,10 @@ def cmd_reproduce(args) -> int:
         return 0
     config = getattr(args, "config", None) or _experiment_config(args)
     if args.plan:
+        from mammo_keras.data import check_data_dir
         from mammo_keras.plan import compile_plan, render_markdown
 
+        check_data_dir(args.data)  # the plan reads no data, but a wrong --data is a mistake all the same
         plan = compile_plan(config)
         print(json.dumps(plan, indent=1, default=str) if args.json else render_markdown(plan))
         return 0
@@ -312,7 +319,7 @@ def cmd_reproduce(args) -> int:
 
     if json.loads((out / "run.json").read_text()).get("synthetic"):
         print(f"This was the {config.profile} profile on synthetic phantom data. For real data: "
-              "--data DIR (a folder with mias/, cbis-ddsm/, inbreast/, bcdr/) --profile cpu|paper.")
+              "--data DIR (a folder holding mias/ or mini-mias/, cbis-ddsm/, inbreast/, ...) --profile cpu|paper.")
     elif config.profile == "tiny":
         print("This was the tiny profile (small inputs, a few epochs): a pipeline check, not a result. "
               "For results: --profile cpu|paper.")
@@ -455,7 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "lesions by type and pathology, views, sides, the official split "
                                                 "if it has one) and how many of the files they name are there.")
     info.add_argument("dataset", type=_dataset, help=_dataset_help())
-    info.add_argument("--root", help="dataset folder (default: $MAMMO_DATA/<dataset>)")
+    info_root = info.add_mutually_exclusive_group()
+    info_root.add_argument("--root", help="the dataset's own folder (default: its folder under --data or $MAMMO_DATA)")
+    info_root.add_argument("--data", metavar="DIR", help=DATA_HELP)
     info.add_argument("--json", action="store_true", help="print the counts as JSON")
     info.add_argument("--strict", action="store_true",
                       help="fail on the first file the label files name but the folder lacks "
@@ -467,7 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "dataset into images.npy + index.csv, in worker processes; a killed "
                                                 "run resumes where it stopped.")
     prep.add_argument("dataset", type=_dataset, help=_dataset_help())
-    prep.add_argument("--root", help="dataset folder (default: $MAMMO_DATA/<dataset>)")
+    prep_root = prep.add_mutually_exclusive_group()
+    prep_root.add_argument("--root", help="the dataset's own folder (default: its folder under --data or $MAMMO_DATA)")
+    prep_root.add_argument("--data", metavar="DIR", help=DATA_HELP)
     prep.add_argument("--task", required=True, choices=sorted(TASKS),
                       help="; ".join(f"{t.name}: {t.description}" for t in TASKS.values()))
     prep.add_argument("--out", help="output folder (default: prepared/<dataset>_<task>)")
@@ -506,8 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--profile", default="tiny", choices=("tiny", "cpu", "paper"),
                        help="tiny: phantom data, minutes (default); cpu: real data, reduced epochs; "
                             "paper: the published protocol")
-    repro.add_argument("--data", help="folder holding mias/, cbis-ddsm/, inbreast/, bcdr/ "
-                                      "(default: $MAMMO_DATA)")
+    repro.add_argument("--data", metavar="DIR", help=DATA_HELP)
     repro.add_argument("--results", default="results", help="results root (default results/)")
     repro.add_argument("--set", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
                        help="override a config value, e.g. n_splits=3 or epoch_scale=0.1 (repeatable)")
@@ -535,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "image. Research use only: not a medical device.")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="DICOM, PNG, PGM, JPEG or TIFF files")
     predict.add_argument("--model", required=True, help="a model folder saved by mammo_keras "
-                                                        "(manifest.json, model.json, model.weights.h5)")
+                                                        "(manifest.json, model.keras, model.json + model.weights.h5)")
     predict.add_argument("--roi", action="append", default=[], metavar="X,Y,R",
                          help="lesion centre and radius in pixels (MIAS style); once for all images "
                               "or once per image")

@@ -2,13 +2,16 @@
 
     save(model, "out/inceptionv3-md", architecture="chougrad_inceptionv3",
          class_names=["benign", "malignant"], preprocessing={"roi": 300, "gcn": "mean"})
-    model = load("out/inceptionv3-md")          # JSON + HDF5, checksums verified
+    model = load("out/inceptionv3-md")                 # model.keras, checksums verified
+    model = load("out/inceptionv3-md", format="json")  # model.json + model.weights.h5, the papers' format
 
-A saved folder holds `model.json`, `model.weights.h5`, `model.keras`, `MODEL_CARD.md` and
-`manifest.json`. Each file is written to a temporary file in the same folder and moved into place
-with `os.replace`, the manifest last, so a reader never sees a half-written model. The manifest
-lists the sha256 of every other file, the model card included (a card edited after saving fails
-the check like a changed weight file: it is the record of what the weights are).
+A saved folder holds `model.keras` (the primary format: Keras 3's single-file archive, what `load`
+and `predict` read), `model.json` + `model.weights.h5` (JSON architecture and HDF5 weights, the
+format the papers used, kept beside it), `MODEL_CARD.md` and `manifest.json`. Each file is written
+to a temporary file in the same folder and moved into place with `os.replace`, the manifest last,
+so a reader never sees a half-written model. The manifest lists the sha256 of every other file,
+the model card included (a card edited after saving fails the check like a changed weight file:
+it is the record of what the weights are).
 
 MODEL_CARD.md says what the model is (architecture, input recipe, classes, parameters), what it
 was trained on (datasets with their data fingerprints and licences), how (the protocol lines of
@@ -58,12 +61,13 @@ CARD_FILE = "MODEL_CARD.md"
 CHECKSUMS_FILE = "SHA256SUMS"
 MANIFEST_VERSION = 1
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed entry times: the same folder packs to the same bytes
-LOAD_FORMATS = ("json", "keras")
+LOAD_FORMATS = ("keras", "json")
 
 
 def save(model: keras.Model, directory: str | os.PathLike, *, architecture: str | None = None,
          class_names: list[str] | None = None, preprocessing: dict | None = None,
-         arrays: dict[str, np.ndarray] | None = None, card: dict | None = None) -> Path:
+         arrays: dict[str, np.ndarray] | None = None, card: dict | None = None,
+         files: dict[str, Callable[[Path], object]] | None = None) -> Path:
     """Write the model as JSON + HDF5 weights + `.keras` and its MODEL_CARD.md, then a manifest with checksums.
 
     Args:
@@ -74,7 +78,9 @@ def save(model: keras.Model, directory: str | os.PathLike, *, architecture: str 
             they are checksummed with the rest.
         card: what the training run knows for the model card (`model_card`): title, data (name,
             fingerprint, licence, role, synthetic), part, protocol (lines), command, metrics
-            ({name: {value, low, high}}), metrics_note, profile.
+            ({name: {value, low, high}}), metrics_note, calibration ({brier, ece, figure}), profile.
+        files: further files of the folder by plain file name (the runner's reliability diagram,
+            `calibration.png`), each written by its function to a temporary path; checksummed with the rest.
 
     Returns:
         The folder written.
@@ -106,6 +112,10 @@ def save(model: keras.Model, directory: str | os.PathLike, *, architecture: str 
             raise ValueError(f"array files are plain '<name>.npy' names. Received: {filename!r}")
         checksums[filename] = _atomic_write(directory / filename,
                                             lambda tmp, a=array: np.save(tmp, np.asarray(a), allow_pickle=False))
+    for filename, write in (files or {}).items():
+        if Path(filename).name != filename or filename in checksums or filename in (CARD_FILE, MANIFEST_FILE):
+            raise ValueError(f"further files are plain file names other than the model's own. Received: {filename!r}")
+        checksums[filename] = _atomic_write(directory / filename, write)
     text = model_card(manifest, model, card)
     checksums[CARD_FILE] = _atomic_write(directory / CARD_FILE, lambda tmp: tmp.write_text(text))
     manifest["model_card"] = CARD_FILE
@@ -137,9 +147,10 @@ def model_card(manifest: dict, model: keras.Model | None = None, card: dict | No
     if model is not None:
         trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
         lines.append(f"- parameters: {model.count_params():,} ({trainable:,} trainable at the end of training)")
-    lines += ["- files: model.json + model.weights.h5 (JSON architecture and HDF5 weights, the papers' format), "
-              "model.keras; manifest.json holds the sha256 of every file, this card included "
-              "(`mammo-keras predict` and `models unpack` verify them)", "", "## Training data", ""]
+    lines += ["- files: model.keras (the primary format, what `io.load` and `predict` read), model.json + "
+              "model.weights.h5 (JSON architecture and HDF5 weights, the papers' format); manifest.json holds the "
+              "sha256 of every file, this card included (`mammo-keras predict` and `models unpack` verify them)",
+              "", "## Training data", ""]
     data = card.get("data") or []
     for entry in data:
         lines.append(f"- {entry.get('role', 'training')}: `{entry['name']}`"
@@ -169,6 +180,11 @@ def model_card(manifest: dict, model: keras.Model | None = None, card: dict | No
             lines.append(f"| {name} | {value['value']:.3f} | {ci} |")
     else:
         lines.append("Not known when the model was saved.")
+    calibration = card.get("calibration") or {}
+    if calibration:
+        lines += ["", f"Calibration on the same items: Brier score {calibration['brier']:.3f}, expected calibration "
+                      f"error {calibration['ece']:.3f} (ten equal-width bins); reliability diagram "
+                      f"`{calibration['figure']}` in this folder."]
     lines += ["", "## Intended use", "",
               "Research: reproducing the paper's experiment this model belongs to, studying the method, and trying "
               "the package's `predict` / `serve` pipeline on images prepared the way its training images were.",
@@ -210,12 +226,13 @@ def verify_checksums(directory: str | os.PathLike) -> None:
                                   f"(manifest {expected}, file {actual})")
 
 
-def load(directory: str | os.PathLike, *, verify: bool = True, format: str = "json") -> keras.Model:  # noqa: A002
+def load(directory: str | os.PathLike, *, verify: bool = True, format: str = "keras") -> keras.Model:  # noqa: A002
     """Rebuild a model saved by `save`.
 
     Args:
         verify: check the sha256 of every file first.
-        format: "json" (architecture JSON + HDF5 weights, the paper's format) or "keras".
+        format: "keras" (model.keras, the primary format) or "json" (architecture JSON + HDF5
+            weights, the papers' format); both give the same model.
     """
     if format not in LOAD_FORMATS:
         raise ValueError(f"`format` must be one of {LOAD_FORMATS}. Received: format={format!r}")

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mammo_keras.config import ExperimentConfig, ModelRow
+from mammo_keras.data import check_data_dir
 from mammo_keras.runner import report
-from mammo_keras.runner.inputs import check_data_dir, check_found
+from mammo_keras.runner.inputs import check_found
 from mammo_keras.runner.kinds import RowRun, kind_for_row, kind_of
 from mammo_keras.runner.paper import reported_value, row_table
 from mammo_keras.runner.rows import describe_weights, expand_options, resolve_results

@@ -2,6 +2,7 @@
 before any work; quiet exit into a closed pipe."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from mammo_keras import cli
 from mammo_keras.cli import main
 from mammo_keras.config import check_overrides, list_configs, load_config
+from mias_fixtures import write_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,7 +110,6 @@ def test_a_data_folder_without_any_dataset_folder_is_an_error_at_every_profile(c
     assert not (tmp_path / "results").exists()  # refused before any work
 
 
-
 def test_a_bad_name_or_override_is_refused_before_tensorflow_loads():
     """Before: `reproduce` imported TensorFlow (10-20 s on 2 busy cores) before it read the config."""
     script = ("import sys; from mammo_keras.cli import main\n"
@@ -121,3 +122,19 @@ def test_a_bad_name_or_override_is_refused_before_tensorflow_loads():
     errors = done.stderr.strip().splitlines()
     assert len(errors) == 3 and all(line.startswith("error: ") for line in errors), done.stderr
     assert "nosuch: no such experiment config" in errors[0] and "override n_splits takes an integer" in errors[1]
+
+
+def test_plan_and_data_commands_check_data_too(capsys, tmp_path):
+    """Before: `reproduce --plan --data EMPTY` printed the plan and exited 0, and `data info` had no --data."""
+    (tmp_path / "empty").mkdir()
+    for argv in (["reproduce", "chougrad2018/table2", "--plan"], ["data", "info", "mias"],
+                 ["data", "prepare", "mias", "--task", "chougrad", "--out", str(tmp_path / "prepared")]):
+        assert main([*argv, "--data", str(tmp_path / "empty")]) == 1
+        assert "--data holds none of the dataset folders" in _one_error_line(capsys)
+    assert not (tmp_path / "prepared").exists()
+    write_folder(tmp_path / "data" / "mini-mias")  # the folder name of ../shared/data
+    assert main(["data", "info", "mias", "--data", str(tmp_path / "data"), "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert (facts["images"], facts["files"]["image_files_found"]) == (6, 6)
+    with pytest.raises(SystemExit):  # one folder or the other, not both
+        main(["data", "info", "mias", "--data", str(tmp_path / "data"), "--root", str(tmp_path / "data")])

@@ -83,6 +83,21 @@ def find_dataset(name: str, *data_dirs: str | Path | None) -> Path | None:
     return None
 
 
+def check_data_dir(data_dir: str | Path | None) -> None:
+    """A --data DIR that is no folder, or holds no dataset folder any reader knows, is an error at every
+    profile and for every command that takes it, before any work (the tiny profile reads only the
+    phantom, and `reproduce --plan` reads no data, but a wrong --data is a mistake all the same)."""
+    if data_dir is None:
+        return
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"{root}: --data must be a folder holding the dataset folders; there is no such folder")
+    known = {folder: name for name in names() if name != "phantom" for folder in reader_module(name).FOLDERS}
+    if not any((root / folder).is_dir() for folder in known):
+        raise DatasetNotFoundError(f"{root}: --data holds none of the dataset folders "
+                                   f"({', '.join(sorted(known))}); name the folder that holds them")
+
+
 def read_dataset(name: str, root: str | Path | None = None, **options) -> pd.DataFrame:
     """Read dataset `name` from `root` into a validated record table.
 
@@ -101,4 +116,4 @@ def read_dataset(name: str, root: str | Path | None = None, **options) -> pd.Dat
     return module.read(Path(root), **options)
 
 
-__all__ = ["READERS", "canonical_name", "dataset_root", "find_dataset", "licence", "names", "read_dataset", "reader_module"]
+__all__ = ["READERS", "canonical_name", "check_data_dir", "dataset_root", "find_dataset", "licence", "names", "read_dataset", "reader_module"]

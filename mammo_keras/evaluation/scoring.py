@@ -201,7 +201,7 @@ def calibration(labels, scores, *, bins: int = CALIBRATION_BINS) -> dict:
             ece += count / len(labels) * abs(observed - mean_score)
         table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": count,
                       "mean_score": mean_score, "observed": observed})
-    return {"brier": float(np.mean((scores - labels) ** 2)), "ece": float(ece), "bins": table}
+    return {"brier": metrics.brier_score(labels, scores), "ece": float(ece), "bins": table}
 
 
 def score_levels(predictions: pd.DataFrame, *, levels: Sequence[str] = LEVELS,

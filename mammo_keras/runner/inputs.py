@@ -150,20 +150,6 @@ def merge_inputs(parts: list[DatasetInputs]) -> DatasetInputs:
                          "+".join(p.fingerprint[:12] for p in parts), any(p.synthetic for p in parts))
 
 
-def check_data_dir(data_dir: str | Path | None) -> None:
-    """A --data DIR that is no folder, or holds no dataset folder any reader knows, is an error at every
-    profile, before any work (the tiny profile reads only the phantom, but a wrong --data is a mistake)."""
-    if data_dir is None:
-        return
-    root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise DatasetNotFoundError(f"{root}: --data must be a folder holding the dataset folders; there is no such folder")
-    known = {folder: name for name in data.names() if name != "phantom" for folder in data.reader_module(name).FOLDERS}
-    if not any((root / folder).is_dir() for folder in known):
-        raise DatasetNotFoundError(f"{root}: --data holds none of the dataset folders "
-                                   f"({', '.join(sorted(known))}); name the folder that holds them")
-
-
 def check_found(config: ExperimentConfig, inputs: dict[str, DatasetInputs], data_dir: str | Path | None) -> None:
     """A --data DIR that holds none of the config's datasets is an error, not a table of absent rows."""
     if data_dir is None or any(not found.absent for found in inputs.values()):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import shlex
 import subprocess
 import time
 from collections.abc import Callable
@@ -215,10 +216,15 @@ def format_metric(metric: str, value: float | None) -> str:
 
 
 def command_line(config: ExperimentConfig) -> str:
-    """The command that reproduces the run, every --set included."""
-    sets = "".join(f" --set {key}={json.dumps(value) if not isinstance(value, str) else value}"
-                   for key, value in config.overrides.items())
-    return f"mammo-keras reproduce {config.name} --profile {config.profile}{sets}"
+    """The command that reproduces the run, every --set included, quoted for a POSIX shell so that it can
+    be pasted as it is (`--set 'rows=["vgg16", "resnet50"]'`); a string that YAML would read as another
+    type (`"null"`, `"3"`) keeps its quotes."""
+    def value_text(value) -> str:
+        plain = isinstance(value, str) and yaml.safe_load(value) == value
+        return value if plain else json.dumps(value)
+
+    sets = "".join(f" --set {shlex.quote(f'{key}={value_text(value)}')}" for key, value in config.overrides.items())
+    return f"mammo-keras reproduce {shlex.quote(config.name)} --profile {config.profile}{sets}"
 
 
 def profile_title(config: ExperimentConfig) -> str:

@@ -30,6 +30,7 @@ from mammo_keras.data.recipes import FittedInputs, Normalisation, OfflineAugment
 from mammo_keras.data.splits import balance_parts, check_no_leakage, load_assignments, patient_kfold
 from mammo_keras.data.splits import OFFICIAL_COLUMN, official_split, reuse_split, save_assignments, train_val_test
 from mammo_keras.evaluation.metrics import METRIC_NAMES, METRICS, auc, multiclass_accuracy
+from mammo_keras.evaluation.scoring import calibration, reliability_diagram
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
 from mammo_keras.models.inputs import as_model_input, positive_scores
 from mammo_keras.training.fit import BACKUP_EVERY, augment_place, fit_stages, predict_fixed
@@ -261,7 +262,7 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
         info = dict(spec.model_info or {})
         info["preprocessing"] = {**info.get("preprocessing", {}), **fitted.to_manifest()}
         info["card"] = card_facts(info.get("card"), predictions, metrics, seed=seed)
-        model_io.save(model, out / "model", arrays=fitted.arrays(), **info)
+        model_io.save(model, out / "model", arrays=fitted.arrays(), files=calibration_files(predictions), **info)
     if explain is not None:
         explain(model, fitted.transform(images[test_rows]), predictions, out)
     atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
@@ -275,12 +276,13 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
 
 CARD_METRICS = ("accuracy", "auc")
 CARD_REPLICATES = 1000
+CALIBRATION_FILE = "calibration.png"  # the reliability diagram in a saved model's folder
 
 
 def card_facts(card: dict | None, predictions: pd.DataFrame, metrics: dict, *, seed: int) -> dict:
     """The model card's facts (`io.save(card=...)`) of one trained part: the runner's (data, protocol, and
     `part_what`, a text with {fold}) plus the part's sizes and its test metrics with 95% bootstrap CIs."""
-    from mammo_keras.evaluation.metrics import bootstrap_ci
+    from mammo_keras.evaluation.metrics import bootstrap_ci, brier_score
 
     card = dict(card or {})
     what = str(card.pop("part_what", "part {fold}")).format(fold=metrics["fold"])
@@ -298,10 +300,31 @@ def card_facts(card: dict | None, predictions: pd.DataFrame, metrics: dict, *, s
                                             n_replicates=CARD_REPLICATES, seed=seed)
         if np.isfinite(value):
             scored[name] = {"value": float(value), "low": float(low), "high": float(high)}
+    if _binary_scores(predictions):
+        labels, scores = predictions["label"].to_numpy(), predictions["score"].to_numpy()
+        value, low, high = bootstrap_ci(labels, scores, brier_score, n_replicates=CARD_REPLICATES, seed=seed)
+        scored["brier"] = {"value": float(value), "low": float(low), "high": float(high)}
+        card["calibration"] = {"brier": float(value), "ece": calibration(labels, scores)["ece"],
+                               "figure": CALIBRATION_FILE}
     card["metrics"] = scored
-    card["metrics_note"] = (f"On this part's {len(predictions)} test items (threshold 0.5 for accuracy); 95% CIs: "
+    card["metrics_note"] = (f"On this part's {len(predictions)} test items (threshold 0.5 for accuracy; Brier score: "
+                            f"the mean squared error of the malignant probability, lower is better); 95% CIs: "
                             f"percentile bootstrap of the items, {CARD_REPLICATES} replicates.")
     return card
+
+
+def calibration_files(predictions: pd.DataFrame) -> dict[str, Callable[[Path], object]]:
+    """The reliability diagram of a saved model's test predictions (`io.save(files=...)`), or none for a
+    multi-class model: observed malignant rate against mean predicted probability in ten bins."""
+    if not _binary_scores(predictions):
+        return {}
+    labels, scores = predictions["label"].to_numpy(), predictions["score"].to_numpy()
+    report = {"levels": {"test items": {"n": len(predictions), "calibration": calibration(labels, scores)}}}
+    return {CALIBRATION_FILE: lambda path: reliability_diagram(report, path, title="this part's test items")}
+
+
+def _binary_scores(predictions: pd.DataFrame) -> bool:
+    return len(predictions) > 0 and "score" in predictions and "pred" not in predictions
 
 
 def holdout_split(index: pd.DataFrame, *, fractions=(0.8, 0.1, 0.1), seed: int = 0,

@@ -143,3 +143,18 @@ def test_detection_items_use_the_official_split(download):
     items = load_items(config, "cbis_ddsm", download, settings_of(config))
     assert sorted(items.loc[items["split"] == "test", "patient_id"]) == MASS_TEST
     assert set(items.loc[items["split"] == "val", "patient_id"]) <= {f"P_{n:05d}" for n in range(1, 9)}
+
+
+def test_every_cbis_config_takes_the_official_split():
+    """`--set split=official` is accepted by every config that reads CBIS-DDSM, except a transfer config,
+    which tests on another dataset and says so."""
+    from mammo_keras.config import list_configs
+
+    cbis = [name for name in list_configs() if "cbis_ddsm" in load_config(name, "paper").datasets]
+    assert len(cbis) >= 15 and "shen2017/table3" in cbis and "hamed2020/table3" in cbis
+    for name in cbis:
+        if load_config(name, "paper").kind == "transfer":
+            with pytest.raises(ValueError, match="a transfer row tests on another dataset"):
+                load_config(name, "paper", overrides={"split": "official"})
+        else:
+            assert load_config(name, "paper", overrides={"split": "official"}).split == "official", name

@@ -68,6 +68,17 @@ def test_round_trip_gives_identical_predictions(saved, batch, fmt):
     assert [layer.trainable for layer in loaded.layers] == [layer.trainable for layer in model.layers]
 
 
+def test_keras_is_the_primary_format_json_and_hdf5_are_kept(saved, batch):
+    """Before: `load` read model.json + HDF5 by default and ignored model.keras."""
+    model, folder = saved
+    (folder / "model.json").unlink()
+    (folder / "model.weights.h5").unlink()
+    loaded = io.load(folder, verify=False)  # the default reads model.keras alone
+    np.testing.assert_allclose(loaded.predict(batch, verbose=0), model.predict(batch, verbose=0), atol=1e-6)
+    with pytest.raises(FileNotFoundError):
+        io.load(folder, verify=False, format="json")
+
+
 def test_changed_file_fails_the_checksum_naming_it(saved):
     _, folder = saved
     with open(folder / "model.weights.h5", "ab") as handle:

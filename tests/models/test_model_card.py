@@ -10,11 +10,12 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from mammo_keras import data, io
 from mammo_keras.app.predict import load_model_folder
 from mammo_keras.errors import DataError
-from mammo_keras.training.cv import card_facts
+from mammo_keras.training.cv import calibration_files, card_facts
 
 PREPROCESSING = {"recipe": "chougrad", "options": {"r": 300, "size": 224, "grow_to_fit": True},
                  "input_hw": [8, 8], "input_channels": 1, "input_scale": 1.0, "intensity": "format_range"}
@@ -62,6 +63,27 @@ def test_the_card_states_model_data_protocol_metrics_and_limits(tmp_path):
         assert expected in text, expected
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["model_card"] == "MODEL_CARD.md" and "MODEL_CARD.md" in manifest["sha256"]
+
+
+def test_a_saved_model_gets_its_calibration_brier_score_and_reliability_diagram(tmp_path):
+    """Before: calibration was reported by `mammo-keras score --calibration` only, not for saved models."""
+    card, predictions = _card()
+    labels, scores = predictions["label"].to_numpy(), predictions["score"].to_numpy()
+    brier = float(np.mean((scores - labels) ** 2))
+    assert card["metrics"]["brier"]["value"] == pytest.approx(brier)
+    assert card["metrics"]["brier"]["low"] <= brier <= card["metrics"]["brier"]["high"]
+    folder = io.save(_tiny_model(), tmp_path / "model", architecture="tiny", class_names=["benign", "malignant"],
+                     preprocessing=PREPROCESSING, card=card, files=calibration_files(predictions))
+    with Image.open(folder / "calibration.png") as image:
+        assert image.format == "PNG" and image.size[0] > 200
+    assert io.read_manifest(folder)["sha256"]["calibration.png"] == io.sha256(folder / "calibration.png")
+    text = (folder / "MODEL_CARD.md").read_text()
+    assert f"| brier | {brier:.3f} |" in text
+    assert (f"Calibration on the same items: Brier score {brier:.3f}, expected calibration error "
+            f"{card['calibration']['ece']:.3f} (ten equal-width bins); reliability diagram `calibration.png`") in text
+    assert calibration_files(predictions.drop(columns="score").assign(pred=0)) == {}  # multi-class: none
+    with pytest.raises(ValueError, match="plain file names other than the model's own"):
+        io.save(_tiny_model(), tmp_path / "other", files={"model.json": lambda path: path.write_text("{}")})
 
 
 def test_a_card_saved_without_facts_says_what_is_unknown(tmp_path):

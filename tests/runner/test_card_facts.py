@@ -25,3 +25,20 @@ def test_card_facts_of_a_row(tmp_path):
     assert facts["command"] == "mammo-keras reproduce coccomini2021/table2 --profile tiny --set save_models=true"
     lonely = RowRun(config, config.models[0], "phantom", data, tmp_path / "elsewhere" / "phantom", {}, print)
     assert "no plan.json" in card_facts(lonely)["protocol"][0]
+
+
+def test_the_command_line_pastes_back_to_the_same_overrides():
+    """Before: `--set rows=["vgg16", "resnet50"]` was written unquoted, which a shell splits into two words."""
+    import shlex
+
+    from mammo_keras.cli import build_parser
+    from mammo_keras.runner.report import command_line
+
+    overrides = {"rows": ["vgg16", "resnet50"], "n_splits": 3, "epoch_scale": 0.1, "save_models": True}
+    config = load_config("chougrad2018/table2", "tiny", overrides=overrides)
+    command = command_line(config)
+    assert command == ("mammo-keras reproduce chougrad2018/table2 --profile tiny --set 'rows=[\"vgg16\", \"resnet50\"]' "
+                       "--set n_splits=3 --set epoch_scale=0.1 --set save_models=true")
+    words = shlex.split(command)
+    assert words[0] == "mammo-keras"
+    assert dict(build_parser().parse_args(words[1:]).set) == overrides

@@ -186,6 +186,8 @@ def test_transfer_trains_on_one_set_tests_on_another_and_saves_the_model(tmp_pat
     saved = model_io.load(tmp_path / "run" / "test" / "model")
     probabilities = saved.predict(test_images[:2, ..., None], verbose=0)[:, 1]
     np.testing.assert_allclose(probabilities, predictions["score"].to_numpy()[:2], rtol=1e-5)
+    manifest = model_io.read_manifest(tmp_path / "run" / "test" / "model")  # its reliability diagram, checksummed
+    assert "calibration.png" in manifest["sha256"] and "MODEL_CARD.md" in manifest["sha256"]
     again = cv.transfer(tiny_model, images, index, test_images, test_index, STAGES, tmp_path / "run")
     pd.testing.assert_frame_equal(again, predictions, check_dtype=False)  # a finished run is reused
     with pytest.raises(ValueError, match="shares 12 items"):
