@@ -581,8 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "is their Youden optimum (default: 0.5, said so)")
     score.add_argument("--index", metavar="INDEX.csv", help="data prepare's index.csv: the side of each item "
                                                             "of a package predictions.csv (for breast level)")
-    score.add_argument("--exam-rule", choices=("max", "mean"), default="max",
-                       help="exam score from its breasts' scores (default max)")
+    score.add_argument("--exam-rule", choices=("mean", "max"), default="mean",
+                       help="exam score from its breasts' scores: their mean (default) or the highest")
     score.add_argument("--calibration", metavar="OUT.png", help="also write a reliability diagram")
     score.add_argument("--replicates", type=int, default=2000, help="bootstrap replicates (default 2000)")
     score.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")

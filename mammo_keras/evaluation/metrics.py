@@ -91,7 +91,7 @@ def auc(y_true, y_score) -> float:
 def brier_score(y_true, y_score) -> float:
     """Mean squared difference between the predicted probability of the malignant class and the 0/1
     label (lower is better; 0.25 for a constant 0.5). Reference: Brier 1950, Monthly Weather Review 78(1)."""
-    y_true, y_score = _as_arrays(y_true, y_score)
+    y_true, y_score = binary_arrays(y_true, y_score)
     return float(np.mean((y_score - y_true) ** 2))
 
 

@@ -11,9 +11,11 @@ laterality, label, score and optionally exam_id. Scores are the probability of c
 Levels, as the NYU mammography meta-repository scores image-level models: image scores are
 averaged per breast (patient_id + laterality; its evaluation/score.py averages one image per
 view, the same when each view has one image), a breast is positive when any of its images is.
-An exam (exam_id, or the patient when absent) takes the maximum of its breasts' scores
-(`exam_rule="max"`; a cancer is in one breast, and averaging with the healthy one would halve
-it; "mean" is the alternative) and is positive when any breast is.
+An exam (exam_id, or the patient when absent) then averages its breasts' scores
+(`exam_rule="mean"`, the rule this package was asked to follow: image scores averaged per breast,
+then per exam) and is positive when any breast is. `exam_rule="max"` takes the highest breast
+instead: a cancer is in one breast, and the mean halves its score beside a healthy one, so
+"max" is the rule to report beside it when exams mix one positive and one negative breast.
 
 Metrics at each level: AUROC, AUPRC (average precision, scikit-learn's step-wise area; the
 meta-repository's script uses the trapezoidal area under the PR curve, which runs slightly
@@ -55,7 +57,7 @@ from mammo_keras.evaluation import metrics
 from mammo_keras.errors import DataError
 
 LEVELS = ("image", "breast", "exam")
-EXAM_RULES = ("max", "mean")
+EXAM_RULES = ("mean", "max")
 RESAMPLING = ("patient", "unit")
 N_REPLICATES = 2000
 CALIBRATION_BINS = 10
@@ -120,7 +122,7 @@ def read_predictions(path: str | Path, *, index: str | Path | None = None) -> pd
     return out
 
 
-def aggregate(predictions: pd.DataFrame, level: str, *, exam_rule: str = "max") -> pd.DataFrame:
+def aggregate(predictions: pd.DataFrame, level: str, *, exam_rule: str = "mean") -> pd.DataFrame:
     """One row per unit of `level` (image, breast or exam): unit, patient_id, label, score.
 
     Raises:
@@ -205,7 +207,7 @@ def calibration(labels, scores, *, bins: int = CALIBRATION_BINS) -> dict:
 
 
 def score_levels(predictions: pd.DataFrame, *, levels: Sequence[str] = LEVELS,
-                 val: pd.DataFrame | None = None, exam_rule: str = "max", resample: str = "patient",
+                 val: pd.DataFrame | None = None, exam_rule: str = "mean", resample: str = "patient",
                  n_replicates: int = N_REPLICATES, confidence: float = 0.95, seed: int = 0) -> dict:
     """Metrics with bootstrap CIs at each level.
 

@@ -65,13 +65,13 @@ def test_levels_aggregate_as_stated(predictions_csv, capsys):
     image, exam = report["levels"]["image"], report["levels"]["exam"]
     labels, scores = [row[3] for row in IMAGES], [row[4] for row in IMAGES]
     assert image["auroc"]["value"] == pytest.approx(skm.roc_auc_score(labels, scores))
-    # exams are the patients here; max over breasts: p1 0.8 (+), p2 0.6 (+), p3 0.7 (-) -> 1 of 2 pairs
-    assert exam["n"] == 3 and exam["auroc"]["value"] == pytest.approx(0.5)
-    mean_rule = scoring.score_levels(scoring.read_predictions(predictions_csv), levels=["exam"],
-                                     exam_rule="mean", n_replicates=50)
-    # mean over breasts: p1 0.55 (+), p2 0.5 (+), p3 0.45 (-) -> 1.0
-    assert mean_rule["levels"]["exam"]["auroc"]["value"] == pytest.approx(1.0)
-    assert "exam = patient; its score is the max of its breasts" in report["notes"]
+    # exams are the patients here; mean over breasts (the default): p1 0.55 (+), p2 0.5 (+), p3 0.45 (-) -> 1.0
+    assert exam["n"] == 3 and exam["auroc"]["value"] == pytest.approx(1.0)
+    max_rule = scoring.score_levels(scoring.read_predictions(predictions_csv), levels=["exam"],
+                                    exam_rule="max", n_replicates=50)
+    # max over breasts: p1 0.8 (+), p2 0.6 (+), p3 0.7 (-) -> 1 of 2 pairs
+    assert max_rule["levels"]["exam"]["auroc"]["value"] == pytest.approx(0.5)
+    assert "exam = patient; its score is the mean of its breasts" in report["notes"]
     assert main(["score", str(predictions_csv), "--replicates", "100"]) == 0
     text = capsys.readouterr().out
     assert text.splitlines()[0].split()[:3] == ["level", "n", "pos"]
