@@ -546,9 +546,14 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
                 stage_validation = (val_features, validation[1])
         if stage.class_weight == "batch":
             dataset = balance_batches(dataset)
+        # Inference does not depend on a stage's optimizer, loss or trainable flags: the predict step traced
+        # in an earlier stage (validation AUC, snapshots) serves this one too, instead of a trace per compile.
+        predict_function, predict_jit = getattr(trained, "predict_function", None), getattr(trained, "jit_compile", None)
         with trained.distribute_strategy.scope():  # optimizer variables where the model lives
             trained.compile(optimizer=make_optimizer(stage, steps, trained), loss=loss, metrics=["accuracy"],
                             jit_compile=jit_compile)
+        if predict_function is not None and trained.jit_compile == predict_jit:
+            trained.predict_function = predict_function
         build_compiled(trained, dataset)
         ready_for_fit(trained, dataset)  # a no-op unless built under MultiWorkerMirroredStrategy
         if restore is not None:
