@@ -51,7 +51,7 @@ def task(n: int, seed: int = 0):
 
 def test_each_stage_traces_its_steps_once_with_a_partial_last_batch():
     keras.utils.set_random_seed(0)
-    (x, y), (xv, yv) = task(42), task(13, seed=1)  # 42 = 5 batches of 8 + 2; 13 validation items
+    (x, y), (xv, yv) = task(42), task(45, seed=1)  # 42 = 5 batches of 8 + 2; 45 validation items = 32 + 13
     Counting.traces = {"train": 0, "test": 0, "predict": 0}
     model = counting_model()
     stages = [Stage("head", 2, optimizer="adam", learning_rate=1e-2, trainable="re:^predictions", batch_size=8),
@@ -67,6 +67,19 @@ def test_each_stage_traces_its_steps_once_with_a_partial_last_batch():
     for n in (5, 13, 40):  # any number of items: one batch shape
         assert predict_fixed(model, x[:n, ..., None]).shape == (n, 2)
     assert Counting.traces == before
+
+
+def test_a_single_batch_is_predicted_eagerly_and_agrees_with_the_traced_step():
+    """Up to `batch_size` rows: one eager forward pass, no traced predict step (seconds for a large
+    network); the outputs agree with Keras' traced predict to float32 rounding."""
+    Counting.traces = {"train": 0, "test": 0, "predict": 0}
+    model = counting_model()
+    x = np.random.default_rng(3).random((32, 12, 12, 1), dtype=np.float32)
+    eager = predict_fixed(model, x)
+    assert Counting.traces["predict"] == 0 and eager.shape == (32, 2)
+    traced = predict_fixed(model, np.concatenate([x, x[:1]]))[:32]  # 33 rows: two batches, traced once
+    assert Counting.traces["predict"] == 1
+    np.testing.assert_allclose(eager, traced, atol=1e-6)
 
 
 def test_fixed_batches_pad_only_the_last_batch_and_drop_its_padding():
