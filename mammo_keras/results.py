@@ -23,7 +23,7 @@ from mammo_keras.fileio import atomic_write_text
 
 RESULTS_FILE = "results.yaml"
 METRIC_FIELDS = ("fold_mean", "fold_std", "pooled", "ci_low", "ci_high")
-PERCENT_METRICS = ("accuracy", "sensitivity", "specificity", "precision")
+PERCENT_METRICS = ("accuracy", "sensitivity", "specificity", "precision", "recall")
 
 
 def _number(value):
