@@ -148,16 +148,22 @@ def _pixel_count(text: str) -> int:
     return value
 
 
-def _read(args, *, keep_missing: bool = False) -> tuple[object, Path | None]:
-    """The dataset's table; `keep_missing` keeps rows of absent files where the reader can."""
+def _read(args, *, keep_missing: bool = False, cache: Path | None = None) -> tuple[object, Path | None]:
+    """The dataset's table; `keep_missing` keeps rows of absent files where the reader can, and `cache`
+    (a JSON file) keeps what the reader read from the files (headers, mask boxes) where it takes one."""
+    import inspect
+
     from mammo_keras.data import canonical_name, check_data_dir, dataset_root, read_dataset, reader_module
 
     name = canonical_name(args.dataset)
     if args.root is None:
         check_data_dir(args.data)
     root = dataset_root(name, args.data, explicit=args.root)
-    tolerant = keep_missing and "keep" in getattr(reader_module(name), "MISSING_POLICIES", ())
-    return read_dataset(name, root, **({"missing": "keep"} if tolerant else {})), root
+    module = reader_module(name)
+    options = {"missing": "keep"} if keep_missing and "keep" in getattr(module, "MISSING_POLICIES", ()) else {}
+    if cache is not None and "cache" in inspect.signature(module.read).parameters:
+        options["cache"] = cache
+    return read_dataset(name, root, **options), root
 
 
 def cmd_data_info(args) -> int:
@@ -221,8 +227,8 @@ def cmd_data_info(args) -> int:
 def cmd_data_prepare(args) -> int:
     from mammo_keras.data.prepare import prepare
 
-    table, root = _read(args, keep_missing=args.skip_missing)
     out = Path(args.out) if args.out else Path("prepared") / f"{args.dataset}_{args.task}"
+    table, root = _read(args, keep_missing=args.skip_missing, cache=out / "reader_cache.json")
     report = prepare(args.dataset, table, out, args.task, root=root, options=dict(args.option),
                      workers=args.workers, skip_bad=args.skip_bad, skip_missing=args.skip_missing,
                      progress=not args.no_progress)

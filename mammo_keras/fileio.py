@@ -5,6 +5,7 @@ and renames it over the destination (`os.replace` is atomic on one file system).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -47,6 +48,35 @@ def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+@contextlib.contextmanager
+def atomic_npy_memmap(path: str | Path, shape: tuple[int, ...], dtype=np.float32):
+    """A writable memory map of a new .npy file of `shape`, renamed over `path` when the block ends.
+
+    The array is written in place, part by part, so it is never held in memory whole. It lives in a
+    hidden temporary file in the destination folder until the block ends without an error; then it
+    is flushed, synced to disk and renamed over `path` (atomic, as the other writers here). On an
+    error the temporary file is removed and `path` is left as it was.
+
+        with atomic_npy_memmap(out / "images.npy", (n, 224, 224)) as images:
+            images[0] = first
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        array = np.lib.format.open_memmap(temp, mode="w+", dtype=dtype, shape=tuple(shape))
+        yield array
+        array.flush()
+        del array
+        with open(temp, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

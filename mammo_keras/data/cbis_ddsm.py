@@ -41,6 +41,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammo_keras.data.dicom import read_dicom, read_header
+from mammo_keras.data.file_cache import FileCache
 from mammo_keras.data.records import make_table, mask_geometry
 from mammo_keras.errors import DataError, DatasetNotFoundError
 
@@ -125,7 +126,7 @@ SeriesKey = tuple[str, str, str]
 
 
 def read(root: str | Path, *, abnormality: str | Sequence[str] = KINDS,
-         check_masks: bool = True, missing: str = "error") -> pd.DataFrame:
+         check_masks: bool = True, missing: str = "error", cache: str | Path | None = None) -> pd.DataFrame:
     """Read CBIS-DDSM into the record table, one row per CSV row (lesion).
 
     Args:
@@ -138,6 +139,10 @@ def read(root: str | Path, *, abnormality: str | Sequence[str] = KINDS,
             "error" raises; "keep" keeps the row (`image_found` False, `path` the CSV's
             path under the root; a missing mask or crop leaves the geometry unknown, with
             a `problem` text); "skip" drops the rows whose full image is missing.
+        cache: a JSON file (`data prepare` gives `<out>/reader_cache.json`) keeping each DICOM
+            header's fields and each ROI mask's box, keyed by the file's path, size and mtime_ns
+            (`file_cache.FileCache`): a second reading reads only the files that changed. None
+            reads every header and decodes every mask.
 
     Returns:
         The record table plus columns split, density, subtlety, assessment, shape,
@@ -157,12 +162,13 @@ def read(root: str | Path, *, abnormality: str | Sequence[str] = KINDS,
     root = Path(root).absolute()
     kinds = _check_abnormality(abnormality)
     descriptions = find_descriptions(root, kinds)
-    index = index_dicoms(root)
+    files = FileCache(cache)
+    index = index_dicoms(root, cache=files)
     rows, problems, absent = [], [], []
     for description in descriptions:
         for line, fields in read_description(description):
             row = _lesion_row(root, index, description, line, fields, check_masks=check_masks,
-                              missing=missing, absent=absent)
+                              missing=missing, absent=absent, cache=files)
             if missing == "skip" and not row["image_found"]:
                 continue
             if row["problem"]:
@@ -178,6 +184,7 @@ def read(root: str | Path, *, abnormality: str | Sequence[str] = KINDS,
     table.attrs["csv_missing"] = [name for key, name in CSV_NAMES.items()
                                   if key[0] in kinds and name.lower() not in read_names]
     table.attrs["missing_files"] = absent
+    files.save()
     return table
 
 
@@ -236,11 +243,13 @@ def read_description(description: DescriptionCsv) -> Iterator[tuple[int, dict[st
         raise DataError(description.path, f"cannot read CSV ({error})") from None
 
 
-def index_dicoms(root: Path) -> dict[SeriesKey, list[DicomEntry]]:
+def index_dicoms(root: Path, *, cache: FileCache | None = None) -> dict[SeriesKey, list[DicomEntry]]:
     """Every .dcm under `root` by (subject, study UID, series UID), from headers only.
 
-    A file present twice (same SOPInstanceUID in one series) is indexed once.
+    A file present twice (same SOPInstanceUID in one series) is indexed once. With a `cache`, a
+    header whose file kept its size and mtime_ns is not read again.
     """
+    cache = cache or FileCache(None)
     index: dict[SeriesKey, list[DicomEntry]] = {}
     seen: set[tuple[SeriesKey, str]] = set()
     for folder, folders, files in os.walk(root):
@@ -249,25 +258,33 @@ def index_dicoms(root: Path) -> dict[SeriesKey, list[DicomEntry]]:
             if not name.lower().endswith(".dcm"):
                 continue
             path = Path(folder) / name
-            header = read_header(path)
-            key = (_subject_of(path, root, header), str(header.get("StudyInstanceUID", "")),
-                   str(header.get("SeriesInstanceUID", "")))
-            instance = str(header.get("SOPInstanceUID", path))
+            header = cache.get("header", path, lambda: _header_fields(path))
+            key = (_subject_of(path, root, header["patient"]), header["study"], header["series"])
+            instance = header["sop_instance"] if header["sop_instance"] is not None else str(path)
             if (key, instance) in seen:
                 continue
             seen.add((key, instance))
             index.setdefault(key, []).append(DicomEntry(
                 path=path, subject=key[0], study=key[1], series=key[2],
-                rows=int(header.get("Rows", 0) or 0), columns=int(header.get("Columns", 0) or 0),
-                instance=int(header.get("InstanceNumber", 0) or 0)))
+                rows=header["rows"], columns=header["columns"], instance=header["instance"]))
     for entries in index.values():
         entries.sort(key=lambda entry: (entry.instance, entry.path.name))
     return index
 
 
+def _header_fields(path: Path) -> dict:
+    """What the index keeps of a DICOM header (JSON values, for the cache)."""
+    header = read_header(path)
+    return {"patient": str(header.get("PatientID", "")).strip(),
+            "study": str(header.get("StudyInstanceUID", "")), "series": str(header.get("SeriesInstanceUID", "")),
+            "sop_instance": str(header.SOPInstanceUID) if "SOPInstanceUID" in header else None,
+            "rows": int(header.get("Rows", 0) or 0), "columns": int(header.get("Columns", 0) or 0),
+            "instance": int(header.get("InstanceNumber", 0) or 0)}
+
+
 def _lesion_row(root: Path, index: dict[SeriesKey, list[DicomEntry]], description: DescriptionCsv,
                 line: int, fields: dict[str, str], *, check_masks: bool, missing: str = "error",
-                absent: list[str] | None = None) -> dict:
+                absent: list[str] | None = None, cache: FileCache | None = None) -> dict:
     where = (description.path, line)
     located = {}
     for column in (IMAGE_COLUMN, MASK_COLUMN, CROP_COLUMN):
@@ -282,12 +299,12 @@ def _lesion_row(root: Path, index: dict[SeriesKey, list[DicomEntry]], descriptio
         candidates = list(dict.fromkeys(mask_series + crop_series))
         mask = max(candidates, key=lambda entry: entry.area) if len(candidates) > 1 else None
         crop = min(candidates, key=lambda entry: entry.area) if len(candidates) > 1 else None
-        geometry, problem = _geometry(mask, mask, check_masks=False)
+        geometry, problem = _geometry(mask, mask, check_masks=False, cache=cache)
         problem = "full image not found; " + (problem or "box from the ROI mask, its size not checked")
     else:
         mask, crop = (_mask_and_crop(image, mask_series + crop_series, mask_named, crop_named)
                       if mask_series or crop_series else (None, None))
-        geometry, problem = _geometry(image, mask, check_masks=check_masks)
+        geometry, problem = _geometry(image, mask, check_masks=check_masks, cache=cache)
     shape_column, margin_column = KIND_COLUMNS[description.kind]
     is_mass = description.kind == "mass"
     return {
@@ -356,17 +373,24 @@ def _mask_and_crop(image: DicomEntry, candidates: list[DicomEntry], mask_named: 
 
 
 def _geometry(image: DicomEntry | None, mask: DicomEntry | None, *,
-              check_masks: bool) -> tuple[dict[str, float], str]:
-    """Box from the mask's non-zero pixels, or no box and the reason."""
+              check_masks: bool, cache: FileCache | None = None) -> tuple[dict[str, float], str]:
+    """Box from the mask's non-zero pixels, or no box and the reason (with a `cache`, a mask that kept
+    its size and mtime_ns is not decoded again)."""
     if mask is None:
         return {}, "no ROI mask found (the series holds only a cropped image, or none was found)"
     if check_masks and (mask.rows, mask.columns) != (image.rows, image.columns):
         return {}, (f"ROI mask {mask.path} is {mask.size_text} pixels but its full image is "
                     f"{image.size_text}; geometry left unknown")
-    geometry = mask_geometry(read_dicom(mask.path, apply_voi=False) > 0)
+    geometry = (cache or FileCache(None)).get("mask_box", mask.path, lambda: _mask_box(mask.path))
     if geometry is None:
         return {}, f"ROI mask {mask.path} is empty; geometry left unknown"
     return geometry, ""
+
+
+def _mask_box(path: Path) -> dict[str, float] | None:
+    """The box (records.mask_geometry) of a mask file's non-zero pixels; None for an empty mask."""
+    geometry = mask_geometry(read_dicom(path, apply_voi=False) > 0)
+    return None if geometry is None else {key: float(value) for key, value in geometry.items()}
 
 
 def _relative(text: str) -> str:
@@ -382,9 +406,8 @@ def _split_path(text: str, where: tuple[Path, int], column: str) -> tuple[str, s
     return parts[-4], parts[-3], parts[-2], parts[-1]
 
 
-def _subject_of(path: Path, root: Path, header) -> str:
+def _subject_of(path: Path, root: Path, patient: str) -> str:
     """The subject folder name: the header's PatientID, else the folder named like one."""
-    patient = str(header.get("PatientID", "")).strip()
     if patient:
         return patient
     for part in path.relative_to(root).parts:

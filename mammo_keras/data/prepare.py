@@ -5,9 +5,11 @@ Layout of the output folder (`<out>`):
     items/<image_id>.npz   the arrays cut from one image, with their metadata; written
                            atomically once the whole image is done, so a killed run
                            resumes at the first image without one
-    images.npy             all items stacked (N, ...) float32, in index order
+    images.npy             all items stacked (N, ...) float32, in index order; written through a
+                           memory map image by image, and kept as it is when a run changes nothing
     index.csv              one row per item: item_id, image/patient/lesion ids, label, ...
-    prepare.json           the task, options, counts, skipped files, fingerprints, timing
+    prepare.json           the task, options, counts, skipped files, fingerprints, timing, and what
+                           images.npy was stacked from (`stack`; `stack_reused` when it was kept)
     contact_sheet.png      a grid of items per class, for a person to look at
 
 Each task names which record rows it uses and how one image becomes arrays; the
@@ -35,7 +37,8 @@ from mammo_keras.data import roi
 from mammo_keras.data.imageio import read_normalised
 from mammo_keras.errors import DataError
 from mammo_keras.registry import Registry
-from mammo_keras.fileio import atomic_save_npy, atomic_write_bytes, atomic_write_json, atomic_write_text
+from mammo_keras.fileio import (atomic_npy_memmap, atomic_save_npy, atomic_write_bytes, atomic_write_json,
+                               atomic_write_text)
 
 FORMAT_VERSION = 2  # 2: Jain & Levy items are canvases with their window's extent
 
@@ -349,6 +352,8 @@ class PrepareReport:
     workers: int = 1
     item_shape: list[int] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
+    stack_reused: bool = False  # images.npy and index.csv kept from the previous run (nothing changed)
+    stack: dict = field(default_factory=dict)  # what they were stacked from (`_finalise`), to tell next time
 
 
 def _item_file(out: Path, image_id: str) -> Path:
@@ -447,15 +452,15 @@ def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
     report.resumed_images = len(groups) - len(pending)
     _run(task, pending, options, out, workers, skip, progress, report)
     skipped_ids = {entry["image_id"] for entry in report.skipped}
-    _finalise(spec, [g for g in groups if g[0] not in skipped_ids], out, report)
+    processed = len({image_id for image_id, _ in pending} - skipped_ids)
+    _finalise(spec, [g for g in groups if g[0] not in skipped_ids], out, report, changed=processed > 0)
     report.source_fingerprint = source_fingerprint(selected, Path(root) if root else None)
     report.seconds = round(time.perf_counter() - started, 3)
-    processed = len({image_id for image_id, _ in pending} - skipped_ids)
     report.images_per_second = round(processed / report.seconds, 2) if report.seconds else 0.0
     report.items_per_second = round(report.items / report.seconds, 2) if report.seconds else 0.0
     report.workers = workers
     atomic_write_json(out / "prepare.json", asdict(report))
-    if contact_sheet and report.items:
+    if contact_sheet and report.items and not (report.stack_reused and (out / "contact_sheet.png").is_file()):
         from mammo_keras.data.contact_sheet import contact_sheet as draw
 
         draw(*load_prepared(out), out / "contact_sheet.png", title=out.name)
@@ -524,26 +529,113 @@ def _run(task: str, pending: list, options: dict, out: Path, workers: int,
     bar.close()
 
 
-def _finalise(spec: Task, groups: list, out: Path, report: PrepareReport) -> None:
-    """Stack every image's items in a fixed order into images.npy + index.csv."""
-    arrays, metadata = [], []
-    for image_id, _ in groups:
-        image_arrays, image_meta = _load_items(_item_file(out, image_id))
-        arrays.extend(image_arrays)
-        metadata.extend(image_meta)
+def _finalise(spec: Task, groups: list, out: Path, report: PrepareReport, *, changed: bool = True) -> None:
+    """Stack every image's items in a fixed order into images.npy + index.csv, streamed.
+
+    images.npy is filled image by image from `items/*.npz` through a memory map (`atomic_npy_memmap`),
+    so memory holds one image's items, not the stack; the data fingerprint is the sha256 of the
+    stack's bytes (fed image by image, the same value as hashing the whole stack) and of the
+    index's item_id,label CSV. When nothing `changed` in this run (no image was cut) and
+    images.npy, index.csv and the item files are those the previous prepare.json recorded
+    (`_reusable_stack`), the files are kept as they are (`stack_reused`).
+    """
+    files = [_item_file(out, image_id) for image_id, _ in groups]
+    signature = _items_signature(files)
+    previous = None if changed else _reusable_stack(out, signature)
+    report.images = len(groups)
+    if previous is not None:
+        report.items, report.item_shape = previous["items"], previous["item_shape"]
+        report.data_fingerprint, report.counts_by_label = previous["data_fingerprint"], previous["counts_by_label"]
+        report.stack, report.stack_reused = previous["stack"], True
+        return
+    metadata, shapes = [], []
+    for path in files:  # first pass: metadata and array shapes only, to size the stack
+        with np.load(path, allow_pickle=False) as data:
+            image_meta = json.loads(str(data["metadata"]))
+            metadata.extend(image_meta)
+            shapes.append(_stored_shape(data, "arrays") if image_meta else None)
     index = pd.DataFrame(metadata)
-    stacked = np.stack(arrays).astype(np.float32) if arrays else np.zeros((0,), np.float32)
-    atomic_save_npy(out / "images.npy", stacked)
+    item_shapes = {shape[1:] for shape in shapes if shape is not None}
+    if len(item_shapes) > 1:
+        raise ValueError(f"Every item of one task has one shape, to be stacked. Received: shapes {sorted(item_shapes)} "
+                         f"in {out / 'items'}")
+    digest = hashlib.sha256()
+    if metadata:
+        item_shape = item_shapes.pop()
+        with atomic_npy_memmap(out / "images.npy", (len(metadata), *item_shape), np.float32) as stack:
+            start = 0
+            for path, shape in zip(files, shapes):
+                if shape is None:
+                    continue
+                arrays = np.ascontiguousarray(_load_items(path)[0], dtype=np.float32)
+                stack[start:start + len(arrays)] = arrays
+                digest.update(arrays.tobytes())  # the C-order bytes of the stack, image by image
+                start += len(arrays)
+    else:
+        item_shape = ()
+        atomic_save_npy(out / "images.npy", np.zeros((0,), np.float32))
     atomic_write_text(out / "index.csv", index.to_csv(index=False))
-    digest = hashlib.sha256(stacked.tobytes())
     digest.update(index[["item_id", "label"]].to_csv(index=False).encode() if len(index) else b"")
     report.items = len(index)
-    report.images = len(groups)
-    report.item_shape = list(stacked.shape[1:])
+    report.item_shape = list(item_shape)
     report.data_fingerprint = digest.hexdigest()
     if len(index):
         counts = index["class_name"].value_counts().sort_index()
         report.counts_by_label = {str(k): int(v) for k, v in counts.items()}
+    report.stack = {"items": signature, "images.npy": _file_stat(out / "images.npy"),
+                    "index.csv": _file_stat(out / "index.csv")}
+
+
+def _stored_shape(data, name: str) -> tuple[int, ...]:
+    """The shape of array `name` in an open .npz, from its .npy header (the array is not read)."""
+    with data.zip.open(f"{name}.npy") as stream:
+        version = np.lib.format.read_magic(stream)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version in readers:
+            return tuple(readers[version](stream)[0])
+    return data[name].shape
+
+
+def _file_stat(path: Path) -> list[int] | None:
+    """[size, mtime_ns, inode] of a file, None when it is missing.
+
+    The inode is there because a file replaced atomically gets a new one: an item cut again within the
+    file system's timestamp granularity, at the same size, still reads as changed.
+    """
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+
+
+def _items_signature(files: list[Path]) -> str:
+    """sha256 of the item files' names, in stacking order, with their size, mtime_ns and inode."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}\t{_file_stat(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def _reusable_stack(out: Path, signature: str) -> dict | None:
+    """The previous prepare.json when images.npy and index.csv are still the ones it recorded for these
+    item files (same names in the same order, same size, mtime_ns and inode), else None."""
+    try:
+        previous = json.loads((out / "prepare.json").read_text())
+        stack = previous.get("stack") or {}
+        if (previous.get("format_version") != FORMAT_VERSION or stack.get("items") != signature
+                or any(stack.get(name) != _file_stat(out / name) for name in ("images.npy", "index.csv"))):
+            return None
+        images = np.load(out / "images.npy", mmap_mode="r")  # reads the header only
+        items, item_shape = int(previous["items"]), list(previous["item_shape"])
+        if images.shape != ((items, *item_shape) if items else (0,)) or images.dtype != np.float32:
+            return None
+        previous["counts_by_label"] = dict(previous.get("counts_by_label") or {})
+        if not isinstance(previous.get("data_fingerprint"), str):
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return previous
 
 
 def load_prepared(folder: str | Path, *, mmap: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
