@@ -266,6 +266,9 @@ def _fraction_rows(models: tuple[ModelRow, ...], fractions, path: Path) -> tuple
         raise ValueError(f"{path}: `{TRAIN_FRACTIONS_KEY}` takes a list of shares in (0, 1], e.g. "
                          f"[0.25, 0.5, 0.75, 1.0]. Received: {TRAIN_FRACTIONS_KEY}={fractions!r}")
     shares = [check_train_fraction(value) for value in fractions]
+    if len(set(shares)) != len(shares):
+        raise ValueError(f"{path}: `{TRAIN_FRACTIONS_KEY}` lists a share twice. "
+                         f"Received: {TRAIN_FRACTIONS_KEY}={list(fractions)}")
     rows = []
     for row in models:
         for share in shares:

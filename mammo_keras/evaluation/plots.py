@@ -236,7 +236,10 @@ def learning_curve_plot(table: pd.DataFrame, out_png: str | Path, *, ylabel: str
     axes.set_xticks([100 * share for share in shares], ticks, fontsize=8)
     if chance is not None:
         axes.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
-    axes.set(xlabel="training patients kept per fold (share; patients per fold below)", ylabel=ylabel,
-             title=title)
+    import textwrap
+
+    axes.set_xlim(0, 105)
+    axes.set(xlabel="share of each fold's training patients kept (mean patients per fold below)", ylabel=ylabel)
+    axes.set_title(textwrap.fill(title, 80), fontsize=9)
     axes.legend(fontsize=8)
     return save_figure(figure, out_png)
