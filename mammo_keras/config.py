@@ -40,6 +40,7 @@ class ModelRow:
     paper_row: dict = dataclasses.field(default_factory=dict)  # keys that pick the paper's row
     input_scale: float | None = None  # overrides the config's input_scale for this model
     train_patients: int | None = None  # hold-out: train on this many training patients (Shen Table 4)
+    train_fraction: float | None = None  # cv: train on this share of each fold's patients (`train_fractions` sets it)
     # {method: average|weighted_average|stack, members: [labels of earlier rows], column: score|score_tta}:
     # combines the members' saved scores instead of training a model (`name` is then "ensemble").
     ensemble: dict = dataclasses.field(default_factory=dict)
@@ -48,6 +49,8 @@ class ModelRow:
     baseline: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        if self.train_fraction is not None:
+            check_train_fraction(self.train_fraction, f"row {self.label!r}: train_fraction")
         if self.baseline:
             from mammo_keras.vocabulary import BASELINE_CLASSIFIERS
 
@@ -143,6 +146,9 @@ class ExperimentConfig:
     # Classical baseline rows appended after the models (evaluation.baseline; labels baseline_lr /
     # baseline_rf): the cpu and paper profiles add both to every classification table.
     baselines: tuple[str, ...] = ()  # classical baseline rows added: logistic_regression, random_forest
+    # A learning curve (kind cv): every row runs once per share of each fold's training patients kept
+    # (nested, patient-level; the test folds unchanged), as rows labelled `<label>@<percent>%`.
+    train_fractions: tuple[float, ...] = ()  # cv: learning-curve shares of training patients, e.g. [0.25, 0.5, 1.0]
     overrides: dict = dataclasses.field(default_factory=dict)  # the --set values this config was loaded with
     source: str = ""  # the config file's path (set by the loader)
 
@@ -184,6 +190,17 @@ class ExperimentConfig:
             raise ValueError(f"{self.source}: `split: official` takes the test part from the dataset's own "
                              f"train/test assignment; it applies to the kinds {OFFICIAL_SPLIT_KINDS} (a transfer "
                              f"row tests on another dataset). Received: kind={self.kind!r}")
+        if self.train_fractions:
+            for value in self.train_fractions:
+                check_train_fraction(value)
+            if len(set(self.train_fractions)) != len(self.train_fractions):
+                raise ValueError(f"{self.source}: `{TRAIN_FRACTIONS_KEY}` lists a share twice. "
+                                 f"Received: {TRAIN_FRACTIONS_KEY}={list(self.train_fractions)}")
+        if (self.train_fractions or any(row.train_fraction is not None for row in self.models)) \
+                and (self.kind != "cv" or self.split != "patient"):
+            raise ValueError(f"{self.source}: `{TRAIN_FRACTIONS_KEY}` subsamples the training patients of each "
+                             f"fold of a patient-level cross-validation; it needs kind 'cv' with split 'patient'. "
+                             f"Received: kind={self.kind!r}, split={self.split!r}")
         if self.split_from and self.kind != "holdout":
             raise ValueError(f"{self.source}: `split_from` keeps an earlier hold-out split; it needs kind "
                              f"'holdout'. Received: kind={self.kind!r}")
@@ -221,6 +238,46 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+TRAIN_FRACTIONS_KEY = "train_fractions"
+
+
+def check_train_fraction(value, key: str = TRAIN_FRACTIONS_KEY) -> float:
+    """`value` as a share of training patients in (0, 1], or a ValueError naming the config `key`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 < value <= 1:
+        raise ValueError(f"`{key}` takes shares of each fold's training patients, numbers in (0, 1] "
+                         f"(e.g. [0.25, 0.5, 0.75, 1.0]). Received: {key} entry {value!r}")
+    return float(value)
+
+
+def fraction_label(label: str, fraction: float) -> str:
+    """The label of a row's learning-curve point: `scratch_cnn@25%` (`scratch_cnn@12.5%`)."""
+    return f"{label}@{100 * fraction:g}%"
+
+
+def _fraction_rows(models: tuple[ModelRow, ...], fractions, path: Path) -> tuple[ModelRow, ...]:
+    """Every row once per learning-curve share (`train_fractions`), row by row; an ensemble combines its
+    members' points of the same share."""
+    if not fractions:
+        return models
+    if not isinstance(fractions, (list, tuple)):
+        raise ValueError(f"{path}: `{TRAIN_FRACTIONS_KEY}` takes a list of shares in (0, 1], e.g. "
+                         f"[0.25, 0.5, 0.75, 1.0]. Received: {TRAIN_FRACTIONS_KEY}={fractions!r}")
+    shares = [check_train_fraction(value) for value in fractions]
+    if len(set(shares)) != len(shares):
+        raise ValueError(f"{path}: `{TRAIN_FRACTIONS_KEY}` lists a share twice. "
+                         f"Received: {TRAIN_FRACTIONS_KEY}={list(fractions)}")
+    rows = []
+    for row in models:
+        for share in shares:
+            ensemble = dict(row.ensemble)
+            if ensemble:
+                ensemble["members"] = [fraction_label(member, share) for member in ensemble["members"]]
+            rows.append(dataclasses.replace(row, label=fraction_label(row.label, share), train_fraction=share,
+                                            ensemble=ensemble))
+    return tuple(rows)
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -417,7 +474,7 @@ _ROW_KEYS = {  # the keys load_config takes besides the fields: they change rows
     "rows": "a list of row labels: keep only these rows (e.g. --set 'rows=[vgg16]')",
     "row_options": "a mapping: builder options merged into every row (e.g. --set 'row_options={weights: null}')",
     "row_overrides": "a mapping {row label: {ModelRow field: value}}: change one row (name, options, stages, "
-                     "input_scale, train_patients, paper_row, ensemble, baseline)",
+                     "input_scale, train_patients, train_fraction, paper_row, ensemble, baseline)",
 }
 
 
@@ -503,8 +560,8 @@ def load_config(name: str, profile: str = "tiny", *, experiments_dir: Path = EXP
         raise ValueError(f"{path}: unknown config keys {unknown}. Valid keys: {sorted(fields)}")
     if isinstance(raw.get("input_size"), list):
         raw["input_size"] = tuple(raw["input_size"])
-    for key in ("datasets", "metrics", "fractions", "baselines"):
+    models = _fraction_rows(models + _baseline_rows(raw, path), raw.get(TRAIN_FRACTIONS_KEY), path)
+    for key in ("datasets", "metrics", "fractions", "baselines", TRAIN_FRACTIONS_KEY):
         if key in raw:
             raw[key] = tuple(raw[key])
-    models = models + _baseline_rows(raw, path)
     return ExperimentConfig(profile=profile, models=models, source=str(path), overrides=dict(overrides), **raw)

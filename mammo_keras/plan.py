@@ -271,6 +271,16 @@ def split_plan(config: ExperimentConfig) -> dict:
             split.pop(key, None)
         if config.balance_eval:
             split["balance_eval"] = "patients moved to train until val holds both classes equally (test kept whole)"
+    if config.train_fractions:
+        split["train_fractions"] = {
+            "shares": list(config.train_fractions),
+            "per_fold": {f"{100 * share:g}%": train_patients_text(share, config.val_fraction)
+                         for share in config.train_fractions},
+            "what": "Each fold's training part keeps round(share x P) of its P non-test patients (at least one, "
+                    "plus the first holder of a class it would lack), in one seeded stratified order per fold, so "
+                    "the shares are nested; validation is drawn from the kept patients; the test folds are the "
+                    "same for every share. P is about (n_splits - 1) / n_splits of the dataset's patients; the "
+                    "run records each fold's count in learning_curve.csv and table.md"}
     split["rule"] = config.split
     split["reuses"] = config.split_from or None
     return split
@@ -358,11 +368,21 @@ def _retuned(row: ModelRow, config: ExperimentConfig, options: dict, cache: dict
     return set_fine_tuning(model, fine_tune, FAMILIES[row.name])
 
 
+def train_patients_text(share: float, val_fraction: float) -> str:
+    """A learning-curve share's training patients per fold, in the plan's words."""
+    return (f"round({share:g} x P) patients of the fold's P non-test patients"
+            + (f", {val_fraction:g} of them for validation" if val_fraction > 0 else ""))
+
+
 def row_plan(config: ExperimentConfig, row: ModelRow, cache: dict) -> dict:
     """The plan of one result row (a model, or an ensemble of earlier rows)."""
     from mammo_keras.runner.rows import expand_options, row_stages
 
     plan = {"label": row.label, "model": row.name, "paper_row": dict(row.paper_row)}
+    if row.train_fraction is not None:  # a learning curve's point (`train_fractions`)
+        plan["train_fraction"] = row.train_fraction
+        plan["train_patients_per_fold"] = train_patients_text(
+            row.train_fraction, 0.0 if row.baseline else config.val_fraction)
     if row.ensemble:
         from mammo_keras.training.ensembling import describe
 
@@ -471,8 +491,13 @@ def render_markdown(plan: dict) -> str:
              f"Config `{plan['source']}`; kind `{plan['kind']}`; datasets {', '.join(plan['datasets'])}; "
              f"epochs x{plan['epoch_scale']:g} of the paper's; TF op determinism "
              f"{'on' if plan.get('deterministic', True) else 'off'}.", "",
-             "## Split", "", f"- {_fmt(plan['split'])}", "",
-             "## Evaluation", "", f"- {_fmt(plan['evaluation'])}", ""]
+             "## Split", "", f"- {_fmt({k: v for k, v in plan['split'].items() if k != 'train_fractions'})}", ""]
+    curve = plan["split"].get("train_fractions")
+    if curve:
+        lines += ["## Learning curve (train_fractions)", "", curve["what"] + ".", "",
+                  "| share of training patients | training patients per fold (CNN rows) |", "|---:|---|",
+                  *[f"| {share} | {text} |" for share, text in curve["per_fold"].items()], ""]
+    lines += ["## Evaluation", "", f"- {_fmt(plan['evaluation'])}", ""]
     chains = {json.dumps(r.get("data", {}).get("chain")) for r in plan["rows"] if "data" in r}
     if len(chains) == 1 and plan["rows"] and "data" in plan["rows"][0]:
         data = plan["rows"][0]["data"]
@@ -482,6 +507,9 @@ def render_markdown(plan: dict) -> str:
                   f"- online augmentation: {_fmt(data['online_augment']) if data['online_augment'] else 'none'}", ""]
     for row in plan["rows"]:
         lines += [f"## Row `{row['label']}`: {row['model']}", ""]
+        if "train_fraction" in row:
+            lines.append(f"- learning-curve point: {100 * row['train_fraction']:g}% of each fold's training "
+                         f"patients: {row['train_patients_per_fold']}")
         if "ensemble" in row:
             lines += [f"- ensemble {_fmt(row['ensemble'])}: {row['what']}", ""]
             continue

@@ -70,6 +70,7 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
                         setattr(result, key, outcome[key])
                 if result.status == "ok":  # ensembles wait for members that have scores
                     finished.add(row.label)
+            result.extra.update(report.curve_point(row, out / dataset / row.label))  # a learning curve's point
             rows.append(result)
     synthetic = any(d.synthetic for d in inputs.values()) or bool(test_inputs and test_inputs.synthetic)
     report.write_run(config, rows, out, commit=commit, started=started, fingerprints=fingerprints,

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from mammo_keras.config import check_train_fraction
 from mammo_keras.errors import DataError
 from mammo_keras.fileio import atomic_write_text
 
@@ -387,3 +388,45 @@ def load_assignments(path: str | Path) -> pd.DataFrame:
 __all__ = ["LeakageError", "OFFICIAL_COLUMN", "SPLIT_NAMES", "balance_parts", "check_no_leakage",
            "check_official_sides", "load_assignments", "official_leaks", "official_split", "official_summary", "patient_kfold",
            "reuse_split", "save_assignments", "train_val_test"]
+
+
+
+def patient_order(table: pd.DataFrame, *, seed: int, label: str = "label") -> list[str]:
+    """The table's patients in the order a learning curve takes them: every prefix is stratified.
+
+    Patients are grouped by the set of labels their rows hold (a woman with only background
+    patches, one with lesions too); each group is shuffled with `seed`, and the groups are
+    interleaved evenly (the r-th of n patients of a group sits at (r + 0.5) / n), so the first
+    m patients hold about m / N of every group. Patients are ordered by id before shuffling, so
+    the order depends on the patients and their labels, not on the rows' order.
+    """
+    _check_table(table, label)
+    kinds = (table.assign(patient_id=table["patient_id"].astype(str))
+             .groupby("patient_id")[label].agg(lambda v: ",".join(sorted(map(str, set(v))))))
+    rng = np.random.default_rng(seed)
+    keyed = []
+    for kind in sorted(set(kinds)):
+        patients = rng.permutation(np.asarray(sorted(kinds.index[kinds == kind])))
+        keyed += [((rank + 0.5) / len(patients), rng.random(), str(p)) for rank, p in enumerate(patients)]
+    return [patient for *_, patient in sorted(keyed)]
+
+
+def fraction_of_patients(table: pd.DataFrame, fraction: float, *, seed: int, label: str = "label") -> np.ndarray:
+    """Boolean mask of the rows whose patient is among the first `fraction` of `patient_order`.
+
+    round(fraction x N) patients (at least one), plus, for a label the prefix lacks, the first
+    patient holding it: each class is kept where the table has it. The sets are nested: for one
+    seed, the patients of a smaller fraction are among those of every larger one, and
+    fraction 1 keeps every row.
+
+    Reference: issue 14, the learning curve of task (a) (`train_fractions`).
+    """
+    fraction = check_train_fraction(fraction)
+    order = patient_order(table, seed=seed, label=label)
+    chosen = set(order[:max(1, math.floor(fraction * len(order) + 0.5))])
+    patients = table["patient_id"].astype(str)
+    labels = table[label].to_numpy()
+    for klass in sorted(set(labels) - set(labels[patients.isin(chosen).to_numpy()]), key=str):
+        holders = set(patients[labels == klass])
+        chosen.add(next(p for p in order if p in holders))
+    return patients.isin(chosen).to_numpy()

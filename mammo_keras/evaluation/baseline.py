@@ -54,7 +54,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mammo_keras.data.splits import check_no_leakage
+from mammo_keras.data.splits import check_no_leakage, fraction_of_patients
 from mammo_keras.evaluation.metrics import all_metrics, multiclass_accuracy
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
 from mammo_keras.vocabulary import BASELINE_CLASSIFIERS
@@ -268,7 +268,7 @@ def _signature(name: str, seed: int, features: np.ndarray, items: pd.DataFrame) 
 
 
 def fit_predict(name: str, features: np.ndarray, items: pd.DataFrame, *, seed: int = 0,
-                out: str | Path | None = None, options: dict | None = None,
+                out: str | Path | None = None, options: dict | None = None, train_fraction: float | None = None,
                 progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Train classifier `name` on each part's training items and score its test items.
 
@@ -280,6 +280,9 @@ def fit_predict(name: str, features: np.ndarray, items: pd.DataFrame, *, seed: i
             cross parts (LeakageError otherwise).
         seed: part k's classifier is seeded with seed + k (as `training.cv`).
         options: the classifier's settings (see `make_classifier`).
+        train_fraction: a learning curve's point: each part trains on this share of its training
+            patients, the ones `training.cv.cross_validate` keeps for the CNN rows of that fraction
+            (`data.splits.fraction_of_patients` seeded with seed + k); the test parts are unchanged.
         out: when given, each part writes out/fold_<k>/metrics.json and then, atomically and last,
             predictions.csv; a part finished earlier with the same classifier, seed, features and
             parts is reused.
@@ -303,7 +306,8 @@ def fit_predict(name: str, features: np.ndarray, items: pd.DataFrame, *, seed: i
     if len(classes) < 2 or classes.tolist() != list(range(len(classes))):
         raise ValueError("labels must be the class numbers 0..k-1 with k >= 2, each present. "
                          f"Received: labels {classes.tolist()}")
-    signature = _signature(f"{name}{sorted(options.items())}", seed, features, items)
+    signature = _signature(f"{name}{sorted(options.items())}{'' if train_fraction is None else train_fraction}",
+                           seed, features, items)
     pooled = []
     for fold, train_rows, test_rows in _parts(items):
         folder = Path(out) / f"fold_{fold}" if out is not None else None
@@ -314,6 +318,8 @@ def fit_predict(name: str, features: np.ndarray, items: pd.DataFrame, *, seed: i
                 progress(f"fold {fold}: done earlier, reused")
             continue
         started = time.perf_counter()
+        if train_fraction is not None:
+            train_rows = train_rows[fraction_of_patients(items.iloc[train_rows], train_fraction, seed=seed + fold)]
         model = make_classifier(name, seed=seed + fold, **options)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=UserWarning)
@@ -321,7 +327,8 @@ def fit_predict(name: str, features: np.ndarray, items: pd.DataFrame, *, seed: i
         predictions = items.iloc[test_rows][list(ID_COLUMNS)].assign(
             fold=fold, **_score_columns(model, features[test_rows], classes))
         metrics = {**_metrics(predictions), "fold": fold, "classifier": name, "options": options, "seed": seed + fold,
-                   "n_train": int(len(train_rows)), "n_test": int(len(test_rows)), "n_features": int(features.shape[1]),
+                   "n_train": int(len(train_rows)), "n_test": int(len(test_rows)), "train_fraction": train_fraction,
+                   "n_train_patients": int(items.iloc[train_rows]["patient_id"].astype(str).nunique()), "n_features": int(features.shape[1]),
                    "signature": signature, "seconds": round(time.perf_counter() - started, 3)}
         if folder is not None:
             atomic_write_json(folder / "metrics.json", metrics)

@@ -204,3 +204,42 @@ def froc_figure(fp_per_image, sensitivity, out_png: str | Path, *, title: str, m
     return froc_curve(fp_per_image[keep], sensitivity[keep], out_png,
                       title=f"{title}\nto {max_fp:g} FP/image (all boxes: {fp_per_image[-1]:.1f} FP/image, "
                             f"sensitivity {sensitivity[-1]:.2f})")
+
+
+def learning_curve_plot(table: pd.DataFrame, out_png: str | Path, *, ylabel: str, title: str = "",
+                        chance: float | None = None) -> Path:
+    """A learning curve: the pooled metric with its 95% CI against the share of training patients kept.
+
+    Args:
+        table: one line per (row, share): columns row (one line per row), fraction (in (0, 1]),
+            mean, low, high, and optionally patients (training patients per fold, shown under the
+            share's tick for the first row that has them).
+        chance: a constant prediction's value (AUC 0.5), drawn dashed grey.
+
+    Reference: issue 14, the learning curve of task (a).
+    """
+    _require_columns(table, ("row", "fraction", "mean", "low", "high"), "learning_curve_plot")
+    rows = list(dict.fromkeys(table["row"]))
+    shares = sorted(set(float(f) for f in table["fraction"]))
+    span = (max(shares) - min(shares)) or 1.0
+    figure, axes = new_figure(figsize=(6.5, 4.2))
+    for number, row in enumerate(rows):
+        points = table[table["row"] == row].sort_values("fraction")
+        x = 100 * (points["fraction"].to_numpy(float) + (number - (len(rows) - 1) / 2) * 0.012 * span)
+        error = np.vstack([points["mean"] - points["low"], points["high"] - points["mean"]])
+        axes.errorbar(x, points["mean"], yerr=error, marker="o", capsize=3, label=str(row))
+    ticks = [f"{100 * share:g}%" for share in shares]
+    if "patients" in table:
+        counts = table.dropna(subset=["patients"]).drop_duplicates("fraction").set_index("fraction")["patients"]
+        ticks = [f"{tick}\n{counts[share]}" if share in counts.index and str(counts[share]) else tick
+                 for tick, share in zip(ticks, shares)]
+    axes.set_xticks([100 * share for share in shares], ticks, fontsize=8)
+    if chance is not None:
+        axes.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+    import textwrap
+
+    axes.set_xlim(0, 105)
+    axes.set(xlabel="share of each fold's training patients kept (mean patients per fold below)", ylabel=ylabel)
+    axes.set_title(textwrap.fill(title, 80), fontsize=9)
+    axes.legend(fontsize=8)
+    return save_figure(figure, out_png)

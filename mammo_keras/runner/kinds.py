@@ -127,7 +127,8 @@ class CrossValidation(Classification):
             return holdout(build, data.images, data.index, spec, job.folder, seed=config.seed,
                            split_source=job.split_source, progress=job.say, explain=explain)
         return cross_validate(build, data.images, data.index, spec, job.folder, n_splits=config.n_splits,
-                              val_fraction=config.val_fraction, seed=config.seed, progress=job.say, explain=explain)
+                              val_fraction=config.val_fraction, train_fraction=job.row.train_fraction,
+                              seed=config.seed, progress=job.say, explain=explain)
 
 
 class HoldOut(Classification):
@@ -252,7 +253,8 @@ class Baseline:
                                         lesion_boxes=bool(spec.get("lesion_boxes", False)))
         feature_seconds = time.perf_counter() - started  # computed again on every run (seconds)
         predictions = fit_predict(spec["classifier"], features, items, seed=config.seed, out=job.folder,
-                                  options=spec.get("options"), progress=job.say)
+                                  options=spec.get("options"), train_fraction=job.row.train_fraction,
+                                  progress=job.say)
         seconds = feature_seconds + report.recorded_seconds(job.folder)  # + each part's recorded fit
         return predictions, report.summarise(config, predictions, job.folder, f"{job.row.label} on {data.name}",
                                              seconds, index=job.sides())

@@ -6,6 +6,8 @@
         run.json              profile, resolved config, seeds, git commit, data fingerprints, times
         config.yaml           the resolved config
         comparison.png        every finished row's pooled metric with its CI
+        learning_curve.csv, learning_curve.png   with `train_fractions`: each row's pooled metrics with
+                              CIs per share of training patients (`<row>@<percent>%`), and the curve
         <dataset>/<row>/      the row's parts (folds), logs, predictions, ROC and learning curves
 """
 from __future__ import annotations
@@ -93,6 +95,85 @@ def git_commit() -> str:
 def recorded_seconds(out: Path) -> float:
     """Training seconds recorded in the metrics.json of every part (fold) under `out`; 0 if none."""
     return sum(json.loads(path.read_text()).get("seconds", 0.0) for path in out.glob("*/metrics.json"))
+
+
+def curve_point(row, folder: Path) -> dict:
+    """The learning-curve columns of a row run on a share of its training patients (`train_fraction`):
+    the share, the row it is a point of, and each fold's training patients (validation included) as
+    the folds' metrics.json recorded them; {} for an ordinary row."""
+    if row.train_fraction is None:
+        return {}
+    records = sorted((json.loads(path.read_text()) for path in folder.glob("fold_*/metrics.json")),
+                     key=lambda record: int(record.get("fold", 0)))
+    patients = [int(r.get("n_train_patients", 0)) + int(r.get("n_val_patients", 0)) for r in records
+                if "n_train_patients" in r]
+    return {"curve_row": row.label.rpartition("@")[0], "train_fraction": row.train_fraction,
+            "train_patients": " ".join(map(str, patients))}
+
+
+def learning_curve_table(config: ExperimentConfig, rows: list[ResultRow]) -> pd.DataFrame:
+    """learning_curve.csv: one line per (dataset, row, share) with every metric pooled [95% CI]."""
+    lines = []
+    for row in rows:
+        if "train_fraction" not in row.extra:
+            continue
+        patients = [int(n) for n in str(row.extra.get("train_patients", "")).split()]
+        line = {"dataset": row.dataset, "row": row.extra["curve_row"], "train_fraction": row.extra["train_fraction"],
+                "label": row.model, "status": row.status, "n_items": row.n_items,
+                "train_patients_per_fold": row.extra.get("train_patients", ""),
+                "train_patients_mean": float(np.mean(patients)) if patients else NAN}
+        for metric in config.metrics:
+            fields = row.metrics.get(metric, {})
+            line.update({f"{metric}_{key}": fields.get(key, NAN) for key in ("pooled", "ci_low", "ci_high")})
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def learning_curve_outputs(config: ExperimentConfig, rows: list[ResultRow], out: Path) -> Path | None:
+    """learning_curve.csv and learning_curve.png (the reported metric, pooled with its 95% CI, against the
+    share of training patients; one line per row) of a run with `train_fractions`; None without them."""
+    from mammo_keras.evaluation.plots import learning_curve_plot
+
+    if not config.train_fractions:
+        return None
+    table = learning_curve_table(config, rows)
+    atomic_write_text(out / "learning_curve.csv", table.to_csv(index=False))
+    metric = config.reported_metric
+    done = table[(table["status"] == "ok") & np.isfinite(table[f"{metric}_pooled"].astype(float))] \
+        if len(table) else table
+    if not len(done):
+        return None
+    several = done["dataset"].nunique() > 1
+    shown = pd.DataFrame({"row": [f"{d} / {r}" if several else r for d, r in zip(done["dataset"], done["row"])],
+                          "fraction": done["train_fraction"], "mean": done[f"{metric}_pooled"],
+                          "low": done[f"{metric}_ci_low"], "high": done[f"{metric}_ci_high"],
+                          "patients": [f"{m:.0f} patients" if np.isfinite(m) else ""
+                                       for m in done["train_patients_mean"]]})
+    return learning_curve_plot(shown, out / "learning_curve.png", ylabel=f"{metric} (pooled, 95% CI)",
+                               title=profile_title(config),
+                               chance=0.5 if metric in ("auc", "a_auc", BREAST_METRIC) else None)
+
+
+def _learning_curve_lines(config: ExperimentConfig, rows: list[ResultRow]) -> list[str]:
+    """table.md's learning-curve section: per row and share, the training patients of each fold and the
+    reported metric pooled [95% CI]."""
+    table = learning_curve_table(config, rows)
+    if not len(table):
+        return []
+    metric = config.reported_metric
+    lines = [f"## Learning curve (learning_curve.png, learning_curve.csv)", "",
+             "Each fold's training part keeps the share of its patients (seeded per fold, nested: a smaller share's "
+             "patients are among a larger one's; stratified by the labels a patient holds); validation is drawn from "
+             "the kept patients, the test folds are the same for every share.", "",
+             f"| dataset | row | share of training patients | training patients per fold (incl. validation) | "
+             f"{metric} pooled [95% CI] |", "|---|---|---:|---|---:|"]
+    for _, line in table.iterrows():
+        value = line[f"{metric}_pooled"]
+        cell = (f"{format_metric(metric, value)} [{format_metric(metric, line[f'{metric}_ci_low'])}, "
+                f"{format_metric(metric, line[f'{metric}_ci_high'])}]") if np.isfinite(value) else line["status"]
+        lines.append(f"| {line['dataset']} | {line['row']} | {100 * line['train_fraction']:g}% | "
+                     f"{line['train_patients_per_fold'] or '-'} | {cell} |")
+    return lines + [""]
 
 
 def selected_epochs(out: Path) -> list[int]:
@@ -305,7 +386,8 @@ def write_tables(config: ExperimentConfig, rows: list[ResultRow], out: Path, hea
     """table.csv (one line per row) and table.md (paper vs ours, with CIs)."""
     atomic_write_text(out / "table.csv", pd.DataFrame([row.flat() for row in rows]).to_csv(index=False))
     body = _detection_lines(rows) if config.kind == "detection" else _classification_lines(config, rows)
-    lines = [f"# {profile_title(config)}", "", *header, "", *body, "", *deviation_lines(config.paper)]
+    lines = [f"# {profile_title(config)}", "", *header, "", *body, "", *_learning_curve_lines(config, rows),
+             *deviation_lines(config.paper)]
     table = reported_table(config)
     if table.get("rows"):
         columns = [c for c in dict.fromkeys(k for r in table["rows"] for k in r) if c != "reproduced_by"]
@@ -439,9 +521,11 @@ def versions() -> dict:
 
 def write_run(config: ExperimentConfig, rows: list[ResultRow], out: Path, *, commit: str, started: float,
               fingerprints: dict, synthetic: bool) -> None:
-    """table.md, table.csv, comparison.png, config.yaml and run.json of a finished run."""
+    """table.md, table.csv, comparison.png, config.yaml and run.json of a finished run (and the learning
+    curve's csv and png with `train_fractions`)."""
     write_tables(config, rows, out, header_lines(config, commit=commit, started=started, synthetic=synthetic))
     comparison_plot(config, rows, out)
+    learning_curve_outputs(config, rows, out)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     atomic_write_json(out / "run.json", {
         "config": config.to_dict(), "profile": config.profile, "seed": config.seed, "command": command_line(config),

@@ -29,6 +29,7 @@ from mammo_keras.data.pipeline import AugmentConfig
 from mammo_keras.data.recipes import FittedInputs, Normalisation, OfflineAugment
 from mammo_keras.data.splits import balance_parts, check_no_leakage, load_assignments, patient_kfold
 from mammo_keras.data.splits import OFFICIAL_COLUMN, official_split, reuse_split, save_assignments, train_val_test
+from mammo_keras.data.splits import fraction_of_patients
 from mammo_keras.evaluation.metrics import METRIC_NAMES, METRICS, auc, multiclass_accuracy
 from mammo_keras.evaluation.scoring import calibration, reliability_diagram
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
@@ -121,13 +122,17 @@ def as_spec(stages: TrainSpec | Sequence[Stage], **options) -> TrainSpec:
 
 def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
                    spec: TrainSpec | Sequence[Stage], out: str | Path, *, n_splits: int = 5, seed: int = 0,
-                   val_fraction: float = 0.15, progress: Callable[[str], None] | None = None,
-                   explain: Explainer | None = None, **options) -> pd.DataFrame:
+                   val_fraction: float = 0.15, train_fraction: float | None = None,
+                   progress: Callable[[str], None] | None = None, explain: Explainer | None = None,
+                   **options) -> pd.DataFrame:
     """Train and test one model per fold; returns the pooled out-of-fold predictions.
 
     Within each training part, `val_fraction` of the patients (stratified) are held out
     for early stopping, learning-rate drops and epoch selection; the test fold is never seen
-    in training.
+    in training. With `train_fraction` (a learning curve's point) each training part first
+    keeps that share of its patients (`data.splits.fraction_of_patients`, seeded per fold and
+    nested across fractions); validation is then carved out of the kept patients as usual, and
+    the test folds are those of every other fraction.
 
     Args:
         build_model: makes a fresh model (called once per fold, after seeding).
@@ -152,6 +157,8 @@ def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, i
             continue
         test_mask = (folds["fold"] == fold).to_numpy()
         train_rows = np.flatnonzero(~test_mask)
+        if train_fraction is not None:
+            train_rows = train_rows[fraction_of_patients(index.iloc[train_rows], train_fraction, seed=seed + fold)]
         inner = _inner_split(index.iloc[train_rows].reset_index(drop=True), val_fraction, seed + fold)
         predictions, metrics = train_and_test(
             build_model, images, index, spec, fold_dir, fit_rows=train_rows[inner == "train"],
@@ -250,7 +257,8 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
     selected = log.loc[log["selected"], "total_epoch"] if "selected" in log else []
     metrics = {**prediction_metrics(predictions),
                "fold": fold, "n_train": int(len(fit_rows)), "n_train_inputs": int(len(x_fit)),
-               "n_val": int(len(val_rows)), "n_test": int(len(test_rows)), "epochs": int(len(log)),
+               "n_val": int(len(val_rows)), "n_train_patients": _patients(index, fit_rows),
+               "n_val_patients": _patients(index, val_rows), "n_test": int(len(test_rows)), "epochs": int(len(log)),
                "selected_epoch": int(selected.iloc[0]) if len(selected) else None,
                "selection": spec.selection, "inputs": fitted.to_manifest(), "deterministic": spec.deterministic,
                "augment_on": augment_place(spec.augment_on) if spec.augment is not None else None,
@@ -449,6 +457,10 @@ def _first_patients(index: pd.DataFrame, rows: np.ndarray, n_patients: int, seed
                          f"patients. Received: train_patients={n_patients!r}")
     chosen = set(np.random.default_rng(seed).permutation(unique)[:n_patients])
     return rows[patients.isin(chosen).to_numpy()]
+
+
+def _patients(index: pd.DataFrame, rows: np.ndarray) -> int:
+    return int(index.iloc[rows]["patient_id"].astype(str).nunique())
 
 
 def _inner_split(train_index: pd.DataFrame, val_fraction: float, seed: int) -> np.ndarray:

@@ -275,3 +275,15 @@ def test_contact_sheet_draws_every_item_kind_in_rows_per_class(tmp_path):
     few = contact_sheet(rng.random((8, 20, 20)), index, tmp_path / "few.png", per_class=2, columns=2)
     with Image.open(few) as sheet:
         assert sheet.size[1] < heights["grey"]  # 1 + 1 rows
+
+
+def test_learning_curve_plot_writes_a_png_and_names_missing_columns(tmp_path):
+    from mammo_keras.evaluation.plots import learning_curve_plot
+
+    table = pd.DataFrame({"row": ["cnn", "cnn", "lr", "lr"], "fraction": [0.5, 1.0, 0.5, 1.0],
+                          "mean": [0.6, 0.7, 0.65, 0.68], "low": [0.55, 0.66, 0.6, 0.64], "high": [0.65, 0.74, 0.7, 0.72],
+                          "patients": ["32 patients", "64 patients", "32 patients", "64 patients"]})
+    path = learning_curve_plot(table, tmp_path / "learning_curve.png", ylabel="auc", title="t", chance=0.5)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match=r"learning_curve_plot needs the columns .*missing \['fraction'\]"):
+        learning_curve_plot(table.drop(columns="fraction"), tmp_path / "x.png", ylabel="auc")
