@@ -173,3 +173,12 @@ def test_baseline_features_read_lazy_rows_a_chunk_at_a_time_with_the_values_of_t
     features, lazy_names = baseline_features(lazy, levels=16)
     assert lazy_names == names
     np.testing.assert_array_equal(features, expected)
+
+
+def test_chunks_hold_64_items_or_fewer_when_the_items_are_large(tmp_path, monkeypatch):
+    from mammo_keras.data import rows as rows_module
+
+    _npy(tmp_path / "images.npy", (70, 16, 12))
+    assert [len(chunk) for chunk in ItemRows.open(tmp_path / "images.npy").chunks()] == [64, 6]
+    monkeypatch.setattr(rows_module, "CHUNK_BYTES", 10 * 16 * 12 * 4)  # room for 10 float32 items
+    assert [len(chunk) for chunk in ItemRows.open(tmp_path / "images.npy").chunks()] == [10] * 7
