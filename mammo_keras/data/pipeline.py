@@ -643,6 +643,14 @@ def make_dataset(images: np.ndarray | Sequence[np.ndarray], labels: np.ndarray |
                     augment=augment, channels=counts, several=several, labels=targets, sizes=sizes)
 
 
+def ordered_batches(images, labels: np.ndarray | None = None, *, batch_size: int) -> tf.data.Dataset:
+    """The batches Keras' `predict` / `evaluate` cut from arrays, from `make_dataset`: in order,
+    unaugmented, `batch_size` rows and the last batch partial, their number known to Keras (no
+    end-of-data warning); lazy rows are read per batch, so a part is evaluated without being in memory."""
+    dataset = make_dataset(images, labels, batch_size=batch_size, augment=None, shuffle=False, seed=0)
+    return dataset.apply(tf.data.experimental.assert_cardinality(-(-len(images) // int(batch_size))))
+
+
 def lazy_batch(rows: ItemRows, indices, batch_size: int | None = None) -> tf.Tensor:
     """The items of lazy rows at `indices` (a tensor), read with every recorded step (`ItemRows.read`)
     in a numpy_function: the batch step of a tf.data pipeline over a file that is never loaded whole."""
@@ -796,4 +804,4 @@ def make_prepared_dataset(folder, rows: np.ndarray | None = None, labels: np.nda
 
 __all__ = ["AugmentConfig", "FILL_MODES", "PARAM_KEYS", "PRESETS", "RandomAugment", "affine_matrices", "apply_transform",
            "augment_parts", "balance_batches", "batch_balancing_weights", "epoch_key", "make_dataset",
-           "make_prepared_dataset", "preset", "random_augment", "sample_transform", "transform_vectors"]
+           "make_prepared_dataset", "ordered_batches", "preset", "random_augment", "sample_transform", "transform_vectors"]

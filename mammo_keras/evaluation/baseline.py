@@ -54,6 +54,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from mammo_keras.data.rows import is_lazy
 from mammo_keras.data.splits import check_no_leakage, fraction_of_patients
 from mammo_keras.evaluation.metrics import all_metrics, multiclass_accuracy
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
@@ -70,7 +71,13 @@ ID_COLUMNS = ("item_id", "patient_id", "label")
 
 
 def _grey_items(images: np.ndarray, part: int) -> np.ndarray:
-    """(N, H, W) items; paired items (N, parts, H, W) give their part `part`."""
+    """(N, H, W) items; paired items (N, parts, H, W) give their part `part`. Lazy (N, H, W) rows
+    (`data.rows.ItemRows`) stay lazy: they are read a chunk at a time (`_each_item`)."""
+    if is_lazy(images) and images.ndim == 3:
+        if min(images.shape[1:]) < 3:
+            raise ValueError("images must be (N, H, W) grey items or (N, parts, H, W) pairs, at least 3 x 3. "
+                             f"Received: images.shape={images.shape}")
+        return images
     images = np.asarray(images)
     if images.ndim == 4:
         if not 0 <= part < images.shape[1]:
@@ -80,6 +87,15 @@ def _grey_items(images: np.ndarray, part: int) -> np.ndarray:
         raise ValueError("images must be (N, H, W) grey items or (N, parts, H, W) pairs, at least 3 x 3. "
                          f"Received: images.shape={np.asarray(images).shape}")
     return images
+
+
+def _each_item(items):
+    """The items one by one: from memory, or lazy rows read 64 at a time (never the whole set)."""
+    if not is_lazy(items):
+        yield from items
+        return
+    for chunk in items.chunks():
+        yield from chunk
 
 
 def quantise(item: np.ndarray, levels: int) -> np.ndarray:
@@ -187,7 +203,7 @@ def baseline_features(images: np.ndarray, index: pd.DataFrame | None = None, *, 
         raise ValueError(f"`levels` must be an integer from 2 to 256. Received: levels={levels!r}")
     items = _grey_items(images, part)
     rows = []
-    for item in items:
+    for item in _each_item(items):
         item = np.asarray(item, dtype=np.float64)
         grey8 = quantise(item, 256)
         rows.append(_glcm(quantise(item, levels), levels, distances) + _lbp(grey8, lbp)

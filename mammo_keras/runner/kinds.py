@@ -233,7 +233,7 @@ class Baseline:
 
         config, spec, data = job.config, job.row.baseline, job.data
         started = time.perf_counter()
-        index, images = data.index, np.asarray(data.images, np.float32)  # features of every item: in memory
+        index, images = data.index, data.images  # lazy rows: the features read them a chunk at a time
         if config.kind == "cv" and config.split != "official":  # the folds cross_validate draws for every row
             folds = assign_folds(index, config.n_splits, config.seed, job.folder / "folds.csv")
             items = index.assign(fold=folds["fold"].to_numpy())
@@ -244,7 +244,7 @@ class Baseline:
             items = index.assign(split=split["split"].to_numpy())
         elif config.kind == "transfer":
             test = job.test_inputs
-            images = np.concatenate([images, test.images])
+            images = np.concatenate([np.asarray(images, np.float32), np.asarray(test.images, np.float32)])  # ROI sets
             items = pd.concat([index.assign(split="train"), test.index.assign(split="test")], ignore_index=True)
         else:
             raise ValueError(f"a baseline row runs in classification kinds (cv, holdout, transfer). "

@@ -23,6 +23,7 @@ import contextlib
 import keras
 import numpy as np
 
+from mammo_keras.data.rows import is_lazy
 from mammo_keras.models.backbones import layer_parents
 
 STOCHASTIC_LAYERS = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
@@ -85,7 +86,14 @@ def split_at(model: keras.Model, cut_layer: str) -> tuple[keras.Model, keras.Mod
 
 
 def compute_features(prefix: keras.Model, images: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
-    """The prefix's output for every image, in order (one inference pass)."""
+    """The prefix's output for every image, in order (one inference pass).
+
+    Lazy rows (`data.rows.ItemRows`) are read per batch, in the batches `predict` cuts from arrays
+    (`batch_size` rows, the last partial): the images are never in memory, only their features."""
+    if is_lazy(images):
+        from mammo_keras.data.pipeline import ordered_batches
+
+        return np.asarray(prefix.predict(ordered_batches(images, batch_size=batch_size), verbose=0))
     return np.asarray(prefix.predict(images, batch_size=batch_size, verbose=0))
 
 

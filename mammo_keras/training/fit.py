@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import tempfile
@@ -14,7 +15,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from mammo_keras.data.pipeline import AugmentConfig, balance_batches, lazy_batch, make_dataset
+from mammo_keras.data.pipeline import AugmentConfig, balance_batches, lazy_batch, make_dataset, ordered_batches
 from mammo_keras.data.rows import is_lazy
 from mammo_keras.errors import TrainingDiverged
 from mammo_keras.fileio import atomic_write_text
@@ -47,12 +48,18 @@ class FixedBatches:
     """
 
     def __init__(self, inputs, *, batch_size: int = PREDICT_BATCH):
-        import tensorflow as tf
-
         arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         self.n, self.batch_size = len(arrays[0]), int(batch_size)
         self.arrays = arrays
-        resident = [a if is_lazy(a) else tf.convert_to_tensor(np.asarray(a, dtype=np.float32)) for a in arrays]
+
+    @functools.cached_property
+    def dataset(self):
+        """The padded batches as a tf.data dataset, built on first use (the eager path of a part of one
+        batch or fewer rows never builds it): arrays in memory are held once as a tensor, lazy rows read
+        per batch."""
+        import tensorflow as tf
+
+        resident = [a if is_lazy(a) else tf.convert_to_tensor(np.asarray(a, dtype=np.float32)) for a in self.arrays]
         size, last = self.batch_size, max(self.n - 1, 0)
 
         def take(part, rows):
@@ -63,7 +70,7 @@ class FixedBatches:
             parts = tuple(take(part, rows) for part in resident)
             return (parts,) if len(parts) > 1 else parts[0]  # (inputs,): Keras reads a 2-tuple as (x, y)
 
-        self.dataset = tf.data.Dataset.range(-(-self.n // size)).map(batch).prefetch(2)
+        return tf.data.Dataset.range(-(-self.n // size)).map(batch).prefetch(2)
 
     def predict(self, model: keras.Model) -> np.ndarray:
         if self.n == 0:
@@ -86,6 +93,16 @@ def resident(inputs):
     """Model inputs as arrays in memory: lazy rows (`data.rows.ItemRows`) read, anything else as it is
     (a model with several inputs takes a list of arrays, which must stay a list)."""
     return np.asarray(inputs, np.float32) if is_lazy(inputs) else inputs
+
+
+def evaluation_data(inputs, targets, *, batch_size: int = PREDICT_BATCH):
+    """`fit`'s `validation_data`: arrays in memory as they are; lazy rows (`data.rows.ItemRows`) as a
+    dataset of the batches Keras cuts from arrays (in order, `batch_size` rows, Keras' default of 32 when
+    `fit` gets no batch size, the last batch partial), read per batch: the same batches, so the same
+    `val_*` values, without the part in memory."""
+    if not is_lazy(inputs):
+        return inputs, targets
+    return ordered_batches(inputs, targets, batch_size=batch_size)
 
 
 def predict_fixed(model: keras.Model, inputs, *, batch_size: int = PREDICT_BATCH) -> np.ndarray:
@@ -511,11 +528,11 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
     x_train, y_train = as_model_input(train[0], model, repeat=False), np.asarray(train[1]).astype(int)
     channels = input_channels(model)
     validation = None
-    if val is not None and count(val[0]):  # Keras evaluates arrays: lazy validation rows are read here
-        validation = (resident(as_model_input(val[0], model)), as_targets(val[1], model))
+    if val is not None and count(val[0]):  # lazy validation rows stay lazy: read per batch (`evaluation_data`)
+        validation = (as_model_input(val[0], model), as_targets(val[1], model))
     rows: list[dict] = []
     built = trainable_flags(model)  # what "as_built" stages restore
-    cached = CachedFeatures(resident(as_model_input(train[0], model)) if cache_features and augment is None else None,
+    cached = CachedFeatures(as_model_input(train[0], model) if cache_features and augment is None else None,
                             None if validation is None else validation[0])
     running = runnable_stages(stages, fine_tune)
     total = sum(stage.epochs for stage in running)
@@ -624,7 +641,8 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
             callbacks.append(EpochBackup(backup, save_state, restore=restore, stopping=stopping, plateau=plateau,
                                          every=backup_every))
         trained.fit(dataset, epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
-                    validation_data=stage_validation, callbacks=callbacks, shuffle=False,
+                    validation_data=None if stage_validation is None else evaluation_data(*stage_validation),
+                    callbacks=callbacks, shuffle=False,
                     class_weight=class_weights(stage.class_weight, y_train), verbose=verbose)
         if rows and not np.isfinite(rows[-1].get("loss", 0.0)):
             if log_csv is not None:

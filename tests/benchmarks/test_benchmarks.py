@@ -108,7 +108,10 @@ def test_every_benchmark_and_the_whole_dry_run_at_tiny_size(tmp_path):
     records = {r["name"]: r for r in json.loads(out.read_text())["results"]}
     assert 0 < records["fixed_costs"]["figures"]["fixed_share"]["median"] < 1
     assert records["fixed_costs"]["figures"]["per_round"][0]["epochs"] >= 2
-    assert set(records["train_memory"]["figures"]["runs"]) == {"n8_mmap", "n8_in_memory", "n32_mmap"}
+    runs = records["train_memory"]["figures"]["runs"]
+    assert set(runs) == {"n10_runner", "n10_mmap", "n10_in_memory", "n60_runner", "n60_mmap"}
+    assert runs["n60_runner"]["parts"]["n_val"] > 0 and runs["n60_runner"]["parts"]["n_test"] > 0
+    assert records["train_memory"]["ratio"] > 0 and records["train_memory"]["figures"]["mmap_ratio"] > 0
     assert records["xla"]["figures"]["xla_effective"] == {"no_xla": False, "xla": True}
     record = bench_precision.run("tiny")
     assert record["figures"]["peak_memory_mb_float32"] > 0 and record["figures"]["parity"]["same_class"] >= 0.5

@@ -19,6 +19,7 @@ from mammo_keras.data.recipes import FittedInputs, InputRecipe, Normalisation
 from mammo_keras.data.rows import ItemRows, is_lazy
 from mammo_keras.runner import inputs as runner_inputs
 from mammo_keras.training import cv, fit
+from mammo_keras.training.fit import PREDICT_BATCH
 from mammo_keras.training.stages import Stage
 
 
@@ -100,9 +101,12 @@ def _spec(config):
 def test_a_run_from_the_mapped_images_gives_the_predictions_of_the_arrays_in_memory(tmp_path, monkeypatch):
     config, data = _whole_image_inputs(tmp_path, monkeypatch)
     row = runner_inputs.scaled(data, config.input_scale)
-    handed = []
-    real = fit.make_dataset
-    monkeypatch.setattr(fit, "make_dataset", lambda images, *a, **k: handed.append(images) or real(images, *a, **k))
+    handed = {"mapped": [], "in_memory": []}
+    real_train, real_eval = fit.make_dataset, fit.ordered_batches
+    monkeypatch.setattr(fit, "make_dataset", lambda images, *a, **k: handed[name].append(images) or
+                        real_train(images, *a, **k))
+    monkeypatch.setattr(fit, "ordered_batches", lambda images, *a, **k: handed[name].append(images) or
+                        real_eval(images, *a, **k))
     shape = (*config.input_hw, config.input_channels)
     outcomes = {}
     for name, images in (("mapped", row.images), ("in_memory", np.asarray(row.images))):
@@ -111,30 +115,70 @@ def test_a_run_from_the_mapped_images_gives_the_predictions_of_the_arrays_in_mem
                                  fractions=config.fractions, seed=config.seed)
         metrics = json.loads((out / "test" / "metrics.json").read_text())
         outcomes[name] = predictions, {k: v for k, v in metrics.items() if k != "seconds"}
-    assert is_lazy(handed[0]) and not is_lazy(handed[1])  # training read the mapped rows per batch
+    # training and validation read the mapped rows per batch (one training pipeline, one validation one)
+    assert len(handed["mapped"]) == 2 and all(is_lazy(images) for images in handed["mapped"])
+    assert len(handed["in_memory"]) == 1 and not is_lazy(handed["in_memory"][0])  # Keras slices arrays itself
     pd.testing.assert_frame_equal(outcomes["mapped"][0], outcomes["in_memory"][0], check_exact=True)
+    logs = {name: pd.read_csv(tmp_path / name / "test" / "log.csv").drop(columns="seconds") for name in outcomes}
+    assert {"val_loss", "val_accuracy", "val_auc"} <= set(logs["mapped"].columns)  # what stopping and selection saw
+    pd.testing.assert_frame_equal(logs["mapped"], logs["in_memory"], check_exact=True)
     assert outcomes["mapped"][1] == outcomes["in_memory"][1]
     assert outcomes["mapped"][0]["score"].nunique() > 1  # a model that learned something, not a constant
 
 
-def test_training_from_mapped_rows_holds_far_less_than_the_set(tmp_path):
-    n, shape = 1200, (96, 80)  # 36.9 MB of float32 items; batches of 8 are 0.25 MB
-    _npy(tmp_path / "images.npy", (n, *shape), seed=2)
-    size = (tmp_path / "images.npy").stat().st_size
+def _fold_peak(folder: Path, n: int, shape=(96, 80)) -> int:
+    """tracemalloc's peak over one hold-out part (train, validation, test) of `n` mapped items."""
+    folder.mkdir()
+    _npy(folder / "images.npy", (n, *shape), seed=2)
     index = pd.DataFrame({"item_id": [f"i{i}" for i in range(n)], "patient_id": [f"p{i // 2}" for i in range(n)],
                           "image_id": [f"i{i}" for i in range(n)], "label": (np.arange(n) // 2) % 2})
-    images = ItemRows.open(tmp_path / "images.npy").resized(None, shape).scaled(255.0)
+    images = ItemRows.open(folder / "images.npy").resized(None, shape).scaled(255.0)
     spec = dataclasses.replace(_spec(load_config("shen2017/table2", "tiny")), flip_tta=False,
                                stages=(Stage("fit", 1, optimizer="adam", learning_rate=1e-3, batch_size=8),))
     tracemalloc.start()
     try:
-        cv.holdout(lambda: _tiny_cnn((*shape, 1)), images, index, spec, tmp_path / "out",
+        cv.holdout(lambda: _tiny_cnn((*shape, 1)), images, index, spec, folder / "out",
                    fractions=(0.8, 0.1, 0.1), seed=0)
-        _, peak = tracemalloc.get_traced_memory()
+        return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    # NumPy's (and Python's) allocations, which tracemalloc sees: with the arrays in memory this run peaks
-    # at 2.4x the set (measured: 89 MB; the training part's float32 copy, its tensor feed, the test part);
-    # read per batch, at fixed costs plus the validation part (10%, the one part Keras evaluates as
-    # arrays) and the batches in flight: measured 11.7-15.0 MB here, 9.9 MB for half the set.
-    assert peak < 0.5 * size, f"peak {peak / 1e6:.1f} MB of NumPy memory for a {size / 1e6:.1f} MB set"
+
+
+def test_a_part_from_mapped_rows_holds_a_few_batches_however_large_the_set(tmp_path):
+    # NumPy's (and Python's) allocations, which tracemalloc sees. Items of 96x80 float32 (30.7 kB): a
+    # prediction batch (32 items) is 0.98 MB; 1600 items are 49 MB, their validation and test parts
+    # (10% each) 4.9 MB. With the arrays in memory a part peaked at 2.4x the set (89 MB for 1200 items);
+    # with the training part read per batch but validation from memory, at fixed costs plus the
+    # validation part (12.6 MB for 1200 items, 6.7 MB for 300). Every part read per batch: measured
+    # 8.7 MB for both 400 and 1600 items (5.5 MB for 400 items of 48x40: about 4.5 MB of fixed costs
+    # and 4 prediction batches in flight).
+    batch = PREDICT_BATCH * 96 * 80 * 4
+    small, large = _fold_peak(tmp_path / "small", 400), _fold_peak(tmp_path / "large", 1600)
+    assert large < 6e6 + 6 * batch, f"peak {large / 1e6:.1f} MB of NumPy memory for 1600 items (49 MB)"
+    assert large < 1.2 * small, f"peak {small / 1e6:.1f} MB for 400 items, {large / 1e6:.1f} MB for 1600"
+
+
+def test_baseline_features_read_lazy_rows_a_chunk_at_a_time_with_the_values_of_the_arrays(tmp_path, monkeypatch):
+    from mammo_keras.evaluation.baseline import baseline_features
+
+    array = _npy(tmp_path / "images.npy", (70, 16, 12), seed=3) * np.float32(255.0)  # 70 items: two chunks
+    np.save(tmp_path / "images.npy", array)
+    lazy = ItemRows.open(tmp_path / "images.npy").resized(None, (16, 12))
+    expected, names = baseline_features(array, levels=16)
+
+    def whole(*_, **__):
+        raise AssertionError("the baseline read the whole set into memory")
+
+    monkeypatch.setattr(ItemRows, "__array__", whole)
+    features, lazy_names = baseline_features(lazy, levels=16)
+    assert lazy_names == names
+    np.testing.assert_array_equal(features, expected)
+
+
+def test_chunks_hold_64_items_or_fewer_when_the_items_are_large(tmp_path, monkeypatch):
+    from mammo_keras.data import rows as rows_module
+
+    _npy(tmp_path / "images.npy", (70, 16, 12))
+    assert [len(chunk) for chunk in ItemRows.open(tmp_path / "images.npy").chunks()] == [64, 6]
+    monkeypatch.setattr(rows_module, "CHUNK_BYTES", 10 * 16 * 12 * 4)  # room for 10 float32 items
+    assert [len(chunk) for chunk in ItemRows.open(tmp_path / "images.npy").chunks()] == [10] * 7
