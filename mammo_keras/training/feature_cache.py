@@ -113,7 +113,7 @@ def feature_dataset(features: np.ndarray, targets: np.ndarray, *, batch_size: in
     dataset = make_dataset(flat, np.asarray(targets), batch_size=batch_size, augment=None, shuffle=shuffle,
                            seed=seed, epochs=epochs, first_epoch=first_epoch)
     shape = features.shape[1:]
-    return dataset.map(lambda x, y: (tf.reshape(x, [-1, *shape]), y))
+    return dataset.map(tf.autograph.experimental.do_not_convert(lambda x, y: (tf.reshape(x, [-1, *shape]), y)))
 
 
 class CachedFeatures:

@@ -65,6 +65,7 @@ class FixedBatches:
         def take(part, rows):
             return lazy_batch(part, rows, size) if is_lazy(part) else tf.gather(part, rows)
 
+        @tf.autograph.experimental.do_not_convert  # plain graph code (see data.pipeline._graph_only)
         def batch(step):
             rows = tf.minimum(tf.range(step * size, step * size + size), last)
             parts = tuple(take(part, rows) for part in resident)
