@@ -151,8 +151,6 @@ def _pixel_count(text: str) -> int:
 def _read(args, *, keep_missing: bool = False, cache: Path | None = None) -> tuple[object, Path | None]:
     """The dataset's table; `keep_missing` keeps rows of absent files where the reader can, and `cache`
     (a JSON file) keeps what the reader read from the files (headers, mask boxes) where it takes one."""
-    import inspect
-
     from mammo_keras.data import canonical_name, check_data_dir, dataset_root, read_dataset, reader_module
 
     name = canonical_name(args.dataset)
@@ -161,9 +159,7 @@ def _read(args, *, keep_missing: bool = False, cache: Path | None = None) -> tup
     root = dataset_root(name, args.data, explicit=args.root)
     module = reader_module(name)
     options = {"missing": "keep"} if keep_missing and "keep" in getattr(module, "MISSING_POLICIES", ()) else {}
-    if cache is not None and "cache" in inspect.signature(module.read).parameters:
-        options["cache"] = cache
-    return read_dataset(name, root, **options), root
+    return read_dataset(name, root, cache=cache, **options), root
 
 
 def cmd_data_info(args) -> int:

@@ -98,13 +98,21 @@ def check_data_dir(data_dir: str | Path | None) -> None:
                                    f"({', '.join(sorted(known))}); name the folder that holds them")
 
 
-def read_dataset(name: str, root: str | Path | None = None, **options) -> pd.DataFrame:
+def read_dataset(name: str, root: str | Path | None = None, *, cache: str | Path | None = None,
+                 **options) -> pd.DataFrame:
     """Read dataset `name` from `root` into a validated record table.
+
+    `cache`: a JSON file keeping what the reader read from the files (DICOM header fields, mask
+    boxes), by each file's size and mtime, for readers that take one (CBIS-DDSM); ignored by the others.
 
     Raises:
         DatasetNotFoundError: the folder is missing; the message shows the expected layout.
     """
+    import inspect
+
     module = reader_module(name)
+    if cache is not None and "cache" in inspect.signature(module.read).parameters:
+        options["cache"] = cache
     if canonical_name(name) == "phantom":
         return module.read(root, **options)
     if root is None or not Path(root).exists():

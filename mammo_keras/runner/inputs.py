@@ -82,7 +82,7 @@ def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | N
     name = data.canonical_name(dataset)
     root = dataset_root(name, data_dir)
     try:
-        table = data.read_dataset(name, root, **(options or {}))
+        table = data.read_dataset(name, root, cache=work / "prepared" / f"{name}_reader_cache.json", **(options or {}))
     except DatasetNotFoundError:
         where = root if root is not None else "nowhere: pass --data DIR or set MAMMO_DATA"
         progress(f"{name}: dataset absent (looked in {where}); the paper's numbers are shown alone")

@@ -136,3 +136,18 @@ def test_cli_prepare_again_reads_nothing_and_keeps_the_stack(tmp_path, reads, mo
     again = json.loads((out / "prepare.json").read_text())
     assert again["stack_reused"] is True and again["data_fingerprint"] == first["data_fingerprint"]
     assert (out / "images.npy").stat().st_mtime_ns == stacked and (out / "reader_cache.json").is_file()
+
+
+def test_the_runner_keeps_the_reader_cache_between_runs(tmp_path, reads):
+    from mammo_keras.config import load_config
+    from mammo_keras.runner.inputs import load_inputs
+
+    build_tree(tmp_path / "data" / "cbis-ddsm", "tcia")
+    config = load_config("chougrad2018/table2", "tiny", overrides={"datasets": ["cbis_ddsm"], "abnormality": "mass"})
+    first = load_inputs(config, "cbis_ddsm", tmp_path / "data", tmp_path / "work", lambda _: None)
+    assert reads["read_header"] > 0 and reads["read_dicom"] > 0
+    assert (tmp_path / "work" / "prepared" / "cbis_ddsm_reader_cache.json").is_file()
+    reads.clear()
+    again = load_inputs(config, "cbis_ddsm", tmp_path / "data", tmp_path / "work", lambda _: None)
+    assert dict(reads) == {}  # a second `reproduce` reads no header and decodes no mask
+    pd.testing.assert_frame_equal(again.index, first.index)
