@@ -155,7 +155,9 @@ def test_a_part_from_mapped_rows_holds_a_few_batches_however_large_the_set(tmp_p
     batch = PREDICT_BATCH * 96 * 80 * 4
     small, large = _fold_peak(tmp_path / "small", 400), _fold_peak(tmp_path / "large", 1600)
     assert large < 6e6 + 6 * batch, f"peak {large / 1e6:.1f} MB of NumPy memory for 1600 items (49 MB)"
-    assert large < 1.2 * small, f"peak {small / 1e6:.1f} MB for 400 items, {large / 1e6:.1f} MB for 1600"
+    # Flat: four times the set (+37 MB) adds at most a few batches in flight, whose number varies with
+    # tf.data's thread timing (measured: +0.0 and +1.8 MB; validation from memory: +9.7 MB, 300 -> 1200).
+    assert large - small < 4 * batch, f"peak {small / 1e6:.1f} MB for 400 items, {large / 1e6:.1f} MB for 1600"
 
 
 def test_baseline_features_read_lazy_rows_a_chunk_at_a_time_with_the_values_of_the_arrays(tmp_path, monkeypatch):
