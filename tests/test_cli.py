@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_fixtures import errors_before_tensorflow
 from mammo_keras import cli
 from mammo_keras.cli import main
 from mammo_keras.config import check_overrides, list_configs, load_config
@@ -112,15 +113,8 @@ def test_a_data_folder_without_any_dataset_folder_is_an_error_at_every_profile(c
 
 def test_a_bad_name_or_override_is_refused_before_tensorflow_loads():
     """Before: `reproduce` imported TensorFlow (10-20 s on 2 busy cores) before it read the config."""
-    script = ("import sys; from mammo_keras.cli import main\n"
-              "for argv in (['reproduce', 'nosuch'], ['reproduce', 'chougrad2018/table2', '--set', 'n_splits=abc'],\n"
-              "             ['reproduce', 'chougrad2018/table2', '--plan', '--set', 'epoch_scale=banana']):\n"
-              "    print(main(argv), 'tensorflow' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
-    assert done.stdout.split() == ["1", "False"] * 3, done.stderr
-    errors = done.stderr.strip().splitlines()
-    assert len(errors) == 3 and all(line.startswith("error: ") for line in errors), done.stderr
+    errors = errors_before_tensorflow([["reproduce", "nosuch"], ["reproduce", "chougrad2018/table2", "--set", "n_splits=abc"],
+                                       ["reproduce", "chougrad2018/table2", "--plan", "--set", "epoch_scale=banana"]])
     assert "nosuch: no such experiment config" in errors[0] and "override n_splits takes an integer" in errors[1]
 
 

@@ -3,20 +3,16 @@ folds, with the curve's PNG and CSV; the 100% points are the ordinary run's pred
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 
+from cli_fixtures import errors_before_tensorflow
 from mammo_keras import models
 from mammo_keras.cli import main
 
-REPO = Path(__file__).resolve().parents[2]
 SETS = ["--set", "n_splits=2", "--set", "baselines=[logistic_regression]", "--set", "grad_cam=false",
         "--set", "n_bootstrap=100"]
 
@@ -86,16 +82,9 @@ def test_learning_curve_rows_png_and_the_full_share_equal_the_ordinary_run(tmp_p
 
 
 def test_bad_train_fractions_are_refused_before_tensorflow_loads(tmp_path):
-    script = ("import sys; from mammo_keras.cli import main\n"
-              "for value in ('[0]', '[1.5]', '[\"a\"]'):\n"
-              "    argv = ['reproduce', 'mias_tasks/learning_curve', '--set', f'train_fractions={value}',\n"
-              f"            '--results', {str(tmp_path / 'r')!r}]\n"
-              "    print(main(argv), 'tensorflow' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
-    assert done.stdout.split() == ["1", "False"] * 3, done.stderr
-    errors = done.stderr.strip().splitlines()
-    assert len(errors) == 3 and all(line.startswith("error: ") for line in errors), done.stderr
+    errors = errors_before_tensorflow(
+        [["reproduce", "mias_tasks/learning_curve", "--set", f"train_fractions={value}", "--results", str(tmp_path / "r")]
+         for value in ("[0]", "[1.5]", '["a"]')], timeout=120)
     assert "`train_fractions` takes shares of each fold's training patients, numbers in (0, 1]" in errors[0]
     assert "Received: train_fractions entry 0" in errors[0] and "train_fractions entry 1.5" in errors[1]
     assert "override train_fractions takes a list of numbers. Received: train_fractions=['a']" in errors[2]
