@@ -90,7 +90,8 @@ def _grey_items(images: np.ndarray, part: int) -> np.ndarray:
 
 
 def _each_item(items):
-    """The items one by one: from memory, or lazy rows read 64 at a time (never the whole set)."""
+    """The items one by one: from memory, or lazy rows read a chunk at a time (`ItemRows.chunks`: at most
+    64 items and 32 MiB), never the whole set."""
     if not is_lazy(items):
         yield from items
         return
