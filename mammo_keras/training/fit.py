@@ -29,6 +29,11 @@ from mammo_keras.vocabulary import SELECTIONS
 PREDICT_BATCH = 32
 """Batch of every prediction pass (Keras' default): one batch shape, one traced predict step."""
 
+PREDICT_BATCH_BYTES = 32 * 2 ** 20
+"""The most float32 input bytes of one prediction batch: large items get a smaller batch (whole
+images of 1152x896 grey: 8 a batch, not 32), so the batches a prediction pass holds (the one the
+model runs, those read ahead) stay a few tens of MB whatever the item size and the part's length."""
+
 
 class FixedBatches:
     """Model inputs held once as tensors (lazy rows: read per batch) and served in batches of one shape
@@ -49,7 +54,7 @@ class FixedBatches:
 
     def __init__(self, inputs, *, batch_size: int = PREDICT_BATCH):
         arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-        self.n, self.batch_size = len(arrays[0]), int(batch_size)
+        self.n, self.batch_size = len(arrays[0]), predict_batch_size(arrays, batch_size)
         self.arrays = arrays
 
     @functools.cached_property
@@ -83,6 +88,15 @@ class FixedBatches:
         return np.asarray(model.predict(self.dataset, verbose=0))[:self.n]
 
 
+def predict_batch_size(arrays: Sequence, batch_size: int = PREDICT_BATCH) -> int:
+    """`batch_size`, or fewer rows where that many would exceed `PREDICT_BATCH_BYTES` of float32 inputs
+    (every input of a row counted); at least 1. Rows are independent at inference, so the batch size
+    changes no prediction beyond float32 rounding; it depends on the item shape alone, so a run and
+    its resumed copy batch alike."""
+    row_bytes = sum(4 * int(np.prod(np.shape(array)[1:])) for array in arrays)  # lazy rows: their .shape
+    return max(1, min(int(batch_size), PREDICT_BATCH_BYTES // max(row_bytes, 1)))
+
+
 def _distributed(model: keras.Model) -> bool:
     """Whether the model was built under a tf.distribute strategy (its steps then run per replica)."""
     import tensorflow as tf
@@ -96,14 +110,16 @@ def resident(inputs):
     return np.asarray(inputs, np.float32) if is_lazy(inputs) else inputs
 
 
-def evaluation_data(inputs, targets, *, batch_size: int = PREDICT_BATCH):
-    """`fit`'s `validation_data`: arrays in memory as they are; lazy rows (`data.rows.ItemRows`) as a
-    dataset of the batches Keras cuts from arrays (in order, `batch_size` rows, Keras' default of 32 when
-    `fit` gets no batch size, the last batch partial), read per batch: the same batches, so the same
-    `val_*` values, without the part in memory."""
+def evaluation_data(inputs, targets, *, batch_size: int = PREDICT_BATCH) -> tuple[object, int | None]:
+    """`fit`'s `validation_data` and `validation_batch_size`: arrays in memory as they are, cut by Keras
+    into batches of `predict_batch_size` rows (Keras' default of 32, fewer for large items); lazy rows
+    (`data.rows.ItemRows`) as a dataset of the same batches (in order, the last one partial), read per
+    batch: the same `val_*` values, without the part in memory, and a few batches of at most
+    `PREDICT_BATCH_BYTES` in flight however long the part is."""
+    size = predict_batch_size(list(inputs) if isinstance(inputs, (list, tuple)) else [inputs], batch_size)
     if not is_lazy(inputs):
-        return inputs, targets
-    return ordered_batches(inputs, targets, batch_size=batch_size)
+        return (inputs, targets), size
+    return ordered_batches(inputs, targets, batch_size=size), None
 
 
 def predict_fixed(model: keras.Model, inputs, *, batch_size: int = PREDICT_BATCH) -> np.ndarray:
@@ -641,9 +657,9 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
 
             callbacks.append(EpochBackup(backup, save_state, restore=restore, stopping=stopping, plateau=plateau,
                                          every=backup_every))
+        val_data, val_batch = (None, None) if stage_validation is None else evaluation_data(*stage_validation)
         trained.fit(dataset, epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
-                    validation_data=None if stage_validation is None else evaluation_data(*stage_validation),
-                    callbacks=callbacks, shuffle=False,
+                    validation_data=val_data, validation_batch_size=val_batch, callbacks=callbacks, shuffle=False,
                     class_weight=class_weights(stage.class_weight, y_train), verbose=verbose)
         if rows and not np.isfinite(rows[-1].get("loss", 0.0)):
             if log_csv is not None:

@@ -98,15 +98,24 @@ def _spec(config):
 
 
 @pytest.mark.usefixtures("isolated_cache")
-def test_a_run_from_the_mapped_images_gives_the_predictions_of_the_arrays_in_memory(tmp_path, monkeypatch):
+@pytest.mark.parametrize("budget_items", [None, 3])
+def test_a_run_from_the_mapped_images_gives_the_predictions_of_the_arrays_in_memory(tmp_path, monkeypatch,
+                                                                                 budget_items):
+    # budget_items: room for that many items in a prediction batch's byte budget (large items, in
+    # small): validation and prediction batches shrink alike on both paths.
     config, data = _whole_image_inputs(tmp_path, monkeypatch)
     row = runner_inputs.scaled(data, config.input_scale)
+    if budget_items is not None:
+        monkeypatch.setattr(fit, "PREDICT_BATCH_BYTES", budget_items * 4 * int(np.prod(row.images.shape[1:])))
     handed = {"mapped": [], "in_memory": []}
-    real_train, real_eval = fit.make_dataset, fit.ordered_batches
+    validation_batches = []
+    real_train, real_eval, real_fit = fit.make_dataset, fit.ordered_batches, keras.Model.fit
     monkeypatch.setattr(fit, "make_dataset", lambda images, *a, **k: handed[name].append(images) or
                         real_train(images, *a, **k))
     monkeypatch.setattr(fit, "ordered_batches", lambda images, *a, **k: handed[name].append(images) or
-                        real_eval(images, *a, **k))
+                        validation_batches.append(k["batch_size"]) or real_eval(images, *a, **k))
+    monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: validation_batches.append(
+        k.get("validation_batch_size")) or real_fit(self, *a, **k))
     shape = (*config.input_hw, config.input_channels)
     outcomes = {}
     for name, images in (("mapped", row.images), ("in_memory", np.asarray(row.images))):
@@ -124,6 +133,9 @@ def test_a_run_from_the_mapped_images_gives_the_predictions_of_the_arrays_in_mem
     pd.testing.assert_frame_equal(logs["mapped"], logs["in_memory"], check_exact=True)
     assert outcomes["mapped"][1] == outcomes["in_memory"][1]
     assert outcomes["mapped"][0]["score"].nunique() > 1  # a model that learned something, not a constant
+    batch = PREDICT_BATCH if budget_items is None else budget_items
+    # each stage's fit: arrays get validation_batch_size, lazy rows a dataset of batches that size
+    assert set(validation_batches) == {batch, None}, validation_batches
 
 
 def _fold_peak(folder: Path, n: int, shape=(96, 80)) -> int:

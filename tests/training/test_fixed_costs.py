@@ -12,7 +12,8 @@ from tensorflow.python.framework import config as tf_config
 
 from mammo_keras.data.pipeline import AugmentConfig, RandomAugment, make_dataset, preset
 from mammo_keras.training import cv
-from mammo_keras.training.fit import FixedBatches, augment_place, fit_stages, predict_fixed
+from mammo_keras.training.fit import (PREDICT_BATCH_BYTES, FixedBatches, augment_place, fit_stages, predict_batch_size,
+                                      predict_fixed)
 from mammo_keras.training.stages import Stage
 
 
@@ -90,6 +91,22 @@ def test_fixed_batches_pad_only_the_last_batch_and_drop_its_padding():
     assert shapes == [(16, 12, 12, 1)] * 3
     np.testing.assert_allclose(batches.predict(model), model.predict(x, verbose=0), atol=1e-6)
     assert FixedBatches(x[:0]).predict(model).shape == (0, 2)
+
+
+def test_prediction_batches_hold_at_most_the_byte_budget():
+    """32 rows (Keras' default) unless that many float32 inputs pass PREDICT_BATCH_BYTES (32 MiB): Shen's
+    whole images (1152x896 grey, 4.1 MB) go 8 a batch, 3-channel ones 2; every input of a pair counts."""
+    def batch(*shapes):
+        return predict_batch_size([np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (5, *shape),
+                                                                   (0,) * (len(shape) + 1)) for shape in shapes])
+    assert PREDICT_BATCH_BYTES == 32 * 2 ** 20
+    assert batch((224, 224, 3)) == 32 and batch((75, 75, 1)) == 32
+    assert batch((1152, 896, 1)) == 8 and batch((1152, 896, 3)) == 2
+    assert batch((224, 224, 3), (224, 224, 3)) == 27
+    assert batch((8192, 8192, 1)) == 1  # one row even when it alone passes the budget
+    x = np.zeros((20, 1152, 896, 1), np.float32)
+    batches = FixedBatches(x)
+    assert batches.batch_size == 8 and [int(b.shape[0]) for b in batches.dataset] == [8, 8, 8]
 
 
 def test_augmentation_in_the_training_step():
