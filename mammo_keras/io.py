@@ -208,9 +208,17 @@ def read_manifest(directory: str | os.PathLike) -> dict:
                               "mammo_keras.io.save (expected model.json, model.weights.h5, "
                               "model.keras and manifest.json)")
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise DataError(path, f"not valid JSON ({error.msg})", line=error.lineno) from None
+    except UnicodeDecodeError:
+        raise DataError(path, "not a text file (a manifest is UTF-8 JSON)") from None
+    checksums = manifest.get("sha256") if isinstance(manifest, dict) else None
+    if not isinstance(checksums, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in checksums.items()):
+        raise DataError(path, "no `sha256` table of file names and checksums: not a manifest written by "
+                              "mammo_keras.io.save")
+    return manifest
 
 
 def verify_checksums(directory: str | os.PathLike) -> None:
@@ -240,9 +248,17 @@ def load(directory: str | os.PathLike, *, verify: bool = True, format: str = "ke
     directory = Path(directory)
     if verify:
         verify_checksums(directory)
+    needed = (KERAS_FILE,) if format == "keras" else (ARCHITECTURE_FILE, WEIGHTS_FILE)
+    for name in needed:
+        if not (directory / name).is_file():
+            raise DataError(directory / name, f"missing: loading format={format!r} needs {' and '.join(needed)} "
+                                              "(a folder written by mammo_keras.io.save has both formats)")
     if format == "keras":
         return keras.saving.load_model(directory / KERAS_FILE, compile=False, safe_mode=True)
-    config = json.loads((directory / ARCHITECTURE_FILE).read_text())
+    try:
+        config = json.loads((directory / ARCHITECTURE_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(directory / ARCHITECTURE_FILE, f"not valid JSON ({error})") from None
     model = keras.saving.deserialize_keras_object(config, safe_mode=True)
     model.load_weights(directory / WEIGHTS_FILE)
     return model

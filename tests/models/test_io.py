@@ -75,7 +75,7 @@ def test_keras_is_the_primary_format_json_and_hdf5_are_kept(saved, batch):
     (folder / "model.weights.h5").unlink()
     loaded = io.load(folder, verify=False)  # the default reads model.keras alone
     np.testing.assert_allclose(loaded.predict(batch, verbose=0), model.predict(batch, verbose=0), atol=1e-6)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(DataError, match=r"model\.json: missing: loading format='json' needs model\.json and "):
         io.load(folder, verify=False, format="json")
 
 
@@ -94,6 +94,28 @@ def test_missing_listed_file_and_missing_manifest_are_named(saved, tmp_path):
         io.load(folder)
     with pytest.raises(DataError, match=r"empty.manifest\.json: no manifest\.json"):
         io.load(tmp_path / "empty")
+
+
+def test_hostile_manifests_and_missing_model_files_are_named(saved, tmp_path):
+    _, folder = saved
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for text, problem in (('{"architecture": "x"}', r"no `sha256` table"), ('["a"]', r"no `sha256` table"),
+                          ('{"sha256": {"model.keras": 3}}', r"no `sha256` table"),
+                          ('{"sha256": ', r"not valid JSON")):
+        (bad / "manifest.json").write_text(text)
+        with pytest.raises(DataError, match=r"bad.manifest\.json:(\d+:)? " + problem):
+            io.load(bad)
+    (bad / "manifest.json").write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(DataError, match=r"manifest\.json: not a text file"):
+        io.load(bad)
+    (folder / "model.keras").unlink()  # unchecked load: the file the format needs is named
+    with pytest.raises(DataError, match=r"model\.keras: missing: loading format='keras' needs model\.keras"):
+        io.load(folder, verify=False)
+    assert io.load(folder, verify=False, format="json").outputs  # the other format is still there
+    (folder / "model.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"model\.json: not valid JSON"):
+        io.load(folder, verify=False, format="json")
 
 
 def test_failed_write_keeps_the_previous_file(saved):
