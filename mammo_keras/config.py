@@ -387,7 +387,8 @@ def _select_rows(models: list[ModelRow], path: Path, *, rows, row_options: dict,
         if unknown:
             raise ValueError(f"{path}: unknown keys {unknown} in row_overrides[{row.label!r}]. "
                              f"Valid keys: {sorted(fields)}")
-        options = {**row.options, **({} if row.ensemble else row_options), **dict(change.pop("options", {}) or {})}
+        options = {**row.options, **({} if row.ensemble or row.baseline else row_options),
+                   **dict(change.pop("options", {}) or {})}
         for key in ("paper_row", "ensemble"):
             if key in change:
                 change[key] = {**getattr(row, key), **dict(change[key] or {})}
@@ -471,7 +472,8 @@ def check_overrides(overrides: dict[str, Any], path: str | Path = "--set") -> di
 
 
 _ROW_KEYS = {  # the keys load_config takes besides the fields: they change rows, not the whole model list
-    "rows": "a list of row labels: keep only these rows (e.g. --set 'rows=[vgg16]')",
+    "rows": "a list of row labels: keep only these rows (e.g. --set 'rows=[vgg16]'); the profile's baseline rows "
+            "(baseline_lr, baseline_rf) stay unless the list names one of them",
     "row_options": "a mapping: builder options merged into every row (e.g. --set 'row_options={weights: null}')",
     "row_overrides": "a mapping {row label: {ModelRow field: value}}: change one row (name, options, stages, "
                      "input_scale, train_patients, train_fraction, paper_row, ensemble, baseline)",
@@ -551,8 +553,13 @@ def load_config(name: str, profile: str = "tiny", *, experiments_dir: Path = EXP
     profiles = raw.pop("profiles", {}) or {}
     raw = _merge(raw, profiles.get(profile, {}) or {})
     raw = _merge(raw, overrides)
-    models = _select_rows([_model_row(m, path) for m in raw.pop("models", [])], path,
-                          rows=raw.pop("rows", None), row_options=raw.pop("row_options", None) or {},
+    baselines = list(_baseline_rows(raw, path))
+    rows = raw.pop("rows", None)
+    rows = [rows] if isinstance(rows, str) else rows
+    if isinstance(rows, list) and not {row.label for row in baselines} & set(rows):
+        rows = rows + [row.label for row in baselines]  # naming only models keeps the profile's baselines
+    models = _select_rows([_model_row(m, path) for m in raw.pop("models", [])] + baselines, path,
+                          rows=rows, row_options=raw.pop("row_options", None) or {},
                           row_overrides=raw.pop("row_overrides", None) or {})
     fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
     unknown = sorted(set(raw) - fields)
@@ -560,7 +567,7 @@ def load_config(name: str, profile: str = "tiny", *, experiments_dir: Path = EXP
         raise ValueError(f"{path}: unknown config keys {unknown}. Valid keys: {sorted(fields)}")
     if isinstance(raw.get("input_size"), list):
         raw["input_size"] = tuple(raw["input_size"])
-    models = _fraction_rows(models + _baseline_rows(raw, path), raw.get(TRAIN_FRACTIONS_KEY), path)
+    models = _fraction_rows(tuple(models), raw.get(TRAIN_FRACTIONS_KEY), path)
     for key in ("datasets", "metrics", "fractions", "baselines", TRAIN_FRACTIONS_KEY):
         if key in raw:
             raw[key] = tuple(raw[key])

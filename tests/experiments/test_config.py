@@ -90,3 +90,22 @@ def test_rows_override_takes_one_label_or_a_list_and_refuses_anything_else():
         load_config("jain_levy/table2", "tiny", overrides={"rows": 3})
     with pytest.raises(ValueError, match="names rows the config does not have: \\['lenet'\\]"):
         load_config("jain_levy/table2", "tiny", overrides={"rows": "lenet"})
+
+
+def test_rows_may_name_the_baseline_rows_and_naming_only_models_keeps_them():
+    def labels(rows):
+        return [m.label for m in load_config("chougrad2018/table2", "cpu", overrides={"rows": rows}).models]
+
+    assert labels(["vgg16"]) == ["vgg16", "baseline_lr", "baseline_rf"]  # the profile's floor stays
+    assert labels(["baseline_lr"]) == ["baseline_lr"]
+    assert labels("baseline_rf") == ["baseline_rf"]
+    assert labels(["resnet50", "baseline_rf"]) == ["resnet50", "baseline_rf"]
+    with pytest.raises(ValueError, match=r"`rows` names rows the config does not have: \['baseline_x'\]\. "
+                                         r"Rows: \['vgg16', 'resnet50', 'inceptionv3', 'baseline_lr', 'baseline_rf'\]"):
+        labels(["baseline_x"])
+    curve = load_config("mias_tasks/learning_curve", "cpu", overrides={"rows": ["baseline_lr"]})
+    assert [m.label for m in curve.models] == ["baseline_lr@25%", "baseline_lr@50%", "baseline_lr@75%",
+                                               "baseline_lr@100%"]
+    # options merged into every row go to the networks, not to the baseline rows
+    mixed = load_config("chougrad2018/table2", "cpu", overrides={"row_options": {"weights": None}})
+    assert all("weights" not in m.options for m in mixed.models if m.baseline)
