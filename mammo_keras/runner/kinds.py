@@ -207,7 +207,9 @@ class Detection:
         from mammo_keras.runner.detection import run_row
 
         try:
-            detections, summary = run_row(job.config, job.row, job.data.split, job.folder, job.progress)
+            # job.options has the row's $VARs expanded (a local weights file): build from those.
+            row = dataclasses.replace(job.row, options=job.options)
+            detections, summary = run_row(job.config, row, job.data.split, job.folder, job.progress)
         except ImportError as error:  # an optional library (keras-cv for YOLOv8) is missing
             job.say(f"not run: {error}")
             return pd.DataFrame(), {"status": f"not run: {str(error).split('. ')[0]}"}

