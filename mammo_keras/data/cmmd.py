@@ -34,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammo_keras.data.dicom import read_header
+from mammo_keras.data.file_cache import FileCache
 from mammo_keras.data.records import make_table
 from mammo_keras.data.tabular import (MISSING_POLICIES, check_missing, column_positions, find_file,
                                       read_csv_rows)
@@ -67,13 +68,16 @@ HOW_TO_GET = """\
     3. put both under one folder DIR and pass --root DIR (or set MAMMO_DATA so that $MAMMO_DATA/cmmd is DIR)."""
 
 
-def read(root: str | Path, *, missing: str = "error") -> pd.DataFrame:
+def read(root: str | Path, *, missing: str = "error", cache: str | Path | None = None) -> pd.DataFrame:
     """Read CMMD into the record table: one row per image and finding type of a listed breast.
 
     Args:
         root: folder holding the clinical spreadsheet and the DICOM tree.
         missing: a spreadsheet breast without any DICOM: "error", "skip", or "keep" (one row
             with image_found False and the patient's expected folder as path).
+        cache: a JSON file keeping the header fields read from each DICOM (`file_cache.FileCache`,
+            valid while a file keeps its size and mtime): a second reading of an unchanged tree
+            reads no header. None: every header is read.
 
     Returns:
         The record table (no geometry) plus columns age, subtype, abnormality_raw, n_listed
@@ -87,7 +91,9 @@ def read(root: str | Path, *, missing: str = "error") -> pd.DataFrame:
     check_missing(missing)
     root = Path(root)
     sheet = find_clinical_sheet(root)
-    images = index_dicoms(root)
+    files = FileCache(cache)
+    images = index_dicoms(root, cache=files)
+    files.save()
     by_breast: dict[tuple[str, str], list[dict]] = {}
     for image in images:
         by_breast.setdefault((image["patient_id"], image["laterality"]), []).append(image)
@@ -163,11 +169,12 @@ def read_clinical_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
                      "Age": _integer_text(fields["Age"]), "number": _integer_text(fields["number"])}
 
 
-def index_dicoms(root: Path) -> list[dict]:
+def index_dicoms(root: Path, *, cache: FileCache | None = None) -> list[dict]:
     """Every .dcm under `root`: path, patient (PatientID), side and view from the header, image_id.
 
     image_id is `<patient>_<side>_<view>`, numbered `_2`, `_3` ... (in path order) when a breast
-    has more than one image of a view.
+    has more than one image of a view. With a `cache`, a file's header fields are read once while
+    it keeps its size and mtime.
 
     Raises:
         DataError: a DICOM whose header has no PatientID or no side, naming the file.
@@ -179,7 +186,7 @@ def index_dicoms(root: Path) -> list[dict]:
             if not name.lower().endswith(".dcm"):
                 continue
             path = Path(folder) / name
-            header = read_header(path)
+            header = (cache or FileCache(None)).get("header", path, lambda: _header_fields(path))
             patient = str(header.get("PatientID", "")).strip()
             if not patient:
                 raise DataError(path, "DICOM header has no PatientID (CMMD's ID1, e.g. D1-0001)")
@@ -191,6 +198,15 @@ def index_dicoms(root: Path) -> list[dict]:
         counts[stem] = counts.get(stem, 0) + 1
         image["image_id"] = stem if counts[stem] == 1 else f"{stem}_{counts[stem]}"
     return images
+
+
+def _header_fields(path: Path) -> dict:
+    """The header fields `index_dicoms` uses, as JSON values (for the cache); the header is read once."""
+    header = read_header(path)
+    codes = [{"CodeValue": str(item.get("CodeValue", "")), "CodeMeaning": str(item.get("CodeMeaning", ""))}
+             for item in header.get("ViewCodeSequence", []) or []]
+    return {**{keyword: str(header.get(keyword, "") or "") for keyword in
+               ("PatientID", "ImageLaterality", "Laterality", "ViewPosition")}, "ViewCodeSequence": codes}
 
 
 def header_laterality(header, path: Path) -> str:

@@ -115,3 +115,32 @@ def test_bad_values_and_headers_without_a_side(tmp_path):
     write_dicom(path, np.zeros((4, 4), np.uint16), patient_id="D9-0009", laterality="")
     with pytest.raises(DataError, match=r"1-1.dcm: the DICOM header must give the side as ImageLaterality"):
         cmmd.read(root, missing="skip")
+
+
+def test_a_second_reading_with_a_cache_reads_no_header_and_a_changed_file_is_read_again(tmp_path, monkeypatch):
+    import json
+    import os
+
+    root, cache = write_tree(tmp_path / "data"), tmp_path / "reader_cache.json"
+    reads = []
+    real = cmmd.read_header
+    monkeypatch.setattr(cmmd, "read_header", lambda path: reads.append(path) or real(path))
+    plain = cmmd.read(root, missing="skip")
+    n_files = len(reads)
+    first = cmmd.read(root, missing="skip", cache=cache)
+    assert len(reads) == 2 * n_files == 2 * len(list(root.rglob("*.dcm")))  # the first cached reading reads all
+    reads.clear()
+    second = cmmd.read(root, missing="skip", cache=cache)
+    assert reads == []
+    pd.testing.assert_frame_equal(first, plain)
+    pd.testing.assert_frame_equal(second, plain)
+    assert second.attrs == plain.attrs
+    assert len(json.loads(cache.read_text())["entries"]["header"]) == n_files
+    # a file rewritten with another view is read again, and only it
+    changed = sorted(root.rglob("*.dcm"))[0]
+    write_dicom(changed, np.full((6, 4), 10, np.uint16), patient_id="D1-0001", laterality="L", view="MLO")
+    os.utime(changed, ns=(os.stat(changed).st_atime_ns, os.stat(changed).st_mtime_ns + 10 ** 9))
+    third = cmmd.read(root, missing="skip", cache=cache)
+    assert reads == [changed]
+    assert third["view"].tolist()[:2] == ["MLO", "MLO"] and third["image_id"].tolist()[:2] == ["D1-0001_L_MLO",
+                                                                                              "D1-0001_L_MLO_2"]
