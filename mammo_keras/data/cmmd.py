@@ -179,6 +179,7 @@ def index_dicoms(root: Path, *, cache: FileCache | None = None) -> list[dict]:
     Raises:
         DataError: a DICOM whose header has no PatientID or no side, naming the file.
     """
+    cache = cache or FileCache(None)
     images = []
     for folder, folders, files in os.walk(root):
         folders.sort()
@@ -186,7 +187,7 @@ def index_dicoms(root: Path, *, cache: FileCache | None = None) -> list[dict]:
             if not name.lower().endswith(".dcm"):
                 continue
             path = Path(folder) / name
-            header = (cache or FileCache(None)).get("header", path, lambda: _header_fields(path))
+            header = cache.get("header", path, lambda: _header_fields(path))
             patient = str(header.get("PatientID", "")).strip()
             if not patient:
                 raise DataError(path, "DICOM header has no PatientID (CMMD's ID1, e.g. D1-0001)")
