@@ -47,8 +47,18 @@ class ModelRow:
     # {classifier: logistic_regression|random_forest, lesion_boxes: bool, options: {...}, levels: int}:
     # the classical baseline (evaluation.baseline) on the same parts as the CNN rows (`name` is "baseline").
     baseline: dict = dataclasses.field(default_factory=dict)
+    # {method: simclr, epochs, batch_size, ...} (training.contrastive.Pretraining): before each part
+    # trains, its encoder is pretrained without labels on the part's own training items.
+    pretrain: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        if self.pretrain:
+            from mammo_keras.training.contrastive import Pretraining
+
+            if self.baseline or self.ensemble:
+                raise ValueError(f"row {self.label!r}: `pretrain` is for a trained model's row, not a "
+                                 f"{'baseline' if self.baseline else 'ensemble'} row")
+            Pretraining.from_config(self.pretrain, f"row {self.label!r}: pretrain")
         if self.train_fraction is not None:
             check_train_fraction(self.train_fraction, f"row {self.label!r}: train_fraction")
         if self.baseline:
@@ -342,7 +352,7 @@ def _model_row(raw: dict, path: Path) -> ModelRow:
     if not values["name"]:
         raise ValueError(f"{path}: every model row needs a `name` (a registry name). Received: {raw!r}")
     values.setdefault("label", values["name"])
-    for key in ("options", "paper_row", "ensemble", "baseline"):
+    for key in ("options", "paper_row", "ensemble", "baseline", "pretrain"):
         values[key] = dict(values.get(key) or {})
     return ModelRow(**values)
 
@@ -368,8 +378,6 @@ def _select_rows(models: list[ModelRow], path: Path, *, rows, row_options: dict,
     """Profiles change rows, not whole model lists: a subset (`rows`), options merged into every
     row (`row_options`) and per-row field changes (`row_overrides: {label: {field: value}}`)."""
     labels = [row.label for row in models]
-    if isinstance(rows, str):  # `--set rows=vgg16`: one label, not its letters
-        rows = [rows]
     if rows is not None and not (isinstance(rows, list) and all(isinstance(r, str) for r in rows)):
         raise ValueError(f"{path}: `rows` takes a list of row labels, e.g. --set 'rows=[{labels[0] if labels else 'vgg16'}]'. "
                          f"Received: rows={rows!r}")
@@ -389,7 +397,7 @@ def _select_rows(models: list[ModelRow], path: Path, *, rows, row_options: dict,
                              f"Valid keys: {sorted(fields)}")
         options = {**row.options, **({} if row.ensemble or row.baseline else row_options),
                    **dict(change.pop("options", {}) or {})}
-        for key in ("paper_row", "ensemble"):
+        for key in ("paper_row", "ensemble", "pretrain"):
             if key in change:
                 change[key] = {**getattr(row, key), **dict(change[key] or {})}
         result.append(dataclasses.replace(row, options=options, **change))
@@ -476,7 +484,8 @@ _ROW_KEYS = {  # the keys load_config takes besides the fields: they change rows
             "(baseline_lr, baseline_rf) stay unless the list names one of them",
     "row_options": "a mapping: builder options merged into every row (e.g. --set 'row_options={weights: null}')",
     "row_overrides": "a mapping {row label: {ModelRow field: value}}: change one row (name, options, stages, "
-                     "input_scale, train_patients, train_fraction, paper_row, ensemble, baseline)",
+                     "input_scale, train_patients, train_fraction, paper_row, ensemble, baseline, pretrain; options, "
+                     "paper_row, ensemble and pretrain are merged into the row's key by key)",
 }
 
 
@@ -568,6 +577,9 @@ def load_config(name: str, profile: str = "tiny", *, experiments_dir: Path = EXP
     if isinstance(raw.get("input_size"), list):
         raw["input_size"] = tuple(raw["input_size"])
     models = _fraction_rows(tuple(models), raw.get(TRAIN_FRACTIONS_KEY), path)
+    if raw.get("kind") == "detection" and any(row.pretrain for row in models):
+        raise ValueError(f"{path}: `pretrain` (self-supervised encoder pretraining) is for classification rows; "
+                         f"detection rows take a backbone's `weights` instead")
     for key in ("datasets", "metrics", "fractions", "baselines", TRAIN_FRACTIONS_KEY):
         if key in raw:
             raw[key] = tuple(raw[key])

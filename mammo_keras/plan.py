@@ -36,6 +36,8 @@ from mammo_keras.config import ExperimentConfig, ModelRow
 
 PLAN_VERSION = 1
 UNTRAINED_WEIGHTS = ("weights", "patch_weights")
+PRETRAINING_ITEMS = ("each part's training items (its fit patients only: never its validation or test "
+                     "patients), labels unused, one pretraining per part")
 
 
 def _layer_kind(layer) -> str:
@@ -376,7 +378,7 @@ def train_patients_text(share: float, val_fraction: float) -> str:
 
 def row_plan(config: ExperimentConfig, row: ModelRow, cache: dict) -> dict:
     """The plan of one result row (a model, or an ensemble of earlier rows)."""
-    from mammo_keras.runner.rows import expand_options, row_stages
+    from mammo_keras.runner.rows import expand_options, row_pretraining, row_stages
 
     plan = {"label": row.label, "model": row.name, "paper_row": dict(row.paper_row)}
     if row.train_fraction is not None:  # a learning curve's point (`train_fractions`)
@@ -435,6 +437,11 @@ def row_plan(config: ExperimentConfig, row: ModelRow, cache: dict) -> dict:
         augment = preset(config.augment)
     plan["model_summary"] = summary
     plan["data"] = data_plan(config, row, model)
+    pretraining = row_pretraining(config, row)
+    if pretraining is not None:
+        from mammo_keras.training import contrastive
+
+        plan["pretraining"] = contrastive.plan(model, pretraining, n_items=PRETRAINING_ITEMS)
     plan["stages"] = [stage_plan(model, stage, n_classes_output=int(model.outputs[0].shape[-1]), augment=augment,
                                  offline_copies=offline, fine_tune=options.get("fine_tune"), built=flags["built"])
                       for stage in stages]
@@ -526,6 +533,14 @@ def render_markdown(plan: dict) -> str:
             lines.append(f"- model: {_fmt(row['model_summary'])}")
         if "data" in row and len(chains) > 1:
             lines += ["- data:", *[f"  {n}. {_chain_line(s)}" for n, s in enumerate(row["data"]["chain"], 1)]]
+        if "pretraining" in row:
+            pre = row["pretraining"]
+            lines += [f"- self-supervised pretraining ({pre['method']}) before the stages: {pre['epochs']} epochs, "
+                      f"batch {pre['batch_size']}, {pre['objective']}, optimizer {_fmt(pre['optimizer'])}",
+                      f"  - on {pre['unlabelled_items']}",
+                      f"  - encoder: the layers up to `{pre['encoder_output']}` ({pre['encoder_layers']} weighted "
+                      f"layers, {pre['encoder_params']:,} params); projection: {pre['projection']}",
+                      f"  - views: {_fmt(pre['views'])}"]
         for entry in row.get("stages", []):
             if not entry["runs"]:
                 lines.append(f"- stage `{entry['name']}`: {entry['skipped']}")

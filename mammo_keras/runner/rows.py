@@ -71,6 +71,14 @@ def row_stages(config: ExperimentConfig, row: ModelRow) -> tuple:
     return tuple(stages)
 
 
+def row_pretraining(config: ExperimentConfig, row: ModelRow):
+    """The row's self-supervised pretraining at the config's profile (epochs scaled as its stages'), or None."""
+    from mammo_keras.training.contrastive import Pretraining
+
+    spec = Pretraining.from_config(row.pretrain, f"row {row.label!r}: pretrain")
+    return spec.scaled(config.epoch_scale) if spec is not None and config.epoch_scale != 1.0 else spec
+
+
 def model_info(config: ExperimentConfig, row: ModelRow) -> dict:
     """The manifest sections a saved model of `row` carries (`io.save` keywords): the builder's name,
     the class names and the input recipe, so `predict` prepares a new image as training did."""
@@ -93,7 +101,8 @@ def train_spec(config: ExperimentConfig, row: ModelRow, options: dict):
                      snapshots=config.selection_snapshots, flip_tta=config.flip_tta,
                      cache_features=config.cache_features, deterministic=config.deterministic,
                      save_models=config.save_models or config.kind == "transfer",
-                     model_info=model_info(config, row), progress=settings.progress_bars())
+                     model_info=model_info(config, row), progress=settings.progress_bars(),
+                     pretrain=row_pretraining(config, row))
 
 
 def describe_weights(weights) -> str:

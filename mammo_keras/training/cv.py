@@ -11,6 +11,8 @@ Output folder:
                             stage's end): a fold killed mid-training restarts there and ends
                             with the predictions of an uninterrupted run; removed when the
                             fold is done.
+    fold_<k>/pretrain_log.csv  per-epoch log of a row's self-supervised pretraining (`pretrain`),
+                            with fold_<k>/pretrained.weights.h5 its result until the fold is done.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from mammo_keras.evaluation.scoring import calibration, reliability_diagram
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
 from mammo_keras.models.inputs import as_model_input, positive_scores
 from mammo_keras.training.fit import BACKUP_EVERY, augment_place, fit_stages, predict_fixed
+from mammo_keras.training.contrastive import Pretraining
 from mammo_keras.training.stages import Stage
 
 
@@ -87,6 +90,8 @@ class TrainSpec:
     part's model with `model_info` (the manifest sections `predict` reads); deterministic: TF op
     determinism (`seed_everything`); progress: tqdm bars over epochs and steps (`fit_stages`); augment_on: where
     augmentation runs (`fit.AUGMENT_ON`);
+    pretrain: a `contrastive.Pretraining` of the encoder on the part's training items, without their
+    labels, before the stages (kept in `<part>/pretrained.weights.h5`, so a resumed part reuses it);
     backup: keep `<part>/backup/backup.npz` (written after an epoch once `backup_every` seconds
     have passed since the last one, and at every stage's end; 0: every epoch) so that a killed
     part resumes after its last backed-up epoch (`fit.FitBackup`), removed once the part is done.
@@ -110,6 +115,7 @@ class TrainSpec:
     augment_on: str = "auto"
     backup: bool = True
     backup_every: float = BACKUP_EVERY
+    pretrain: Pretraining | None = None
 
 
 def as_spec(stages: TrainSpec | Sequence[Stage], **options) -> TrainSpec:
@@ -237,6 +243,8 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
     y_fit = labels[fit_rows][source]
     seed_everything(seed, deterministic=spec.deterministic)
     model = build_model()
+    if spec.pretrain is not None:
+        pretrain_part(model, x_fit, spec, out, seed=seed)
     log = fit_stages(model, spec.stages, (x_fit, y_fit),
                      (fitted.transform(images[val_rows]), labels[val_rows]) if len(val_rows) else None,
                      augment=spec.augment, seed=seed, log_csv=out / "log.csv", verbose=spec.verbose,
@@ -274,12 +282,34 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
     if explain is not None:
         explain(model, fitted.transform(images[test_rows]), predictions, out)
     atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
+    (out / PRETRAINED_FILE).unlink(missing_ok=True)  # the whole model's weights: kept only to resume
     if spec.backup:
         (out / "backup" / "backup.npz").unlink(missing_ok=True)
         if (out / "backup").is_dir() and not any((out / "backup").iterdir()):
             (out / "backup").rmdir()
     keras.backend.clear_session()
     return predictions, metrics
+
+
+PRETRAINED_FILE = "pretrained.weights.h5"
+
+
+def pretrain_part(model: keras.Model, x_fit, spec: TrainSpec, out: Path, *, seed: int) -> None:
+    """Pretrain `model`'s encoder on the part's training inputs (no labels; `spec.pretrain`), or load the
+    weights an earlier, killed invocation of this part saved; then reseed, so the stages that follow
+    start from the same state either way."""
+    from mammo_keras.training.contrastive import pretrain
+
+    saved = out / PRETRAINED_FILE
+    if saved.is_file():
+        model.load_weights(str(saved))
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        pretrain(model, as_model_input(x_fit, model), spec.pretrain, seed=seed, log_csv=out / "pretrain_log.csv")
+        partial = out / f".{PRETRAINED_FILE}.partial.weights.h5"
+        model.save_weights(str(partial))
+        partial.replace(saved)
+    seed_everything(seed, deterministic=spec.deterministic)
 
 
 CARD_METRICS = ("accuracy", "auc")
