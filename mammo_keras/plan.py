@@ -73,6 +73,15 @@ def describe_init(value) -> str:
     return str(value)
 
 
+def _init_text(raw, expanded, unset: list[str]) -> str:
+    """A weights option in the plan: `${VAR}` shown with the file it names now (or as unset)."""
+    if not (isinstance(raw, str) and "$" in raw):
+        return describe_init(raw)
+    if unset:
+        return f"{raw} (unset here: the row is skipped)"
+    return f"{raw} = {describe_init(expanded)}"
+
+
 def build_for_plan(row: ModelRow, config: ExperimentConfig, options: dict, cache: dict | None = None):
     """The row's model with the weights it would load left at random (built offline, in seconds).
 
@@ -402,7 +411,8 @@ def row_plan(config: ExperimentConfig, row: ModelRow, cache: dict) -> dict:
         return plan
     options, unset = expand_options(row.options)
     plan["options"] = json.loads(json.dumps(row.options, default=str))
-    plan["init"] = {key: describe_init(row.options.get(key)) for key in UNTRAINED_WEIGHTS if key in row.options}
+    plan["init"] = {key: _init_text(row.options[key], options[key], unset)
+                    for key in UNTRAINED_WEIGHTS if key in row.options}
     if unset:
         plan["needs"] = f"environment variables {', '.join(unset)} (a local weights file); skipped without them"
     if row.train_patients is not None:
@@ -410,7 +420,7 @@ def row_plan(config: ExperimentConfig, row: ModelRow, cache: dict) -> dict:
     if config.kind == "detection":
         from mammo_keras.runner.detection import plan_row
 
-        plan.update(plan_row(config, row))
+        plan.update(plan_row(config, row if unset else dataclasses.replace(row, options=options)))
         return plan
     key = json.dumps([row.name, options, list(config.input_hw), config.input_channels], sort_keys=True, default=str)
     stages = row_stages(config, row)

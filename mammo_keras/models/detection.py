@@ -102,9 +102,7 @@ def _vgg16_encoder(input_shape, weights) -> keras.Model:
     512 ch), P4 = block5_conv3 (16, 512), P5 = block5_pool (32, 512); the FPN adds P6/P7 from P5.
     The caffe input scaling (BGR, minus the ImageNet channel means) is the named first layer.
     """
-    from mammo_keras.models import backbones
     from mammo_keras.models import weights as mk_weights
-    from mammo_keras.models.layers import ImageNetScaling
 
     hed = None
     if weights is not None and weights != "imagenet":
@@ -114,14 +112,40 @@ def _vgg16_encoder(input_shape, weights) -> keras.Model:
                              f"a Keras VGG16 weights file. Received: weights={weights!r}")
         if mk_weights.is_keras_weights_file(hed):  # Keras' own notop file or a saved VGG16: by layer name
             hed = None
-    inputs = keras.Input(input_shape, name="image")
-    scaled = ImageNetScaling("caffe", name="caffe_scaling")(inputs)
-    encoder = backbones.backbone("vgg16", input_shape, weights=None if hed else weights,
-                                 input_tensor=scaled, name="vgg16")
+    encoder = VGG16Pyramid(input_shape, stack=_vgg16_stack(input_shape, None if hed else weights))
     if hed is not None:
         mk_weights.set_vgg16_convs(encoder, mk_weights.read_hed_vgg16(hed))
-    encoder.pyramid_outputs = {level: encoder.get_layer(layer).output for level, layer in VGG16_PYRAMID.items()}
     return encoder
+
+
+def _vgg16_stack(input_shape, weights) -> keras.Model:
+    from mammo_keras.models import backbones
+    from mammo_keras.models.layers import ImageNetScaling
+
+    inputs = keras.Input(input_shape, name="image")
+    scaled = ImageNetScaling("caffe", name="caffe_scaling")(inputs)
+    return backbones.backbone("vgg16", input_shape, weights=weights, input_tensor=scaled, name="vgg16")
+
+
+@keras.saving.register_keras_serializable(package="mammo_keras")
+class VGG16Pyramid(keras.Model):
+    """The VGG16 encoder of `retinanet_vgg16` as a model that keeps its `pyramid_outputs` (P3-P5, the
+    layers of VGG16_PYRAMID) through a `.keras` save and load, as keras-hub's backbones do: its config
+    is the image shape, and loading rebuilds the graph, the weights then restored by layer."""
+
+    def __init__(self, image_shape=(512, 512, 3), *, stack: keras.Model | None = None, name: str = "vgg16",
+                 **kwargs):
+        stack = stack if stack is not None else _vgg16_stack(tuple(image_shape), None)
+        super().__init__(inputs=stack.inputs, outputs=stack.outputs, name=name, **kwargs)
+        self.image_shape = tuple(image_shape)
+        self.pyramid_outputs = {level: self.get_layer(layer).output for level, layer in VGG16_PYRAMID.items()}
+
+    def get_config(self) -> dict:
+        return {"image_shape": list(self.image_shape), "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
 
 
 def _retinanet(encoder: keras.Model, input_shape, num_classes: int, *, name: str,

@@ -42,8 +42,9 @@ class Pretraining:
     partial batch dropped) / learning_rate (Adam) / temperature (NT-Xent's tau; SimCLR: 0.1-0.5).
     encoder_output: the last encoder layer's name, or "auto" (the layer feeding the model's first
     Flatten or global pooling). projection: the MLP's widths (hidden ..., output), after global
-    average pooling. crop_area: the range of the random crop's share of the item's area (aspect
-    3/4-4/3), resized back to the item size; brightness / contrast: the jitter's half-ranges
+    average pooling. crop_area / aspect: the ranges of the random crop's share of the item's area
+    and of its width / height (log-uniform), a side longer than the item cut to it, the crop
+    resized back to the item size; brightness / contrast: the jitter's half-ranges
     (an added offset, a factor around the item mean); noise: the Gaussian noise's largest sigma
     (drawn per view), all on the items' own scale.
     """
@@ -56,6 +57,7 @@ class Pretraining:
     encoder_output: str = AUTO
     projection: tuple[int, ...] = (256, 128)
     crop_area: tuple[float, float] = (0.3, 1.0)
+    aspect: tuple[float, float] = (0.75, 4 / 3)
     brightness: float = 0.1
     contrast: float = 0.3
     noise: float = 0.03
@@ -77,6 +79,9 @@ class Pretraining:
         if not 0 < low <= high <= 1:
             raise ValueError(f"pretrain `crop_area` must be [low, high] with 0 < low <= high <= 1. "
                              f"Received: crop_area={list(self.crop_area)}")
+        if not 0 < self.aspect[0] <= self.aspect[1]:
+            raise ValueError(f"pretrain `aspect` must be [low, high] with 0 < low <= high. "
+                             f"Received: aspect={list(self.aspect)}")
         if not self.projection or any(int(units) < 1 for units in self.projection):
             raise ValueError(f"pretrain `projection` must list positive widths. Received: {list(self.projection)}")
 
@@ -90,7 +95,7 @@ class Pretraining:
         if unknown:
             raise ValueError(f"{where}: unknown keys {unknown}. Valid keys: {sorted(fields)}")
         values = dict(raw)
-        for key in ("projection", "crop_area"):
+        for key in ("projection", "crop_area", "aspect"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
@@ -174,7 +179,7 @@ def random_views(images, spec: Pretraining, seed):
 
     low, high = spec.crop_area
     area = uniform(0, low, high)
-    aspect = tf.exp(uniform(1, np.log(3 / 4), np.log(4 / 3)))
+    aspect = tf.exp(uniform(1, float(np.log(spec.aspect[0])), float(np.log(spec.aspect[1]))))
     box_h = tf.minimum(1.0, tf.sqrt(area / aspect))
     box_w = tf.minimum(1.0, tf.sqrt(area * aspect))
     top = uniform(2, 0.0, 1.0) * (1.0 - box_h)
@@ -267,6 +272,6 @@ def plan(model: keras.Model, spec: Pretraining, *, n_items: str) -> dict:
             "encoder_output": encoder_layer_name(model, spec), "encoder_layers": len(layers),
             "encoder_params": params,
             "projection": f"global average pooling, MLP {list(spec.projection)} (dropped after pretraining)",
-            "views": {"crop_area": list(spec.crop_area), "aspect": [0.75, 1.3333], "flips": "both axes",
+            "views": {"crop_area": list(spec.crop_area), "aspect": [round(v, 4) for v in spec.aspect], "flips": "both axes",
                       "transpose": "square items", "brightness": spec.brightness, "contrast": spec.contrast,
                       "noise_sigma_max": spec.noise}}

@@ -109,3 +109,36 @@ def test_rows_may_name_the_baseline_rows_and_naming_only_models_keeps_them():
     # options merged into every row go to the networks, not to the baseline rows
     mixed = load_config("chougrad2018/table2", "cpu", overrides={"row_options": {"weights": None}})
     assert all("weights" not in m.options for m in mixed.models if m.baseline)
+
+
+def test_a_rows_pretraining_is_checked_merged_by_row_overrides_scaled_and_planned():
+    from mammo_keras.plan import compile_plan, render_markdown
+    from mammo_keras.runner.rows import train_spec
+
+    config = load_config("mias_tasks/patches_2class_simclr", "tiny",
+                         overrides={"row_overrides": {"scratch_cnn_simclr": {"pretrain": {"temperature": 0.5}}}})
+    row = next(m for m in config.models if m.label == "scratch_cnn_simclr")
+    assert row.pretrain == {"method": "simclr", "epochs": 40, "batch_size": 128, "learning_rate": 1e-3,
+                            "temperature": 0.5}  # merged key by key, the rest kept
+    assert train_spec(config, row, {}).pretrain.epochs == 2  # 40 x the tiny profile's 0.05
+    assert train_spec(config, config.models[0], {}).pretrain is None
+    plan = compile_plan(config)
+    planned = {r["label"]: r for r in plan["rows"]}
+    assert "pretraining" not in planned["scratch_cnn"]
+    assert planned["scratch_cnn_simclr"]["pretraining"]["epochs"] == 2
+    assert planned["scratch_cnn_simclr"]["pretraining"]["temperature"] == 0.5
+    assert planned["scratch_cnn_simclr"]["pretraining"]["encoder_output"] == "block4_dropout"
+    assert "self-supervised pretraining (simclr) before the stages: 2 epochs" in render_markdown(plan)
+    with pytest.raises(ValueError, match=r"row 'scratch_cnn_simclr': pretrain: unknown keys \['temp'\]"):
+        load_config("mias_tasks/patches_2class_simclr", "tiny",
+                    overrides={"row_overrides": {"scratch_cnn_simclr": {"pretrain": {"temp": 0.5}}}})
+
+
+def test_pretraining_is_refused_on_baseline_and_detection_rows(tmp_path):
+    from mammo_keras.config import ModelRow
+
+    with pytest.raises(ValueError, match="`pretrain` is for a trained model's row, not a baseline row"):
+        ModelRow("baseline", "baseline_lr", baseline={"classifier": "logistic_regression"},
+                 pretrain={"method": "simclr"})
+    with pytest.raises(ValueError, match="`pretrain` .* is for classification rows"):
+        load_config("hamed2020/table3", "tiny", overrides={"row_overrides": {"retinanet": {"pretrain": {"epochs": 2}}}})

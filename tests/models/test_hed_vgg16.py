@@ -74,3 +74,21 @@ def test_real_hed_file_reads_as_vgg16():
     with h5py.File(REAL_HED, "r") as handle:
         np.testing.assert_array_equal(model.get_layer("block5_conv3").get_weights()[0],
                                       handle["block5/layers/conv2d_2/vars/0"][()])
+
+
+def test_the_vgg16_retinanet_survives_a_keras_save_and_load(hed_file, tmp_path):
+    """keras-hub reads the encoder's `pyramid_outputs`; a plain Functional VGG16 lost them on loading."""
+    from mammo_keras import models
+    from mammo_keras.models.detection import VGG16Pyramid
+
+    path, written = hed_file
+    model = models.get("retinanet_vgg16", input_shape=(64, 64, 3), weights=str(path), head_convs=1)
+    model.save(tmp_path / "detector.keras")
+    loaded = keras.models.load_model(tmp_path / "detector.keras", compile=False)
+    encoder = loaded.backbone.image_encoder
+    assert isinstance(encoder, VGG16Pyramid) and sorted(encoder.pyramid_outputs) == ["P3", "P4", "P5"]
+    np.testing.assert_array_equal(encoder.get_layer("block5_conv3").get_weights()[0], written[-1][0])
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    before, after = model.predict(images, verbose=0), loaded.predict(images, verbose=0)
+    for key in before:
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-5)
