@@ -36,8 +36,6 @@ from mammo_keras.config import ExperimentConfig, ModelRow
 
 PLAN_VERSION = 1
 UNTRAINED_WEIGHTS = ("weights", "patch_weights")
-PRETRAINING_ITEMS = ("each part's training items (its fit patients only: never its validation or test "
-                     "patients), labels unused, one pretraining per part")
 
 
 def _layer_kind(layer) -> str:
@@ -451,7 +449,7 @@ def row_plan(config: ExperimentConfig, row: ModelRow, cache: dict) -> dict:
     if pretraining is not None:
         from mammo_keras.training import contrastive
 
-        plan["pretraining"] = contrastive.plan(model, pretraining, n_items=PRETRAINING_ITEMS)
+        plan["pretraining"] = contrastive.plan(model, pretraining)
     plan["stages"] = [stage_plan(model, stage, n_classes_output=int(model.outputs[0].shape[-1]), augment=augment,
                                  offline_copies=offline, fine_tune=options.get("fine_tune"), built=flags["built"])
                       for stage in stages]

@@ -44,6 +44,8 @@ class DatasetInputs:
     synthetic: bool = False
     absent: str = ""
     root: Path | None = None
+    # another task's items of this dataset, for rows that pretrain on them (`pretrain.unlabelled`)
+    unlabelled: dict[str, DatasetInputs] = dataclasses.field(default_factory=dict)
 
 
 def dataset_root(name: str, data_dir: str | Path | None) -> Path | None:
@@ -116,6 +118,22 @@ def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | N
     return DatasetInputs(name, images, index, report.data_fingerprint, synthetic, root=root)
 
 
+def unlabelled_key(source: dict) -> str:
+    """The name of a `pretrain.unlabelled` source: its task and options."""
+    return f"{source['task']}{options_tag(source.get('task_options'))}"
+
+
+def load_unlabelled(config: ExperimentConfig, dataset: str, data_dir, work: Path, progress,
+                    source: dict, options: dict | None = None) -> DatasetInputs:
+    """Another task's items of `dataset` for self-supervised pretraining (`pretrain.unlabelled`): the
+    same reader (so the same patient ids), the config's input size and channels, no label map, every
+    patient (`cv.train_and_test` keeps those outside a part's validation and test parts)."""
+    variant = dataclasses.replace(config, task=source["task"], task_options=dict(source.get("task_options") or {}),
+                                  label_map={}, item_part=None, abnormality=None, max_items=None)
+    progress(f"{dataset}: unlabelled `{source['task']}` items for pretraining")
+    return load_inputs(variant, dataset, data_dir, work, progress, options=options, abnormality=None)
+
+
 def with_official_split(index: pd.DataFrame, table: pd.DataFrame, name: str) -> pd.DataFrame:
     """The prepared index with the dataset's own train/test side of each item's image (`official_split`),
     when the reader records one (a `split` column: CBIS-DDSM's description CSVs, VinDr-Mammo); the
@@ -170,4 +188,5 @@ def scaled(inputs: DatasetInputs, scale: float) -> DatasetInputs:
     if IMAGE_MEAN_COLUMN in index:
         index = index.assign(**{IMAGE_MEAN_COLUMN: index[IMAGE_MEAN_COLUMN].astype(float) * scale})
     images = inputs.images.scaled(scale) if is_lazy(inputs.images) else inputs.images * np.float32(scale)
-    return dataclasses.replace(inputs, images=images, index=index)
+    return dataclasses.replace(inputs, images=images, index=index,
+                               unlabelled={key: scaled(value, scale) for key, value in inputs.unlabelled.items()})

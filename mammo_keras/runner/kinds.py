@@ -21,7 +21,8 @@ import pandas as pd
 from mammo_keras.config import ExperimentConfig, ModelRow
 from mammo_keras.errors import TrainingDiverged
 from mammo_keras.runner import report
-from mammo_keras.runner.inputs import MERGED, DatasetInputs, load_inputs, merge_inputs, scaled
+from mammo_keras.runner.inputs import MERGED, DatasetInputs, load_inputs, load_unlabelled, merge_inputs, scaled
+from mammo_keras.runner.inputs import unlabelled_key
 from mammo_keras.runner.rows import train_spec
 
 
@@ -61,10 +62,19 @@ class Classification(abc.ABC):
 
     def datasets(self, config: ExperimentConfig, data_dir, out: Path, progress) -> dict[str, DatasetInputs]:
         inputs: dict[str, DatasetInputs] = {}
+        sources = {unlabelled_key(s): s for s in (row.pretrain.get("unlabelled") for row in config.models) if s}
         for dataset in config.datasets:
             if dataset != MERGED:
                 inputs[dataset] = load_inputs(config, dataset, data_dir, out, progress,
                                               options=reader_options(config, dataset))
+                if sources and not inputs[dataset].absent:
+                    if config.kind != "cv" or config.split == "official":
+                        raise ValueError(f"{config.source}: `pretrain.unlabelled` is supported by cross-validation "
+                                         f"(kind cv) only. Received: kind={config.kind!r}, split={config.split!r}")
+                    inputs[dataset].unlabelled = {
+                        key: load_unlabelled(config, dataset, data_dir, out, progress, source,
+                                             options=reader_options(config, dataset))
+                        for key, source in sources.items()}
         if MERGED in config.datasets:
             inputs[MERGED] = merge_inputs([v for k, v in inputs.items() if k != MERGED])
         return inputs
@@ -126,9 +136,15 @@ class CrossValidation(Classification):
         if config.split == "official":
             return holdout(build, data.images, data.index, spec, job.folder, seed=config.seed,
                            split_source=job.split_source, progress=job.say, explain=explain)
+        source = job.row.pretrain.get("unlabelled")
+        if source and unlabelled_key(source) not in data.unlabelled:
+            raise ValueError(f"{config.source}: row {job.row.label!r} pretrains on `{source['task']}` items, which "
+                             f"the {data.name} dataset does not provide (a merged dataset has none of its own)")
+        extra = data.unlabelled[unlabelled_key(source)] if source else None
         return cross_validate(build, data.images, data.index, spec, job.folder, n_splits=config.n_splits,
                               val_fraction=config.val_fraction, train_fraction=job.row.train_fraction,
-                              seed=config.seed, progress=job.say, explain=explain)
+                              seed=config.seed, progress=job.say, explain=explain,
+                              unlabelled=(extra.images, extra.index) if extra is not None else None)
 
 
 class HoldOut(Classification):

@@ -46,7 +46,12 @@ class Pretraining:
     and of its width / height (log-uniform), a side longer than the item cut to it, the crop
     resized back to the item size; brightness / contrast: the jitter's half-ranges
     (an added offset, a factor around the item mean); noise: the Gaussian noise's largest sigma
-    (drawn per view), all on the items' own scale.
+    (drawn per view), all on the items' own scale. centre: subtract each view's own mean last (for
+    a task whose items are centred per item, as Chougrad's GCN ROIs, pretrained on items that are
+    not). unlabelled: None (the part's own training
+    items) or {task, task_options}: that task's items of the same dataset (`prepare` tasks; e.g.
+    Shen's S10 patches for a lesion-ROI task), those of every patient outside the part's
+    validation and test parts (`unlabelled_rows`).
     """
 
     method: str = "simclr"
@@ -61,8 +66,17 @@ class Pretraining:
     brightness: float = 0.1
     contrast: float = 0.3
     noise: float = 0.03
+    centre: bool = False
+    unlabelled: dict | None = None
 
     def __post_init__(self):
+        if self.unlabelled is not None:
+            if not isinstance(self.unlabelled, dict) or "task" not in self.unlabelled:
+                raise ValueError("pretrain `unlabelled` is {task: <prepare task>, task_options: {...}}: the items of "
+                                 f"another task of the same dataset. Received: unlabelled={self.unlabelled!r}")
+            unknown = sorted(set(self.unlabelled) - {"task", "task_options"})
+            if unknown:
+                raise ValueError(f"pretrain `unlabelled`: unknown keys {unknown}. Valid keys: ['task', 'task_options']")
         if self.method not in METHODS:
             raise ValueError(f"pretrain `method` must be one of {METHODS}. Received: method={self.method!r}")
         for name in ("epochs", "batch_size"):
@@ -103,6 +117,21 @@ class Pretraining:
     def scaled(self, factor: float) -> Pretraining:
         """Epochs times `factor` (a profile's epoch_scale, as a stage's), at least one."""
         return dataclasses.replace(self, epochs=max(1, round(self.epochs * factor)))
+
+
+def unlabelled_rows(unlabelled_index: pd.DataFrame, index: pd.DataFrame, held_out_rows: np.ndarray,
+                    where: str = "the unlabelled items") -> np.ndarray:
+    """Positions of the unlabelled items a part may pretrain on: those of patients outside its held-out
+    (validation and test) rows. The patient ids must be the dataset's own (another task of the same
+    reader): if none of them is a patient of `index`, the filter could not hold anyone out, so that is
+    an error, not a silent leak."""
+    patients = unlabelled_index["patient_id"].astype(str)
+    known = set(index["patient_id"].astype(str))
+    if not patients.isin(known).any():
+        raise ValueError(f"{where}: none of their patient ids is a patient of the items the rows train on "
+                         f"(e.g. {patients.iloc[0]!r} vs {next(iter(known))!r}): they cannot be held out by part")
+    held_out = set(index["patient_id"].iloc[held_out_rows].astype(str))
+    return np.flatnonzero(~patients.isin(held_out).to_numpy())
 
 
 def encoder_layer_name(model: keras.Model, spec: Pretraining) -> str:
@@ -198,7 +227,8 @@ def random_views(images, spec: Pretraining, seed):
     offset = (spec.brightness * draws[:, 1])[:, None, None, None]
     sigma = (spec.noise * (draws[:, 2] + 1.0) / 2.0)[:, None, None, None]
     noise = tf.random.stateless_normal(tf.shape(views), seeds[7])
-    return (views - mean) * factor + mean + offset + sigma * noise
+    views = (views - mean) * factor + mean + offset + sigma * noise
+    return views - tf.reduce_mean(views, axis=[1, 2, 3], keepdims=True) if spec.centre else views
 
 
 def _batch(x, positions: np.ndarray) -> np.ndarray:
@@ -214,7 +244,7 @@ def pretrain(model: keras.Model, x, spec: Pretraining, *, seed: int, log_csv: st
     `x`: (N, H, W) or (N, H, W, C) items as the model's input takes them (an array or lazy
     `ItemRows`, read one batch at a time). Every step draws its views from (seed, epoch, step) and
     each epoch's order from (seed, epoch): the same seed gives the same weights. The log has
-    epoch, loss (NT-Xent), pair_accuracy (the share of views whose nearest other view is their
+    epoch, items (N), loss (NT-Xent), pair_accuracy (the share of views whose nearest other view is their
     pair; 1 / (2B - 1) at chance) and seconds.
     """
     import keras
@@ -252,8 +282,8 @@ def pretrain(model: keras.Model, x, spec: Pretraining, *, seed: int, log_csv: st
                                tf.constant([seed, epoch * steps + index], dtype=tf.int32))
             losses.append(float(loss))
             founds.append(float(found))
-        rows.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "pair_accuracy": float(np.mean(founds)),
-                     "chance": 1.0 / (2 * batch_size - 1), "seconds": round(time.perf_counter() - started, 2)})
+        rows.append({"epoch": epoch + 1, "items": n, "loss": float(np.mean(losses)),
+                     "pair_accuracy": float(np.mean(founds)), "chance": 1.0 / (2 * batch_size - 1), "seconds": round(time.perf_counter() - started, 2)})
         if progress:
             progress(f"pretrain epoch {epoch + 1}/{spec.epochs}: NT-Xent {rows[-1]['loss']:.3f}, "
                      f"pairs found {rows[-1]['pair_accuracy']:.1%}")
@@ -262,8 +292,20 @@ def pretrain(model: keras.Model, x, spec: Pretraining, *, seed: int, log_csv: st
     return pd.DataFrame(rows)
 
 
-def plan(model: keras.Model, spec: Pretraining, *, n_items: str) -> dict:
+def items_text(spec: Pretraining) -> str:
+    """What a part pretrains on, in the plan's words."""
+    if spec.unlabelled is None:
+        return ("each part's training items (its fit patients only: never its validation or test patients), "
+                "labels unused, one pretraining per part")
+    options = spec.unlabelled.get("task_options") or {}
+    return (f"the `{spec.unlabelled['task']}` items{' (' + ', '.join(f'{k}={v}' for k, v in options.items()) + ')' if options else ''} "
+            "of the same dataset, of every patient outside the part's validation and test parts, labels unused, "
+            "one pretraining per part")
+
+
+def plan(model: keras.Model, spec: Pretraining) -> dict:
     """The pretraining's plan entry: what it trains, on what, how long."""
+    n_items = items_text(spec)
     layers = encoder_layers(model, spec)
     params = int(sum(int(np.prod(w.shape)) for layer in layers for w in layer.trainable_weights))
     return {"method": spec.method, "objective": f"NT-Xent (temperature {spec.temperature:g}) over 2 x batch views",
@@ -274,4 +316,4 @@ def plan(model: keras.Model, spec: Pretraining, *, n_items: str) -> dict:
             "projection": f"global average pooling, MLP {list(spec.projection)} (dropped after pretraining)",
             "views": {"crop_area": list(spec.crop_area), "aspect": [round(v, 4) for v in spec.aspect], "flips": "both axes",
                       "transpose": "square items", "brightness": spec.brightness, "contrast": spec.contrast,
-                      "noise_sigma_max": spec.noise}}
+                      "noise_sigma_max": spec.noise, "centred": spec.centre}}

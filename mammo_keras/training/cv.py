@@ -37,7 +37,7 @@ from mammo_keras.evaluation.scoring import calibration, reliability_diagram
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
 from mammo_keras.models.inputs import as_model_input, positive_scores
 from mammo_keras.training.fit import BACKUP_EVERY, augment_place, fit_stages, predict_fixed
-from mammo_keras.training.contrastive import Pretraining
+from mammo_keras.training.contrastive import Pretraining, unlabelled_rows
 from mammo_keras.training.stages import Stage
 
 
@@ -130,7 +130,7 @@ def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, i
                    spec: TrainSpec | Sequence[Stage], out: str | Path, *, n_splits: int = 5, seed: int = 0,
                    val_fraction: float = 0.15, train_fraction: float | None = None,
                    progress: Callable[[str], None] | None = None, explain: Explainer | None = None,
-                   **options) -> pd.DataFrame:
+                   unlabelled: tuple | None = None, **options) -> pd.DataFrame:
     """Train and test one model per fold; returns the pooled out-of-fold predictions.
 
     Within each training part, `val_fraction` of the patients (stratified) are held out
@@ -147,6 +147,7 @@ def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, i
         out: output folder; finished folds found there are not trained again.
         explain: called as explain(model, test_inputs, test_predictions, fold_dir) after each
             fold's test, before the fold is marked done (e.g. Grad-CAM overlays).
+        unlabelled: (images, index) of another task's items for `spec.pretrain` (see `train_and_test`).
     """
     spec = as_spec(spec, **options)
     out = Path(out)
@@ -169,7 +170,7 @@ def cross_validate(build_model: Callable[[], keras.Model], images: np.ndarray, i
         predictions, metrics = train_and_test(
             build_model, images, index, spec, fold_dir, fit_rows=train_rows[inner == "train"],
             val_rows=train_rows[inner == "val"], test_rows=np.flatnonzero(test_mask), fold=fold,
-            seed=seed + fold, explain=explain)
+            seed=seed + fold, explain=explain, unlabelled=unlabelled)
         pooled.append(predictions)
         if progress:
             progress(f"fold {fold}: {_summary(metrics)} ({metrics['epochs']} epochs, {metrics['seconds']:.0f} s)")
@@ -226,7 +227,7 @@ def prediction_metrics(predictions: pd.DataFrame) -> dict[str, float]:
 def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, index: pd.DataFrame,
                    spec: TrainSpec | Sequence[Stage], out: Path, *, fit_rows: np.ndarray, val_rows: np.ndarray,
                    test_rows: np.ndarray, fold: int, seed: int, explain: Explainer | None = None,
-                   **options) -> tuple[pd.DataFrame, dict]:
+                   unlabelled: tuple | None = None, **options) -> tuple[pd.DataFrame, dict]:
     """Seed, build, fit the input steps and train on `fit_rows` (watching `val_rows`), score `test_rows`.
 
     The training-part-dependent input steps (mean subtraction, offline augmentation) are fitted
@@ -234,6 +235,10 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
     to val_predictions.csv (what ensembles choose their weights on); the model (with the fitted
     input steps and `spec.model_info` in its manifest) is saved when `spec.save_models`;
     predictions.csv is written last and atomically: it marks this part done.
+
+    `spec.pretrain` pretrains the encoder first, without labels: on the fit inputs, or with
+    `unlabelled` = (images, index) of another task of the same dataset (`Pretraining.unlabelled`)
+    on those of every patient outside `val_rows` and `test_rows`, given the fitted input steps.
     """
     spec = as_spec(spec, **options)
     started = time.perf_counter()
@@ -244,7 +249,17 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
     seed_everything(seed, deterministic=spec.deterministic)
     model = build_model()
     if spec.pretrain is not None:
-        pretrain_part(model, x_fit, spec, out, seed=seed)
+        if spec.pretrain.unlabelled is None:
+            pretrain_items = x_fit
+        else:
+            if unlabelled is None:
+                raise ValueError("this row pretrains on another task's items (`pretrain.unlabelled`); "
+                                 "pass them as `unlabelled=(images, index)`")
+            extra_images, extra_index = unlabelled
+            keep = unlabelled_rows(extra_index, index, np.concatenate([val_rows, test_rows]),
+                                   where=f"pretrain.unlabelled ({spec.pretrain.unlabelled['task']})")
+            pretrain_items = fitted.transform(extra_images[keep])
+        pretrain_part(model, pretrain_items, spec, out, seed=seed)
     log = fit_stages(model, spec.stages, (x_fit, y_fit),
                      (fitted.transform(images[val_rows]), labels[val_rows]) if len(val_rows) else None,
                      augment=spec.augment, seed=seed, log_csv=out / "log.csv", verbose=spec.verbose,

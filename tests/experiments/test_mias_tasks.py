@@ -66,3 +66,59 @@ def test_the_frozen_vgg16_config_runs_chougrads_vgg16_head_only_on_the_same_patc
     assert row["model"] == "chougrad_vgg16" and row["data"]["intensity_scale"] == 255
     (stage,) = [s for s in row["stages"] if s["runs"]]
     assert (stage["trainable"]["n_conv"], stage["trainable"]["n_layers"], stage["regularisation"][0]["coefficient"]) == (0, 3, 1e-4)
+
+
+SIMCLR_CONFIGS = {"patches_2class_simclr": None, "benign_vs_malignant_simclr": "shen_s10"}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("name", sorted(SIMCLR_CONFIGS))
+def test_simclr_configs_pair_random_init_with_the_pretrained_row_and_plan_the_pretraining(name, profile, capsys):
+    config = load_config(f"mias_tasks/{name}", profile)
+    assert [row.label for row in config.models][:2] == ["scratch_cnn", "scratch_cnn_simclr"]
+    assert main(["reproduce", f"mias_tasks/{name}", "--plan", "--profile", profile, "--json"]) == 0
+    rows = {row["label"]: row for row in json.loads(capsys.readouterr().out)["rows"]}
+    assert "pretraining" not in rows["scratch_cnn"]
+    pretraining = rows["scratch_cnn_simclr"]["pretraining"]
+    assert pretraining["epochs"] == max(1, round(40 * config.epoch_scale))
+    assert pretraining["encoder_output"] == "block4_dropout"
+    source = SIMCLR_CONFIGS[name]
+    assert (f"`{source}` items" in pretraining["unlabelled_items"]) if source else \
+        pretraining["unlabelled_items"].startswith("each part's training items")
+    same = ("stages", "data")  # the two rows differ only by the pretraining
+    assert all(rows["scratch_cnn"][key] == rows["scratch_cnn_simclr"][key] for key in same)
+
+
+@pytest.mark.usefixtures("isolated_cache")
+def test_the_roi_task_pretrains_on_the_patches_of_women_outside_each_folds_validation_and_test(tmp_path, monkeypatch):
+    import keras
+    import pandas as pd
+
+    from mammo_keras import models
+
+    def tiny_cnn(name, input_shape, **_):
+        inputs = keras.Input(input_shape)
+        x = keras.layers.Flatten(name="flatten")(keras.layers.Conv2D(2, 3, strides=4, name="conv")(inputs))
+        return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="predictions")(x))
+
+    monkeypatch.delenv("MAMMO_DATA", raising=False)
+    monkeypatch.setattr(models, "get", tiny_cnn)
+    results = tmp_path / "results"
+    assert main(["reproduce", "mias_tasks/benign_vs_malignant_simclr", "--profile", "tiny", "--results", str(results),
+                 "--set", "n_splits=2", "--set", "grad_cam=false", "--set", "n_bootstrap=100"]) == 0
+    out = results / "mias_tasks" / "benign_vs_malignant_simclr"
+    run = json.loads((out / "run.json").read_text())
+    assert any(key.startswith("unlabelled:shen_s10") for key in run["data_fingerprints"])
+    patches = pd.read_csv(next((out / "prepared").glob("phantom_shen_s10*")) / "index.csv")
+    folds = pd.read_csv(out / "phantom" / "scratch_cnn_simclr" / "folds.csv")
+    assert not (out / "phantom" / "scratch_cnn" / "fold_0" / "pretrain_log.csv").exists()
+    for fold in (0, 1):
+        part = out / "phantom" / "scratch_cnn_simclr" / f"fold_{fold}"
+        has_val = (part / "val_predictions.csv").is_file()  # a tiny fold may have no validation patient
+        val = pd.read_csv(part / "val_predictions.csv")["patient_id"].astype(str) if has_val else []
+        test = folds.loc[folds["fold"] == fold, "patient_id"].astype(str)
+        allowed = ~patches["patient_id"].astype(str).isin(set(val) | set(test))
+        log = pd.read_csv(part / "pretrain_log.csv")
+        assert 0 < allowed.sum() < len(patches) and (log["items"] == allowed.sum()).all()
+    table = pd.read_csv(out / "table.csv").set_index("model")
+    assert (table.loc[["scratch_cnn", "scratch_cnn_simclr"], "status"] == "ok").all()

@@ -125,7 +125,7 @@ def test_pretraining_trains_the_encoder_only_repeatably_and_learns_to_pair_views
     changed = {path for path, value in before.items()
                if not np.array_equal(value, np.array(next(w for w in model.weights if w.path == path)))}
     assert {path.split("/")[0] for path in changed} == {"block1_conv1", "block1_bn"}  # the head is left as built
-    assert list(log.columns) == ["epoch", "loss", "pair_accuracy", "chance", "seconds"]
+    assert list(log.columns) == ["epoch", "items", "loss", "pair_accuracy", "chance", "seconds"]
     assert len(log) == 8 and log["chance"].iloc[0] == pytest.approx(1 / 31)
     assert log["pair_accuracy"].iloc[-1] > 5 * log["chance"].iloc[-1]
     assert log["loss"].iloc[-1] < log["loss"].iloc[0]
@@ -182,3 +182,28 @@ def test_a_part_pretrains_on_its_fit_items_and_a_resumed_part_reuses_the_saved_e
     pd.testing.assert_frame_equal(resumed, clean)
     plain = _fold(tmp_path / "plain", resume_task.SPEC)
     assert not np.allclose(plain["score"], clean["score"])  # the pretraining changed what the part learned
+
+
+def test_unlabelled_items_of_a_parts_validation_and_test_patients_are_held_out(tmp_path, monkeypatch):
+    images, index = resume_task.task()
+    # another task's items: two per patient of the labelled set, and two women with no labelled item
+    extra_index = pd.DataFrame({"patient_id": [f"p{i // 2:03d}" for i in range(48)] + ["q1", "q1", "q2"]})
+    extra_images = np.random.default_rng(1).random((51, 16, 16)).astype(np.float32)
+    held_out = np.arange(32, 48)  # validation 32-39 and test 40-47: patients p016-p023
+    kept = contrastive.unlabelled_rows(extra_index, index, held_out)
+    assert set(extra_index["patient_id"].iloc[kept]) == {f"p{i:03d}" for i in range(16)} | {"q1", "q2"}
+    with pytest.raises(ValueError, match="none of their patient ids is a patient of the items"):
+        contrastive.unlabelled_rows(pd.DataFrame({"patient_id": ["mdb001", "mdb002"]}), index, held_out)
+
+    seen = []
+    real = contrastive.pretrain
+    monkeypatch.setattr(contrastive, "pretrain",
+                        lambda model, x, spec, **kw: seen.append(np.asarray(x)) or real(model, x, spec, **kw))
+    spec = dataclasses.replace(resume_task.SPEC, pretrain=Pretraining(
+        epochs=1, batch_size=8, unlabelled={"task": "shen_s10"}))
+    with pytest.raises(ValueError, match="pass them as `unlabelled="):
+        _fold(tmp_path / "none", spec)
+    cv.train_and_test(resume_task.model, images, index, spec, tmp_path / "extra", fit_rows=np.arange(32),
+                      val_rows=np.arange(32, 40), test_rows=np.arange(40, 48), fold=0, seed=5,
+                      unlabelled=(extra_images, extra_index))
+    np.testing.assert_array_equal(seen[0][..., 0], extra_images[kept])
