@@ -600,6 +600,10 @@ def card_lines(plan: dict, label: str) -> list[str]:
                      f"online augmentation {data['online_augment']['preset'] if data['online_augment'] else 'none'}")
     if row.get("init"):
         lines.append(f"initial weights: {_fmt(row['init'])}")
+    if "pretraining" in row:
+        pre = row["pretraining"]
+        lines.append(f"self-supervised pretraining ({pre['method']}) of the encoder up to `{pre['encoder_output']}`: "
+                     f"{pre['epochs']} epochs, batch {pre['batch_size']}, on {pre['unlabelled_items']}")
     for entry in row.get("stages", []):
         if not entry["runs"]:
             lines.append(f"stage `{entry['name']}`: {entry['skipped']}")

@@ -96,7 +96,12 @@ def row_weights(row: ModelRow, options: dict) -> str:
         return f"ensemble of {', '.join(row.ensemble['members'])}"
     if row.baseline:
         return f"none (classical baseline: {row.baseline['classifier']} on scikit-image features)"
-    return describe_weights(options.get("weights") or options.get("patch_weights"))
+    weights = describe_weights(options.get("weights") or options.get("patch_weights"))
+    if row.pretrain:  # the encoder is pretrained per part before training: say so wherever weights are shown
+        source = (row.pretrain.get("unlabelled") or {}).get("task")
+        return (f"{weights}, then {row.pretrain.get('method', 'simclr')} pretraining per part on "
+                + (f"unlabelled `{source}` items" if source else "its training items (labels unused)"))
+    return weights
 
 
 def paper_text(config: ExperimentConfig, row: ModelRow) -> dict:

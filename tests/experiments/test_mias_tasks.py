@@ -80,7 +80,9 @@ def test_simclr_configs_pair_random_init_with_the_pretrained_row_and_plan_the_pr
     rows = {row["label"]: row for row in json.loads(capsys.readouterr().out)["rows"]}
     assert "pretraining" not in rows["scratch_cnn"]
     pretraining = rows["scratch_cnn_simclr"]["pretraining"]
-    assert pretraining["epochs"] == max(1, round(40 * config.epoch_scale))
+    row = next(r for r in config.models if r.label == "scratch_cnn_simclr")
+    assert pretraining["epochs"] == max(1, round(row.pretrain["epochs"] * config.epoch_scale))
+    assert pretraining["epochs"] == {"tiny": 2, "cpu": 10, "paper": 40}[profile]
     assert pretraining["encoder_output"] == "block4_dropout"
     source = SIMCLR_CONFIGS[name]
     assert (f"`{source}` items" in pretraining["unlabelled_items"]) if source else \
@@ -122,3 +124,11 @@ def test_the_roi_task_pretrains_on_the_patches_of_women_outside_each_folds_valid
         assert 0 < allowed.sum() < len(patches) and (log["items"] == allowed.sum()).all()
     table = pd.read_csv(out / "table.csv").set_index("model")
     assert (table.loc[["scratch_cnn", "scratch_cnn_simclr"], "status"] == "ok").all()
+    assert table.loc["scratch_cnn", "weights"] == "random"
+    assert table.loc["scratch_cnn_simclr", "weights"] == "random, then simclr pretraining per part on unlabelled `shen_s10` items"
+
+    from mammo_keras.plan import card_lines
+
+    lines = card_lines(json.loads((out / "plan.json").read_text()), "scratch_cnn_simclr")
+    assert any(line.startswith("self-supervised pretraining (simclr) of the encoder up to `conv`: 2 epochs")
+               for line in lines)
