@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -73,7 +74,8 @@ def _item_rng(seed: int, item_id: str) -> np.random.Generator:
 
 
 def offline_augment(canvases: np.ndarray, windows: np.ndarray, item_ids, size: tuple[int, int],
-                    spec: OfflineAugment, *, fill: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+                    spec: OfflineAugment, *, fill: float, seed: int,
+                    path: str | Path | None = None) -> tuple[np.ndarray | ItemRows, np.ndarray]:
     """The augmented training items: (N * copies, *size) crops, and the source row of each.
 
     Args:
@@ -81,10 +83,31 @@ def offline_augment(canvases: np.ndarray, windows: np.ndarray, item_ids, size: t
         item_ids: the items' ids; each item's draws depend on (seed, id) only.
         size: (rows, cols) of the crops (the model's input size).
         fill: the value of the rotated-in corners (the training set's mean pixel).
+        path: where to write the crops as a .npy file, one crop at a time, and return them as lazy
+            `ItemRows` (read per batch): x25 copies of a CBIS-DDSM-sized lesion set are gigabytes
+            that need not be resident. None: an array in memory. Both hold the same values.
     """
-    out = np.empty((len(canvases) * spec.copies, *size), np.float32)
     source = np.repeat(np.arange(len(canvases)), spec.copies)
-    position = 0
+    shape = (len(canvases) * spec.copies, *size)
+    if path is None:
+        out = np.empty(shape, np.float32)
+        for position, crop in enumerate(_offline_crops(canvases, windows, item_ids, size, spec, fill=fill, seed=seed)):
+            out[position] = crop
+        return out, source
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "wb") as stream:
+        np.lib.format.write_array_header_2_0(stream, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                                                      "fortran_order": False, "shape": shape})
+        for crop in _offline_crops(canvases, windows, item_ids, size, spec, fill=fill, seed=seed):
+            stream.write(np.ascontiguousarray(crop, dtype=np.float32).tobytes())
+    partial.replace(path)
+    return ItemRows.open(path), source
+
+
+def _offline_crops(canvases, windows, item_ids, size, spec: OfflineAugment, *, fill: float, seed: int):
+    """Each item's `spec.copies` crops in order: rotations drawn from (seed, item id), then crops of each."""
     for canvas, (rows_fraction, cols_fraction), item_id in zip(canvases, windows, item_ids):
         rng = _item_rng(seed, item_id)
         rows, cols = window_slices(canvas.shape, rows_fraction, cols_fraction)
@@ -97,9 +120,7 @@ def offline_augment(canvases: np.ndarray, windows: np.ndarray, item_ids, size: t
             for _ in range(spec.crops_per_rotation):
                 top = rng.integers(0, rotated.shape[0] - size[0] + 1)
                 left = rng.integers(0, rotated.shape[1] - size[1] + 1)
-                out[position] = rotated[top:top + size[0], left:left + size[1]]
-                position += 1
-    return out, source
+                yield rotated[top:top + size[0], left:left + size[1]]
 
 
 def mean_window_pixel(canvases: np.ndarray, windows: np.ndarray) -> float:
@@ -176,8 +197,12 @@ class FittedInputs:
 
     @classmethod
     def fit(cls, images: np.ndarray, index, *, normalisation: Normalisation, offline: OfflineAugment | None,
-            crop: tuple[int, int] | None, seed: int) -> tuple[FittedInputs, np.ndarray, np.ndarray]:
-        """Fit on the training items; returns (fitted, training inputs, source row of each input)."""
+            crop: tuple[int, int] | None, seed: int,
+            offline_path: str | Path | None = None) -> tuple[FittedInputs, np.ndarray, np.ndarray]:
+        """Fit on the training items; returns (fitted, training inputs, source row of each input).
+
+        `offline_path`: with offline augmentation, the copies are written there and read per batch
+        (`offline_augment(path=...)`) instead of held in memory."""
         fitted = cls(normalisation, offline, crop)
         if offline is not None or (crop is not None and is_lazy(images)):  # small ROI canvases: in memory
             images = np.asarray(images, dtype=np.float32)
@@ -185,7 +210,7 @@ class FittedInputs:
             windows = index[["window_rows", "window_cols"]].to_numpy(dtype=np.float64)
             fitted.fill = mean_window_pixel(images, windows)
             train, source = offline_augment(images, windows, index["item_id"].astype(str), crop, offline,
-                                            fill=fitted.fill, seed=seed)
+                                            fill=fitted.fill, seed=seed, path=offline_path)
         else:
             train = fitted._cropped(images)
             source = np.arange(len(images))
@@ -360,8 +385,6 @@ class InputRecipe:
 
     def fitted_from_manifest(self, record: dict, folder) -> FittedInputs:
         """The fitted steps a saved model recorded (mean grey inline, a mean image as its .npy file)."""
-        from pathlib import Path
-
         fitted = FittedInputs(Normalisation(record.get("normalisation", "none")), None,
                               tuple(record["eval_crop"]) if record.get("eval_crop") else self.eval_crop)
         if "mean_grey" in record:

@@ -11,6 +11,8 @@ Output folder:
                             stage's end): a fold killed mid-training restarts there and ends
                             with the predictions of an uninterrupted run; removed when the
                             fold is done.
+    fold_<k>/offline_copies.npy  the fold's offline-augmented training items (Jain & Levy's x25
+                            copies), written once and read per batch; removed when the fold is done.
     fold_<k>/pretrain_log.csv  per-epoch log of a row's self-supervised pretraining (`pretrain`),
                             with fold_<k>/pretrained.weights.h5 its result until the fold is done.
 """
@@ -244,7 +246,8 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
     started = time.perf_counter()
     labels = index["label"].to_numpy()
     fitted, x_fit, source = FittedInputs.fit(images[fit_rows], index.iloc[fit_rows], normalisation=spec.normalisation,
-                                             offline=spec.offline, crop=spec.eval_crop, seed=seed)
+                                             offline=spec.offline, crop=spec.eval_crop, seed=seed,
+                                             offline_path=out / OFFLINE_FILE)
     y_fit = labels[fit_rows][source]
     seed_everything(seed, deterministic=spec.deterministic)
     model = build_model()
@@ -298,6 +301,7 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
         explain(model, fitted.transform(images[test_rows]), predictions, out)
     atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
     (out / PRETRAINED_FILE).unlink(missing_ok=True)  # the whole model's weights: kept only to resume
+    (out / OFFLINE_FILE).unlink(missing_ok=True)  # the part's offline copies, made again if it reruns
     if spec.backup:
         (out / "backup" / "backup.npz").unlink(missing_ok=True)
         if (out / "backup").is_dir() and not any((out / "backup").iterdir()):
@@ -307,6 +311,7 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
 
 
 PRETRAINED_FILE = "pretrained.weights.h5"
+OFFLINE_FILE = "offline_copies.npy"  # a part's offline-augmented training items, read per batch
 
 
 def pretrain_part(model: keras.Model, x_fit, spec: TrainSpec, out: Path, *, seed: int) -> None:

@@ -9,6 +9,7 @@ import pytest
 from mammo_keras import models
 from mammo_keras.config import load_config
 from mammo_keras.data.recipes import FittedInputs, Normalisation, OfflineAugment, offline_augment
+from mammo_keras.data.rows import is_lazy
 from mammo_keras.plan import compile_plan, stage
 from mammo_keras.training import cv
 from mammo_keras.training.fit import fit_stages
@@ -115,6 +116,13 @@ def test_jain_levy_trains_on_twenty_five_augmented_crops_per_lesion(tmp_path):
     assert np.isclose(crops, 0.5).any()  # rotated-in corners carry the fill
     again, _ = offline_augment(canvases, windows, [f"i{k}" for k in range(4)], (16, 16), spec, fill=0.5, seed=3)
     np.testing.assert_array_equal(crops, again)
+    # written to a file one crop at a time and read per batch: the same values, nothing resident
+    streamed, streamed_source = offline_augment(canvases, windows, [f"i{k}" for k in range(4)], (16, 16), spec,
+                                                fill=0.5, seed=3, path=tmp_path / "copies" / "offline.npy")
+    assert is_lazy(streamed) and streamed.shape == crops.shape
+    np.testing.assert_array_equal(np.asarray(streamed), crops)
+    np.testing.assert_array_equal(streamed_source, source)
+    np.testing.assert_array_equal(streamed.read(np.array([99, 0])), crops[[99, 0]])
     index = pd.DataFrame({"item_id": [f"i{k}" for k in range(8)], "image_id": [f"i{k}" for k in range(8)],
                           "patient_id": [f"p{k}" for k in range(8)], "label": [0, 1] * 4,
                           "window_rows": 20 / 30, "window_cols": 24 / 30})
@@ -130,6 +138,7 @@ def test_jain_levy_trains_on_twenty_five_augmented_crops_per_lesion(tmp_path):
     predictions, metrics = cv.train_and_test(build, images, index, spec_train, tmp_path, fit_rows=np.arange(6),
                                              val_rows=np.array([], int), test_rows=np.array([6, 7]), fold=0, seed=0)
     assert metrics["n_train"] == 6 and metrics["n_train_inputs"] == 150 and len(predictions) == 2
+    assert not (tmp_path / cv.OFFLINE_FILE).exists()  # the part's copies are removed once it is done
     assert metrics["inputs"]["normalisation"] == "train_mean_image" and metrics["inputs"]["eval_crop"] == [16, 16]
 
 
