@@ -54,8 +54,16 @@ def entries_of_run(run: dict, *, data: str = "DIR") -> list[dict]:
             "weights": row.get("weights", ""), "metrics": metrics,
             "collapsed": row.get("collapsed"), "minutes": _number((row.get("seconds") or 0) / 60),
             "commit": run.get("git_commit", ""), "run_wall_minutes": _number(run.get("wall_seconds", 0) / 60),
-            "command": command})
+            "command": command, **_environment(run)})
     return entries
+
+
+def _environment(run: dict) -> dict:
+    """What the run ran with (the libraries that do the arithmetic, the CPU), when run.json records it."""
+    versions, machine = run.get("versions") or {}, run.get("machine") or {}
+    environment = {key: versions[key] for key in ("tensorflow", "keras", "numpy") if key in versions}
+    environment.update({key: machine[key] for key in ("cpu", "cpus") if key in machine})
+    return {"environment": environment} if environment else {}
 
 
 def load(paper: str, experiments_dir: Path = EXPERIMENTS_DIR) -> list[dict]:

@@ -79,3 +79,21 @@ def test_write_readmes_replaces_only_the_block(tmp_path):
     text = readme.read_text()
     assert text.startswith("intro\n\n") and text.endswith("\n\noutro\n") and "stale" not in text
     assert "| levynet |" in text and results.update_readme("chougrad2018", experiments) is False
+
+
+def test_an_entry_records_the_libraries_and_cpu_its_run_ran_on(tmp_path):
+    """Two runs of one config on two machines can train different networks: the entry says where it ran."""
+    from mammo_keras.runner.report import machine
+
+    experiments = tmp_path / "experiments"
+    (experiments / "chougrad2018").mkdir(parents=True)
+    folder = _run(tmp_path, [ROW])
+    run = json.loads((folder / "run.json").read_text())
+    run.update(versions={"tensorflow": "2.21.0", "keras": "3.15.1", "numpy": "2.4.6", "python": "3.11.7"},
+               machine={"platform": "Linux", "cpu": "AMD EPYC", "cpus": 2})
+    (folder / "run.json").write_text(json.dumps(run))
+    [entry] = yaml.safe_load(results.record(folder, experiments_dir=experiments).read_text())["results"]
+    assert entry["environment"] == {"tensorflow": "2.21.0", "keras": "3.15.1", "numpy": "2.4.6",
+                                    "cpu": "AMD EPYC", "cpus": 2}
+    here = machine()
+    assert here["cpus"] >= 1 and isinstance(here["cpu"], str) and here["cpu"]

@@ -516,7 +516,21 @@ def versions() -> dict:
             return "not installed"
 
     return {"mammo_keras": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "keras_hub": installed("keras-hub"), "keras_cv": installed("keras-cv"), "python": platform.python_version()}
+            "keras_hub": installed("keras-hub"), "keras_cv": installed("keras-cv"), "numpy": installed("numpy"),
+            "python": platform.python_version()}
+
+
+def machine() -> dict:
+    """The machine a run ran on: float rounding (and so a trained network) can differ between CPUs."""
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count()}
 
 
 def write_run(config: ExperimentConfig, rows: list[ResultRow], out: Path, *, commit: str, started: float,
@@ -532,4 +546,5 @@ def write_run(config: ExperimentConfig, rows: list[ResultRow], out: Path, *, com
         "deterministic": config.deterministic, "prepare_workers": config.prepare_worker_count,
         "git_commit": commit, "data_fingerprints": fingerprints,
         "wall_seconds": round(time.perf_counter() - started, 1), "synthetic": synthetic, "versions": versions(),
+        "machine": machine(),
         "rows": [row.flat() for row in rows]})
