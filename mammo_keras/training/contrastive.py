@@ -254,8 +254,15 @@ def pretrain(model: keras.Model, x, spec: Pretraining, *, seed: int, log_csv: st
     batch_size = min(spec.batch_size, n)
     if n < 2:
         raise ValueError(f"pretraining needs at least 2 items (the negatives of each pair). Received: {n}")
+    if len(model.inputs) != 1:
+        raise ValueError(f"pretraining takes a model with one image input; {model.name} has {len(model.inputs)} "
+                         "(a siamese network's parts would need paired views)")
+    if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        raise ValueError("pretraining runs on one device: leave --strategy at its default for rows with `pretrain`")
     ssl = contrastive_model(model, spec)
     optimizer = keras.optimizers.Adam(spec.learning_rate)
+    if keras.config.dtype_policy().name == "mixed_float16":  # float16 gradients need loss scaling
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(ssl.trainable_variables)
     channels = int(model.inputs[0].shape[-1])
 
@@ -266,8 +273,9 @@ def pretrain(model: keras.Model, x, spec: Pretraining, *, seed: int, log_csv: st
         views = tf.concat([random_views(images, spec, seeds[0]), random_views(images, spec, seeds[1])], axis=0)
         with tf.GradientTape() as tape:
             loss, found = nt_xent(ssl(views, training=True), spec.temperature)
+            scaled = optimizer.scale_loss(loss)
         variables = ssl.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        optimizer.apply(tape.gradient(scaled, variables), variables)  # a LossScaleOptimizer unscales here
         return loss, found
 
     rows = []

@@ -207,3 +207,19 @@ def test_unlabelled_items_of_a_parts_validation_and_test_patients_are_held_out(t
                       val_rows=np.arange(32, 40), test_rows=np.arange(40, 48), fold=0, seed=5,
                       unlabelled=(extra_images, extra_index))
     np.testing.assert_array_equal(seen[0][..., 0], extra_images[kept])
+
+
+def test_mixed_float16_pretraining_scales_its_loss_and_a_two_input_model_is_refused():
+    spec = Pretraining(epochs=1, batch_size=8)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        log = contrastive.pretrain(encoder_model(), easy_items(16), spec, seed=0)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert np.isfinite(log["loss"]).all()
+    left, right = keras.Input((16, 16, 1)), keras.Input((16, 16, 1))
+    joined = keras.layers.Flatten()(keras.layers.Concatenate()([left, right]))
+    with pytest.raises(ValueError, match="one image input; .* has 2"):
+        contrastive.pretrain(keras.Model([left, right], keras.layers.Dense(1)(joined)), easy_items(16), spec, seed=0)
