@@ -53,12 +53,15 @@ class ModelRow:
 
     def __post_init__(self):
         if self.pretrain:
-            from mammo_keras.training.contrastive import Pretraining
+            from mammo_keras.vocabulary import PRETRAIN_KEYS
 
             if self.baseline or self.ensemble:
                 raise ValueError(f"row {self.label!r}: `pretrain` is for a trained model's row, not a "
                                  f"{'baseline' if self.baseline else 'ensemble'} row")
-            Pretraining.from_config(self.pretrain, f"row {self.label!r}: pretrain")
+            unknown = sorted(set(self.pretrain) - set(PRETRAIN_KEYS))
+            if unknown:  # the values are checked by training.contrastive.Pretraining (plan and runner)
+                raise ValueError(f"row {self.label!r}: pretrain: unknown keys {unknown}. Valid keys: "
+                                 f"{sorted(PRETRAIN_KEYS)}")
         if self.train_fraction is not None:
             check_train_fraction(self.train_fraction, f"row {self.label!r}: train_fraction")
         if self.baseline:

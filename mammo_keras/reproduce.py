@@ -43,7 +43,7 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
     for dataset in config.datasets:
         data = inputs[dataset]
         fingerprints[dataset] = data.fingerprint
-        for key, extra in data.unlabelled.items():  # another task's items some rows pretrain on
+        for key, extra in getattr(data, "unlabelled", {}).items():  # another task's items some rows pretrain on
             fingerprints[f"unlabelled:{key}:{dataset}"] = extra.fingerprint
         shown, compared = dataset, dataset
         if test_inputs is not None:  # a transfer row: trained on `dataset`, tested on the test set

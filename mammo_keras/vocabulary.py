@@ -39,3 +39,8 @@ BREAST_METRIC = "auc_breast"
 
 BASELINE_LABELS = {"logistic_regression": "baseline_lr", "random_forest": "baseline_rf"}
 """The row label of each baseline classifier a config's `baselines` adds."""
+
+# A row's `pretrain:` keys: the fields of training.contrastive.Pretraining (the config layer checks the
+# keys when it loads; the values are checked when the plan or the runner builds the Pretraining).
+PRETRAIN_KEYS = ("method", "epochs", "batch_size", "learning_rate", "temperature", "encoder_output", "projection",
+                 "crop_area", "aspect", "brightness", "contrast", "noise", "centre", "unlabelled")

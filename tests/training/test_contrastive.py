@@ -98,6 +98,12 @@ def test_bad_pretraining_settings_are_refused(raw, message):
         Pretraining.from_config(raw)
 
 
+def test_the_config_layer_knows_every_pretraining_key():
+    from mammo_keras.vocabulary import PRETRAIN_KEYS
+
+    assert [f.name for f in dataclasses.fields(Pretraining)] == list(PRETRAIN_KEYS)
+
+
 def test_profile_scales_the_pretraining_epochs_like_the_stages():
     assert Pretraining(epochs=40).scaled(0.5).epochs == 20
     assert Pretraining(epochs=40).scaled(0.001).epochs == 1
