@@ -586,4 +586,8 @@ def load_config(name: str, profile: str = "tiny", *, experiments_dir: Path = EXP
     for key in ("datasets", "metrics", "fractions", "baselines", TRAIN_FRACTIONS_KEY):
         if key in raw:
             raw[key] = tuple(raw[key])
-    return ExperimentConfig(profile=profile, models=models, source=str(path), overrides=dict(overrides), **raw)
+    config = ExperimentConfig(profile=profile, models=models, source=str(path), overrides=dict(overrides), **raw)
+    if any(row.pretrain.get("unlabelled") for row in models) and (config.kind != "cv" or config.split == "official"):
+        raise ValueError(f"{path}: `pretrain.unlabelled` is supported by cross-validation (kind cv) only. "
+                         f"Received: kind={config.kind!r}, split={config.split!r}")
+    return config

@@ -98,9 +98,11 @@ def row_weights(row: ModelRow, options: dict) -> str:
         return f"none (classical baseline: {row.baseline['classifier']} on scikit-image features)"
     weights = describe_weights(options.get("weights") or options.get("patch_weights"))
     if row.pretrain:  # the encoder is pretrained per part before training: say so wherever weights are shown
-        source = (row.pretrain.get("unlabelled") or {}).get("task")
-        return (f"{weights}, then {row.pretrain.get('method', 'simclr')} pretraining per part on "
-                + (f"unlabelled `{source}` items" if source else "its training items (labels unused)"))
+        from mammo_keras.training.contrastive import Pretraining
+
+        spec = Pretraining.from_config(row.pretrain, f"row {row.label!r}: pretrain")
+        return (f"{weights}, then {spec.method} pretraining per part on "
+                + (f"unlabelled `{spec.unlabelled['task']}` items" if spec.unlabelled else "its training items (labels unused)"))
     return weights
 
 

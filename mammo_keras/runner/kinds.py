@@ -67,10 +67,7 @@ class Classification(abc.ABC):
             if dataset != MERGED:
                 inputs[dataset] = load_inputs(config, dataset, data_dir, out, progress,
                                               options=reader_options(config, dataset))
-                if sources and not inputs[dataset].absent:
-                    if config.kind != "cv" or config.split == "official":
-                        raise ValueError(f"{config.source}: `pretrain.unlabelled` is supported by cross-validation "
-                                         f"(kind cv) only. Received: kind={config.kind!r}, split={config.split!r}")
+                if sources and not inputs[dataset].absent:  # load_config allows them for kind cv only
                     inputs[dataset].unlabelled = {
                         key: load_unlabelled(config, dataset, data_dir, out, progress, source,
                                              options=reader_options(config, dataset))

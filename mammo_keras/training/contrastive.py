@@ -129,7 +129,7 @@ def unlabelled_rows(unlabelled_index: pd.DataFrame, index: pd.DataFrame, held_ou
     known = set(index["patient_id"].astype(str))
     if not patients.isin(known).any():
         raise ValueError(f"{where}: none of their patient ids is a patient of the items the rows train on "
-                         f"(e.g. {patients.iloc[0]!r} vs {next(iter(known))!r}): they cannot be held out by part")
+                         f"(e.g. {patients.iloc[0]!r} vs {min(known)!r}): they cannot be held out by part")
     held_out = set(index["patient_id"].iloc[held_out_rows].astype(str))
     return np.flatnonzero(~patients.isin(held_out).to_numpy())
 

@@ -142,3 +142,9 @@ def test_pretraining_is_refused_on_baseline_and_detection_rows(tmp_path):
                  pretrain={"method": "simclr"})
     with pytest.raises(ValueError, match="`pretrain` .* is for classification rows"):
         load_config("hamed2020/table3", "tiny", overrides={"row_overrides": {"retinanet": {"pretrain": {"epochs": 2}}}})
+
+
+def test_pretraining_on_another_tasks_items_is_refused_outside_cross_validation():
+    with pytest.raises(ValueError, match=r"`pretrain.unlabelled` is supported by cross-validation \(kind cv\) only. "
+                                         r"Received: kind='holdout'"):
+        load_config("mias_tasks/benign_vs_malignant_simclr", "tiny", overrides={"kind": "holdout"})
