@@ -240,12 +240,52 @@ def data_plan(config: ExperimentConfig, row: ModelRow, model, dataset: str | Non
             "chain": chain}
 
 
+CENTRING_STEPS = ("gcn",)
+"""Data steps after which every item has mean 0 (the centred ImageNet scaling's precondition)."""
+
+
+def scaling_problem(chain: list[dict]) -> str:
+    """Why the chain's backbone scaling does not fit its inputs, or "".
+
+    `ImageNetScaling(centred=True)` leaves out the backbone's mean because the items are already
+    mean-subtracted (GCN); on uncentred items it would feed the backbone values about 100-120 grey
+    levels above the ones its weights were trained on. The uncentred scaling on GCN items subtracts
+    the mean twice.
+    """
+    centred = False
+    for step in chain:
+        if step["step"] in CENTRING_STEPS:
+            centred = True
+        elif step["step"] == "backbone_scaling":
+            if step["centred"] and not centred:
+                return (f"its backbone scaling ({step['layer']}: {step['mode']}, centred) expects mean-subtracted "
+                        f"items, but no step before it centres them ({', '.join(CENTRING_STEPS)}); give the row "
+                        "`options: {input_scaling: imagenet}` (the backbone's full scaling of 0-255 items) or "
+                        "centre the items")
+            if centred and not step["centred"]:
+                return (f"its backbone scaling ({step['layer']}: {step['mode']}) subtracts the ImageNet mean from "
+                        "items already centred by GCN; give the row `options: {input_scaling: "
+                        "imagenet_centred}`")
+    return ""
+
+
+def _nested_layers(model):
+    """The model's layers in order, with those of a nested model (a siamese encoder) in its place."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _nested_layers(layer)
+        else:
+            yield layer
+
+
 def _in_model_steps(model) -> list[dict]:
     """Input steps that are layers of the model (grey to RGB, ImageNet scaling)."""
     from mammo_keras.models.layers import GreyToRGB, ImageNetScaling
 
     steps = []
-    for layer in model.layers:
+    for layer in _nested_layers(model):
         if isinstance(layer, GreyToRGB):
             steps.append({"step": "channels", "what": "grey replicated to 3 channels", "layer": layer.name})
         elif isinstance(layer, ImageNetScaling):
@@ -445,6 +485,9 @@ def row_plan(config: ExperimentConfig, row: ModelRow, cache: dict) -> dict:
         augment = preset(config.augment)
     plan["model_summary"] = summary
     plan["data"] = data_plan(config, row, model)
+    problem = scaling_problem(plan["data"]["chain"])
+    if problem:
+        raise ValueError(f"{config.source}: row {row.label!r} ({row.name}): {problem}")
     pretraining = row_pretraining(config, row)
     if pretraining is not None:
         from mammo_keras.training import contrastive

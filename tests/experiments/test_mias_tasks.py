@@ -66,6 +66,10 @@ def test_the_frozen_vgg16_config_runs_chougrads_vgg16_head_only_on_the_same_patc
     assert row["model"] == "chougrad_vgg16" and row["data"]["intensity_scale"] == 255
     (stage,) = [s for s in row["stages"] if s["runs"]]
     assert (stage["trainable"]["n_conv"], stage["trainable"]["n_layers"], stage["regularisation"][0]["coefficient"]) == (0, 3, 1e-4)
+    # the patches are not GCN-centred: the backbone's scaling subtracts the ImageNet means itself
+    (scaling,) = [step for step in row["data"]["chain"] if step["step"] == "backbone_scaling"]
+    assert (scaling["mode"], scaling["centred"]) == ("caffe", False)
+    assert not [step for step in row["data"]["chain"] if step["step"] == "gcn"]
 
 
 SIMCLR_CONFIGS = {"patches_2class_simclr": None, "benign_vs_malignant_simclr": "shen_s10"}

@@ -1,6 +1,8 @@
 """The protocol deviations the plan exposed, each pinned by a test that fails on the old behaviour."""
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pandas as pd
@@ -102,6 +104,35 @@ def test_chougrad_backbones_get_their_imagenet_scale():
     for row in cnn_rows:
         assert row["data"]["intensity_scale"] == 255
         assert [s["step"] for s in row["data"]["chain"]][-2:] == ["channels", "backbone_scaling"]
+
+
+def test_a_centred_backbone_scaling_on_uncentred_items_is_refused_before_anything_runs():
+    """Before: patches_2class_vgg16 fed its un-centred 0-255 patches to Chougrad's VGG16, whose default
+    scaling (centred, for GCN ROIs) leaves out the ImageNet mean, so the backbone saw values about
+    110 grey levels above its training range; its plan printed `centred=True` with no centring step."""
+    from mammo_keras.plan import scaling_problem
+
+    gcn = {"step": "gcn", "what": "subtract the ROI's own mean"}
+    scaling = {"step": "backbone_scaling", "mode": "caffe", "layer": "imagenet_scaling"}
+    assert scaling_problem([gcn, {"step": "intensity_scale", "factor": 255}, {**scaling, "centred": True}]) == ""
+    assert scaling_problem([{"step": "resize"}, {**scaling, "centred": False}]) == ""
+    assert "no step before it centres them" in scaling_problem([{"step": "resize"}, {**scaling, "centred": True}])
+    assert "already centred by GCN" in scaling_problem([gcn, {**scaling, "mode": "tf", "centred": False}])
+    config = load_config("mias_tasks/patches_2class_vgg16", "tiny")
+    (row,) = [m for m in config.models if m.label == "vgg16_frozen"]
+    options = {k: v for k, v in row.options.items() if k not in ("input_scaling", "weights")}
+    wrong = dataclasses.replace(config, models=(dataclasses.replace(row, options=options),))
+    with pytest.raises(ValueError, match=r"patches_2class_vgg16\.yaml: row 'vgg16_frozen' \(chougrad_vgg16\): its "
+                                         r"backbone scaling \(imagenet_scaling: caffe, centred\) expects"):
+        compile_plan(wrong)
+
+
+def test_the_plan_shows_the_input_layers_of_a_nested_encoder():
+    """Before: the siamese VGG16's grey-to-RGB and ImageNet scaling sit inside its shared encoder, so
+    the plan's data chain stopped at `intensity_scale` and hid how the backbone's inputs are scaled."""
+    (row,) = compile_plan(load_config("coccomini2021/table6_1", "tiny", overrides={"rows": ["siamese_vgg16"]}))["rows"]
+    assert [s["step"] for s in row["data"]["chain"]][-3:] == ["intensity_scale", "channels", "backbone_scaling"]
+    assert (row["data"]["chain"][-1]["mode"], row["data"]["chain"][-1]["centred"]) == ("caffe", False)
 
 
 def test_jain_levy_trains_on_twenty_five_augmented_crops_per_lesion(tmp_path):
