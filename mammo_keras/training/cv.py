@@ -38,7 +38,7 @@ from mammo_keras.evaluation.metrics import METRIC_NAMES, METRICS, auc, multiclas
 from mammo_keras.evaluation.scoring import calibration, reliability_diagram
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
 from mammo_keras.models.inputs import as_model_input, positive_scores
-from mammo_keras.training.fit import BACKUP_EVERY, augment_place, fit_stages, predict_fixed
+from mammo_keras.training.fit import BACKUP_EVERY, augment_place, fit_stages, predict_fixed, wait_for_backup
 from mammo_keras.training.contrastive import Pretraining, unlabelled_rows
 from mammo_keras.training.stages import Stage
 
@@ -303,6 +303,7 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
     (out / PRETRAINED_FILE).unlink(missing_ok=True)  # the whole model's weights: kept only to resume
     (out / OFFLINE_FILE).unlink(missing_ok=True)  # the part's offline copies, made again if it reruns
     if spec.backup:
+        wait_for_backup(out / "backup" / "backup.npz")  # the last stage's end, written while predicting
         (out / "backup" / "backup.npz").unlink(missing_ok=True)
         if (out / "backup").is_dir() and not any((out / "backup").iterdir()):
             (out / "backup").rmdir()

@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Sequence
@@ -362,6 +363,7 @@ class FitBackup:
         self.plan = json.loads(json.dumps(plan))  # as stored: tuples become lists
 
     def load(self) -> tuple[dict, dict[str, np.ndarray]] | None:
+        wait_for_backup(self.path)
         if not self.path.is_file():
             return None
         try:
@@ -380,6 +382,7 @@ class FitBackup:
 
     def peek(self) -> dict | None:
         """The saved state (stage, epochs, log rows), without checking the plan or reading the arrays."""
+        wait_for_backup(self.path)
         if not self.path.is_file():
             return None
         with np.load(self.path, allow_pickle=False) as stored:
@@ -402,8 +405,49 @@ class FitBackup:
             Path(temp).unlink(missing_ok=True)
             raise
 
+    def save_in_background(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+        """`save` in a thread, so that training goes on while the file is written (VGG16's weights,
+        momenta and kept best weights: about 0.6 s a write on 2 CPU cores, on the training's path before).
+
+        Waits for this backup's previous write first, so writes land in order. `state` is copied
+        now (its log rows grow with the next epochs); the arrays are copies of the variables
+        already. A kill during the write leaves the previous backup (`save` renames atomically), so
+        the part resumes one backup earlier, with the same results. A failed write is raised by the
+        next `wait_for_backup` of this path: the next save, `load`, `peek`, `remove`, or the end of the
+        part (`cv.train_and_test`).
+        """
+        wait_for_backup(self.path)
+        state = json.loads(json.dumps(state))
+        failure: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                self.save(state, arrays)
+            except BaseException as error:  # raised again in the training thread by wait_for_backup
+                failure.append(error)
+
+        thread = threading.Thread(target=write, name=f"backup {self.path}")
+        _WRITES[self.path] = (thread, failure)
+        thread.start()
+
     def remove(self) -> None:
+        wait_for_backup(self.path)
         self.path.unlink(missing_ok=True)
+
+
+_WRITES: dict[Path, tuple[threading.Thread, list[BaseException]]] = {}
+"""Backup writes in flight (`FitBackup.save_in_background`), by backup path."""
+
+
+def wait_for_backup(path: str | Path) -> None:
+    """Wait until the background write of the backup at `path` (if any) has finished; raise its error."""
+    pending = _WRITES.pop(Path(path), None)
+    if pending is None:
+        return
+    thread, failure = pending
+    thread.join()
+    if failure:
+        raise failure[0]
 
 
 def _variable_arrays(prefix: str, variables) -> dict[str, np.ndarray]:
@@ -653,7 +697,7 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
                     best_state, best_weights = best.state()
                     state["best"] = best_state
                     arrays.update(_weights_arrays("best_weights", best_weights))
-                backup.save(state, arrays)
+                backup.save_in_background(state, arrays)
 
             callbacks.append(EpochBackup(backup, save_state, restore=restore, stopping=stopping, plateau=plateau,
                                          every=backup_every))

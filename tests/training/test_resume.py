@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -104,6 +105,36 @@ def test_a_backup_of_another_plan_is_refused(tmp_path, monkeypatch):
     other = fit.FitBackup(tmp_path / "backup", {"stages": [], "seed": 1})
     with pytest.raises(ValueError, match=r"belongs to another training plan .*remove it to start over"):
         other.load()
+
+
+def test_a_background_backup_copies_its_state_now_and_a_failed_write_is_raised_at_the_next_wait(tmp_path, monkeypatch):
+    """Training goes on while a backup is written (`save_in_background`): the log rows it appends
+    meanwhile must not reach the file, and a write that fails (a full disk) must not pass silently."""
+    backup = fit.FitBackup(tmp_path / "backup", {"seed": 0})
+    rows = [{"epoch": 1}]
+    started, release = threading.Event(), threading.Event()
+    saved = fit.FitBackup.save
+
+    def slow(self, state, arrays):
+        started.set()
+        release.wait(10)
+        saved(self, state, arrays)
+    monkeypatch.setattr(fit.FitBackup, "save", slow)
+    backup.save_in_background({"rows": rows, "stage": 0}, {"model/0": np.arange(3.0)})
+    started.wait(10)
+    rows.append({"epoch": 2})  # the next epoch, logged while the file is being written
+    release.set()
+    state, arrays = backup.load()  # waits for the write
+    assert state["rows"] == [{"epoch": 1}] and arrays["model/0"].tolist() == [0.0, 1.0, 2.0]
+
+    def full_disk(self, state, arrays):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(fit.FitBackup, "save", full_disk)
+    backup.save_in_background({"rows": rows, "stage": 0}, {})
+    with pytest.raises(OSError, match="No space left on device"):
+        fit.wait_for_backup(backup.path)
+    fit.wait_for_backup(backup.path)  # raised once; nothing left in flight
+    assert backup.load()[0]["rows"] == [{"epoch": 1}]  # the previous backup is kept
 
 
 def _env() -> dict:
