@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from mammo_keras.data.pipeline import AugmentConfig, balance_batches, lazy_batch, make_dataset, ordered_batches
+from mammo_keras.data.pipeline import AugmentConfig, balance_batches, lazy_batch, make_dataset
 from mammo_keras.data.rows import is_lazy
 from mammo_keras.errors import TrainingDiverged
 from mammo_keras.fileio import atomic_write_text
@@ -111,18 +111,6 @@ def resident(inputs):
     return np.asarray(inputs, np.float32) if is_lazy(inputs) else inputs
 
 
-def evaluation_data(inputs, targets, *, batch_size: int = PREDICT_BATCH) -> tuple[object, int | None]:
-    """`fit`'s `validation_data` and `validation_batch_size`: arrays in memory as they are, cut by Keras
-    into batches of `predict_batch_size` rows (Keras' default of 32, fewer for large items); lazy rows
-    (`data.rows.ItemRows`) as a dataset of the same batches (in order, the last one partial), read per
-    batch: the same `val_*` values, without the part in memory, and a few batches of at most
-    `PREDICT_BATCH_BYTES` in flight however long the part is."""
-    size = predict_batch_size(list(inputs) if isinstance(inputs, (list, tuple)) else [inputs], batch_size)
-    if not is_lazy(inputs):
-        return (inputs, targets), size
-    return ordered_batches(inputs, targets, batch_size=size), None
-
-
 def predict_fixed(model: keras.Model, inputs, *, batch_size: int = PREDICT_BATCH) -> np.ndarray:
     """`model.predict(inputs)` over batches of one shape (`FixedBatches`): one traced predict step."""
     return FixedBatches(inputs, batch_size=batch_size).predict(model)
@@ -161,19 +149,45 @@ def regularisation_penalty(model: keras.Model) -> float:
     return float(sum(float(keras.ops.convert_to_numpy(loss)) for loss in losses)) if losses else 0.0
 
 
-class ValidationAUC(keras.callbacks.Callback):
-    """Adds `val_auc` (ROC AUC of the positive-class score on the validation part) to the epoch logs."""
+class ValidationMetrics(keras.callbacks.Callback):
+    """The epoch's validation numbers from one forward pass over the validation rows: `val_auc` (ROC
+    AUC of the positive-class score; NaN unless the part holds two classes), and with `targets`
+    `val_loss` and `val_accuracy`, so that `fit` runs no evaluation of its own.
 
-    def __init__(self, inputs, labels: np.ndarray, batch_size: int = PREDICT_BATCH):
+    `val_loss` is the compiled loss over the whole part plus the model's penalties, which is what
+    Keras's evaluation reports (its batches' losses weighted by their sizes), to float32 rounding
+    (measured: 8e-8 relative; tests/training/test_fixed_costs.py). One pass instead of two, and no
+    test step traced per stage: the predict step is traced once per fold (or a small part is
+    predicted eagerly, `FixedBatches`).
+    """
+
+    def __init__(self, inputs, labels: np.ndarray, batch_size: int = PREDICT_BATCH, *,
+                 targets: np.ndarray | None = None):
         super().__init__()
         self.batches, self.labels = FixedBatches(inputs, batch_size=batch_size), np.asarray(labels).astype(int)
+        self.targets = None if targets is None else np.asarray(targets, np.float32)
 
     def on_epoch_end(self, epoch, logs=None):
         from mammo_keras.evaluation.metrics import auc
 
-        scores = positive_scores(self.batches.predict(self.model))
-        if logs is not None:
-            logs["val_auc"] = auc(self.labels, scores) if len(np.unique(self.labels)) == 2 else float("nan")
+        predictions = self.batches.predict(self.model)
+        scores = positive_scores(predictions)
+        if logs is None:
+            return
+        logs["val_auc"] = auc(self.labels, scores) if len(np.unique(self.labels)) == 2 else float("nan")
+        if self.targets is not None:
+            logs.update(validation_logs(self.model, self.targets, predictions))
+
+
+def validation_logs(model: keras.Model, targets: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """`val_loss` (the compiled loss and the model's penalties) and `val_accuracy` of `predictions`."""
+    loss = model.compute_loss(y=keras.ops.convert_to_tensor(targets), y_pred=keras.ops.convert_to_tensor(predictions),
+                              training=False)
+    if targets.shape[-1] == 1:
+        hits = (predictions[:, 0] > 0.5) == (targets[:, 0] > 0.5)
+    else:
+        hits = np.argmax(predictions, axis=-1) == np.argmax(targets, axis=-1)
+    return {"val_loss": float(keras.ops.convert_to_numpy(loss)), "val_accuracy": float(np.mean(hits))}
 
 
 class BestEpoch:
@@ -589,7 +603,7 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
     x_train, y_train = as_model_input(train[0], model, repeat=False), np.asarray(train[1]).astype(int)
     channels = input_channels(model)
     validation = None
-    if val is not None and count(val[0]):  # lazy validation rows stay lazy: read per batch (`evaluation_data`)
+    if val is not None and count(val[0]):  # lazy validation rows stay lazy: read per batch (`FixedBatches`)
         validation = (as_model_input(val[0], model), as_targets(val[1], model))
     rows: list[dict] = []
     built = trainable_flags(model)  # what "as_built" stages restore
@@ -657,8 +671,8 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
             _assign("optimizer", trained.optimizer.variables, restore[1])
             _assign("extra", _extra_variables(model, trained), restore[1])
         callbacks: list[keras.callbacks.Callback] = []
-        if stage_validation is not None and (selection == "best_val_auc" or stage.monitor == "val_auc"):
-            callbacks.append(ValidationAUC(stage_validation[0], val[1]))
+        if stage_validation is not None:  # first: the callbacks after it read its val_* numbers
+            callbacks.append(ValidationMetrics(stage_validation[0], val[1], targets=stage_validation[1]))
         callbacks.append(EpochLog(stage.name, rows, first_epoch=done, best=best, penalty_of=model))
         plateau = None
         if validation is not None and stage.schedule == "plateau":
@@ -701,9 +715,8 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
 
             callbacks.append(EpochBackup(backup, save_state, restore=restore, stopping=stopping, plateau=plateau,
                                          every=backup_every))
-        val_data, val_batch = (None, None) if stage_validation is None else evaluation_data(*stage_validation)
         trained.fit(dataset, epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
-                    validation_data=val_data, validation_batch_size=val_batch, callbacks=callbacks, shuffle=False,
+                    callbacks=callbacks, shuffle=False,
                     class_weight=class_weights(stage.class_weight, y_train), verbose=verbose)
         if rows and not np.isfinite(rows[-1].get("loss", 0.0)):
             if log_csv is not None:

@@ -123,3 +123,15 @@ def test_every_benchmark_and_the_whole_dry_run_at_tiny_size(tmp_path):
     assert set(steps) == set(gpu_check.STEPS) and not any("error" in step for step in steps.values())
     assert steps["table2_fold"]["fixed_costs"]["traces"]["train"] == 2  # one per stage
     assert steps["model_steps"]["configs"]["vgg16_float32"]["steps_per_s"] > 0
+
+
+def test_the_fixed_cost_fold_scores_the_epoch_table2_scores():
+    """Before: the benchmark's fold kept the best validation AUC's epoch, so it timed a validation AUC
+    pass per epoch that Chougrad's Table 2 (which scores the last epoch) never runs."""
+    from benchmarks import bench_fixed_costs
+    from mammo_keras.config import load_config
+
+    for profile in ("tiny", "cpu", "paper"):
+        config = load_config("chougrad2018/table2", profile)
+        assert bench_fixed_costs.TABLE2_SELECTION == config.selection
+        assert {m.stages or config.stages for m in config.models if not m.baseline} == {"chougrad2018"}

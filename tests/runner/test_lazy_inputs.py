@@ -108,14 +108,15 @@ def test_a_run_from_the_mapped_images_gives_the_predictions_of_the_arrays_in_mem
     if budget_items is not None:
         monkeypatch.setattr(fit, "PREDICT_BATCH_BYTES", budget_items * 4 * int(np.prod(row.images.shape[1:])))
     handed = {"mapped": [], "in_memory": []}
-    validation_batches = []
-    real_train, real_eval, real_fit = fit.make_dataset, fit.ordered_batches, keras.Model.fit
+    validation = {"mapped": [], "in_memory": []}  # (lazy?, batch size) of each stage's validation predictions
+    real_train, real_batches = fit.make_dataset, fit.FixedBatches.__init__
+
+    def batches(self, inputs, *a, **k):
+        real_batches(self, inputs, *a, **k)
+        validation[name].append((is_lazy(inputs), self.batch_size))
     monkeypatch.setattr(fit, "make_dataset", lambda images, *a, **k: handed[name].append(images) or
                         real_train(images, *a, **k))
-    monkeypatch.setattr(fit, "ordered_batches", lambda images, *a, **k: handed[name].append(images) or
-                        validation_batches.append(k["batch_size"]) or real_eval(images, *a, **k))
-    monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: validation_batches.append(
-        k.get("validation_batch_size")) or real_fit(self, *a, **k))
+    monkeypatch.setattr(fit.FixedBatches, "__init__", batches)
     shape = (*config.input_hw, config.input_channels)
     outcomes = {}
     for name, images in (("mapped", row.images), ("in_memory", np.asarray(row.images))):
@@ -124,18 +125,20 @@ def test_a_run_from_the_mapped_images_gives_the_predictions_of_the_arrays_in_mem
                                  fractions=config.fractions, seed=config.seed)
         metrics = json.loads((out / "test" / "metrics.json").read_text())
         outcomes[name] = predictions, {k: v for k, v in metrics.items() if k != "seconds"}
-    # training and validation read the mapped rows per batch (one training pipeline, one validation one)
-    assert len(handed["mapped"]) == 2 and all(is_lazy(images) for images in handed["mapped"])
-    assert len(handed["in_memory"]) == 1 and not is_lazy(handed["in_memory"][0])  # Keras slices arrays itself
+    # training reads the mapped rows per batch; so does each epoch's validation pass (`ValidationMetrics`)
+    assert len(handed["mapped"]) == 1 and is_lazy(handed["mapped"][0])
+    assert len(handed["in_memory"]) == 1 and not is_lazy(handed["in_memory"][0])
+    batch = PREDICT_BATCH if budget_items is None else budget_items
+    assert validation["mapped"] and {lazy for lazy, _ in validation["mapped"]} == {True}
+    assert {lazy for lazy, _ in validation["in_memory"]} == {False}
+    # validation and test predictions in batches of the byte budget, alike on both paths
+    assert {size for _, size in validation["mapped"]} == {size for _, size in validation["in_memory"]} == {batch}
     pd.testing.assert_frame_equal(outcomes["mapped"][0], outcomes["in_memory"][0], check_exact=True)
     logs = {name: pd.read_csv(tmp_path / name / "test" / "log.csv").drop(columns="seconds") for name in outcomes}
     assert {"val_loss", "val_accuracy", "val_auc"} <= set(logs["mapped"].columns)  # what stopping and selection saw
     pd.testing.assert_frame_equal(logs["mapped"], logs["in_memory"], check_exact=True)
     assert outcomes["mapped"][1] == outcomes["in_memory"][1]
     assert outcomes["mapped"][0]["score"].nunique() > 1  # a model that learned something, not a constant
-    batch = PREDICT_BATCH if budget_items is None else budget_items
-    # each stage's fit: arrays get validation_batch_size, lazy rows a dataset of batches that size
-    assert set(validation_batches) == {batch, None}, validation_batches
 
 
 def _fold_peak(folder: Path, n: int, shape=(96, 80)) -> int:

@@ -60,10 +60,10 @@ def test_each_stage_traces_its_steps_once_with_a_partial_last_batch():
     log = fit_stages(model, stages, (x, y), (xv, yv), augment=AugmentConfig(rotation_range=10.0),
                      selection="best_val_auc", augment_on="pipeline")
     assert len(log) == 5
-    # One trace of the training and test steps per stage: no second trace for the partial batch of 2,
-    # none for the partial validation batch; one predict step for the per-epoch validation AUC
-    # predictions of both stages (inference does not change with a stage's compile).
-    assert Counting.traces == {"train": 2, "test": 2, "predict": 1}
+    # One trace of the training step per stage: no second trace for the partial batch of 2; one
+    # predict step for the per-epoch validation AUC predictions of both stages (inference does not
+    # change with a stage's compile), which give val_loss too, so Keras's test step never runs.
+    assert Counting.traces == {"train": 2, "test": 0, "predict": 1}
     before = dict(Counting.traces)
     for n in (5, 13, 40):  # any number of items: one batch shape
         assert predict_fixed(model, x[:n, ..., None]).shape == (n, 2)
@@ -189,3 +189,22 @@ def test_functional_build_trains_exactly_as_keras_own_symbolic_build(monkeypatch
         np.testing.assert_array_equal(mine, keras_own)
     # A model that is not functional is left to Keras.
     assert fit._functional_build(keras.Sequential([keras.layers.Dense(1)]), np.zeros((1, 3))) is False
+
+
+def test_validation_numbers_come_from_one_pass_and_equal_kerass_own_evaluation():
+    """`val_loss` and `val_accuracy` come from the predictions each epoch makes for `val_auc`, instead of
+    a second pass over the validation rows (Keras's `validation_data`): the numbers Keras's evaluation
+    gives for the same weights (per batch, weighted by batch size), the L2 penalty included, to
+    float32 rounding."""
+    (x, y), (xv, yv) = task(42), task(45, seed=1)
+    stages = [Stage("head", 2, optimizer="adam", learning_rate=1e-2, trainable="re:^predictions", batch_size=8,
+                    l2=0.05, l2_layers="re:^predictions"),
+              Stage("all", 3, optimizer="adam", learning_rate=1e-2, batch_size=8, l2=0.05, l2_layers="re:^predictions")]
+    keras.utils.set_random_seed(0)
+    model = counting_model()
+    log = fit_stages(model, stages, (x, y), (xv, yv), selection="last")
+    assert {"val_loss", "val_accuracy", "val_auc"} <= set(log.columns) and (log["penalty"] > 0).all()
+    evaluated = model.evaluate(xv[..., None], keras.utils.to_categorical(yv, 2), batch_size=32, return_dict=True,
+                               verbose=0)  # the last epoch's weights ("last" selection), 45 rows = 32 + 13
+    np.testing.assert_allclose(log["val_loss"].iloc[-1], evaluated["loss"], rtol=1e-6)
+    np.testing.assert_allclose(log["val_accuracy"].iloc[-1], evaluated["accuracy"], rtol=1e-6)
