@@ -240,8 +240,10 @@ def data_plan(config: ExperimentConfig, row: ModelRow, model, dataset: str | Non
             "chain": chain}
 
 
-CENTRING_STEPS = ("gcn",)
-"""Data steps after which every item has mean 0 (the centred ImageNet scaling's precondition)."""
+CENTRING_STEPS = ("gcn", "normalise")
+"""Data steps after which the items are mean-subtracted (the centred ImageNet scaling's precondition):
+GCN (each item minus its own mean), and the training part's mean grey value or mean image subtracted
+(`normalisation`, the only kinds of that step)."""
 
 
 def scaling_problem(chain: list[dict]) -> str:
@@ -264,7 +266,7 @@ def scaling_problem(chain: list[dict]) -> str:
                         "centre the items")
             if centred and not step["centred"]:
                 return (f"its backbone scaling ({step['layer']}: {step['mode']}) subtracts the ImageNet mean from "
-                        "items already centred by GCN; give the row `options: {input_scaling: "
+                        "items already mean-subtracted (gcn or normalise); give the row `options: {input_scaling: "
                         "imagenet_centred}`")
     return ""
 

@@ -117,7 +117,10 @@ def test_a_centred_backbone_scaling_on_uncentred_items_is_refused_before_anythin
     assert scaling_problem([gcn, {"step": "intensity_scale", "factor": 255}, {**scaling, "centred": True}]) == ""
     assert scaling_problem([{"step": "resize"}, {**scaling, "centred": False}]) == ""
     assert "no step before it centres them" in scaling_problem([{"step": "resize"}, {**scaling, "centred": True}])
-    assert "already centred by GCN" in scaling_problem([gcn, {**scaling, "mode": "tf", "centred": False}])
+    assert "already mean-subtracted" in scaling_problem([gcn, {**scaling, "mode": "tf", "centred": False}])
+    mean_grey = {"step": "normalise", "kind": "train_mean_grey"}  # Shen's: the training part's mean grey value
+    assert scaling_problem([mean_grey, {**scaling, "centred": True}]) == ""
+    assert "already mean-subtracted" in scaling_problem([mean_grey, {**scaling, "centred": False}])
     config = load_config("mias_tasks/patches_2class_vgg16", "tiny")
     (row,) = [m for m in config.models if m.label == "vgg16_frozen"]
     options = {k: v for k, v in row.options.items() if k not in ("input_scaling", "weights")}
