@@ -250,9 +250,9 @@ def scaling_problem(chain: list[dict]) -> str:
     """Why the chain's backbone scaling does not fit its inputs, or "".
 
     `ImageNetScaling(centred=True)` leaves out the backbone's mean because the items are already
-    mean-subtracted (GCN); on uncentred items it would feed the backbone values about 100-120 grey
-    levels above the ones its weights were trained on. The uncentred scaling on GCN items subtracts
-    the mean twice.
+    mean-subtracted (a `CENTRING_STEPS` step); on uncentred items it would feed the backbone values
+    about 100-120 grey levels above the ones its weights were trained on. The uncentred scaling after
+    such a step subtracts a mean twice.
     """
     centred = False
     for step in chain:
@@ -266,13 +266,17 @@ def scaling_problem(chain: list[dict]) -> str:
                         "centre the items")
             if centred and not step["centred"]:
                 return (f"its backbone scaling ({step['layer']}: {step['mode']}) subtracts the ImageNet mean from "
-                        "items already mean-subtracted (gcn or normalise); give the row `options: {input_scaling: "
-                        "imagenet_centred}`")
+                        f"items already mean-subtracted ({', '.join(CENTRING_STEPS)}); give the row `options: "
+                        "{input_scaling: imagenet_centred}`")
     return ""
 
 
 def _nested_layers(model):
-    """The model's layers in order, with those of a nested model (a siamese encoder) in its place."""
+    """The model's layers in call order, with those of a nested model (a siamese encoder) in its place.
+
+    Not `_flatten_layers(recursive=True)`: that walks the tracked attributes, which put a siamese
+    ResNet50 encoder's ImageNet scaling before its grey-to-RGB layer.
+    """
     import keras
 
     for layer in model.layers:

@@ -151,8 +151,9 @@ def regularisation_penalty(model: keras.Model) -> float:
 
 class ValidationMetrics(keras.callbacks.Callback):
     """The epoch's validation numbers from one forward pass over the validation rows: `val_auc` (ROC
-    AUC of the positive-class score; NaN unless the part holds two classes), and with `targets`
-    `val_loss` and `val_accuracy`, so that `fit` runs no evaluation of its own.
+    AUC of the positive-class score; NaN unless the part holds two classes), `val_loss` and
+    `val_accuracy` (against `targets`, the model's one-hot or 0/1 targets), so that `fit` runs no
+    evaluation of its own.
 
     `val_loss` is the compiled loss over the whole part plus the model's penalties, which is what
     Keras's evaluation reports (its batches' losses weighted by their sizes), to float32 rounding
@@ -161,11 +162,10 @@ class ValidationMetrics(keras.callbacks.Callback):
     predicted eagerly, `FixedBatches`).
     """
 
-    def __init__(self, inputs, labels: np.ndarray, batch_size: int = PREDICT_BATCH, *,
-                 targets: np.ndarray | None = None):
+    def __init__(self, inputs, labels: np.ndarray, targets: np.ndarray, batch_size: int = PREDICT_BATCH):
         super().__init__()
         self.batches, self.labels = FixedBatches(inputs, batch_size=batch_size), np.asarray(labels).astype(int)
-        self.targets = None if targets is None else np.asarray(targets, np.float32)
+        self.targets = np.asarray(targets, np.float32)
 
     def on_epoch_end(self, epoch, logs=None):
         from mammo_keras.evaluation.metrics import auc
@@ -175,8 +175,7 @@ class ValidationMetrics(keras.callbacks.Callback):
         if logs is None:
             return
         logs["val_auc"] = auc(self.labels, scores) if len(np.unique(self.labels)) == 2 else float("nan")
-        if self.targets is not None:
-            logs.update(validation_logs(self.model, self.targets, predictions))
+        logs.update(validation_logs(self.model, self.targets, predictions))
 
 
 def validation_logs(model: keras.Model, targets: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
@@ -672,7 +671,7 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
             _assign("extra", _extra_variables(model, trained), restore[1])
         callbacks: list[keras.callbacks.Callback] = []
         if stage_validation is not None:  # first: the callbacks after it read its val_* numbers
-            callbacks.append(ValidationMetrics(stage_validation[0], val[1], targets=stage_validation[1]))
+            callbacks.append(ValidationMetrics(stage_validation[0], val[1], stage_validation[1]))
         callbacks.append(EpochLog(stage.name, rows, first_epoch=done, best=best, penalty_of=model))
         plateau = None
         if validation is not None and stage.schedule == "plateau":
