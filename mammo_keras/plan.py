@@ -80,6 +80,30 @@ def _init_text(raw, expanded, unset: list[str]) -> str:
     return f"{raw} = {describe_init(expanded)}"
 
 
+def builder_defaults(name: str) -> dict:
+    """The weights options a registered builder takes, with the value each defaults to."""
+    import inspect
+
+    from mammo_keras.models import registry
+
+    try:
+        parameters = inspect.signature(registry.entry(name).builder).parameters
+    except (KeyError, ValueError):  # not a registered builder (the plan fails on it elsewhere)
+        return {}
+    return {key: parameters[key].default for key in UNTRAINED_WEIGHTS
+            if key in parameters and parameters[key].default is not inspect.Parameter.empty}
+
+
+def row_init(row: ModelRow, options: dict, unset: list[str]) -> dict:
+    """Where a row's weights start: the weights options it sets, or, when it sets none, its builder's
+    defaults (a row that passes no `weights` starts where its builder does, often at random)."""
+    init = {key: _init_text(row.options[key], options[key], unset) for key in UNTRAINED_WEIGHTS if key in row.options}
+    if not init:  # one weights option set is where the row starts (a whole-image row: its patch classifier)
+        init = {key: f"{describe_init(default)} (the builder's default)"
+                for key, default in builder_defaults(row.name).items()}
+    return init
+
+
 def build_for_plan(row: ModelRow, config: ExperimentConfig, options: dict, cache: dict | None = None):
     """The row's model with the weights it would load left at random (built offline, in seconds).
 
@@ -455,8 +479,7 @@ def row_plan(config: ExperimentConfig, row: ModelRow, cache: dict) -> dict:
         return plan
     options, unset = expand_options(row.options)
     plan["options"] = json.loads(json.dumps(row.options, default=str))
-    plan["init"] = {key: _init_text(row.options[key], options[key], unset)
-                    for key in UNTRAINED_WEIGHTS if key in row.options}
+    plan["init"] = row_init(row, options, unset)
     if unset:
         plan["needs"] = f"environment variables {', '.join(unset)} (a local weights file); skipped without them"
     if row.train_patients is not None:

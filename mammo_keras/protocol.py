@@ -168,8 +168,11 @@ def same(expected, found) -> bool:
     """Equality with a relative tolerance for numbers (1e-9), element-wise for lists and dicts.
 
     `{approx: value, rel: r}` compares numbers (or lists of them) within relative tolerance r;
-    `{startswith: text}` a string's beginning.
+    `{startswith: text}` a string's beginning; `{not: expected}` anything `expected` does not match
+    (a pretrained start: `{not: {startswith: random}}`).
     """
+    if isinstance(expected, dict) and set(expected) == {"not"}:
+        return not same(expected["not"], found)
     if isinstance(expected, dict) and set(expected) == {"startswith"}:
         return isinstance(found, str) and found.startswith(str(expected["startswith"]))
     if isinstance(expected, dict) and set(expected) == {"approx", "rel"}:

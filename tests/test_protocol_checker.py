@@ -63,3 +63,5 @@ def test_comparisons():
     assert same({"approx": [0.05, 0.05], "rel": 0.05}, [0.049, 0.051]) and not same({"approx": 0.05, "rel": 0.01}, 0.06)
     assert same({"startswith": "IoU >= 0.5"}, "IoU >= 0.5, greedy") and not same(True, 1.0)
     assert same({"kernel": 0.1}, {"kernel": 0.1, "bias": 0.2}) and not same({"kernel": 0.1}, {"bias": 0.1})
+    pretrained = {"not": {"startswith": "random"}}
+    assert same(pretrained, "/weights/bvlc_googlenet.h5") and not same(pretrained, "random (the builder's default)")

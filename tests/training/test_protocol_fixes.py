@@ -138,6 +138,17 @@ def test_the_plan_shows_the_input_layers_of_a_nested_encoder():
     assert (row["data"]["chain"][-1]["mode"], row["data"]["chain"][-1]["centred"]) == ("caffe", False)
 
 
+def test_a_row_without_a_weights_option_shows_where_its_builder_starts():
+    """Before: Jain & Levy's GoogLeNet rows pass no `weights`, so the plan printed no initial weights and
+    nothing showed that the fine-tuning rates were applied to a random network; the protocol's
+    `pretrained_networks` fact now sees it (a declared deviation)."""
+    rows = {row["label"]: row for row in compile_plan(load_config("jain_levy/table2", "paper"))["rows"]}
+    assert rows["googlenet_deeper"]["init"] == {"weights": "random (the builder's default)"}
+    assert rows["alexnet"]["init"] == {"weights": "random"}  # the row's own `weights: null`
+    whole = compile_plan(load_config("shen2017/model_averaging", "paper", overrides={"rows": ["resnet_vgg"]}))
+    assert set(whole["rows"][0]["init"]) == {"patch_weights"}  # a set weights option is the start; no default added
+
+
 def test_jain_levy_trains_on_twenty_five_augmented_crops_per_lesion(tmp_path):
     """Before: one centre crop per lesion, epochs 25x shorter than the paper's."""
     canvases = np.zeros((4, 30, 30), np.float32)
