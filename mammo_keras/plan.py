@@ -433,8 +433,8 @@ def _retuned(row: ModelRow, config: ExperimentConfig, options: dict, cache: dict
     from mammo_keras.models.chougrad import FAMILIES
 
     fine_tune = options.get("fine_tune", "2FT")
-    if row.name not in FAMILIES or fine_tune == "random":
-        return None
+    if row.name not in FAMILIES or fine_tune == "random" or options.get("feature_layer"):
+        return None  # a cut backbone (`feature_layer`) has one depth, 0FT: nothing to share
     others = {k: v for k, v in options.items() if k != "fine_tune"}
     family_key = json.dumps(["any depth", row.name, others, list(config.input_hw), config.input_channels],
                             sort_keys=True, default=str)

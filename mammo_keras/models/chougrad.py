@@ -95,7 +95,7 @@ def build_chougrad(family: str, input_shape: tuple[int, int, int] = (224, 224, 3
                    num_classes: int = 2, *, weights: str | os.PathLike | None = None,
                    fine_tune: str = "2FT", head_units: tuple[int, ...] = CHOUGRAD_HEAD_UNITS,
                    dropout: float = 0.5, l2: float = 0.1, input_scaling: str | None = "imagenet_centred",
-                   name: str | None = None) -> keras.Model:
+                   feature_layer: str | None = None, name: str | None = None) -> keras.Model:
     """A Chougrad network: [GreyToRGB] -> [ImageNetScaling] -> backbone -> dense head.
 
     Args:
@@ -107,6 +107,10 @@ def build_chougrad(family: str, input_shape: tuple[int, int, int] = (224, 224, 3
         head_units: widths of the hidden dense layers of the head.
         input_scaling: "imagenet_centred" (the backbone's scale for mean-subtracted 0-255 inputs),
             "imagenet" (its full scaling of 0-255 inputs), None, or a mode "caffe"/"tf"/"torch".
+        feature_layer: None (the head reads the backbone's last block, as in the paper) or the name
+            of an earlier backbone layer, e.g. "block4_pool": the blocks after it are left out, so
+            the head reads features less specific to the backbone's own pretraining task. Not the
+            paper's network; only a frozen backbone (fine_tune="0FT") is accepted with it.
     """
     if fine_tune not in STRATEGIES:
         raise ValueError(f"`fine_tune` must be one of {STRATEGIES}. Received: fine_tune={fine_tune!r}")
@@ -126,12 +130,33 @@ def build_chougrad(family: str, input_shape: tuple[int, int, int] = (224, 224, 3
                              f"Received: input_scaling={input_scaling!r}")
         x = ImageNetScaling(mode, centred=centred, name="imagenet_scaling")(x)
     base = backbone(family, (*input_shape[:2], 3), weights=weights, input_tensor=x)
-    outputs = chougrad_head(base.output, num_classes, units=tuple(head_units), dropout=dropout,
+    if feature_layer is not None and fine_tune != "0FT":
+        raise ValueError('`feature_layer` cuts the backbone, so only its frozen use fine_tune="0FT" is '
+                         f"defined (a block depth would count from a block that is not there). Received: "
+                         f"fine_tune={fine_tune!r}, feature_layer={feature_layer!r}")
+    features = base.output if feature_layer is None else _backbone_layer(base, feature_layer).output
+    outputs = chougrad_head(features, num_classes, units=tuple(head_units), dropout=dropout,
                             l2=l2, pooling=_HEAD_POOLING[family])
     model = keras.Model(inputs, outputs, name=name or f"chougrad_{family}")
     if fine_tune == "random":
         gaussian_init(model)
+    if feature_layer is not None:  # 0FT on a cut backbone: every backbone layer left in is frozen
+        backbone_layers = {layer.name for layer in base.layers}
+        for layer in model.layers:
+            layer.trainable = layer.name not in backbone_layers or isinstance(layer, keras.layers.InputLayer)
+        return model
     return set_fine_tuning(model, fine_tune, family)
+
+
+def _backbone_layer(base: keras.Model, name: str) -> keras.layers.Layer:
+    """A layer of the backbone by name, or an error listing the block outputs to choose from."""
+    try:
+        return base.get_layer(name)
+    except ValueError:
+        pools = [layer.name for layer in base.layers if layer.name.endswith(("_pool", "_out")) or
+                 layer.name.startswith("mixed")]
+        raise ValueError(f"`feature_layer` {name!r} is not a layer of the {base.name} backbone. Block "
+                         f"outputs: {pools[:20]}") from None
 
 
 FAMILIES = {"chougrad_vgg16": "vgg16", "chougrad_resnet50": "resnet50", "chougrad_inceptionv3": "inceptionv3"}
@@ -141,10 +166,12 @@ trainable flags, which `set_fine_tuning` sets again on any built model of the fa
 
 @register("chougrad_vgg16", paper=PAPER, task="roi")
 def chougrad_vgg16(input_shape=(224, 224, 3), num_classes=2, *, weights=None, fine_tune="2FT",
-                   head_units=CHOUGRAD_HEAD_UNITS, input_scaling="imagenet_centred", name=None) -> keras.Model:
+                   head_units=CHOUGRAD_HEAD_UNITS, input_scaling="imagenet_centred", feature_layer=None,
+                   name=None) -> keras.Model:
     """Chougrad 2018 VGG16 with the custom dense head, fine-tuned per `fine_tune`."""
     return build_chougrad("vgg16", input_shape, num_classes, weights=weights, fine_tune=fine_tune,
-                          head_units=head_units, input_scaling=input_scaling, name=name)
+                          head_units=head_units, input_scaling=input_scaling, feature_layer=feature_layer,
+                          name=name)
 
 
 @register("chougrad_resnet50", paper=PAPER, task="roi")

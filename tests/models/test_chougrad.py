@@ -106,6 +106,22 @@ def test_random_init_refuses_pretrained_weights():
         models.get("chougrad_vgg16", input_shape=(32, 32, 3), weights="imagenet", fine_tune="random")
 
 
+def test_a_cut_backbone_feeds_the_head_from_the_named_layer_and_stays_frozen():
+    from mammo_keras.training.feature_cache import frozen_cut
+
+    model = models.get("chougrad_vgg16", input_shape=(32, 32, 1), fine_tune="0FT", feature_layer="block4_pool")
+    names = [layer.name for layer in model.layers]
+    assert "block4_pool" in names and not any(name.startswith("block5_") for name in names)
+    assert model.get_layer("head_pool").input.shape[1:] == (2, 2, 512)  # 32 px / 16: block4's output
+    trainable = {layer.name for layer in model.layers if layer.trainable and layer.weights}
+    assert trainable == {"head_dense1", "head_dense2", "predictions"}
+    assert frozen_cut(model) == "head_pool"  # the frozen backbone runs once per fold (feature cache)
+    with pytest.raises(ValueError, match=r'only its frozen use fine_tune="0FT".*fine_tune=\'2FT\''):
+        models.get("chougrad_vgg16", input_shape=(32, 32, 1), fine_tune="2FT", feature_layer="block4_pool")
+    with pytest.raises(ValueError, match=r"'block6_pool' is not a layer of the vgg16 backbone.*block5_pool"):
+        models.get("chougrad_vgg16", input_shape=(32, 32, 1), fine_tune="0FT", feature_layer="block6_pool")
+
+
 def test_builders_are_registered_for_the_paper():
     assert models.list("chougrad_*") == ["chougrad_inceptionv3", "chougrad_resnet50", "chougrad_vgg16"]
     assert {models.entry(name).paper for name in models.list("chougrad_*")} == {"chougrad2018"}
