@@ -33,6 +33,7 @@ the structure in a JSON format").
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -40,7 +41,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
 import h5py
@@ -221,10 +222,23 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     return manifest
 
 
-def verify_checksums(directory: str | os.PathLike) -> None:
-    """Check every file listed in the manifest against its sha256; raise naming the first bad one."""
+def verify_checksums(directory: str | os.PathLike, *, required: Sequence[str] = ()) -> None:
+    """Check every file listed in the manifest against its sha256; raise naming the first bad one.
+
+    `required`: files that must be listed (those about to be loaded): a manifest that leaves a file
+    out, or lists nothing, would otherwise let an unchecked file through.
+    """
     directory = Path(directory)
-    for filename, expected in read_manifest(directory)["sha256"].items():
+    checksums = read_manifest(directory)["sha256"]
+    for filename in required:
+        if filename not in checksums:
+            raise DataError(directory / MANIFEST_FILE, f"does not list {filename}, so its checksum cannot be "
+                                                       "verified (a folder written by mammo_keras.io.save lists "
+                                                       "every file it wrote)")
+    for filename, expected in checksums.items():
+        if not _is_plain_relative(filename):
+            raise DataError(directory / MANIFEST_FILE, f"lists {filename!r}: a manifest names files inside its "
+                                                       "own folder only")
         path = directory / filename
         if not path.is_file():
             raise DataError(path, f"listed in {MANIFEST_FILE} but missing")
@@ -246,22 +260,36 @@ def load(directory: str | os.PathLike, *, verify: bool = True, format: str = "ke
         raise ValueError(f"`format` must be one of {LOAD_FORMATS}. Received: format={format!r}")
 
     directory = Path(directory)
-    if verify:
-        verify_checksums(directory)
     needed = (KERAS_FILE,) if format == "keras" else (ARCHITECTURE_FILE, WEIGHTS_FILE)
+    if verify:
+        verify_checksums(directory, required=needed)
     for name in needed:
         if not (directory / name).is_file():
             raise DataError(directory / name, f"missing: loading format={format!r} needs {' and '.join(needed)} "
                                               "(a folder written by mammo_keras.io.save has both formats)")
     if format == "keras":
-        return keras.saving.load_model(directory / KERAS_FILE, compile=False, safe_mode=True)
+        with _unreadable(directory / KERAS_FILE, "a Keras model archive"):
+            return keras.saving.load_model(directory / KERAS_FILE, compile=False, safe_mode=True)
     try:
         config = json.loads((directory / ARCHITECTURE_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(directory / ARCHITECTURE_FILE, f"not valid JSON ({error})") from None
     model = keras.saving.deserialize_keras_object(config, safe_mode=True)
-    model.load_weights(directory / WEIGHTS_FILE)
+    with _unreadable(directory / WEIGHTS_FILE, "an HDF5 weights file of this architecture"):
+        model.load_weights(directory / WEIGHTS_FILE)
     return model
+
+
+@contextlib.contextmanager
+def _unreadable(path: Path, what: str):
+    """Errors of h5py, zipfile or Keras on a damaged file, as a DataError naming it (a truncated
+    model.keras otherwise reads as Keras's "File not found", though the file is there)."""
+    try:
+        yield
+    except DataError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile) as error:  # the library's own words kept in the message
+        raise DataError(path, f"cannot be read as {what} ({type(error).__name__}: {error})") from None
 
 
 def pack(directory: str | os.PathLike, archive: str | os.PathLike) -> Path:
@@ -383,11 +411,12 @@ def load_legacy_h5(path: str | os.PathLike, *, compile: bool = False) -> keras.M
         raise FileNotFoundError(f"No legacy Keras model file at {path}.")
     if path.suffix not in (".h5", ".hdf5"):
         raise ValueError(f"A legacy Keras model file ends in .h5 or .hdf5. Received: path={str(path)!r}")
-    with h5py.File(path, "r") as handle:
+    with _unreadable(path, "an HDF5 file"), h5py.File(path, "r") as handle:
         if "model_config" not in handle.attrs:
             raise DataError(path, "no `model_config` attribute: this is a weights-only file; build "
                                   "the model and use load_weights_by_name instead")
-    return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    with _unreadable(path, "a legacy Keras model file"):
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
 
 
 def sha256(path: str | os.PathLike) -> str:

@@ -498,6 +498,9 @@ def _score(value: str, path: Path, line: int) -> float:
     if not math.isfinite(number):
         raise DataError(path, f"score must be a finite number (the probability of cancer). Received: {value!r}",
                         line=line)
+    if not 0.0 <= number <= 1.0:  # Brier, pF1 and calibration read it as a probability
+        raise DataError(path, f"score must be a probability in [0, 1] (Brier, pF1 and calibration read it as "
+                              f"one; pass probabilities, not logits). Received: {value!r}", line=line)
     return number
 
 

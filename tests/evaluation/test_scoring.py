@@ -166,6 +166,9 @@ def test_bad_rows_name_file_and_line(tmp_path):
     path.write_text("image_id,patient_id,label,score\na,p1,1,nan\n")
     with pytest.raises(DataError, match=r"bad.csv:2: score must be a finite number"):
         scoring.read_predictions(path)
+    path.write_text("image_id,patient_id,label,score\na,p1,1,0.5\nb,p2,0,7.5\n")  # a logit, not a probability
+    with pytest.raises(DataError, match=r"bad.csv:3: score must be a probability in \[0, 1\].*Received: '7.5'"):
+        scoring.read_predictions(path)
     path.write_text("item_id,patient_id,label,fold,pred,p0,p1\na,p1,1,0,1,0.2,0.8\n")
     with pytest.raises(DataError, match=r"multi-class predictions file"):
         scoring.read_predictions(path)

@@ -118,6 +118,38 @@ def test_hostile_manifests_and_missing_model_files_are_named(saved, tmp_path):
         io.load(folder, verify=False, format="json")
 
 
+def test_a_manifest_must_list_what_is_loaded_and_only_files_of_its_folder(saved, tmp_path):
+    """Before: `"sha256": {}` verified nothing and loaded the unchecked files; an entry `../..` was hashed."""
+    _, folder = saved
+    manifest = json.loads((folder / "manifest.json").read_text())
+    listed = dict(manifest["sha256"])
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "sha256": {}}))
+    with pytest.raises(DataError, match=r"manifest\.json: does not list model\.keras, so its checksum cannot be verified"):
+        io.load(folder)
+    with pytest.raises(DataError, match=r"does not list model\.json"):
+        io.load(folder, format="json")
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "sha256": {**listed, "../outside": "0" * 64}}))
+    with pytest.raises(DataError, match=r"manifest\.json: lists '\.\./outside': a manifest names files inside its own folder"):
+        io.load(folder)
+
+
+def test_damaged_model_files_are_named_when_loaded_unchecked(saved, tmp_path):
+    """Before: a truncated model.keras read as Keras's "File not found" (the file is there); a
+    non-HDF5 .h5 gave h5py's bare OSError."""
+    _, folder = saved
+    keras_file = folder / "model.keras"
+    keras_file.write_bytes(keras_file.read_bytes()[:100])
+    with pytest.raises(DataError, match=r"model\.keras: cannot be read as a Keras model archive"):
+        io.load(folder, verify=False)
+    weights = folder / "model.weights.h5"
+    weights.write_bytes(b"not an HDF5 file")
+    with pytest.raises(DataError, match=r"model\.weights\.h5: cannot be read as an HDF5 weights file"):
+        io.load(folder, verify=False, format="json")
+    (tmp_path / "garbage.h5").write_bytes(b"not an HDF5 file")
+    with pytest.raises(DataError, match=r"garbage\.h5: cannot be read as an HDF5 file \(OSError"):
+        io.load_legacy_h5(tmp_path / "garbage.h5")
+
+
 def test_failed_write_keeps_the_previous_file(saved):
     _, folder = saved
     before = (folder / "model.json").read_bytes()
