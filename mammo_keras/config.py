@@ -225,6 +225,59 @@ class ExperimentConfig:
                                  "dataset; an independent test needs other data (or other "
                                  "`test_dataset_options`, e.g. another phantom seed)")
 
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Numbers and names a run would otherwise meet only after reading and preparing the data (or
+        never: `n_bootstrap=0` or `batch_size=0` ran, or failed deep inside)."""
+        def bad(key: str, wanted: str):
+            raise ValueError(f"{self.source}: `{key}` must be {wanted}. Received: {key}={getattr(self, key)!r}")
+
+        def number(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        if not self.datasets:
+            bad("datasets", "a non-empty list of datasets")
+        if not (number(self.epoch_scale) and self.epoch_scale > 0):
+            bad("epoch_scale", "a number > 0")
+        if not (number(self.input_scale) and self.input_scale > 0):
+            bad("input_scale", "a number > 0 (1 for items in [0, 1], 255 for ImageNet scaling)")
+        if self.input_channels not in (1, 3):
+            bad("input_channels", "1 (grey) or 3")
+        if any(not (isinstance(side, int) and side >= 1) for side in self.input_hw):
+            bad("input_size", "a positive side or (height, width)")
+        if self.max_items is not None and not (isinstance(self.max_items, int) and self.max_items >= 1):
+            bad("max_items", "an integer >= 1, or null for every item")
+        if self.kind == "cv" and not (isinstance(self.n_splits, int) and self.n_splits >= 2):
+            bad("n_splits", "an integer >= 2 (patient-level folds)")
+        if not (number(self.val_fraction) and 0 <= self.val_fraction < 1):
+            bad("val_fraction", "a share in [0, 1)")
+        fractions = tuple(self.fractions)
+        if (len(fractions) != 3 or not all(number(f) and 0 <= f <= 1 for f in fractions) or fractions[0] <= 0
+                or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6)):
+            bad("fractions", "three train/val/test shares in [0, 1] that sum to 1, with a training share > 0")
+        if self.batch_size is not None and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            bad("batch_size", "an integer >= 1, or null for the stages' own")
+        if not (isinstance(self.n_bootstrap, int) and self.n_bootstrap >= 1):
+            bad("n_bootstrap", "an integer >= 1 (bootstrap replicates of the CIs)")
+        if self.selection_snapshots is not None and not (isinstance(self.selection_snapshots, int)
+                                                         and self.selection_snapshots >= 1):
+            bad("selection_snapshots", "an integer >= 1, or null")
+        if self.kind != "detection":
+            from mammo_keras.evaluation.metrics import METRIC_NAMES
+
+            known = (*METRIC_NAMES, "a_auc")
+            unknown = [m for m in self.metrics if m not in known]
+            if unknown or not self.metrics:
+                raise ValueError(f"{self.source}: `metrics` must list some of {list(known)}. Received: "
+                                 f"metrics={list(self.metrics)!r}")
+        from mammo_keras.data.records import ABNORMALITIES
+
+        for key in ("abnormality", "test_abnormality"):
+            value = getattr(self, key)
+            if value is not None and value not in ABNORMALITIES:
+                bad(key, f"one of {list(ABNORMALITIES)} or null")
+
     @property
     def prepare_worker_count(self) -> int:
         """The processes the runner prepares with: `prepare_workers`, or one per CPU core, at most 8."""

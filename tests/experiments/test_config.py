@@ -148,3 +148,22 @@ def test_pretraining_on_another_tasks_items_is_refused_outside_cross_validation(
     with pytest.raises(ValueError, match=r"`pretrain.unlabelled` is supported by cross-validation \(kind cv\) only. "
                                          r"Received: kind='holdout'"):
         load_config("mias_tasks/benign_vs_malignant_simclr", "tiny", overrides={"kind": "holdout"})
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"n_splits": 1}, r"`n_splits` must be an integer >= 2"),
+    ({"val_fraction": 1.5}, r"`val_fraction` must be a share in \[0, 1\)"),
+    ({"fractions": [0.5, 0.5, 0.5]}, r"`fractions` must be three train/val/test shares .* sum to 1"),
+    ({"batch_size": 0}, r"`batch_size` must be an integer >= 1"),
+    ({"max_items": -1}, r"`max_items` must be an integer >= 1"),
+    ({"n_bootstrap": 0}, r"`n_bootstrap` must be an integer >= 1"),
+    ({"datasets": []}, r"`datasets` must be a non-empty list"),
+    ({"metrics": ["foo"]}, r"`metrics` must list some of .*Received: metrics=\['foo'\]"),
+    ({"abnormality": "masss"}, r"`abnormality` must be one of .*Received: abnormality='masss'"),
+    ({"input_scale": 0}, r"`input_scale` must be a number > 0"),
+    ({"epoch_scale": -1}, r"`epoch_scale` must be a number > 0"),
+])
+def test_out_of_range_values_are_refused_when_the_config_loads(override, message):
+    """Before: `--plan` accepted each of these; a run met some only after preparing the data, others never."""
+    with pytest.raises(ValueError, match=r"mias_cv\.yaml: " + message):
+        load_config("chougrad2018/mias_cv", "tiny", overrides=override)
