@@ -27,6 +27,7 @@ Reference: Lopez et al. 2012, "BCDR: a breast cancer digital repository",
 from __future__ import annotations
 
 import csv
+import posixpath
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -263,9 +264,15 @@ def _image_id(distribution: str, filename: str) -> str:
 
 
 def _image_path(csv_path: Path, filename: str, line: int, missing: str) -> Path | None:
+    """The image a row names, looked for only inside the CSV's folder (the name comes from a file
+    anyone may have edited, and becomes the image_id and the item file name)."""
     relative = filename.strip().lstrip("/")
     if not relative:
         raise DataError(csv_path, "image_filename is empty", line=line)
+    normal = posixpath.normpath(relative.replace("\\", "/"))
+    if normal == ".." or normal.startswith("../"):
+        raise DataError(csv_path, f"image_filename must name a file inside the CSV's folder "
+                                  f"{csv_path.parent}. Received: {filename.strip()!r}", line=line)
     folder = csv_path.parent
     if (folder / relative).is_file():
         return (folder / relative).resolve()

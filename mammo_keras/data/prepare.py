@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -356,8 +357,27 @@ class PrepareReport:
     stack: dict = field(default_factory=dict)  # what they were stacked from (`_finalise`), to tell next time
 
 
+_UNSAFE_NAME_CHARACTERS = re.compile(r"[%/\\:\x00-\x1f\x7f]")
+
+
+def item_file_name(image_id: str) -> str:
+    """The item file's name for an image id, always one plain file name inside items/.
+
+    Ids come from dataset files (a BCDR image_filename holds folders, a CSV may hold `../`), so
+    `%`, path separators, `:` and control characters are %-escaped (`a/b` -> `a%2Fb`): distinct ids
+    keep distinct names, `..` can only appear inside a name, and ids without those characters keep
+    the names earlier versions gave them. A name over the file system's 255 bytes is cut and ends
+    with a hash of the whole id.
+    """
+    name = _UNSAFE_NAME_CHARACTERS.sub(lambda match: f"%{ord(match.group()):02X}", str(image_id)) + ".npz"
+    if len(name.encode()) > 255:
+        digest = hashlib.sha256(str(image_id).encode()).hexdigest()[:16]
+        name = name.encode()[:200].decode(errors="ignore") + f"~{digest}.npz"
+    return name
+
+
 def _item_file(out: Path, image_id: str) -> Path:
-    return out / "items" / f"{image_id}.npz"
+    return out / "items" / item_file_name(image_id)
 
 
 def _process_image(task_name: str, path: str, rows: pd.DataFrame, options: dict,

@@ -1,0 +1,107 @@
+"""Hostile dataset files found by an audit: each gives a DataError naming the file (and row), so
+`--skip-bad` can skip it, and nothing is read or written outside the data and output folders."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cbis_fixtures import CSV_NAME, write_cbis
+from mammo_keras.data import bcdr, cbis_ddsm
+from mammo_keras.data.prepare import _item_file, item_file_name, prepare
+from mammo_keras.errors import DataError
+from test_bcdr import IMAGE_HEADER, OUTLINE_HEADER, OUTLINE_ROWS, _write_tif
+
+
+def _bcdr(tmp_path: Path, rows: list[str]) -> Path:
+    """A one-distribution BCDR root whose outlines CSV holds `rows` (their TIFFs written where they lie)."""
+    folder = tmp_path / "data" / "BCDR-F03"
+    for row in rows:
+        _write_tif((folder / row.split(",")[6].strip()).resolve())
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bcdr_f03_outlines.csv").write_text("\n".join([OUTLINE_HEADER, *rows]) + "\n")
+    return tmp_path / "data"
+
+
+def _outline(row: str, **changes: str) -> str:
+    """An outline row of test_bcdr with columns replaced by name."""
+    names = OUTLINE_HEADER.split(",")
+    fields = row.split(",")
+    for name, value in changes.items():
+        fields[names.index(name)] = value
+    return ",".join(fields)
+
+
+def test_bcdr_image_filename_outside_the_csv_folder_is_refused(tmp_path):
+    evil = _outline(OUTLINE_ROWS[0], image_filename=" ../../outside/evil.tif")
+    root = _bcdr(tmp_path, [OUTLINE_ROWS[0], evil])
+    assert (tmp_path / "outside" / "evil.tif").is_file()  # there to be read, were the path followed
+    for missing in ("error", "skip"):
+        with pytest.raises(DataError) as error:
+            bcdr.read(root, missing=missing)
+        assert error.value.path == str(root / "BCDR-F03" / "bcdr_f03_outlines.csv") and error.value.line == 3
+        assert "must name a file inside the CSV's folder" in str(error.value)
+
+
+def test_bcdr_image_filename_may_step_back_inside_the_folder(tmp_path):
+    inside = _outline(OUTLINE_ROWS[0], image_filename=" patient_3/../patient_3/study_3/img_3_3_1_LCC.tif")
+    table = bcdr.read(_bcdr(tmp_path, [inside]))
+    assert Path(table.iloc[0]["path"]) == (tmp_path / "data/BCDR-F03/patient_3/study_3/img_3_3_1_LCC.tif").resolve()
+
+
+@pytest.mark.parametrize("image_id", ["../../../../tmp/x/evil.tif", "bcdr_f03/../../x", "..", "a\\..\\b",
+                                      "/abs/path", "c:evil", "x" * 400, "a%2Fb"])
+def test_item_files_stay_in_the_items_folder(tmp_path, image_id):
+    path = _item_file(tmp_path, image_id)
+    assert path.parent == tmp_path / "items" and path.name.endswith(".npz")
+    assert "/" not in path.name and "\\" not in path.name and len(path.name.encode()) <= 255
+
+
+def test_item_file_names_are_distinct_and_plain_ids_keep_theirs():
+    assert item_file_name("mdb001") == "mdb001.npz"
+    assert item_file_name("Mass-Training_P_00001_LEFT_CC") == "Mass-Training_P_00001_LEFT_CC.npz"
+    ids = ["a/b", "a%2Fb", "a%252Fb", "a_b", "a\\b", "a:b"]
+    assert len({item_file_name(image_id) for image_id in ids}) == len(ids)
+
+
+def test_bcdr_prepare_writes_flat_item_files(tmp_path):
+    root = _bcdr(tmp_path, OUTLINE_ROWS)
+    out = tmp_path / "out"
+    prepare("bcdr", bcdr.read(root), out, "shen", root=root, options={"height": 16, "width": 16},
+            progress=False, contact_sheet=False)
+    items = sorted(path.name for path in (out / "items").iterdir())
+    assert items == ["bcdr_f03%2Fpatient_3%2Fstudy_3%2Fimg_3_3_1_LCC.tif.npz",
+                     "bcdr_f03%2Fpatient_3%2Fstudy_3%2Fimg_3_3_1_LO.tif.npz",
+                     "bcdr_f03%2Fpatient_7%2Fstudy_9%2Fimg_7_9_1_RCC.tif.npz"]
+
+
+def _cbis_cell(root: Path, column: str, value: str) -> Path:
+    """Set `column` of the first row of the mass training CSV; returns the CSV."""
+    path = root / CSV_NAME[("mass", "train")]
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    rows[1][rows[0].index(column)] = value
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cbis_root(tmp_path_factory):
+    return write_cbis(tmp_path_factory.mktemp("cbis_clean"), trap=False)
+
+
+@pytest.mark.parametrize("column", ["image file path", "ROI mask file path"])
+def test_cbis_paths_with_dot_dot_are_refused(cbis_root, tmp_path, column):
+    import shutil
+
+    root = Path(shutil.copytree(cbis_root, tmp_path / "cbis"))
+    path = _cbis_cell(root, column, "../../../etc/1.2.3/1.2.4/000000.dcm")
+    for missing in ("error", "keep"):
+        with pytest.raises(DataError) as error:
+            cbis_ddsm.read(root, abnormality="mass", missing=missing)
+        assert error.value.path == str(path) and error.value.line == 2
+        assert "without '.' or '..' parts" in str(error.value)
