@@ -437,7 +437,10 @@ def _integer(fields: dict[str, str], column: str, where: tuple[Path, int]) -> in
     if value == "":
         return None
     try:
-        return int(float(value))
+        number = float(value)
+        if not number.is_integer():  # also inf and nan, which int() refuses with another error
+            raise ValueError(value)
+        return int(number)
     except ValueError:
         raise DataError(where[0], f"column {column!r} must be an integer. Received: {value!r}",
                         line=where[1]) from None

@@ -105,3 +105,94 @@ def test_cbis_paths_with_dot_dot_are_refused(cbis_root, tmp_path, column):
             cbis_ddsm.read(root, abnormality="mass", missing=missing)
         assert error.value.path == str(path) and error.value.line == 2
         assert "without '.' or '..' parts" in str(error.value)
+
+
+@pytest.mark.parametrize("column", ["assessment", "breast_density", "subtlety"])
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "2.5"])
+def test_cbis_numbers_that_are_not_integers_name_the_row(cbis_root, tmp_path, column, value):
+    import shutil
+
+    root = Path(shutil.copytree(cbis_root, tmp_path / "cbis"))
+    path = _cbis_cell(root, column, value)
+    with pytest.raises(DataError) as error:
+        cbis_ddsm.read(root, abnormality="mass")
+    assert error.value.path == str(path) and error.value.line == 2 and "must be an integer" in str(error.value)
+
+
+@pytest.mark.parametrize("code", ["inf", "nan", "7", "0", "1.5", "x"])
+def test_bcdr_unknown_image_view_names_the_row(tmp_path, code):
+    root = _bcdr(tmp_path, [OUTLINE_ROWS[0], _outline(OUTLINE_ROWS[2], image_view=code)])
+    with pytest.raises(DataError) as error:
+        bcdr.read(root)
+    assert error.value.line == 3 and "image_view must be a code 1-4" in str(error.value)
+
+
+def test_bcdr_image_list_codes_inf_are_not_cc_or_mlo(tmp_path):
+    folder = tmp_path / "BCDR-DN01"
+    _write_tif(folder / "patient_1/study_1/img_1_1_1_X.tif")
+    (folder / "bcdr_dn01_img.csv").write_text(IMAGE_HEADER + "\n1,1,1, patient_1/study_1/img_1_1_1_X.tif, ,inf,40,1\n")
+    table = bcdr.read(tmp_path)
+    assert (table.iloc[0]["laterality"], table.iloc[0]["view"]) == ("", "")
+
+
+def _bad_dicom(path: Path, **tags) -> Path:
+    """A valid small DICOM with `tags` set (written as given; DS values may be malformed text)."""
+    from dicom_fixtures import write_dicom
+
+    write_dicom(path, np.arange(64, dtype=np.uint16).reshape(8, 8), bits_stored=12,
+                extra={key: value for key, value in tags.items() if value != "x.y"})
+    if "x.y" in tags.values():  # pydicom will not write an invalid DS: patch a valid one of the same length
+        import pydicom
+
+        dataset = pydicom.dcmread(path)
+        for key, value in tags.items():
+            if value == "x.y":
+                setattr(dataset, key, "1.5")
+        dataset.save_as(path)
+        path.write_bytes(path.read_bytes().replace(b"1.5 ", b"x.y "))
+    return path
+
+
+BAD_DICOM_TAGS = {
+    "window_width_0": ({"WindowCenter": 100, "WindowWidth": 0}, "WindowWidth must be at least 1"),
+    "window_width_negative": ({"WindowCenter": 100, "WindowWidth": -4}, "WindowWidth must be at least 1"),
+    "window_centre_inf": ({"WindowCenter": "inf", "WindowWidth": 10}, "WindowCenter must be a finite number"),
+    "slope_text": ({"RescaleSlope": "x.y", "RescaleIntercept": 0}, "RescaleSlope must be a finite number"),
+    "slope_nan": ({"RescaleSlope": "nan", "RescaleIntercept": 0}, "RescaleSlope must be a finite number"),
+    "intercept_inf": ({"RescaleSlope": 1, "RescaleIntercept": "inf"}, "RescaleIntercept must be a finite number"),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
+@pytest.mark.parametrize("name", sorted(BAD_DICOM_TAGS))
+def test_dicom_rescale_and_window_tags_name_the_file_and_tag(tmp_path, name):
+    from mammo_keras.app.predict import read_scan
+    from mammo_keras.data.dicom import read_dicom
+
+    tags, problem = BAD_DICOM_TAGS[name]
+    path = _bad_dicom(tmp_path / f"{name}.dcm", **tags)
+    for read in (lambda: read_dicom(path), lambda: read_dicom(path, normalise=True), lambda: read_scan(path)):
+        with pytest.raises(DataError, match=problem) as error:
+            read()
+        assert error.value.path == str(path)
+    if "Window" in name:  # the window is the only problem: without it the file reads
+        assert read_dicom(path, apply_voi=False).shape == (8, 8)
+
+
+def test_prepare_skip_bad_skips_a_dicom_with_a_bad_window(cbis_root, tmp_path):
+    import shutil
+
+    import pydicom
+
+    root = Path(shutil.copytree(cbis_root, tmp_path / "cbis"))
+    table = cbis_ddsm.read(root, abnormality="mass")
+    bad = Path(table.iloc[0]["path"])
+    dataset = pydicom.dcmread(bad)
+    dataset.WindowCenter, dataset.WindowWidth = 100, 0
+    dataset.save_as(bad)
+    with pytest.raises(DataError, match="WindowWidth must be at least 1"):
+        prepare("cbis_ddsm", table, tmp_path / "strict", "chougrad", root=root, options={"r": 16, "size": 16},
+                progress=False, contact_sheet=False)
+    report = prepare("cbis_ddsm", table, tmp_path / "out", "chougrad", root=root, options={"r": 16, "size": 16},
+                     skip_bad=True, progress=False, contact_sheet=False)
+    assert [entry["path"] for entry in report.skipped] == [str(bad)] and report.images == len(set(table["image_id"])) - 1
