@@ -17,12 +17,15 @@ runner (reading, workers, resume, bad-input policy, fingerprints) is shared.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import re
 import time
+import warnings
+import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -402,8 +405,12 @@ def _process_image(task_name: str, path: str, rows: pd.DataFrame, options: dict,
 
 
 def _load_items(path: Path) -> tuple[np.ndarray, list[dict]]:
-    with np.load(path, allow_pickle=False) as data:
-        return data["arrays"], json.loads(str(data["metadata"]))
+    """The arrays and metadata of an item file; the arrays' CRC is checked (np.load does not check
+    it), so damage inside them raises instead of reaching images.npy."""
+    with zipfile.ZipFile(path) as archive:
+        arrays = np.load(io.BytesIO(archive.read("arrays.npy")), allow_pickle=False)
+        metadata = np.load(io.BytesIO(archive.read("metadata.npy")), allow_pickle=False)
+    return arrays, json.loads(str(metadata))
 
 
 def _groups(selected: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
@@ -454,6 +461,7 @@ def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
     spec = TASKS[task]
     options = spec.resolve(options)
     out = Path(out)
+    _discard_damaged_recipe(out)
     _forget_other_recipe(out, task, spec.recorded(options))
     (out / "items").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -468,6 +476,7 @@ def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
     if selected.empty:
         raise DataError(root, f"dataset {dataset!r} has no rows usable for task {task!r}")
     groups = list(_groups(selected))
+    _discard_damaged_items(out, groups)
     pending = [(image_id, rows) for image_id, rows in groups if not _item_file(out, image_id).is_file()]
     report.resumed_images = len(groups) - len(pending)
     _run(task, pending, options, out, workers, skip, progress, report)
@@ -499,6 +508,47 @@ def _forget_other_recipe(out: Path, task: str, options: dict) -> None:
             path.unlink()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(marker, key)
+
+
+def _discard_damaged_recipe(out: Path) -> None:
+    """A recipe.json that does not parse is removed, with a warning naming it.
+
+    Without it nobody knows which task and options the items were cut with, so none may be reused:
+    treated as absent, every item is cut again (the items are a cache of the dataset), which gives
+    the same results as a fresh folder; stopping instead would only make the user delete it.
+    """
+    marker = out / "recipe.json"
+    if not marker.is_file():
+        return
+    try:
+        json.loads(marker.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        warnings.warn(f"{marker}: damaged ({error}); the items under {out / 'items'} are cut again")
+        marker.unlink()
+
+
+def _discard_damaged_items(out: Path, groups: list) -> None:
+    """Item files of this run that are not readable .npz files (0 bytes, truncated by a full disk or
+    a copy) are removed, so that the run cuts them again instead of failing while stacking.
+
+    Only the zip directory and the metadata are read; damage inside the arrays is found by `_finalise`.
+    """
+    for image_id, _ in groups:
+        path = _item_file(out, image_id)
+        if path.is_file() and not _item_readable(path):
+            warnings.warn(f"{path}: damaged item file; it is cut again")
+            path.unlink()
+
+
+def _item_readable(path: Path) -> bool:
+    """Whether an item file opens as an .npz holding `arrays` and parseable `metadata`."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "arrays" not in data.files:
+                return False
+            return isinstance(json.loads(str(data["metadata"])), list)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+        return False
 
 
 def _skip_policy(skip_bad: bool, skip_missing: bool) -> Callable[[str], bool]:
@@ -570,7 +620,7 @@ def _finalise(spec: Task, groups: list, out: Path, report: PrepareReport, *, cha
         return
     metadata, shapes = [], []
     for path in files:  # first pass: metadata and array shapes only, to size the stack
-        with np.load(path, allow_pickle=False) as data:
+        with _damaged_item_named(path), np.load(path, allow_pickle=False) as data:
             image_meta = json.loads(str(data["metadata"]))
             metadata.extend(image_meta)
             shapes.append(_stored_shape(data, "arrays") if image_meta else None)
@@ -587,7 +637,8 @@ def _finalise(spec: Task, groups: list, out: Path, report: PrepareReport, *, cha
             for path, shape in zip(files, shapes):
                 if shape is None:
                     continue
-                arrays = np.ascontiguousarray(_load_items(path)[0], dtype=np.float32)
+                with _damaged_item_named(path):
+                    arrays = np.ascontiguousarray(_load_items(path)[0], dtype=np.float32)
                 stack[start:start + len(arrays)] = arrays
                 digest.update(arrays.tobytes())  # the C-order bytes of the stack, image by image
                 start += len(arrays)
@@ -604,6 +655,19 @@ def _finalise(spec: Task, groups: list, out: Path, report: PrepareReport, *, cha
         report.counts_by_label = {str(k): int(v) for k, v in counts.items()}
     report.stack = {"items": signature, "images.npy": _file_stat(out / "images.npy"),
                     "index.csv": _file_stat(out / "index.csv")}
+
+
+@contextlib.contextmanager
+def _damaged_item_named(path: Path) -> Iterator[None]:
+    """An item file that fails to read while stacking (damage `_discard_damaged_items` cannot see
+    without reading every array) raises a DataError naming it; the next run cuts it again."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError(path, f"damaged item file ({error}); delete it and run the same command "
+                              "again to cut it again") from None
 
 
 def _stored_shape(data, name: str) -> tuple[int, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +197,55 @@ def test_prepare_skip_bad_skips_a_dicom_with_a_bad_window(cbis_root, tmp_path):
     report = prepare("cbis_ddsm", table, tmp_path / "out", "chougrad", root=root, options={"r": 16, "size": 16},
                      skip_bad=True, progress=False, contact_sheet=False)
     assert [entry["path"] for entry in report.skipped] == [str(bad)] and report.images == len(set(table["image_id"])) - 1
+
+
+@pytest.fixture()
+def mias_folder(tmp_path):
+    from test_mias import write_folder
+
+    return write_folder(tmp_path / "mias")
+
+
+def _prepare_mias(folder: Path, out: Path, **kw):
+    from mammo_keras.data import mias
+
+    return prepare("mias", mias.read(folder), out, "chougrad", root=folder, progress=False,
+                   contact_sheet=False, **kw)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "not_npz"])
+def test_a_damaged_item_file_is_cut_again(mias_folder, tmp_path, damage):
+    out = tmp_path / "out"
+    first = _prepare_mias(mias_folder, out)
+    item = out / "items" / "mdb002.npz"
+    data = item.read_bytes()
+    item.write_bytes({"empty": b"", "truncated": data[:len(data) // 2], "not_npz": b"{bad"}[damage])
+    with pytest.warns(UserWarning, match="mdb002.npz: damaged item file; it is cut again"):
+        again = _prepare_mias(mias_folder, out)
+    assert again.resumed_images == again.images - 1 and again.data_fingerprint == first.data_fingerprint
+    assert item.read_bytes() == data
+
+
+def test_an_item_damaged_inside_its_arrays_is_named_while_stacking(mias_folder, tmp_path):
+    out = tmp_path / "out"
+    _prepare_mias(mias_folder, out)
+    item = max((out / "items").iterdir(), key=lambda path: path.stat().st_size)  # one with lesions
+    data = bytearray(item.read_bytes())
+    start = data.index(b"arrays.npy") + 200  # inside the stored array's bytes: the CRC no longer matches
+    data[start:start + 16] = bytes(b ^ 0xFF for b in data[start:start + 16])
+    item.write_bytes(bytes(data))
+    (out / "prepare.json").unlink()  # so that the stack is rebuilt from the items
+    with pytest.raises(DataError) as error:
+        _prepare_mias(mias_folder, out)
+    assert error.value.path == str(item) and "damaged item file" in str(error.value)
+
+
+@pytest.mark.parametrize("text", ["{bad", "", "\xff\xfe"])
+def test_a_damaged_recipe_is_named_and_everything_is_cut_again(mias_folder, tmp_path, text):
+    out = tmp_path / "out"
+    first = _prepare_mias(mias_folder, out)
+    (out / "recipe.json").write_bytes(text.encode("latin-1"))
+    with pytest.warns(UserWarning, match="recipe.json: damaged"):
+        again = _prepare_mias(mias_folder, out)
+    assert again.resumed_images == 0 and again.data_fingerprint == first.data_fingerprint
+    assert json.loads((out / "recipe.json").read_text())["task"] == "chougrad"
