@@ -613,7 +613,7 @@ def _finalise(spec: Task, groups: list, out: Path, report: PrepareReport, *, cha
     signature = _items_signature(files)
     previous = None if changed else _reusable_stack(out, signature)
     report.images = len(groups)
-    if previous is not None:
+    if previous is not None and previous["items"]:
         report.items, report.item_shape = previous["items"], previous["item_shape"]
         report.data_fingerprint, report.counts_by_label = previous["data_fingerprint"], previous["counts_by_label"]
         report.stack, report.stack_reused = previous["stack"], True
@@ -624,6 +624,8 @@ def _finalise(spec: Task, groups: list, out: Path, report: PrepareReport, *, cha
             image_meta = json.loads(str(data["metadata"]))
             metadata.extend(image_meta)
             shapes.append(_stored_shape(data, "arrays") if image_meta else None)
+    if not metadata:
+        _refuse_empty(out, report)
     index = pd.DataFrame(metadata)
     item_shapes = {shape[1:] for shape in shapes if shape is not None}
     if len(item_shapes) > 1:
@@ -668,6 +670,17 @@ def _damaged_item_named(path: Path) -> Iterator[None]:
             raise
         raise DataError(path, f"damaged item file ({error}); delete it and run the same command "
                               "again to cut it again") from None
+
+
+def _refuse_empty(out: Path, report: PrepareReport) -> None:
+    """No item was cut: raise, after removing a previous run's stack, so that nothing in `out` reads
+    as a prepared dataset (an empty stack would only fail later, in training, without a file named)."""
+    for name in ("images.npy", "index.csv", "prepare.json", "contact_sheet.png"):
+        (out / name).unlink(missing_ok=True)
+    skipped = (f"; {len(report.skipped)} image(s) skipped, the first: {report.skipped[0]['error']}"
+               if report.skipped else "")
+    raise DataError(out, f"0 items cut from {report.root or '<table>'} for task {report.task!r} "
+                         f"({report.images} image(s) selected{skipped})")
 
 
 def _stored_shape(data, name: str) -> tuple[int, ...]:
@@ -723,13 +736,28 @@ def _reusable_stack(out: Path, signature: str) -> dict | None:
 
 
 def load_prepared(folder: str | Path, *, mmap: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
-    """The stacked arrays and the index of a prepared folder."""
+    """The stacked arrays and the index of a prepared folder.
+
+    Raises:
+        DataError: images.npy or index.csv missing, unreadable or empty, or their lengths differ,
+            naming the file.
+    """
     folder = Path(folder)
     for name in ("images.npy", "index.csv"):
         if not (folder / name).is_file():
             raise DataError(folder / name, "prepared file missing: run `mammo-keras data prepare` first")
-    images = np.load(folder / "images.npy", mmap_mode="r" if mmap else None)
-    index = pd.read_csv(folder / "index.csv", keep_default_na=False)
+    try:
+        images = np.load(folder / "images.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(folder / "images.npy", f"not a readable .npy stack ({error}); run "
+                                               "`mammo-keras data prepare` again") from None
+    try:
+        index = pd.read_csv(folder / "index.csv", keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as error:
+        raise DataError(folder / "index.csv", f"empty or damaged index ({error}); run "
+                                              "`mammo-keras data prepare` again") from None
+    if not len(index):
+        raise DataError(folder / "index.csv", "the index lists no items; run `mammo-keras data prepare` again")
     if len(index) != len(images):
         raise DataError(folder / "index.csv", f"index has {len(index)} rows but images.npy has {len(images)}")
     return images, index

@@ -249,3 +249,40 @@ def test_a_damaged_recipe_is_named_and_everything_is_cut_again(mias_folder, tmp_
         again = _prepare_mias(mias_folder, out)
     assert again.resumed_images == 0 and again.data_fingerprint == first.data_fingerprint
     assert json.loads((out / "recipe.json").read_text())["task"] == "chougrad"
+
+
+def test_a_prepare_that_cuts_no_item_fails_and_leaves_no_dataset(mias_folder, tmp_path):
+    from mammo_keras.data.prepare import load_prepared
+
+    out = tmp_path / "out"
+    _prepare_mias(mias_folder, out)
+    assert len(load_prepared(out)[1])
+    for image in mias_folder.rglob("*.pgm"):
+        image.write_bytes(b"P5\n")  # every image unreadable
+    with pytest.raises(DataError) as error:  # other options: the items are cut again, and all fail
+        _prepare_mias(mias_folder, out, skip_bad=True, options={"r": 100})
+    assert error.value.path == str(out)
+    assert f"0 items cut from {mias_folder} for task 'chougrad'" in str(error.value) and "skipped" in str(error.value)
+    for name in ("images.npy", "index.csv", "prepare.json"):
+        assert not (out / name).exists()
+    with pytest.raises(DataError, match="prepared file missing"):
+        load_prepared(out)
+
+
+@pytest.mark.parametrize("name, content, problem", [
+    ("index.csv", b"\n", "empty or damaged index"),
+    ("index.csv", b"", "empty or damaged index"),
+    ("index.csv", b"item_id,label\n", "the index lists no items"),
+    ("index.csv", b'item_id,label\n"a,1\n', "empty or damaged index"),
+    ("images.npy", b"", "not a readable .npy stack"),
+    ("images.npy", b"\x93NUMPY{bad", "not a readable .npy stack"),
+])
+def test_load_prepared_names_an_empty_or_damaged_file(tmp_path, name, content, problem):
+    from mammo_keras.data.prepare import load_prepared
+
+    np.save(tmp_path / "images.npy", np.zeros((1, 2, 2), np.float32))
+    (tmp_path / "index.csv").write_text("item_id,label\na,1\n")
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError, match=problem) as error:
+        load_prepared(tmp_path)
+    assert error.value.path == str(tmp_path / name)
