@@ -286,3 +286,78 @@ def test_load_prepared_names_an_empty_or_damaged_file(tmp_path, name, content, p
     with pytest.raises(DataError, match=problem) as error:
         load_prepared(tmp_path)
     assert error.value.path == str(tmp_path / name)
+
+
+def test_a_1_bit_png_reads_white_as_1(tmp_path):
+    from mammo_keras.data.imageio import read_normalised
+
+    pixels = np.zeros((4, 6), bool)
+    pixels[1:3, 2:5] = True
+    Image.fromarray(pixels).convert("1").save(tmp_path / "mask.png")
+    assert Image.open(tmp_path / "mask.png").mode == "1"
+    np.testing.assert_array_equal(read_normalised(tmp_path / "mask.png"), pixels.astype(np.float32))
+
+
+@pytest.mark.parametrize("mode, values", [("P", [0, 255]), ("LA", [0, 255]), ("RGB", [0, 255]), ("I;16", [0, 65535])])
+def test_other_modes_scale_by_their_range(tmp_path, mode, values):
+    from mammo_keras.data.imageio import read_normalised
+
+    grey = np.array([values * 3], np.uint16 if mode == "I;16" else np.uint8)
+    image = Image.fromarray(grey) if mode == "I;16" else Image.fromarray(grey).convert(mode)
+    image.save(tmp_path / "x.png")
+    np.testing.assert_allclose(read_normalised(tmp_path / "x.png"), [[0.0, 1.0] * 3], atol=1e-6)
+
+
+def test_float_tiffs_in_0_1_are_kept_and_others_refused(tmp_path):
+    from mammo_keras.app.predict import read_scan
+    from mammo_keras.data.imageio import read_image, read_normalised
+
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "half.tif")
+    np.testing.assert_array_equal(read_normalised(tmp_path / "half.tif"), np.full((4, 4), 0.5, np.float32))
+    Image.fromarray(np.full((4, 4), 300.0, np.float32)).save(tmp_path / "big.tif")
+    assert read_image(tmp_path / "big.tif").max() == 300.0  # the file's own scale, as documented
+    for read in (read_normalised, read_scan):
+        with pytest.raises(DataError, match=r"float pixels must lie in \[0, 1\].*\[300, 300\]") as error:
+            read(tmp_path / "big.tif")
+        assert error.value.path == str(tmp_path / "big.tif")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_pixels_are_refused(tmp_path, value):
+    from mammo_keras.data.imageio import read_image, read_normalised
+
+    pixels = np.full((4, 4), 0.5, np.float32)
+    pixels[1, 1] = value
+    Image.fromarray(pixels).save(tmp_path / "bad.tif")
+    for read in (read_image, read_normalised):
+        with pytest.raises(DataError, match="NaN or infinite") as error:
+            read(tmp_path / "bad.tif")
+        assert error.value.path == str(tmp_path / "bad.tif")
+
+
+def test_prepare_skip_bad_skips_a_nan_image(mias_folder, tmp_path):
+    from mammo_keras.data import mias
+    from mammo_keras.data.prepare import load_prepared
+
+    table = mias.read(mias_folder)
+    bad = Path(table[table["abnormality"] != "normal"].iloc[0]["path"])
+    nan = tmp_path / "nan.tif"
+    Image.fromarray(np.full((1024, 1024), np.nan, np.float32)).save(nan)
+    table.loc[table["path"] == str(bad), "path"] = str(nan)
+    report = prepare("mias", table, tmp_path / "out", "chougrad", root=mias_folder, skip_bad=True,
+                     progress=False, contact_sheet=False)
+    assert [entry["path"] for entry in report.skipped] == [str(nan)]
+    assert np.isfinite(load_prepared(tmp_path / "out")[0]).all()
+
+
+@pytest.mark.parametrize("suffix", ["tif", "gif"])
+def test_multi_page_images_are_refused_as_multi_frame_dicom_is(tmp_path, suffix):
+    from mammo_keras.data.imageio import header_size, read_image, read_normalised
+
+    pages = [Image.fromarray(np.full((4, 4), value, np.uint8)) for value in (10, 200)]
+    path = tmp_path / f"pages.{suffix}"
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    assert header_size(path) == (4, 4, 2)
+    for read in (read_image, read_normalised):
+        with pytest.raises(DataError, match="multi-page or animated images are not supported. Received: 2 frames"):
+            read(path)
