@@ -27,6 +27,7 @@ Reference: Lopez et al. 2012, "BCDR: a breast cancer digital repository",
 from __future__ import annotations
 
 import csv
+import posixpath
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -240,22 +241,31 @@ def _abnormality(flags: dict[str, bool]) -> str:
 
 
 def _view_code(path: Path, value: str, line: int) -> tuple[str, str]:
-    try:
-        code = int(float(value))
-    except ValueError:
+    """(laterality, view) of an outline's image_view; another code would leave the lesion without a
+    breast side, so it is refused."""
+    code = _whole_number(value)
+    if code not in VIEW_CODES:
         raise DataError(path, f"image_view must be a code 1-4 (RCC, LCC, RO, LO). "
-                              f"Received: {value!r}", line=line) from None
-    return VIEW_CODES.get(code, ("", ""))
+                              f"Received: {value.strip()!r}", line=line)
+    return VIEW_CODES[code]
 
 
 def _image_list_view(record: dict) -> tuple[str, str]:
+    """(laterality, view) of an image list row; ("", "") for the codes that are not CC/MLO."""
     name = record.get("image_type_name", "").strip().upper()
     if name in VIEW_NAMES:
         return VIEW_NAMES[name]
+    code = _whole_number(record.get("image_type_id", ""))
+    return VIEW_CODES.get(code + 1, ("", "")) if code is not None else ("", "")
+
+
+def _whole_number(value: str) -> int | None:
+    """`value` as an int ("2", " 2.0"); None for text, fractions, inf and nan."""
     try:
-        return VIEW_CODES.get(int(float(record.get("image_type_id", ""))) + 1, ("", ""))
+        number = float(value)
     except ValueError:
-        return "", ""
+        return None
+    return int(number) if number.is_integer() else None
 
 
 def _image_id(distribution: str, filename: str) -> str:
@@ -263,9 +273,15 @@ def _image_id(distribution: str, filename: str) -> str:
 
 
 def _image_path(csv_path: Path, filename: str, line: int, missing: str) -> Path | None:
+    """The image a row names, looked for only inside the CSV's folder (the name comes from a file
+    anyone may have edited, and becomes the image_id and the item file name)."""
     relative = filename.strip().lstrip("/")
     if not relative:
         raise DataError(csv_path, "image_filename is empty", line=line)
+    normal = posixpath.normpath(relative.replace("\\", "/"))
+    if normal == ".." or normal.startswith("../"):
+        raise DataError(csv_path, f"image_filename must name a file inside the CSV's folder "
+                                  f"{csv_path.parent}. Received: {filename.strip()!r}", line=line)
     folder = csv_path.parent
     if (folder / relative).is_file():
         return (folder / relative).resolve()

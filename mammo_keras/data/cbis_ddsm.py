@@ -399,7 +399,12 @@ def _relative(text: str) -> str:
 
 
 def _split_path(text: str, where: tuple[Path, int], column: str) -> tuple[str, str, str, str]:
+    """(subject, study UID, series UID, file) of a CSV path; `.` and `..` are refused, as the path of a
+    missing file is kept under the root (`missing="keep"`) and the subject becomes the image id."""
     parts = [part for part in text.replace("\\", "/").split("/") if part]
+    if any(part in (".", "..") for part in parts):
+        raise DataError(where[0], f"{column} must be a path inside the dataset folder, without '.' or '..' "
+                                  f"parts. Received: {text!r}", line=where[1])
     if len(parts) < 4:
         raise DataError(where[0], f"{column} must read <subject>/<study UID>/<series UID>/<file>.dcm. "
                                   f"Received: {text!r}", line=where[1])
@@ -432,7 +437,10 @@ def _integer(fields: dict[str, str], column: str, where: tuple[Path, int]) -> in
     if value == "":
         return None
     try:
-        return int(float(value))
+        number = float(value)
+        if not number.is_integer():  # also inf and nan, which int() refuses with another error
+            raise ValueError(value)
+        return int(number)
     except ValueError:
         raise DataError(where[0], f"column {column!r} must be an integer. Received: {value!r}",
                         line=where[1]) from None

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 from mammo_keras.data.limits import check_pixel_count
 from mammo_keras.errors import DataError
@@ -91,6 +92,38 @@ def value_range(dataset: pydicom.Dataset, *, voi_applied: bool) -> tuple[float, 
     return float(ends[0]), float(ends[1])
 
 
+def _tag_number(dataset: pydicom.Dataset, keyword: str, path: str | Path) -> float | None:
+    """The first value of a numeric (DS) tag as a finite float; None when absent or empty."""
+    value = dataset.get(keyword, None)
+    if value is None or value == "":
+        return None
+    first = value[0] if isinstance(value, (list, tuple, MultiValue)) else value
+    try:
+        number = float(first)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number):
+        raise DataError(path, f"{keyword} must be a finite number. Received: {keyword}={str(value)!r}")
+    return number
+
+
+def check_lut_tags(dataset: pydicom.Dataset, path: str | Path, *, voi: bool) -> None:
+    """Refuse rescale and window tags that would fail inside pydicom (with an error naming no
+    file) or give NaN pixels: RescaleSlope/Intercept and WindowCenter/Width finite numbers, and
+    WindowWidth at least 1 as the standard requires (checked where the window is applied)."""
+    with warnings.catch_warnings():  # pydicom warns about an invalid DS value; the error says it
+        warnings.simplefilter("ignore")
+        for keyword in ("RescaleSlope", "RescaleIntercept"):
+            _tag_number(dataset, keyword, path)
+        if not voi or "VOILUTSequence" in dataset:
+            return
+        _tag_number(dataset, "WindowCenter", path)
+        width = _tag_number(dataset, "WindowWidth", path)
+        if width is None or width < 1:
+            raise DataError(path, "WindowWidth must be at least 1 where WindowCenter is given. "
+                                  f"Received: WindowWidth={str(dataset.get('WindowWidth', ''))!r}")
+
+
 def read_dicom(path: str | Path, *, apply_voi: bool = True, normalise: bool = False,
                max_pixels: int | None = None) -> np.ndarray:
     """Pixels of a single-frame greyscale DICOM as float32, bright = dense.
@@ -104,7 +137,9 @@ def read_dicom(path: str | Path, *, apply_voi: bool = True, normalise: bool = Fa
 
     Raises:
         DataError: not DICOM, no pixel data, colour or multi-frame images, over the pixel
-            cap, or a compressed transfer syntax that no installed decoder handles.
+            cap, a compressed transfer syntax that no installed decoder handles, rescale or
+            window tags that are not numbers (or a WindowWidth under 1), or pixels that are
+            not finite after them.
     """
     if max_pixels is not None:
 
@@ -133,12 +168,18 @@ def read_dicom(path: str | Path, *, apply_voi: bool = True, normalise: bool = Fa
         raise DataError(path, f"cannot decode transfer syntax {name}: {decoder_hint(syntax)} ({detail})") from None
     except (ValueError, AttributeError, EOFError) as error:
         raise DataError(path, f"pixel data is truncated or corrupt ({error})") from None
-    array = apply_modality_lut(pixels, dataset)
     voi_applied = apply_voi and ("VOILUTSequence" in dataset or "WindowCenter" in dataset)
-    if voi_applied:
-        array = apply_voi_lut(array, dataset, index=0)
-    array = np.asarray(array, dtype=np.float32)
-    low, high = value_range(dataset, voi_applied=voi_applied)
+    check_lut_tags(dataset, path, voi=voi_applied)
+    try:  # what the tag checks cannot foresee (a malformed LUT Sequence) still names the file
+        array = apply_modality_lut(pixels, dataset)
+        if voi_applied:
+            array = apply_voi_lut(array, dataset, index=0)
+        array = np.asarray(array, dtype=np.float32)
+        low, high = value_range(dataset, voi_applied=voi_applied)
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
+        raise DataError(path, f"cannot apply the file's Modality or VOI LUT ({error})") from None
+    if not np.isfinite(array).all():
+        raise DataError(path, "pixels are not finite (NaN or infinity) after the Modality/VOI LUT")
     if photometric == "MONOCHROME1":  # invert within the format's range, not the image's own
         array = np.float32(low + high) - array
     if normalise:

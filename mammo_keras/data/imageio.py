@@ -2,7 +2,8 @@
 
 PGM (8/16-bit P5, the MIAS distribution), PNG, TIFF and JPEG go through Pillow;
 DICOM through `mammo_keras.data.dicom`. Values keep the file's own scale (0..255
-for 8-bit, 0..65535 for 16-bit, DICOM after its VOI LUT); callers normalise.
+for 8-bit, 0..65535 for 16-bit, DICOM after its VOI LUT); callers normalise. One image per
+file: multi-page TIFF, animated GIF/PNG are refused, as multi-frame DICOM is.
 
 `max_pixels` caps the image size, checked from the header before any pixel is decoded
 (Pillow's lazy open; the DICOM header read without its pixel data): a small file that
@@ -53,13 +54,14 @@ def header_size(path: str | Path) -> tuple[int, int, int]:
     try:
         with Image.open(path) as image:  # lazy: reads the header only
             width, height = image.size
+            frames = _frames(image)
     except Image.DecompressionBombError as error:
         raise _bomb(path, error, None) from None
     except UnidentifiedImageError:
         raise DataError(path, "not a readable image (unknown or corrupt format)") from None
     except _DECODE_ERRORS as error:
         raise DataError(path, f"image header is truncated or corrupt ({error})") from None
-    return height, width, 1
+    return height, width, frames
 
 
 def is_dicom(path: str | Path) -> bool:
@@ -79,7 +81,8 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray
         max_pixels: refuse images with more pixels, judged from the header before decoding.
 
     Raises:
-        DataError: missing, truncated, undecodable, empty or over-cap files, naming the file.
+        DataError: missing, truncated, undecodable, empty or over-cap files, multi-page or animated
+            files (as multi-frame DICOM) and NaN or infinite pixels, naming the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -91,6 +94,9 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray
     try:
         with Image.open(path) as image:
             check_pixel_count(path, image.size[1], image.size[0], max_pixels=max_pixels)
+            frames = _frames(image)
+            if frames > 1:  # as multi-frame DICOM: which page is the mammogram is not ours to guess
+                raise DataError(path, f"multi-page or animated images are not supported. Received: {frames} frames")
             image.load()
             array = _to_grey_array(image)
     except Image.DecompressionBombError as error:
@@ -103,23 +109,47 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray
         raise DataError(path, f"image data is truncated or corrupt ({error})") from None
     if array.size == 0:
         raise DataError(path, "image has no pixels")
+    if not np.isfinite(array).all():  # only float (mode F) files can hold them
+        raise DataError(path, "pixels must be finite numbers. Received: NaN or infinite pixels")
     return array
 
 
+INTEGER_16_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
 def full_scale(path: str | Path) -> float:
-    """The largest value a raster file's pixel format can hold (255 or 65535)."""
+    """The largest value a raster file's pixels can hold as `read_image` reads them.
+
+    65535 for 16-bit (and 32-bit integer) greyscale; 1.0 for float files, which must already lie
+    in [0, 1] (there is no format range to scale them by: `read_normalised` refuses others); 255 for
+    every other mode, which `read_image` converts to 8-bit grey (1-bit, palette, colour).
+    """
+    mode = _mode(path)
+    if mode in INTEGER_16_MODES:
+        return 65535.0
+    return 1.0 if mode == "F" else 255.0
+
+
+def _mode(path: str | Path) -> str:
+    """The Pillow mode of a raster file, from its header."""
     try:
         with Image.open(path) as image:
-            mode = image.mode
+            return image.mode
     except Image.DecompressionBombError as error:
         raise _bomb(path, error, None) from None
     except _DECODE_ERRORS as error:  # UnidentifiedImageError is an OSError
         raise DataError(path, f"not a readable image ({error})") from None
-    return 255.0 if mode in ("L", "RGB", "RGBA", "P", "LA", "CMYK", "YCbCr") else 65535.0
+
+
+def _frames(image: Image.Image) -> int:
+    """The number of pages or frames of an open image (1 for single-image formats)."""
+    return int(getattr(image, "n_frames", 1) or 1)
 
 
 def read_normalised(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
     """The image scaled to [0, 1] by its format's value range, so 8- and 16-bit files compare.
+
+    Float files are taken as they are and must lie in [0, 1] (`full_scale`); others raise a DataError.
 
     Args:
         max_pixels: refuse images with more pixels, judged from the header before decoding.
@@ -134,7 +164,11 @@ def read_normalised(path: str | Path, *, max_pixels: int | None = None) -> np.nd
     array = read_image(path, max_pixels=max_pixels)
     if not array.flags.writeable:
         array = array.copy()
-    array /= np.float32(full_scale(path))  # in place: a 40-megapixel image is 160 MB as float32
+    scale = full_scale(path)
+    if scale == 1.0 and (array.min() < 0 or array.max() > 1):
+        raise DataError(path, "float pixels must lie in [0, 1] (a float image has no format range to "
+                              f"scale by). Received: range [{array.min():g}, {array.max():g}]")
+    array /= np.float32(scale)  # in place: a 40-megapixel image is 160 MB as float32
     return np.clip(array, 0.0, 1.0, out=array)
 
 

@@ -17,11 +17,15 @@ runner (reading, workers, resume, bad-input policy, fingerprints) is shared.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import re
 import time
+import warnings
+import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -356,8 +360,27 @@ class PrepareReport:
     stack: dict = field(default_factory=dict)  # what they were stacked from (`_finalise`), to tell next time
 
 
+_UNSAFE_NAME_CHARACTERS = re.compile(r"[%/\\:\x00-\x1f\x7f]")
+
+
+def item_file_name(image_id: str) -> str:
+    """The item file's name for an image id, always one plain file name inside items/.
+
+    Ids come from dataset files (a BCDR image_filename holds folders, a CSV may hold `../`), so
+    `%`, path separators, `:` and control characters are %-escaped (`a/b` -> `a%2Fb`): distinct ids
+    keep distinct names, `..` can only appear inside a name, and ids without those characters keep
+    the names earlier versions gave them. A name over the file system's 255 bytes is cut and ends
+    with a hash of the whole id.
+    """
+    name = _UNSAFE_NAME_CHARACTERS.sub(lambda match: f"%{ord(match.group()):02X}", str(image_id)) + ".npz"
+    if len(name.encode()) > 255:
+        digest = hashlib.sha256(str(image_id).encode()).hexdigest()[:16]
+        name = name.encode()[:200].decode(errors="ignore") + f"~{digest}.npz"
+    return name
+
+
 def _item_file(out: Path, image_id: str) -> Path:
-    return out / "items" / f"{image_id}.npz"
+    return out / "items" / item_file_name(image_id)
 
 
 def _process_image(task_name: str, path: str, rows: pd.DataFrame, options: dict,
@@ -382,8 +405,12 @@ def _process_image(task_name: str, path: str, rows: pd.DataFrame, options: dict,
 
 
 def _load_items(path: Path) -> tuple[np.ndarray, list[dict]]:
-    with np.load(path, allow_pickle=False) as data:
-        return data["arrays"], json.loads(str(data["metadata"]))
+    """The arrays and metadata of an item file; the arrays' CRC is checked (np.load does not check
+    it), so damage inside them raises instead of reaching images.npy."""
+    with zipfile.ZipFile(path) as archive:
+        arrays = np.load(io.BytesIO(archive.read("arrays.npy")), allow_pickle=False)
+        metadata = np.load(io.BytesIO(archive.read("metadata.npy")), allow_pickle=False)
+    return arrays, json.loads(str(metadata))
 
 
 def _groups(selected: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
@@ -434,6 +461,7 @@ def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
     spec = TASKS[task]
     options = spec.resolve(options)
     out = Path(out)
+    _discard_damaged_recipe(out)
     _forget_other_recipe(out, task, spec.recorded(options))
     (out / "items").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -448,6 +476,7 @@ def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
     if selected.empty:
         raise DataError(root, f"dataset {dataset!r} has no rows usable for task {task!r}")
     groups = list(_groups(selected))
+    _discard_damaged_items(out, groups)
     pending = [(image_id, rows) for image_id, rows in groups if not _item_file(out, image_id).is_file()]
     report.resumed_images = len(groups) - len(pending)
     _run(task, pending, options, out, workers, skip, progress, report)
@@ -479,6 +508,47 @@ def _forget_other_recipe(out: Path, task: str, options: dict) -> None:
             path.unlink()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(marker, key)
+
+
+def _discard_damaged_recipe(out: Path) -> None:
+    """A recipe.json that does not parse is removed, with a warning naming it.
+
+    Without it nobody knows which task and options the items were cut with, so none may be reused:
+    treated as absent, every item is cut again (the items are a cache of the dataset), which gives
+    the same results as a fresh folder; stopping instead would only make the user delete it.
+    """
+    marker = out / "recipe.json"
+    if not marker.is_file():
+        return
+    try:
+        json.loads(marker.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        warnings.warn(f"{marker}: damaged ({error}); the items under {out / 'items'} are cut again")
+        marker.unlink()
+
+
+def _discard_damaged_items(out: Path, groups: list) -> None:
+    """Item files of this run that are not readable .npz files (0 bytes, truncated by a full disk or
+    a copy) are removed, so that the run cuts them again instead of failing while stacking.
+
+    Only the zip directory and the metadata are read; damage inside the arrays is found by `_finalise`.
+    """
+    for image_id, _ in groups:
+        path = _item_file(out, image_id)
+        if path.is_file() and not _item_readable(path):
+            warnings.warn(f"{path}: damaged item file; it is cut again")
+            path.unlink()
+
+
+def _item_readable(path: Path) -> bool:
+    """Whether an item file opens as an .npz holding `arrays` and parseable `metadata`."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "arrays" not in data.files:
+                return False
+            return isinstance(json.loads(str(data["metadata"])), list)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+        return False
 
 
 def _skip_policy(skip_bad: bool, skip_missing: bool) -> Callable[[str], bool]:
@@ -543,17 +613,19 @@ def _finalise(spec: Task, groups: list, out: Path, report: PrepareReport, *, cha
     signature = _items_signature(files)
     previous = None if changed else _reusable_stack(out, signature)
     report.images = len(groups)
-    if previous is not None:
+    if previous is not None and previous["items"]:
         report.items, report.item_shape = previous["items"], previous["item_shape"]
         report.data_fingerprint, report.counts_by_label = previous["data_fingerprint"], previous["counts_by_label"]
         report.stack, report.stack_reused = previous["stack"], True
         return
     metadata, shapes = [], []
     for path in files:  # first pass: metadata and array shapes only, to size the stack
-        with np.load(path, allow_pickle=False) as data:
+        with _damaged_item_named(path), np.load(path, allow_pickle=False) as data:
             image_meta = json.loads(str(data["metadata"]))
             metadata.extend(image_meta)
             shapes.append(_stored_shape(data, "arrays") if image_meta else None)
+    if not metadata:
+        _refuse_empty(out, report)
     index = pd.DataFrame(metadata)
     item_shapes = {shape[1:] for shape in shapes if shape is not None}
     if len(item_shapes) > 1:
@@ -567,7 +639,8 @@ def _finalise(spec: Task, groups: list, out: Path, report: PrepareReport, *, cha
             for path, shape in zip(files, shapes):
                 if shape is None:
                     continue
-                arrays = np.ascontiguousarray(_load_items(path)[0], dtype=np.float32)
+                with _damaged_item_named(path):
+                    arrays = np.ascontiguousarray(_load_items(path)[0], dtype=np.float32)
                 stack[start:start + len(arrays)] = arrays
                 digest.update(arrays.tobytes())  # the C-order bytes of the stack, image by image
                 start += len(arrays)
@@ -584,6 +657,30 @@ def _finalise(spec: Task, groups: list, out: Path, report: PrepareReport, *, cha
         report.counts_by_label = {str(k): int(v) for k, v in counts.items()}
     report.stack = {"items": signature, "images.npy": _file_stat(out / "images.npy"),
                     "index.csv": _file_stat(out / "index.csv")}
+
+
+@contextlib.contextmanager
+def _damaged_item_named(path: Path) -> Iterator[None]:
+    """An item file that fails to read while stacking (damage `_discard_damaged_items` cannot see
+    without reading every array) raises a DataError naming it; the next run cuts it again."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError(path, f"damaged item file ({error}); delete it and run the same command "
+                              "again to cut it again") from None
+
+
+def _refuse_empty(out: Path, report: PrepareReport) -> None:
+    """No item was cut: raise, after removing a previous run's stack, so that nothing in `out` reads
+    as a prepared dataset (an empty stack would only fail later, in training, without a file named)."""
+    for name in ("images.npy", "index.csv", "prepare.json", "contact_sheet.png"):
+        (out / name).unlink(missing_ok=True)
+    skipped = (f"; {len(report.skipped)} image(s) skipped, the first: {report.skipped[0]['error']}"
+               if report.skipped else "")
+    raise DataError(out, f"0 items cut from {report.root or '<table>'} for task {report.task!r} "
+                         f"({report.images} image(s) selected{skipped})")
 
 
 def _stored_shape(data, name: str) -> tuple[int, ...]:
@@ -639,13 +736,28 @@ def _reusable_stack(out: Path, signature: str) -> dict | None:
 
 
 def load_prepared(folder: str | Path, *, mmap: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
-    """The stacked arrays and the index of a prepared folder."""
+    """The stacked arrays and the index of a prepared folder.
+
+    Raises:
+        DataError: images.npy or index.csv missing, unreadable or empty, or their lengths differ,
+            naming the file.
+    """
     folder = Path(folder)
     for name in ("images.npy", "index.csv"):
         if not (folder / name).is_file():
             raise DataError(folder / name, "prepared file missing: run `mammo-keras data prepare` first")
-    images = np.load(folder / "images.npy", mmap_mode="r" if mmap else None)
-    index = pd.read_csv(folder / "index.csv", keep_default_na=False)
+    try:
+        images = np.load(folder / "images.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(folder / "images.npy", f"not a readable .npy stack ({error}); run "
+                                               "`mammo-keras data prepare` again") from None
+    try:
+        index = pd.read_csv(folder / "index.csv", keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as error:
+        raise DataError(folder / "index.csv", f"empty or damaged index ({error}); run "
+                                              "`mammo-keras data prepare` again") from None
+    if not len(index):
+        raise DataError(folder / "index.csv", "the index lists no items; run `mammo-keras data prepare` again")
     if len(index) != len(images):
         raise DataError(folder / "index.csv", f"index has {len(index)} rows but images.npy has {len(images)}")
     return images, index

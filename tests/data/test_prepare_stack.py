@@ -14,6 +14,7 @@ import pytest
 
 from mammo_keras.data import mias
 from mammo_keras.data.prepare import PrepareReport, TASKS, _finalise, _item_file, load_prepared, prepare
+from mammo_keras.errors import DataError
 from test_mias import write_folder  # noqa: E402  (tests/data is on sys.path under pytest)
 
 
@@ -56,7 +57,15 @@ def finalise(out, groups, changed=True):
     return report
 
 
-@pytest.mark.parametrize("counts", [(2, 0, 3, 1), (1,), (0, 0), ()])
+@pytest.mark.parametrize("counts", [(0, 0), ()])
+def test_no_items_is_refused_not_stacked(tmp_path, counts):
+    groups = write_items(tmp_path, counts)
+    with pytest.raises(DataError, match="0 items cut from <table> for task 'chougrad'"):
+        finalise(tmp_path, groups)
+    assert not (tmp_path / "images.npy").exists() and not (tmp_path / "index.csv").exists()
+
+
+@pytest.mark.parametrize("counts", [(2, 0, 3, 1), (1,)])
 def test_streamed_stack_equals_the_in_memory_stack_bitwise(tmp_path, counts):
     groups = write_items(tmp_path, counts)
     npy, csv, fingerprint = in_memory_stack(groups, tmp_path)
