@@ -4,8 +4,10 @@ Info.txt facts this parser relies on (checked against the distributed file):
 CRLF line endings; free text before and after the table; table rows
 `REFNUM BG CLASS SEVERITY X Y RADIUS`; NORM rows stop after CLASS; some abnormal
 rows have no coordinates (`mdb059 F CIRC B`, `mdb216 D CALC M *NOTE 3*`); an
-image with several lesions has several rows; X/Y have their origin at the
-bottom-left, so the image row is 1024 - Y. Images mdb(2k-1) and mdb(2k) are the
+image with several lesions has several rows (never a NORM row besides them, and
+one tissue per image); X/Y have their origin at the bottom-left, so the image row
+is 1024 - Y (X in 0..1023 and Y in 1..1024 lie inside the image); every image is
+1024 x 1024 pixels, the size the coordinates refer to; the largest radius is 197. Images mdb(2k-1) and mdb(2k) are the
 two breasts of one woman (Info.txt note 1: even numbers left, odd right).
 
 Reference: Suckling et al. 1994, "The Mammographic Image Analysis Society Digital
@@ -29,7 +31,9 @@ CLASS_TO_ABNORMALITY = {
 }
 TISSUE = {"F": "fatty", "G": "fatty-glandular", "D": "dense-glandular"}
 SEVERITY = {"B": "benign", "M": "malignant"}
-_ROW = re.compile(r"^mdb\d{3}\b")
+MAX_RADIUS = IMAGE_SIZE / 2  # a lesion's circle no wider than the image (the largest in Info.txt: 197)
+_ROW = re.compile(r"^mdb", re.IGNORECASE)  # any line that starts like a table row is parsed as one, not skipped
+_REFNUM = re.compile(r"mdb\d{3}")  # the image file's name: mdb001.pgm
 
 NAME = "mias"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
 FOLDERS = ('mias', 'mini-mias', 'all-mias')  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
@@ -50,8 +54,12 @@ HOW_TO_GET = """\
 def parse_info(path: str | Path) -> pd.DataFrame:
     """Parse Info.txt into one row per label line (refnum, tissue, class, severity, x, y, radius, line).
 
+    Every line starting with `mdb` (any case) is a table row; rows of one image must agree with
+    each other, as a skipped or contradictory row would silently change an image's label.
+
     Raises:
-        DataError: a table line that does not follow the format, naming file and line.
+        DataError: a table line that does not follow the format, or that repeats or contradicts an
+            earlier row of its image (a NORM row besides a lesion, another tissue), naming file and line.
     """
     path = Path(path)
     try:
@@ -59,19 +67,42 @@ def parse_info(path: str | Path) -> pd.DataFrame:
     except OSError as error:
         raise DataError(path, f"cannot read label file ({error})") from None
     rows = []
+    earlier: dict[str, list[tuple[int, list[str], dict]]] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not _ROW.match(line):
             continue
-        rows.append(_parse_row(line, path, number))
+        row = _parse_row(line, path, number)
+        _check_agrees(row, line.split(), earlier.setdefault(row["refnum"], []), path)
+        rows.append(row)
     if not rows:
         raise DataError(path, "no label rows found (expected lines like 'mdb001 G CIRC B 535 425 197')")
     return pd.DataFrame(rows)
 
 
+def _check_agrees(row: dict, fields: list[str], same_image: list[tuple[int, list[str], dict]], path: Path) -> None:
+    """Refuse a row that repeats or contradicts an earlier row of its image; then remember it."""
+    number = row["line"]
+    for first, first_fields, first_row in same_image:
+        if fields == first_fields:
+            raise DataError(path, f"{row['refnum']} is listed twice: this row repeats line {first} "
+                                  f"({' '.join(fields)!r}); each lesion has one row", line=number)
+        if row["tissue"] != first_row["tissue"]:
+            raise DataError(path, f"{row['refnum']} has background tissue {row['tissue']!r} here but "
+                                  f"{first_row['tissue']!r} on line {first}; an image has one tissue", line=number)
+        if "NORM" in (row["mias_class"], first_row["mias_class"]):
+            raise DataError(path, f"{row['refnum']} is both normal and abnormal: {' '.join(fields)!r} here and "
+                                  f"{' '.join(first_fields)!r} on line {first}; a NORM row is an image's only "
+                                  f"row", line=number)
+    same_image.append((number, fields, row))
+
+
 def _parse_row(line: str, path: Path, number: int) -> dict:
     fields = line.split()
     refnum, tissue, klass = (fields + ["", ""])[:3]
+    if not _REFNUM.fullmatch(refnum):
+        raise DataError(path, f"the reference number is 'mdb' and three digits, the image's file name "
+                              f"(mdb001). Received: {refnum!r} in {line!r}", line=number)
     if tissue not in TISSUE:
         raise DataError(path, f"background tissue must be one of {sorted(TISSUE)}. "
                               f"Received: {tissue!r} in {line!r}", line=number)
@@ -96,9 +127,13 @@ def _parse_row(line: str, path: Path, number: int) -> dict:
         x, y, radius = (float(value) for value in rest)
     except ValueError:
         raise DataError(path, f"X, Y and RADIUS must be numbers. Received: {line!r}", line=number) from None
-    if not (0 <= x < IMAGE_SIZE and 0 <= y < IMAGE_SIZE and radius > 0):
-        raise DataError(path, f"lesion centre must lie in the {IMAGE_SIZE}x{IMAGE_SIZE} image and the "
-                              f"radius be positive. Received: {line!r}", line=number)
+    if not (0 <= x < IMAGE_SIZE and 0 < y <= IMAGE_SIZE):  # column X and row 1024 - Y in 0..1023
+        raise DataError(path, f"lesion centre must lie in the {IMAGE_SIZE}x{IMAGE_SIZE} image: 0 <= X < "
+                              f"{IMAGE_SIZE} and 0 < Y <= {IMAGE_SIZE} (Y counts from the bottom; row = "
+                              f"{IMAGE_SIZE} - Y). Received: {line!r}", line=number)
+    if not 0 < radius <= MAX_RADIUS:
+        raise DataError(path, f"the radius must be positive and at most {MAX_RADIUS:g} pixels (a circle no "
+                              f"wider than the {IMAGE_SIZE}-pixel image). Received: {line!r}", line=number)
     row.update(x=x, y=y, radius=radius)
     return row
 
