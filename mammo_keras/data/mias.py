@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mammo_keras.data.imageio import header_size
 from mammo_keras.data.records import circle_geometry, make_table
 from mammo_keras.errors import DataError
 
@@ -158,6 +159,25 @@ def find_image(root: Path, refnum: str) -> Path | None:
     return None
 
 
+def check_image_size(image: Path) -> None:
+    """Refuse an image that is not 1024 x 1024: Info.txt's coordinates (and row = 1024 - Y) are of that size.
+
+    Read from the header only. A header that cannot be read is left to whoever reads the pixels
+    (`data prepare` reports the file, or skips it with --skip-bad).
+
+    Raises:
+        DataError: naming the image and its size.
+    """
+    try:
+        height, width, _ = header_size(image)
+    except DataError:
+        return
+    if (height, width) != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataError(image, f"mini-MIAS images are {IMAGE_SIZE}x{IMAGE_SIZE} pixels, the size Info.txt's "
+                               f"lesion coordinates refer to; this one is {width}x{height} (width x height). "
+                               f"Use the files as distributed, not resized or cropped")
+
+
 def read(root: str | Path, *, require_images: bool = True) -> pd.DataFrame:
     """Read mini-MIAS into the record table (one row per Info.txt label line).
 
@@ -168,6 +188,10 @@ def read(root: str | Path, *, require_images: bool = True) -> pd.DataFrame:
     Returns:
         The record table; geometry in image pixels with row = 1024 - Y. Extra
         columns: tissue, mias_class (CIRC/SPIC/...), info_line.
+
+    Raises:
+        DataError: a bad Info.txt row, a missing image (with require_images), or an image that is
+            not 1024 x 1024 (`check_image_size`).
     """
     root = Path(root)
     info = root / "Info.txt"
@@ -176,10 +200,14 @@ def read(root: str | Path, *, require_images: bool = True) -> pd.DataFrame:
     labels = parse_info(info)
     records = []
     lesion_counter: dict[str, int] = {}
+    checked: set[str] = set()
     for row in labels.itertuples(index=False):
         image = find_image(root, row.refnum)
         if image is None and require_images:
             raise DataError(info, f"image file {row.refnum}.pgm/.png not found in {root}", line=row.line)
+        if image is not None and row.refnum not in checked:
+            check_image_size(image)
+            checked.add(row.refnum)
         record = {
             "image_id": row.refnum, "patient_id": patient_of(row.refnum), "source": "mias",
             "path": str(image.resolve()) if image else "", "laterality": laterality_of(row.refnum),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from mammo_keras.data import mias, read_dataset
 from mammo_keras.data.records import image_labels, summary
@@ -109,6 +110,16 @@ def test_contradictory_rows_are_refused(tmp_path, second, message):
     with pytest.raises(DataError, match=r"Info\.txt:12: ") as caught:
         mias.read(write_folder(tmp_path / "m", info=info))
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("suffix", [".pgm", ".png"])
+def test_image_not_1024_square_is_refused(tmp_path, suffix):
+    """Info.txt's coordinates are of a 1024 x 1024 image; a resized or cropped file would misplace them."""
+    root = write_folder(tmp_path / "m", suffix=suffix)
+    Image.fromarray(np.zeros((1000, 1024), np.uint8)).save(root / f"mdb002{suffix}")
+    with pytest.raises(DataError, match=rf"mdb002\{suffix}: mini-MIAS images are 1024x1024 pixels.* this one is "
+                                        r"1024x1000 \(width x height\)"):
+        mias.read(root)
 
 
 def test_missing_image_and_missing_info(tmp_path):
