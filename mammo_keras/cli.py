@@ -231,7 +231,9 @@ def cmd_data_prepare(args) -> int:
     print(f"{report.items} items from {report.images} images -> {out} "
           f"({report.seconds:.1f} s, {report.images_per_second} images/s, {report.items_per_second} items/s "
           f"with {report.workers} workers; "
-          f"{report.resumed_images} images reused from an earlier run)")
+          f"{report.resumed_images} images reused from an earlier run"
+          + (f", {report.changed_images} cut again as their records or image file changed"
+             if report.changed_images else "") + ")")
     print(f"  classes: {report.counts_by_label}   item shape: {report.item_shape}")
     print(f"  data fingerprint: {report.data_fingerprint}")
     if report.skipped:

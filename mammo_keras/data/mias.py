@@ -4,8 +4,10 @@ Info.txt facts this parser relies on (checked against the distributed file):
 CRLF line endings; free text before and after the table; table rows
 `REFNUM BG CLASS SEVERITY X Y RADIUS`; NORM rows stop after CLASS; some abnormal
 rows have no coordinates (`mdb059 F CIRC B`, `mdb216 D CALC M *NOTE 3*`); an
-image with several lesions has several rows; X/Y have their origin at the
-bottom-left, so the image row is 1024 - Y. Images mdb(2k-1) and mdb(2k) are the
+image with several lesions has several rows (never a NORM row besides them, and
+one tissue per image); X/Y have their origin at the bottom-left, so the image row
+is 1024 - Y (X in 0..1023 and Y in 1..1024 lie inside the image); every image is
+1024 x 1024 pixels, the size the coordinates refer to; the largest radius is 197. Images mdb(2k-1) and mdb(2k) are the
 two breasts of one woman (Info.txt note 1: even numbers left, odd right).
 
 Reference: Suckling et al. 1994, "The Mammographic Image Analysis Society Digital
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mammo_keras.data.imageio import header_size
 from mammo_keras.data.records import circle_geometry, make_table
 from mammo_keras.errors import DataError
 
@@ -29,7 +32,9 @@ CLASS_TO_ABNORMALITY = {
 }
 TISSUE = {"F": "fatty", "G": "fatty-glandular", "D": "dense-glandular"}
 SEVERITY = {"B": "benign", "M": "malignant"}
-_ROW = re.compile(r"^mdb\d{3}\b")
+MAX_RADIUS = IMAGE_SIZE / 2  # a lesion's circle no wider than the image (the largest in Info.txt: 197)
+_ROW = re.compile(r"^mdb", re.IGNORECASE)  # any line that starts like a table row is parsed as one, not skipped
+_REFNUM = re.compile(r"mdb\d{3}")  # the image file's name: mdb001.pgm
 
 NAME = "mias"  # the dataset registry entry (mammo_keras.data); CLI name and $MAMMO_DATA folders below
 FOLDERS = ('mias', 'mini-mias', 'all-mias')  # sub-folders of a data root (--data DIR / $MAMMO_DATA) tried in order
@@ -50,8 +55,12 @@ HOW_TO_GET = """\
 def parse_info(path: str | Path) -> pd.DataFrame:
     """Parse Info.txt into one row per label line (refnum, tissue, class, severity, x, y, radius, line).
 
+    Every line starting with `mdb` (any case) is a table row; rows of one image must agree with
+    each other, as a skipped or contradictory row would silently change an image's label.
+
     Raises:
-        DataError: a table line that does not follow the format, naming file and line.
+        DataError: a table line that does not follow the format, or that repeats or contradicts an
+            earlier row of its image (a NORM row besides a lesion, another tissue), naming file and line.
     """
     path = Path(path)
     try:
@@ -59,19 +68,42 @@ def parse_info(path: str | Path) -> pd.DataFrame:
     except OSError as error:
         raise DataError(path, f"cannot read label file ({error})") from None
     rows = []
+    earlier: dict[str, list[tuple[int, list[str], dict]]] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not _ROW.match(line):
             continue
-        rows.append(_parse_row(line, path, number))
+        row = _parse_row(line, path, number)
+        _check_agrees(row, line.split(), earlier.setdefault(row["refnum"], []), path)
+        rows.append(row)
     if not rows:
         raise DataError(path, "no label rows found (expected lines like 'mdb001 G CIRC B 535 425 197')")
     return pd.DataFrame(rows)
 
 
+def _check_agrees(row: dict, fields: list[str], same_image: list[tuple[int, list[str], dict]], path: Path) -> None:
+    """Refuse a row that repeats or contradicts an earlier row of its image; then remember it."""
+    number = row["line"]
+    for first, first_fields, first_row in same_image:
+        if fields == first_fields:
+            raise DataError(path, f"{row['refnum']} is listed twice: this row repeats line {first} "
+                                  f"({' '.join(fields)!r}); each lesion has one row", line=number)
+        if row["tissue"] != first_row["tissue"]:
+            raise DataError(path, f"{row['refnum']} has background tissue {row['tissue']!r} here but "
+                                  f"{first_row['tissue']!r} on line {first}; an image has one tissue", line=number)
+        if "NORM" in (row["mias_class"], first_row["mias_class"]):
+            raise DataError(path, f"{row['refnum']} is both normal and abnormal: {' '.join(fields)!r} here and "
+                                  f"{' '.join(first_fields)!r} on line {first}; a NORM row is an image's only "
+                                  f"row", line=number)
+    same_image.append((number, fields, row))
+
+
 def _parse_row(line: str, path: Path, number: int) -> dict:
     fields = line.split()
     refnum, tissue, klass = (fields + ["", ""])[:3]
+    if not _REFNUM.fullmatch(refnum):
+        raise DataError(path, f"the reference number is 'mdb' and three digits, the image's file name "
+                              f"(mdb001). Received: {refnum!r} in {line!r}", line=number)
     if tissue not in TISSUE:
         raise DataError(path, f"background tissue must be one of {sorted(TISSUE)}. "
                               f"Received: {tissue!r} in {line!r}", line=number)
@@ -96,9 +128,13 @@ def _parse_row(line: str, path: Path, number: int) -> dict:
         x, y, radius = (float(value) for value in rest)
     except ValueError:
         raise DataError(path, f"X, Y and RADIUS must be numbers. Received: {line!r}", line=number) from None
-    if not (0 <= x < IMAGE_SIZE and 0 <= y < IMAGE_SIZE and radius > 0):
-        raise DataError(path, f"lesion centre must lie in the {IMAGE_SIZE}x{IMAGE_SIZE} image and the "
-                              f"radius be positive. Received: {line!r}", line=number)
+    if not (0 <= x < IMAGE_SIZE and 0 < y <= IMAGE_SIZE):  # column X and row 1024 - Y in 0..1023
+        raise DataError(path, f"lesion centre must lie in the {IMAGE_SIZE}x{IMAGE_SIZE} image: 0 <= X < "
+                              f"{IMAGE_SIZE} and 0 < Y <= {IMAGE_SIZE} (Y counts from the bottom; row = "
+                              f"{IMAGE_SIZE} - Y). Received: {line!r}", line=number)
+    if not 0 < radius <= MAX_RADIUS:
+        raise DataError(path, f"the radius must be positive and at most {MAX_RADIUS:g} pixels (a circle no "
+                              f"wider than the {IMAGE_SIZE}-pixel image). Received: {line!r}", line=number)
     row.update(x=x, y=y, radius=radius)
     return row
 
@@ -123,6 +159,25 @@ def find_image(root: Path, refnum: str) -> Path | None:
     return None
 
 
+def check_image_size(image: Path) -> None:
+    """Refuse an image that is not 1024 x 1024: Info.txt's coordinates (and row = 1024 - Y) are of that size.
+
+    Read from the header only. A header that cannot be read is left to whoever reads the pixels
+    (`data prepare` reports the file, or skips it with --skip-bad).
+
+    Raises:
+        DataError: naming the image and its size.
+    """
+    try:
+        height, width, _ = header_size(image)
+    except DataError:
+        return
+    if (height, width) != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataError(image, f"mini-MIAS images are {IMAGE_SIZE}x{IMAGE_SIZE} pixels, the size Info.txt's "
+                               f"lesion coordinates refer to; this one is {width}x{height} (width x height). "
+                               f"Use the files as distributed, not resized or cropped")
+
+
 def read(root: str | Path, *, require_images: bool = True) -> pd.DataFrame:
     """Read mini-MIAS into the record table (one row per Info.txt label line).
 
@@ -133,6 +188,10 @@ def read(root: str | Path, *, require_images: bool = True) -> pd.DataFrame:
     Returns:
         The record table; geometry in image pixels with row = 1024 - Y. Extra
         columns: tissue, mias_class (CIRC/SPIC/...), info_line.
+
+    Raises:
+        DataError: a bad Info.txt row, a missing image (with require_images), or an image that is
+            not 1024 x 1024 (`check_image_size`).
     """
     root = Path(root)
     info = root / "Info.txt"
@@ -141,10 +200,14 @@ def read(root: str | Path, *, require_images: bool = True) -> pd.DataFrame:
     labels = parse_info(info)
     records = []
     lesion_counter: dict[str, int] = {}
+    checked: set[str] = set()
     for row in labels.itertuples(index=False):
         image = find_image(root, row.refnum)
         if image is None and require_images:
             raise DataError(info, f"image file {row.refnum}.pgm/.png not found in {root}", line=row.line)
+        if image is not None and row.refnum not in checked:
+            check_image_size(image)
+            checked.add(row.refnum)
         record = {
             "image_id": row.refnum, "patient_id": patient_of(row.refnum), "source": "mias",
             "path": str(image.resolve()) if image else "", "laterality": laterality_of(row.refnum),

@@ -2,9 +2,11 @@
 
 Layout of the output folder (`<out>`):
 
-    items/<image_id>.npz   the arrays cut from one image, with their metadata; written
-                           atomically once the whole image is done, so a killed run
-                           resumes at the first image without one
+    items/<image_id>.npz   the arrays cut from one image, with their metadata and the key of what
+                           they were cut from (`source_keys`: the image's record rows and its
+                           file's size and mtime); written atomically once the whole image is
+                           done, so a killed run resumes at the first image without one, and an
+                           image whose records or file changed since is cut again
     images.npy             all items stacked (N, ...) float32, in index order; written through a
                            memory map image by image, and kept as it is when a run changes nothing
     index.csv              one row per item: item_id, image/patient/lesion ids, label, ...
@@ -347,6 +349,7 @@ class PrepareReport:
     images: int = 0
     skipped: list[dict] = field(default_factory=list)
     resumed_images: int = 0
+    changed_images: int = 0  # items found but cut again: their records or image file changed (`source_keys`)
     counts_by_label: dict = field(default_factory=dict)
     source_fingerprint: str = ""
     data_fingerprint: str = ""
@@ -385,12 +388,13 @@ def _item_file(out: Path, image_id: str) -> Path:
 
 def _process_image(task_name: str, path: str, rows: pd.DataFrame, options: dict,
                    out: str) -> tuple[str, int]:
-    """Read one image, cut its items and save them with their metadata (one atomic file)."""
+    """Read one image, cut its items and save them with their metadata and source key (one atomic file)."""
     task = TASKS[task_name]
+    first = rows.iloc[0]
+    source = source_keys(rows)[str(first.image_id)]  # before the pixels are read: a file changed meanwhile
     image = read_normalised(path)
     items = task.extract(image, rows, options)
     classes = task.classes(options)
-    first = rows.iloc[0]
     metadata = [dict(item_id=item.item_id, image_id=first.image_id, patient_id=first.patient_id,
                      label=item.label, class_name=classes[item.label], source=first.source,
                      laterality=first.laterality, view=first.view, image_path=path,
@@ -399,7 +403,8 @@ def _process_image(task_name: str, path: str, rows: pd.DataFrame, options: dict,
                 for item in items]
     buffer = io.BytesIO()
     arrays = np.stack([item.array for item in items]) if items else np.zeros((0,), np.float32)
-    np.savez(buffer, arrays=arrays.astype(np.float32), metadata=np.array(json.dumps(metadata)))
+    np.savez(buffer, arrays=arrays.astype(np.float32), metadata=np.array(json.dumps(metadata)),
+             source=np.array(source))
     atomic_write_bytes(_item_file(Path(out), str(first.image_id)), buffer.getvalue())
     return str(first.image_id), len(items)
 
@@ -416,6 +421,41 @@ def _load_items(path: Path) -> tuple[np.ndarray, list[dict]]:
 def _groups(selected: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
     for image_id, rows in selected.groupby("image_id", sort=True):
         yield str(image_id), rows
+
+
+def source_keys(table: pd.DataFrame) -> dict[str, str]:
+    """Each image's source key: sha256 of what its items are cut from, its record rows as the task
+    selected them (every column, in order, but the label file's line numbers, `*_line`: a line added
+    above a row changes no item) and its image file's path, size and mtime_ns.
+
+    An item file is reused only while its key is unchanged, so a relabelled lesion, a moved box or a
+    replaced image is cut again, never kept stale. Each row's text is its values' str(), so the key of
+    an image is the same computed from the whole table or from that image's rows alone.
+    """
+    columns = sorted(column for column in table.columns if not str(column).endswith("_line"))
+    texts = ["\x1f".join(map(str, values)) for values in table[columns].to_numpy(dtype=object).tolist()]
+    paths = [str(path) for path in table["path"]]
+    stats = {path: _file_stat(Path(path)) for path in dict.fromkeys(paths)}
+    keys = {}
+    for image_id, positions in table.groupby("image_id", sort=True).indices.items():
+        digest = hashlib.sha256()
+        for position in positions:
+            digest.update(texts[position].encode() + b"\n")
+        for path in dict.fromkeys(paths[position] for position in positions):
+            stat = stats[path]
+            digest.update(f"{path}\t{stat[:2] if stat else None}\n".encode())
+        keys[str(image_id)] = digest.hexdigest()
+    return keys
+
+
+def _stored_source(path: Path) -> str | None:
+    """The source key an item file was cut from; None when it has none (cut before keys were kept) or
+    cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return str(data["source"]) if "source" in data.files else None
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
 
 
 def source_fingerprint(table: pd.DataFrame, root: Path | None) -> str:
@@ -477,8 +517,13 @@ def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
         raise DataError(root, f"dataset {dataset!r} has no rows usable for task {task!r}")
     groups = list(_groups(selected))
     _discard_damaged_items(out, groups)
-    pending = [(image_id, rows) for image_id, rows in groups if not _item_file(out, image_id).is_file()]
+    keys = source_keys(selected)
+    found = {image_id: _item_file(out, image_id).is_file() for image_id, _ in groups}
+    current = {image_id: found[image_id] and _stored_source(_item_file(out, image_id)) == keys[image_id]
+               for image_id, _ in groups}
+    pending = [(image_id, rows) for image_id, rows in groups if not current[image_id]]
     report.resumed_images = len(groups) - len(pending)
+    report.changed_images = sum(found[image_id] for image_id, _ in pending)  # cut again: records or file changed
     _run(task, pending, options, out, workers, skip, progress, report)
     skipped_ids = {entry["image_id"] for entry in report.skipped}
     processed = len({image_id for image_id, _ in pending} - skipped_ids)
@@ -497,7 +542,10 @@ def prepare(dataset: str, table: pd.DataFrame, out: str | Path, task: str, *,
 
 
 def _forget_other_recipe(out: Path, task: str, options: dict) -> None:
-    """Items cut with another task, other options or an older format are not reused: remove them."""
+    """Items cut with another task, other options or an older format are not reused: remove them.
+
+    Items of this recipe are reused image by image while their records and file are unchanged
+    (`source_keys`, checked in `prepare`)."""
     key = {"task": task, "options": options, "format_version": FORMAT_VERSION}
     marker = out / "recipe.json"
     if marker.is_file() and json.loads(marker.read_text()) == json.loads(json.dumps(key)):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from mammo_keras.data import mias, read_dataset
 from mammo_keras.data.records import image_labels, summary
@@ -65,6 +66,60 @@ def test_malformed_line_names_file_and_line(tmp_path, bad_line, message):
     with pytest.raises(DataError) as caught:
         mias.read(root)
     assert f"Info.txt:12: " in str(caught.value) and message in str(caught.value)
+
+
+@pytest.mark.parametrize("bad_line, message", [
+    ("mdb0012 G CIRC M 500 500 30", "'mdb' and three digits"),
+    ("mdb01 G CIRC M 500 500 30", "'mdb' and three digits"),
+    ("MDB007 G CIRC M 500 500 30", "'mdb' and three digits"),
+    ("mdb007G CIRC M 500 500 30", "'mdb' and three digits"),
+    ("mdb007 G CIRC M 500 500 1e9", "at most 512 pixels"),
+    ("mdb007 G CIRC M 500 500 513", "at most 512 pixels"),
+    ("mdb007 G CIRC M 500 500 0", "radius must be positive"),
+    ("mdb007 G CIRC M 500 0 30", "must lie in the 1024x1024 image"),  # row 1024 - 0 is below the image
+    ("mdb007 G CIRC M 500 1025 30", "must lie in the 1024x1024 image"),
+    ("mdb007 G CIRC M 1024 500 30", "must lie in the 1024x1024 image"),
+    ("mdb007 G CIRC M nan 500 30", "must lie in the 1024x1024 image"),
+])
+def test_row_that_would_be_skipped_or_misplaced_is_refused(tmp_path, bad_line, message):
+    """A row starting with mdb that does not parse is an error, not a line of free text (a lesion lost)."""
+    info = INFO.replace("mdb006 D CALC M *NOTE 3* \r\n", f"mdb006 D CALC M *NOTE 3* \r\n{bad_line}\r\n")
+    root = write_folder(tmp_path / "m", info=info, refnums=range(1, 8))
+    with pytest.raises(DataError, match=r"Info\.txt:12: ") as caught:
+        mias.read(root)
+    assert message in str(caught.value)
+
+
+def test_edge_of_the_image_is_inside(tmp_path):
+    """Y = 1024 is the top row (row 0) and X = 0 the first column; the largest radius is half the image."""
+    info = INFO.replace("mdb006 D CALC M *NOTE 3* \r\n", "mdb006 D CALC M 0 1024 512\r\n")
+    row = mias.read(write_folder(tmp_path / "m", info=info)).iloc[-1]
+    assert (row.cx, row.cy, row.radius) == (0.0, 0.0, 512.0)
+
+
+@pytest.mark.parametrize("second, message", [
+    ("mdb003 D CIRC M 500 500 30", "mdb003 is both normal and abnormal"),  # a lesion besides NORM
+    ("mdb001 G NORM", "mdb001 is both normal and abnormal"),  # NORM besides a lesion
+    ("mdb003 D NORM", "mdb003 is listed twice: this row repeats line 7"),
+    ("mdb001 G CIRC B 535 425 197", "mdb001 is listed twice: this row repeats line 5"),
+    ("mdb005 D MISC B 400 400 20", "background tissue 'D' here but 'F' on line 9"),
+    ("mdb003 G NORM", "background tissue 'G' here but 'D' on line 7"),
+])
+def test_contradictory_rows_are_refused(tmp_path, second, message):
+    info = INFO.replace("mdb006 D CALC M *NOTE 3* \r\n", f"mdb006 D CALC M *NOTE 3* \r\n{second}\r\n")
+    with pytest.raises(DataError, match=r"Info\.txt:12: ") as caught:
+        mias.read(write_folder(tmp_path / "m", info=info))
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("suffix", [".pgm", ".png"])
+def test_image_not_1024_square_is_refused(tmp_path, suffix):
+    """Info.txt's coordinates are of a 1024 x 1024 image; a resized or cropped file would misplace them."""
+    root = write_folder(tmp_path / "m", suffix=suffix)
+    Image.fromarray(np.zeros((1000, 1024), np.uint8)).save(root / f"mdb002{suffix}")
+    with pytest.raises(DataError, match=rf"mdb002\{suffix}: mini-MIAS images are 1024x1024 pixels.* this one is "
+                                        r"1024x1000 \(width x height\)"):
+        mias.read(root)
 
 
 def test_missing_image_and_missing_info(tmp_path):

@@ -110,6 +110,79 @@ def test_changed_options_recut_the_items(mias_folder, tmp_path):
         run(mias_folder, tmp_path / "x", options={"radius": 3})
 
 
+def _item_times(out):
+    return {path.name: path.stat().st_mtime_ns for path in (out / "items").iterdir()}
+
+
+def test_unchanged_records_are_reused(mias_folder, tmp_path):
+    """Same rows and image files: every item file is kept, even when a line above the table moves the
+    rows' line numbers."""
+    first = run(mias_folder, tmp_path / "p")
+    before = _item_times(tmp_path / "p")
+    info = mias_folder / "Info.txt"
+    info.write_bytes(b"a note added above the table\r\n" + info.read_bytes())
+    again = run(mias_folder, tmp_path / "p")
+    assert (again.resumed_images, again.changed_images) == (3, 0) and again.stack_reused
+    assert _item_times(tmp_path / "p") == before and again.data_fingerprint == first.data_fingerprint
+
+
+def test_changed_record_is_cut_again_with_its_new_label(mias_folder, tmp_path, capsys):
+    """Before, items were reused by image id alone: mdb001 relabelled malignant at another place still
+    came back benign, with the old box, counts and data fingerprint."""
+    out = tmp_path / "p"
+    command = ["data", "prepare", "mias", "--root", str(mias_folder), "--task", "chougrad", "--out", str(out),
+               "--workers", "1", "--no-progress"]
+    assert main(command) == 0
+    first = json.loads((out / "prepare.json").read_text())
+    before = _item_times(out)
+    info = mias_folder / "Info.txt"
+    info.write_bytes(info.read_bytes().replace(b"mdb001 G CIRC B 535 425 197", b"mdb001 G CIRC M 400 600 100"))
+    capsys.readouterr()
+    assert main(command) == 0
+    assert "2 images reused from an earlier run, 1 cut again as their records or image file changed" \
+        in capsys.readouterr().out
+    _, index = load_prepared(out)
+    row = index[index["item_id"] == "mdb001_1"].iloc[0]
+    assert (row.label, row.pathology, json.loads(row.box)) == (1, "malignant", [300.0, 324.0, 500.0, 524.0])
+    saved = json.loads((out / "prepare.json").read_text())
+    assert saved["counts_by_label"] == {"benign": 2, "malignant": 2} != first["counts_by_label"]
+    assert saved["data_fingerprint"] != first["data_fingerprint"] and not saved["stack_reused"]
+    after = _item_times(out)
+    assert after["mdb001.npz"] != before["mdb001.npz"]
+    assert {name: after[name] for name in ("mdb002.npz", "mdb005.npz")} == \
+        {name: before[name] for name in ("mdb002.npz", "mdb005.npz")}
+    fresh = run(mias_folder, tmp_path / "fresh")
+    assert fresh.data_fingerprint == saved["data_fingerprint"]
+
+
+def test_changed_image_file_is_cut_again(mias_folder, tmp_path):
+    """An image file replaced under the same name (other pixels, same size) gives new items."""
+    run(mias_folder, tmp_path / "p")
+    path = mias_folder / "mdb002.pgm"
+    size = path.stat().st_size
+    pixels = np.full((1024, 1024), 200, np.uint8)
+    pixels[:, :512] = 10
+    from PIL import Image
+    Image.fromarray(pixels).save(path)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert path.stat().st_size == size
+    again = run(mias_folder, tmp_path / "p")
+    assert (again.resumed_images, again.changed_images) == (2, 1)
+    assert again.data_fingerprint == run(mias_folder, tmp_path / "fresh").data_fingerprint
+
+
+def test_item_file_without_a_source_key_is_cut_again(mias_folder, tmp_path):
+    """Items written before the source key was kept cannot be told current: they are cut again once."""
+    run(mias_folder, tmp_path / "p")
+    item = tmp_path / "p" / "items" / "mdb002.npz"
+    with np.load(item) as data:
+        arrays, metadata = data["arrays"], data["metadata"]
+    np.savez(item, arrays=arrays, metadata=metadata)
+    again = run(mias_folder, tmp_path / "p")
+    assert (again.resumed_images, again.changed_images) == (2, 1)
+    assert run(mias_folder, tmp_path / "p").resumed_images == 3
+
+
 def test_cli_info_and_prepare(mias_folder, tmp_path, capsys):
     assert main(["data", "info", "mias", "--root", str(mias_folder), "--json"]) == 0
     facts = json.loads(capsys.readouterr().out)

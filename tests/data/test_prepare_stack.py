@@ -150,8 +150,9 @@ def test_a_changed_item_restacks_with_its_new_content(mias_folder, tmp_path):
     first = run(mias_folder, out)
     item = out / "items" / "mdb005.npz"
     with np.load(item) as data:
-        arrays, metadata = data["arrays"] * 0 + 0.5, data["metadata"]
-    np.savez(item, arrays=arrays, metadata=metadata)  # rewritten in place, the same size
+        arrays, metadata, source = data["arrays"] * 0 + 0.5, data["metadata"], data["source"]
+    # rewritten in place, the same size, its source key kept (without one it would be cut again)
+    np.savez(item, arrays=arrays, metadata=metadata, source=source)
     changed = run(mias_folder, out)
     assert changed.stack_reused is False and changed.data_fingerprint != first.data_fingerprint
     images, _ = load_prepared(out)
