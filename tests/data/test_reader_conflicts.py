@@ -81,3 +81,44 @@ def test_plain_ids_with_dots_and_dashes_still_read(tmp_path):
                                                        "0", "", "29", "False"]])
     table = rsna_screening.read(root)
     assert table["path"].tolist() == [str(root / "train_images" / "p.1-x" / "..img.dcm")]
+
+
+def _inbreast(tmp_path: Path, rows: list[str], extra_dicoms: tuple[str, ...] = ()) -> Path:
+    """An INbreast release of test_inbreast's DICOMs (plus `extra_dicoms`) whose table holds `rows`."""
+    from test_inbreast import CSV_HEADER, DICOMS
+
+    root = tmp_path / "INbreast Release 1.0"
+    for name in (*DICOMS.values(), *extra_dicoms):
+        write_dicom(root / "AllDICOMs" / name, np.zeros((4, 4), np.uint16))
+    (root / "INbreast.csv").write_text("\n".join([CSV_HEADER, *rows]) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("repeat, agreement", [
+    ("removed;removed;L;MLO;200907;22614097;1;5", "with Bi-Rads 1, ACR 1 there and Bi-Rads 5, ACR 1 here"),
+    ("removed;removed;L;MLO;200907;22614097;3;1", "with Bi-Rads 1, ACR 1 there and Bi-Rads 1, ACR 3 here"),
+    ("removed;removed;L;MLO;200907;22614097.0;1;1", "with the same Bi-Rads and ACR"),
+])
+def test_inbreast_file_name_listed_twice_is_refused(tmp_path, repeat, agreement):
+    from mammo_keras.data import inbreast
+    from test_inbreast import CSV_ROWS
+
+    root = _inbreast(tmp_path, [*CSV_ROWS[:4], repeat])
+    for labeling in ("birads", "shen"):
+        with pytest.raises(DataError) as error:
+            inbreast.read(root, labeling=labeling)
+        assert error.value.path == str(root / "INbreast.csv") and error.value.line == 6
+        assert f"File Name 22614097 is listed twice (first on line 5, {agreement})" in str(error.value)
+
+
+def test_inbreast_two_dicoms_of_one_file_id_are_named(tmp_path):
+    from mammo_keras.data import inbreast
+    from test_inbreast import CSV_ROWS, DICOMS
+
+    other = "22614097_ffffffffffffffff_MG_R_CC_ANON.dcm"  # another woman and side
+    root = _inbreast(tmp_path, CSV_ROWS, extra_dicoms=(other,))
+    for missing in ("error", "skip"):
+        with pytest.raises(DataError) as error:
+            inbreast.read(root, missing=missing)
+        assert error.value.path == str(root / "AllDICOMs" / other)
+        assert f"file id 22614097 is also the id of {DICOMS['22614097']}" in str(error.value)
