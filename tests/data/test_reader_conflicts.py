@@ -122,3 +122,96 @@ def test_inbreast_two_dicoms_of_one_file_id_are_named(tmp_path):
             inbreast.read(root, missing=missing)
         assert error.value.path == str(root / "AllDICOMs" / other)
         assert f"file id 22614097 is also the id of {DICOMS['22614097']}" in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def cbis_root(tmp_path_factory):
+    from cbis_fixtures import write_cbis
+
+    return write_cbis(tmp_path_factory.mktemp("cbis_clean"), trap=False)
+
+
+def _cbis_rows(cbis_root: Path, tmp_path: Path, key: tuple[str, str] = ("mass", "train")):
+    """A copy of the clean CBIS-DDSM tree, one of its CSVs and that CSV's rows (header first)."""
+    import shutil
+
+    from cbis_fixtures import CSV_NAME
+
+    root = Path(shutil.copytree(cbis_root, tmp_path / "cbis"))
+    path = root / CSV_NAME[key]
+    with open(path, newline="") as handle:
+        return root, path, list(csv.reader(handle))
+
+
+def _write_rows(path: Path, rows: list[list[str]]) -> None:
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+
+
+@pytest.mark.parametrize("roi_column", ["ROI mask file path", "cropped image file path"])
+@pytest.mark.parametrize("how", ["image_is_roi", "roi_is_image", "all_three"])
+def test_cbis_image_that_is_its_own_mask_or_crop_is_refused(cbis_root, tmp_path, roi_column, how):
+    from mammo_keras.data import cbis_ddsm
+
+    root, path, rows = _cbis_rows(cbis_root, tmp_path)
+    header = rows[0]
+    image, roi = header.index("image file path"), header.index(roi_column)
+    if how == "image_is_roi":  # the image path names the ROI file: the mask (or crop) trained as the image
+        rows[2][image] = rows[2][roi]
+    elif how == "roi_is_image":
+        rows[2][roi] = rows[2][image]
+    else:
+        for column in ("cropped image file path", "ROI mask file path"):
+            rows[2][header.index(column)] = rows[2][image]
+    _write_rows(path, rows)
+    for missing in ("error", "keep"):
+        with pytest.raises(DataError, match="name the same file") as error:
+            cbis_ddsm.read(root, abnormality="mass", missing=missing)
+        assert error.value.path == str(path) and error.value.line == 3
+
+
+def test_cbis_mask_path_resolving_to_the_image_file_is_refused(cbis_root, tmp_path):
+    """Another file name in the image's one-file series is taken by position, i.e. the image itself."""
+    from mammo_keras.data import cbis_ddsm
+
+    root, path, rows = _cbis_rows(cbis_root, tmp_path)
+    header = rows[0]
+    rows[1][header.index("ROI mask file path")] = rows[1][header.index("image file path")].replace(
+        "000000.dcm", "000001.dcm")
+    _write_rows(path, rows)
+    with pytest.raises(DataError, match="name the same file") as error:
+        cbis_ddsm.read(root, abnormality="mass")
+    assert error.value.path == str(path) and error.value.line == 2
+
+
+@pytest.mark.parametrize("column, value, shown", [("left or right breast", "RIGHT", "laterality 'R' here but 'L'"),
+                                                  ("image view", "MLO", "view 'MLO' here but 'CC'"),
+                                                  ("patient_id", "P_00099", "patient_id 'P_00099' here but 'P_00001'")])
+def test_cbis_rows_of_one_image_that_disagree_are_refused(cbis_root, tmp_path, column, value, shown):
+    from mammo_keras.data import cbis_ddsm
+
+    root, path, rows = _cbis_rows(cbis_root, tmp_path)
+    header = rows[0]
+    second = list(rows[1])  # a second lesion of the first image
+    second[header.index("abnormality id")] = "2"
+    _write_rows(path, [*rows, second])
+    assert len(cbis_ddsm.read(root, abnormality="mass")) == 13  # agreeing rows of one image are lesions
+    second[header.index(column)] = value
+    _write_rows(path, [*rows, second])
+    with pytest.raises(DataError) as error:
+        cbis_ddsm.read(root, abnormality="mass")
+    assert error.value.path == str(path) and error.value.line == len(rows) + 1
+    assert f"image Mass-Training_P_00001_LEFT_CC has {shown} on {path.name}:2" in str(error.value)
+
+
+@pytest.mark.parametrize("key, value", [(("mass", "train"), "calcification"), (("calc", "test"), "mass")])
+def test_cbis_abnormality_type_of_the_other_csv_is_refused(cbis_root, tmp_path, key, value):
+    from mammo_keras.data import cbis_ddsm
+
+    root, path, rows = _cbis_rows(cbis_root, tmp_path, key)
+    rows[1][rows[0].index("abnormality type")] = value
+    _write_rows(path, rows)
+    with pytest.raises(DataError) as error:
+        cbis_ddsm.read(root)
+    assert error.value.path == str(path) and error.value.line == 2
+    assert f"abnormality type {value!r} contradicts the CSV: {path.name} describes" in str(error.value)
