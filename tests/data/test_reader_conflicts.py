@@ -215,3 +215,22 @@ def test_cbis_abnormality_type_of_the_other_csv_is_refused(cbis_root, tmp_path, 
         cbis_ddsm.read(root)
     assert error.value.path == str(path) and error.value.line == 2
     assert f"abnormality type {value!r} contradicts the CSV: {path.name} describes" in str(error.value)
+
+
+@pytest.mark.parametrize("tags", [{"RescaleSlope": 2}, {"RescaleIntercept": -1000}, {"RescaleSlope": 0.5},
+                                  {"RescaleSlope": 2, "RescaleIntercept": 10}, {}])
+def test_dicom_value_range_follows_the_rescale_pydicom_applies(tmp_path, tags):
+    """pydicom rescales only with both tags; one alone is ignored by the pixels and by the range."""
+    import pydicom
+
+    from mammo_keras.data.dicom import apply_modality_lut, read_dicom, value_range
+
+    stored = np.array([[0, 1000, 2000, 4095]], np.uint16)
+    path = write_dicom(tmp_path / "x.dcm", stored, bits_stored=12, extra=tags)
+    dataset = pydicom.dcmread(path)
+    expected = apply_modality_lut(stored, dataset)
+    both = len(tags) == 2
+    np.testing.assert_array_equal(read_dicom(path, apply_voi=False), np.float32(expected))
+    low, high = value_range(dataset, voi_applied=False)
+    assert (low, high) == ((10.0, 8200.0) if both else (0.0, 4095.0))
+    np.testing.assert_allclose(read_dicom(path, normalise=True), stored / 4095.0, rtol=1e-6)
