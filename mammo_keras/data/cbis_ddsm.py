@@ -155,7 +155,9 @@ def read(root: str | Path, *, abnormality: str | Sequence[str] = KINDS,
     Raises:
         DatasetNotFoundError: none of the selected description CSVs is under the root.
         DataError: a CSV lacks a column or has a bad value, or (with missing="error") a
-            referenced file is not found (naming the CSV, its line and the path looked for).
+            referenced file is not found (naming the CSV, its line and the path looked for); a row
+            whose image path names its ROI mask or crop, whose abnormality type is not its CSV's
+            kind, or whose image has another patient, side or view on an earlier row.
     """
     if missing not in MISSING_POLICIES:
         raise ValueError(f"missing must be one of {list(MISSING_POLICIES)}. Received: missing={missing!r}")
@@ -165,10 +167,12 @@ def read(root: str | Path, *, abnormality: str | Sequence[str] = KINDS,
     files = FileCache(cache)
     index = index_dicoms(root, cache=files)
     rows, problems, absent = [], [], []
+    images: dict[str, dict] = {}
     for description in descriptions:
         for line, fields in read_description(description):
             row = _lesion_row(root, index, description, line, fields, check_masks=check_masks,
                               missing=missing, absent=absent, cache=files)
+            _check_same_image(images, row, (description.path, line))
             if missing == "skip" and not row["image_found"]:
                 continue
             if row["problem"]:
@@ -292,6 +296,7 @@ def _lesion_row(root: Path, index: dict[SeriesKey, list[DicomEntry]], descriptio
         if located[column][1] is None and absent is not None:
             absent.append(f"{description.path}:{line}: {column}: {_relative(fields[column])}")
     image = located[IMAGE_COLUMN][1]
+    _check_not_own_roi(where, fields, located)
     (mask_series, mask_named), (crop_series, crop_named) = located[MASK_COLUMN], located[CROP_COLUMN]
     image_id = _split_path(fields[IMAGE_COLUMN], where, IMAGE_COLUMN)[0]
     lesion_id = f"{image_id}_{fields['abnormality id']}"
@@ -307,6 +312,11 @@ def _lesion_row(root: Path, index: dict[SeriesKey, list[DicomEntry]], descriptio
         geometry, problem = _geometry(image, mask, check_masks=check_masks, cache=cache)
     shape_column, margin_column = KIND_COLUMNS[description.kind]
     is_mass = description.kind == "mass"
+    abnormality = _vocabulary(fields, "abnormality type", {kind: kind for kind in KINDS}, where)
+    if abnormality != description.kind:  # its descriptors would be read from the other kind's columns
+        raise DataError(where[0], f"abnormality type {fields['abnormality type']!r} contradicts the CSV: "
+                                  f"{description.path.name} describes {description.kind} lesions (with the "
+                                  f"columns {list(KIND_COLUMNS[description.kind])})", line=where[1])
     return {
         "image_id": image_id,
         "patient_id": fields["patient_id"],
@@ -315,7 +325,7 @@ def _lesion_row(root: Path, index: dict[SeriesKey, list[DicomEntry]], descriptio
         "source": "cbis_ddsm",
         "laterality": _vocabulary(fields, "left or right breast", LATERALITY, where),
         "view": _vocabulary(fields, "image view", {view: view for view in VIEWS}, where),
-        "abnormality": _vocabulary(fields, "abnormality type", {kind: kind for kind in KINDS}, where),
+        "abnormality": abnormality,
         "pathology": _vocabulary(fields, "pathology", PATHOLOGY, where),
         **geometry,
         "mask_path": "" if mask is None else str(mask.path),
@@ -335,6 +345,35 @@ def _lesion_row(root: Path, index: dict[SeriesKey, list[DicomEntry]], descriptio
         "csv_file": description.path.name,
         "csv_line": line,
     }
+
+
+def _check_not_own_roi(where: tuple[Path, int], fields: dict[str, str],
+                       located: dict[str, tuple[list[DicomEntry], DicomEntry | None]]) -> None:
+    """Refuse a row whose image path names its ROI mask or crop (the same text, or a file of the same
+    series): the image would be its own mask (a box of the whole image, no problem recorded) or the
+    mask would be trained as the image. In the release the three lie in different series."""
+    image = located[IMAGE_COLUMN][1]
+    for column in (MASK_COLUMN, CROP_COLUMN):
+        series, _ = located[column]
+        same_text = _relative(fields[IMAGE_COLUMN]) == _relative(fields[column])
+        if same_text or (image is not None and image in series):
+            named = _relative(fields[IMAGE_COLUMN]) if same_text else str(image.path)
+            raise DataError(where[0], f"{IMAGE_COLUMN!r} and {column!r} name the same file (or series): "
+                                      f"{named}; the full image cannot be its own ROI mask or crop",
+                            line=where[1])
+
+
+def _check_same_image(images: dict[str, dict], row: dict, where: tuple[Path, int]) -> None:
+    """Refuse a row that gives an image another patient, side or view than an earlier row of it did
+    (several lesions of one image are several rows; one of them would be wrong, and a patient id
+    decides the split)."""
+    seen = images.setdefault(row["image_id"], {"patient_id": row["patient_id"], "laterality": row["laterality"],
+                                               "view": row["view"], "where": where})
+    for column in ("patient_id", "laterality", "view"):
+        if row[column] != seen[column]:
+            raise DataError(where[0], f"image {row['image_id']} has {column} {row[column]!r} here but "
+                                      f"{seen[column]!r} on {seen['where'][0].name}:{seen['where'][1]}; "
+                                      f"the rows of one image must agree", line=where[1])
 
 
 def _locate(root: Path, index: dict[SeriesKey, list[DicomEntry]], where: tuple[Path, int],

@@ -37,7 +37,7 @@ from mammo_keras.data.dicom import read_header
 from mammo_keras.data.file_cache import FileCache
 from mammo_keras.data.records import make_table
 from mammo_keras.data.tabular import (MISSING_POLICIES, check_missing, column_positions, find_file,
-                                      read_csv_rows)
+                                      path_name, read_csv_rows)
 from mammo_keras.errors import DataError, DatasetNotFoundError
 
 CLINICAL_NAMES = ("CMMD_clinicaldata_revision.xlsx", "CMMD_clinicaldata_revision.csv",
@@ -100,6 +100,7 @@ def read(root: str | Path, *, missing: str = "error", cache: str | Path | None =
     rows, problems, listed = [], [], set()
     for line, fields in read_clinical_rows(sheet):
         patient, side = fields["ID1"], fields["LeftRight"]
+        path_name(sheet, line, "ID1", patient)  # a kept breast's path is <root>/CMMD/<ID1>
         listed.add((patient, side))
         breast_images = by_breast.get((patient, side), [])
         kinds = ABNORMALITIES[fields["abnormality"]]

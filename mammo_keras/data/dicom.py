@@ -73,7 +73,9 @@ def value_range(dataset: pydicom.Dataset, *, voi_applied: bool) -> tuple[float, 
 
     With a Modality LUT Sequence, the values the LUT maps the stored range to (a LUT taking
     8-bit values to 0..1020 gives 0..1020); windowed after such a LUT, 0 .. 2**bits - 1 of its
-    descriptor, as pydicom's `apply_windowing` outputs.
+    descriptor, as pydicom's `apply_windowing` outputs. RescaleSlope/Intercept count only when both
+    are given, as pydicom's `apply_modality_lut` rescales only then (the standard requires the pair):
+    a file with one of them is read unrescaled, and its range must be the stored one.
     """
     if voi_applied and "VOILUTSequence" in dataset:
         bits = int(dataset.VOILUTSequence[0].LUTDescriptor[2])
@@ -86,8 +88,9 @@ def value_range(dataset: pydicom.Dataset, *, voi_applied: bool) -> tuple[float, 
             return 0.0, float(2 ** int(dataset.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
         mapped = apply_modality_lut(np.arange(low, high + 1), dataset)
         return float(np.min(mapped)), float(np.max(mapped))
-    slope = float(dataset.get("RescaleSlope", 1) or 1)
-    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
+    slope, intercept = 1.0, 0.0
+    if "RescaleSlope" in dataset and "RescaleIntercept" in dataset:
+        slope, intercept = float(dataset.RescaleSlope), float(dataset.RescaleIntercept)
     ends = sorted((low * slope + intercept, high * slope + intercept))
     return float(ends[0]), float(ends[1])
 

@@ -218,7 +218,12 @@ def roi_abnormality(name: str) -> str:
 
 
 def index_dicoms(folder: Path) -> dict[str, dict]:
-    """File id -> {path, patient_id, laterality, view} parsed from the DICOM file names."""
+    """File id -> {path, patient_id, laterality, view} parsed from the DICOM file names.
+
+    Raises:
+        DataError: a name not in the release's pattern, or two files of one file id (naming both:
+            which one is the image is unknown, and their patient or side may differ).
+    """
     if not folder.is_dir():
         raise DatasetNotFoundError(f"inbreast: DICOM folder not found at {folder}.\n"
                                    f"Expected layout:\n{LAYOUT}")
@@ -230,6 +235,10 @@ def index_dicoms(folder: Path) -> dict[str, dict]:
                                   "<fileid>_<patienthash>_MG_<L|R>_<CC|ML>_ANON.dcm. "
                                   f"Received: {path.name!r}")
         file_id, patient, laterality, view = match.groups()
+        if file_id in images:
+            raise DataError(path, f"file id {file_id} is also the id of {images[file_id]['path'].name} in "
+                                  f"{folder}; each INbreast image has its own file id (the table labels it by "
+                                  f"that id alone), so keep one of the two files")
         images[file_id] = {"path": path.resolve(), "patient_id": patient,
                            "laterality": laterality.upper(), "view": VIEW_CODES[view.upper()]}
     return images
@@ -239,7 +248,10 @@ def read_birads_table(path: Path) -> list[dict]:
     """Rows of INbreast.csv as {file_id, birads, acr, line}; rows without a File Name are skipped.
 
     Raises:
-        DataError: missing columns or a BI-RADS value outside BIRADS_VALUES, naming file and line.
+        DataError: missing columns, a BI-RADS value outside BIRADS_VALUES, or a File Name listed
+            twice, naming file and line. A repeat is refused even when it agrees with the first row, as
+            VinDr-Mammo and RSNA repeats are: the release lists each image once, so a repeat means an
+            edited or merged table, and a conflicting one would label one image two ways.
     """
     text = _read_text(path)
     lines = text.splitlines()
@@ -254,7 +266,7 @@ def read_birads_table(path: Path) -> list[dict]:
             raise DataError(path, f"the BI-RADS table needs the columns 'File Name', 'Bi-Rads' "
                                   f"and 'ACR'. Received header: {lines[0]!r}", line=1)
         columns[wanted] = header.index(wanted)
-    entries = []
+    entries, seen = [], {}
     for number, fields in enumerate(reader, start=2):
         fields = fields + [""] * (len(header) - len(fields))
         file_id = _integer_text(fields[columns["file name"]])
@@ -264,8 +276,17 @@ def read_birads_table(path: Path) -> list[dict]:
         if birads not in BIRADS_VALUES:
             raise DataError(path, f"Bi-Rads must be one of {list(BIRADS_VALUES)}. "
                                   f"Received: {fields[columns['bi-rads']]!r}", line=number)
-        entries.append({"file_id": file_id, "birads": birads,
-                        "acr": _integer_text(fields[columns["acr"]]), "line": number})
+        entry = {"file_id": file_id, "birads": birads, "acr": _integer_text(fields[columns["acr"]]),
+                 "line": number}
+        first = seen.get(file_id)
+        if first is not None:
+            agreement = ("with the same Bi-Rads and ACR" if (first["birads"], first["acr"]) == (birads, entry["acr"])
+                         else f"with Bi-Rads {first['birads']}, ACR {first['acr'] or '-'} there and Bi-Rads "
+                              f"{birads}, ACR {entry['acr'] or '-'} here")
+            raise DataError(path, f"File Name {file_id} is listed twice (first on line {first['line']}, "
+                                  f"{agreement}); each image has one row", line=number)
+        seen[file_id] = entry
+        entries.append(entry)
     return entries
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammo_keras.data.records import make_table
-from mammo_keras.data.tabular import MISSING_POLICIES, check_missing, find_file, read_csv_rows
+from mammo_keras.data.tabular import MISSING_POLICIES, check_missing, find_file, path_name, read_csv_rows
 from mammo_keras.errors import DataError, DatasetNotFoundError
 
 LABEL_CSV = "train.csv"
@@ -117,9 +117,10 @@ def label_file(root: Path) -> Path:
 
 
 def _row(path: Path, line: int, fields: dict[str, str], folder: Path) -> dict:
-    for column in ("patient_id", "image_id"):
+    for column in ("patient_id", "image_id"):  # the image is train_images/<patient_id>/<image_id>.dcm
         if not fields[column]:
             raise DataError(path, f"every row needs a {column}", line=line)
+        path_name(path, line, column, fields[column])
     laterality = fields["laterality"].upper()
     if laterality not in ("L", "R"):
         raise DataError(path, f"laterality must be L or R. Received: {fields['laterality']!r}", line=line)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from mammo_keras.errors import DataError
 
@@ -68,6 +68,23 @@ def column_positions(path: str | Path, header: Sequence[object], required: Seque
     return {column: positions[header_key(column)] for column in required}
 
 
+def path_name(path: str | Path, line: int, column: str, value: str) -> str:
+    """`value` checked as one file or folder name, as a reader joins it to the dataset root.
+
+    Ids of a label table become path parts (images/<study_id>/<image_id>.dicom); one with a
+    separator, a drive, or that is "." or ".." would read (or keep as a path) a file outside the root.
+
+    Raises:
+        DataError: naming the table, the line and the column.
+    """
+    if (value in (".", "..") or "/" in value or "\\" in value or "\0" in value
+            or PureWindowsPath(value).drive):
+        raise DataError(path, f"{column} must be a single file or folder name (no '/', '\\', drive, "
+                              f"'.' or '..'), as it names a path under the dataset folder. "
+                              f"Received: {value!r}", line=line)
+    return value
+
+
 def find_file(root: Path, names: Sequence[str], *, prune: Sequence[str] = (), depth: int = 5) -> list[Path]:
     """Files under `root` (at most `depth` folders down) whose name is one of `names`, ignoring case.
 
@@ -93,4 +110,4 @@ def find_file(root: Path, names: Sequence[str], *, prune: Sequence[str] = (), de
 
 
 __all__ = ["MISSING_POLICIES", "check_missing", "column_positions", "find_file", "header_key",
-           "read_csv_rows"]
+           "path_name", "read_csv_rows"]

@@ -49,7 +49,7 @@ import pandas as pd
 
 from mammo_keras.data.inbreast import birads_pathology
 from mammo_keras.data.records import box_geometry, make_table
-from mammo_keras.data.tabular import MISSING_POLICIES, check_missing, find_file, read_csv_rows
+from mammo_keras.data.tabular import MISSING_POLICIES, check_missing, find_file, path_name, read_csv_rows
 from mammo_keras.errors import DataError, DatasetNotFoundError
 
 BREAST_CSV = "breast-level_annotations.csv"
@@ -223,9 +223,10 @@ def _image(path: Path, line: int, fields: dict[str, str]) -> dict:
     if density not in ("A", "B", "C", "D", ""):
         raise DataError(path, f"breast_density must read 'DENSITY A' ... 'DENSITY D'. "
                               f"Received: {fields['breast_density']!r}", line=line)
-    for column in ("study_id", "image_id"):
+    for column in ("study_id", "image_id"):  # the image is images/<study_id>/<image_id>.dicom
         if not fields[column]:
             raise DataError(path, f"every row needs a {column}", line=line)
+        path_name(path, line, column, fields[column])
     return {"image_id": fields["image_id"], "study_id": fields["study_id"], "series_id": fields["series_id"],
             "laterality": laterality, "view": view, "split": split, "birads": birads, "density": density,
             "height": _number(fields, "height", path, line), "width": _number(fields, "width", path, line),
