@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from mammo_keras.vocabulary import KINDS
+from mammo_keras.vocabulary import ABNORMALITIES, KINDS, METRIC_NAMES
 
 PROFILES = ("tiny", "cpu", "paper")
 PREPARE_WORKERS_MAX = 8  # the runner's default prepare processes: one per core up to this (memory per worker)
@@ -264,15 +264,11 @@ class ExperimentConfig:
                                                          and self.selection_snapshots >= 1):
             bad("selection_snapshots", "an integer >= 1, or null")
         if self.kind != "detection":
-            from mammo_keras.evaluation.metrics import METRIC_NAMES
-
             known = (*METRIC_NAMES, "a_auc")
             unknown = [m for m in self.metrics if m not in known]
             if unknown or not self.metrics:
                 raise ValueError(f"{self.source}: `metrics` must list some of {list(known)}. Received: "
                                  f"metrics={list(self.metrics)!r}")
-        from mammo_keras.data.records import ABNORMALITIES
-
         for key in ("abnormality", "test_abnormality"):
             value = getattr(self, key)
             if value is not None and value not in ABNORMALITIES:

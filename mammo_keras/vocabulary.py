@@ -44,3 +44,10 @@ BASELINE_LABELS = {"logistic_regression": "baseline_lr", "random_forest": "basel
 # keys when it loads; the values are checked when the plan or the runner builds the Pretraining).
 PRETRAIN_KEYS = ("method", "epochs", "batch_size", "learning_rate", "temperature", "encoder_output", "projection",
                  "crop_area", "aspect", "brightness", "contrast", "noise", "centre", "unlabelled")
+
+METRIC_NAMES = ("accuracy", "auc", "sensitivity", "specificity", "precision", "recall", "f1")
+"""The per-item metrics of a results table (`evaluation.metrics.METRICS`); configs may also list
+"a_auc", the AUC of flip-averaged scores."""
+
+ABNORMALITIES = ("mass", "calcification", "distortion", "asymmetry", "other", "normal")
+"""Lesion types of the records table (`data.records`); a config's `abnormality` keeps one of them."""

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_keras.errors import DataError
+from mammo_keras.vocabulary import ABNORMALITIES  # noqa: F401 - the lesion types configs check against
 
 COLUMNS: tuple[str, ...] = (
     "image_id", "patient_id", "lesion_id", "path", "source", "laterality", "view",
@@ -39,7 +40,6 @@ COLUMNS: tuple[str, ...] = (
     "contour", "mask_path",
 )
 GEOMETRY = ("x0", "y0", "x1", "y1", "cx", "cy", "radius")
-ABNORMALITIES = ("mass", "calcification", "distortion", "asymmetry", "other", "normal")
 PATHOLOGIES = ("benign", "malignant", "normal", "")
 LATERALITIES = ("L", "R", "")
 VIEWS = ("CC", "MLO", "")
