@@ -112,12 +112,16 @@ def _tag_number(dataset: pydicom.Dataset, keyword: str, path: str | Path) -> flo
 
 def check_lut_tags(dataset: pydicom.Dataset, path: str | Path, *, voi: bool) -> None:
     """Refuse rescale and window tags that would fail inside pydicom (with an error naming no
-    file) or give NaN pixels: RescaleSlope/Intercept and WindowCenter/Width finite numbers, and
-    WindowWidth at least 1 as the standard requires (checked where the window is applied)."""
+    file) or give NaN or constant pixels: RescaleSlope/Intercept and WindowCenter/Width finite numbers,
+    a RescaleSlope other than 0, and WindowWidth at least 1 as the standard requires (checked where the
+    window is applied)."""
     with warnings.catch_warnings():  # pydicom warns about an invalid DS value; the error says it
         warnings.simplefilter("ignore")
-        for keyword in ("RescaleSlope", "RescaleIntercept"):
-            _tag_number(dataset, keyword, path)
+        slope = _tag_number(dataset, "RescaleSlope", path)
+        _tag_number(dataset, "RescaleIntercept", path)
+        if slope == 0 and "RescaleIntercept" in dataset:  # applied (both given): every pixel the intercept
+            raise DataError(path, "RescaleSlope must not be 0 (every pixel would map to RescaleIntercept). "
+                                  "Received: RescaleSlope=0")
         if not voi or "VOILUTSequence" in dataset:
             return
         _tag_number(dataset, "WindowCenter", path)

@@ -161,6 +161,7 @@ BAD_DICOM_TAGS = {
     "slope_text": ({"RescaleSlope": "x.y", "RescaleIntercept": 0}, "RescaleSlope must be a finite number"),
     "slope_nan": ({"RescaleSlope": "nan", "RescaleIntercept": 0}, "RescaleSlope must be a finite number"),
     "intercept_inf": ({"RescaleSlope": 1, "RescaleIntercept": "inf"}, "RescaleIntercept must be a finite number"),
+    "slope_0": ({"RescaleSlope": 0, "RescaleIntercept": 0}, "RescaleSlope must not be 0"),
 }
 
 
