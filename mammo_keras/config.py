@@ -65,14 +65,7 @@ class ModelRow:
         if self.train_fraction is not None:
             check_train_fraction(self.train_fraction, f"row {self.label!r}: train_fraction")
         if self.baseline:
-            from mammo_keras.vocabulary import BASELINE_CLASSIFIERS
-
-            if self.baseline.get("classifier") not in BASELINE_CLASSIFIERS:
-                raise ValueError(f"row {self.label!r}: `baseline` needs `classifier`, one of {BASELINE_CLASSIFIERS}. "
-                                 f"Received: {self.baseline!r}")
-            unknown = sorted(set(self.baseline) - {"classifier", "lesion_boxes", "options", "levels"})
-            if unknown:
-                raise ValueError(f"row {self.label!r}: unknown `baseline` keys {unknown}")
+            self._check_baseline()
         if self.ensemble:
             from mammo_keras.vocabulary import ENSEMBLE_METHODS as METHODS
 
@@ -85,6 +78,42 @@ class ModelRow:
             unknown = sorted(set(self.ensemble) - {"method", "members", "column", "grid", "hidden"})
             if unknown:
                 raise ValueError(f"row {self.label!r}: unknown `ensemble` keys {unknown}")
+
+    def _check_baseline(self) -> None:
+        from mammo_keras.vocabulary import BASELINE_CLASSIFIERS, BASELINE_DETECTORS, BLOB_OPTIONS
+
+        if "detector" in self.baseline:  # a detection table's floor (runner.detection.run_baseline_row)
+            if self.baseline["detector"] not in BASELINE_DETECTORS:
+                raise ValueError(f"row {self.label!r}: `baseline: detector` must be one of {BASELINE_DETECTORS}. "
+                                 f"Received: {self.baseline!r}")
+            unknown = sorted(set(self.baseline) - {"detector", "grid", "options"})
+            if unknown:
+                raise ValueError(f"row {self.label!r}: unknown `baseline` keys {unknown}. Valid keys: "
+                                 "['detector', 'grid', 'options']")
+            grid, options = self.baseline.get("grid") or {}, self.baseline.get("options") or {}
+            if not isinstance(grid, dict) or not isinstance(options, dict):
+                raise ValueError(f"row {self.label!r}: `baseline: grid` and `options` are mappings. "
+                                 f"Received: {self.baseline!r}")
+            for what, keys in (("grid", grid), ("options", options)):
+                wrong = sorted(set(keys) - set(BLOB_OPTIONS))
+                if wrong:
+                    raise ValueError(f"row {self.label!r}: `baseline: {what}` names options {wrong} the "
+                                     f"detector does not take. Valid options: {list(BLOB_OPTIONS)}")
+            empty = sorted(key for key, values in grid.items() if not isinstance(values, list) or not values)
+            if empty:
+                raise ValueError(f"row {self.label!r}: `baseline: grid` needs a non-empty list of candidate "
+                                 f"values per option. Received: {({k: grid[k] for k in empty})!r}")
+            both = sorted(set(grid) & set(options))
+            if both:
+                raise ValueError(f"row {self.label!r}: {both} are both searched (`grid`) and fixed (`options`)")
+            return
+        if self.baseline.get("classifier") not in BASELINE_CLASSIFIERS:
+            raise ValueError(f"row {self.label!r}: `baseline` needs `classifier`, one of {BASELINE_CLASSIFIERS} "
+                             f"(or, in a detection table, `detector`, one of {BASELINE_DETECTORS}). "
+                             f"Received: {self.baseline!r}")
+        unknown = sorted(set(self.baseline) - {"classifier", "lesion_boxes", "options", "levels"})
+        if unknown:
+            raise ValueError(f"row {self.label!r}: unknown `baseline` keys {unknown}")
 
     def paper_keys(self) -> dict:
         """What identifies this model's row in paper_tables.yaml (default: model = label).
@@ -273,6 +302,12 @@ class ExperimentConfig:
             value = getattr(self, key)
             if value is not None and value not in ABNORMALITIES:
                 bad(key, f"one of {list(ABNORMALITIES)} or null")
+        for row in self.models:  # a classifier baseline scores items, a detector baseline boxes
+            if row.baseline and ("detector" in row.baseline) != (self.kind == "detection"):
+                raise ValueError(f"{self.source}: row {row.label!r}: "
+                                 + ("a detection table's baseline row takes `baseline: {detector: ...}`"
+                                    if self.kind == "detection" else
+                                    f"`baseline: detector` is for detection tables; this one is kind {self.kind!r}"))
 
     @property
     def prepare_worker_count(self) -> int:

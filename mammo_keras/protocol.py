@@ -168,9 +168,13 @@ def same(expected, found) -> bool:
     """Equality with a relative tolerance for numbers (1e-9), element-wise for lists and dicts.
 
     `{approx: value, rel: r}` compares numbers (or lists of them) within relative tolerance r;
-    `{startswith: text}` a string's beginning; `{not: expected}` anything `expected` does not match
-    (a pretrained start: `{not: {startswith: random}}`).
+    `{startswith: text}` a string's beginning; `{includes: [a, b]}` a list holding each of them (in
+    any order, others allowed); `{not: expected}` anything `expected` does not match (a pretrained
+    start: `{not: {startswith: random}}`).
     """
+    if isinstance(expected, dict) and set(expected) == {"includes"}:
+        return isinstance(found, (list, tuple)) and all(any(same(e, f) for f in found)
+                                                        for e in expected["includes"])
     if isinstance(expected, dict) and set(expected) == {"not"}:
         return not same(expected["not"], found)
     if isinstance(expected, dict) and set(expected) == {"startswith"}:

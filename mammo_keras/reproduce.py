@@ -94,6 +94,8 @@ def row_options(row: ModelRow, results_dir, dataset: str, finished: set[str]) ->
 def row_weights(row: ModelRow, options: dict) -> str:
     if row.ensemble:
         return f"ensemble of {', '.join(row.ensemble['members'])}"
+    if row.baseline and "detector" in row.baseline:
+        return f"none (trivial detector: {row.baseline['detector']}, options chosen on the non-test images)"
     if row.baseline:
         return f"none (classical baseline: {row.baseline['classifier']} on scikit-image features)"
     weights = describe_weights(options.get("weights") or options.get("patch_weights"))

@@ -24,6 +24,8 @@ from mammo_keras.fileio import atomic_write_text
 RESULTS_FILE = "results.yaml"
 METRIC_FIELDS = ("fold_mean", "fold_std", "pooled", "ci_low", "ci_high")
 PERCENT_METRICS = ("accuracy", "sensitivity", "specificity", "precision", "recall")
+# A detection row's metrics (runner.detection.METRIC_COLUMNS, less mean_iou_tp, which has no CI)
+DETECTION_METRICS = ("ap", "sens_at_0.5fpi", "sens_at_1fpi", "sens_at_2fpi", "sensitivity_all")
 
 
 def _number(value):
@@ -43,7 +45,13 @@ def entries_of_run(run: dict, *, data: str = "DIR") -> list[dict]:
             continue
         dataset = str(row["dataset"]).removesuffix(" (synthetic)")
         metrics = {}
-        for metric in config.get("metrics", []):
+        if config.get("kind") == "detection":  # one test set: the value and its image-bootstrap CI
+            for metric in DETECTION_METRICS:
+                fields = {"pooled": _number(row.get(metric)), "ci_low": _number(row.get(f"{metric}_ci_low")),
+                          "ci_high": _number(row.get(f"{metric}_ci_high"))}
+                if fields["pooled"] is not None:
+                    metrics[metric] = fields
+        for metric in config.get("metrics", []) if config.get("kind") != "detection" else []:
             fields = {field: _number(row.get(f"{metric}_{field}")) for field in METRIC_FIELDS}
             if fields["pooled"] is not None:
                 metrics[metric] = fields
@@ -119,11 +127,12 @@ def render(entries: list[dict], config: str) -> str:
     for (profile, dataset, command, commit), rows in groups.items():
         metrics = list(dict.fromkeys(m for r in rows for m in r["metrics"]))
         unit = lambda m: " %" if m in PERCENT_METRICS else ""  # noqa: E731
+        where = "test set" if all(m in DETECTION_METRICS for m in metrics) else "pooled"
         lines += [f"`{command}` (profile `{profile}`, dataset `{dataset}`"
                   f"{' (SYNTHETIC)' if rows[0]['synthetic'] else ''}, {rows[0]['n_items']} items, commit "
                   f"{commit[:12]}, run wall time {rows[0]['run_wall_minutes']:.1f} min, data fingerprint "
                   f"{rows[0]['data_fingerprint'][:12] or '-'}):", "",
-                  "| row | " + " | ".join(f"{m}{unit(m)} pooled [95% CI]" for m in metrics)
+                  "| row | " + " | ".join(f"{m}{unit(m)} {where} [95% CI]" for m in metrics)
                   + " | collapsed | training minutes |",
                   "|---|" + "---:|" * len(metrics) + "---|---:|"]
         for row in rows:

@@ -26,6 +26,12 @@ OFFICIAL_SPLIT_KINDS = ("cv", "holdout", "detection")
 BASELINE_CLASSIFIERS = ("logistic_regression", "random_forest")
 """The classical baseline's classifiers (`evaluation.baseline.CLASSIFIERS`)."""
 
+BASELINE_DETECTORS = ("brightest_blobs",)
+"""The trivial detectors a detection table's baseline row runs (`evaluation.detection_baseline`)."""
+
+BLOB_OPTIONS = ("sigma", "max_detections", "min_distance", "box_size", "max_box_size")
+"""The options of `evaluation.detection_baseline.brightest_blobs` a baseline row may set or search."""
+
 LESION_BOX_TASKS = ("chougrad", "jain_levy", "coccomini")
 """Prepare tasks whose index `box` column is the lesion's box (the baseline's shape features use it);
 the Shen tasks record the patch's own box, the whole-image task none."""

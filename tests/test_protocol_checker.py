@@ -65,3 +65,6 @@ def test_comparisons():
     assert same({"kernel": 0.1}, {"kernel": 0.1, "bias": 0.2}) and not same({"kernel": 0.1}, {"bias": 0.1})
     pretrained = {"not": {"startswith": "random"}}
     assert same(pretrained, "/weights/bvlc_googlenet.h5") and not same(pretrained, "random (the builder's default)")
+    reported = {"includes": ["ap", "sens_at_1fpi"]}
+    assert same(reported, ["sens_at_1fpi", "mean_iou_tp", "ap"]) and not same(reported, ["ap"])
+    assert not same(reported, "ap, sens_at_1fpi")

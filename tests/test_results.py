@@ -97,3 +97,28 @@ def test_an_entry_records_the_libraries_and_cpu_its_run_ran_on(tmp_path):
                                     "cpu": "AMD EPYC", "cpus": 2}
     here = machine()
     assert here["cpus"] >= 1 and isinstance(here["cpu"], str) and here["cpu"]
+
+
+def test_a_detection_run_records_its_test_set_metrics_with_their_cis(tmp_path):
+    """Detection rows carry one test-set value per metric (no folds): AP and the FROC points."""
+    experiments = tmp_path / "experiments"
+    (experiments / "hamed2020").mkdir(parents=True)
+    row = {"dataset": "mias", "model": "baseline_blobs", "status": "ok", "n_items": 14, "seconds": 8.0,
+           "weights": "none (trivial detector)", "ap": 0.0104, "ap_ci_low": 0.0, "ap_ci_high": 0.0672,
+           "sens_at_0.5fpi": 0.0, "sens_at_0.5fpi_ci_low": 0.0, "sens_at_0.5fpi_ci_high": 0.0,
+           "sens_at_1fpi": 0.0, "sens_at_1fpi_ci_low": 0.0, "sens_at_1fpi_ci_high": 0.1823,
+           "sens_at_2fpi": 0.0833, "sens_at_2fpi_ci_low": 0.0, "sens_at_2fpi_ci_high": 0.3636,
+           "sensitivity_all": 0.1667, "sensitivity_all_ci_low": 0.0, "sensitivity_all_ci_high": 0.4167,
+           "mean_iou_tp": 0.586}
+    run = {"config": {"paper": "hamed2020", "table": "table3", "kind": "detection", "metrics": ["accuracy", "auc"]},
+           "profile": "cpu", "command": "mammo-keras reproduce hamed2020/table3 --profile cpu",
+           "git_commit": "abc123def4567890", "data_fingerprints": {"mias": "e" * 64}, "wall_seconds": 60.0,
+           "synthetic": False, "rows": [row]}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text(json.dumps(run))
+    [entry] = yaml.safe_load(results.record(tmp_path / "run", experiments_dir=experiments).read_text())["results"]
+    assert list(entry["metrics"]) == ["ap", "sens_at_0.5fpi", "sens_at_1fpi", "sens_at_2fpi", "sensitivity_all"]
+    assert entry["metrics"]["ap"] == {"pooled": 0.0104, "ci_low": 0.0, "ci_high": 0.0672}
+    block = results.render(results.load("hamed2020", experiments), "hamed2020/table3")
+    assert "| row | ap test set [95% CI] | sens_at_0.5fpi test set [95% CI]" in block
+    assert "| baseline_blobs | 0.010 [0.000, 0.067] | 0.000 [0.000, 0.000] | 0.000 [0.000, 0.182] |" in block

@@ -12,6 +12,10 @@ The `detection:` block of the config holds: epochs, learning_rate, negatives_per
 normalisation (per model option `normalisation` overrides), hflip, dataset_options (reader
 options per dataset, e.g. the phantom's image size), n_box_images.
 
+A row with `baseline: {detector: brightest_blobs, grid: {...}, options: {...}}` is the table's floor
+(`run_baseline_row`): boxes on the brightest blobs, its options chosen on the non-test images, scored
+on the same test images with the same metrics.
+
 Reference: Hamed et al. 2020, Table 3 and Sec. 3.1 (IoU, mAP).
 """
 from __future__ import annotations
@@ -155,7 +159,7 @@ def run_row(config: ExperimentConfig, row: ModelRow, split: dict, out: Path,
     import keras
 
     from mammo_keras import models
-    from mammo_keras.evaluation.plots import froc_figure, loss_curves
+    from mammo_keras.evaluation.plots import loss_curves
     from mammo_keras.models.detection import training_of
     from mammo_keras.training.fit import fit_stages
 
@@ -185,25 +189,77 @@ def run_row(config: ExperimentConfig, row: ModelRow, split: dict, out: Path,
     seconds = time.perf_counter() - started
     test = split["test"]
     detections = predict(model, ddata.normalise(test["images"], normalisation), batch_size=stage.batch_size)
+    loss_curves(log, out / "learning_curves.png", title=f"{row.label}: detection loss")
+    selected = log.loc[log["selected"], "total_epoch"] if len(log) else []
+    return score_test(config, row, test, detections, out, {
+        "seconds": round(seconds, 1), "epochs": stage.epochs,
+        "best_epoch": int(selected.iloc[0]) if len(selected) else None, "normalisation": normalisation,
+        "n_train_images": len(x_train)})
+
+
+def score_test(config: ExperimentConfig, row: ModelRow, test: dict, detections, out: Path,
+               summary: dict) -> tuple[pd.DataFrame, dict]:
+    """Every row's scoring of its test detections, alike for trained detectors and the baseline: AP and
+    FROC with image-bootstrap CIs; writes detections.csv, froc.csv, froc.png, boxes.png, metrics.json."""
+    from mammo_keras.evaluation.plots import froc_figure
+
     truth = [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in test["boxes"]]
     result = metrics.evaluate(detections, truth)
     cis = metrics.bootstrap(detections, truth, n_replicates=config.n_bootstrap, seed=config.seed)
     fp_rate, sensitivity, thresholds = metrics.froc(detections, truth)
     table = detections_table(test["items"], detections, truth, test["scales"])
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "detections.csv", table.to_csv(index=False))
     atomic_write_text(out / "froc.csv", pd.DataFrame({"fp_per_image": fp_rate, "sensitivity": sensitivity,
                                                       "threshold": thresholds}).to_csv(index=False))
     froc_figure(fp_rate, sensitivity, out / "froc.png",
                 title=f"{row.label}: FROC, {len(truth)} test images ({sum(len(t) for t in truth)} masses)")
-    loss_curves(log, out / "learning_curves.png", title=f"{row.label}: detection loss")
-    boxes_figure(out / "boxes.png", test, detections, truth, options["n_box_images"])
-    selected = log.loc[log["selected"], "total_epoch"] if len(log) else []
-    summary = {"metrics": result, "ci": cis, "seconds": round(seconds, 1), "epochs": stage.epochs,
-               "best_epoch": int(selected.iloc[0]) if len(selected) else None, "normalisation": normalisation,
-               "n_train_images": len(x_train), "n_test_images": len(truth),
+    boxes_figure(out / "boxes.png", test, detections, truth, settings_of(config)["n_box_images"])
+    summary = {"metrics": result, "ci": cis, **summary, "n_test_images": len(truth),
                "n_test_lesions": int(sum(len(t) for t in truth))}
     atomic_write_json(out / "metrics.json", summary)
     return table, summary
+
+
+def baseline_candidates(row: ModelRow) -> list[dict]:
+    """The detector options a baseline row tries: every combination of its `grid`, over its fixed `options`."""
+    import itertools
+
+    grid, fixed = dict(row.baseline.get("grid") or {}), dict(row.baseline.get("options") or {})
+    keys = list(grid)
+    return [{**fixed, **dict(zip(keys, values))} for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def run_baseline_row(config: ExperimentConfig, row: ModelRow, split: dict, out: Path,
+                     progress: Callable[[str], None]) -> tuple[pd.DataFrame, dict]:
+    """The detection floor (`evaluation.detection_baseline.brightest_blobs`): no training; its options
+    are chosen by AP on the non-test images (train and validation), the only fitting it does, then it
+    runs once on the test images, scored as the trained rows are. Writes selection.csv (AP of every
+    candidate on the non-test images) beside the scoring outputs."""
+    from mammo_keras.evaluation.detection_baseline import detect
+
+    started = time.perf_counter()
+    fit_images = np.concatenate([split["train"]["images"], split["val"]["images"]])
+    fit_truth = [np.asarray(b, dtype=np.float64).reshape(-1, 4)
+                 for b in list(split["train"]["boxes"]) + list(split["val"]["boxes"])]
+    candidates = baseline_candidates(row)
+    progress(f"  {row.label}: {row.baseline['detector']}, {len(candidates)} option sets tried on the "
+             f"{len(fit_images)} training and validation images (no training), the best AP kept")
+    tried = []
+    for options in candidates:
+        ap = metrics.average_precision(detect(fit_images, **options), fit_truth)
+        tried.append({**{key: options.get(key) for key in sorted(options)}, "ap_train_val": ap})
+    best = max(range(len(tried)), key=lambda i: (tried[i]["ap_train_val"], -i))  # ties: the first listed
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "selection.csv", pd.DataFrame(tried).assign(
+        chosen=[i == best for i in range(len(tried))]).to_csv(index=False))
+    chosen = candidates[best]
+    progress(f"  {row.label}: chose {chosen} (AP {tried[best]['ap_train_val']:.3f} on the non-test images)")
+    detections = detect(split["test"]["images"], **chosen)
+    return score_test(config, row, split["test"], detections, out, {
+        "seconds": round(time.perf_counter() - started, 1), "epochs": 0, "best_epoch": None,
+        "normalisation": "none (grey [0, 1])", "n_train_images": len(fit_images), "options": chosen,
+        "ap_train_val": tried[best]["ap_train_val"]})
 
 
 def detections_table(items: pd.DataFrame, detections, truth, scales) -> pd.DataFrame:
@@ -243,6 +299,19 @@ def boxes_figure(path: Path, test: dict, detections, truth, count: int) -> None:
     buffer = io.BytesIO()
     strip.save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def plan_baseline_row(config: ExperimentConfig, row: ModelRow) -> dict:
+    """What `run_baseline_row` does for `row`, for the plan."""
+    return {"detection_baseline": {
+        "detector": row.baseline["detector"], "input": [*config.input_hw], "normalisation": "none (grey [0, 1])",
+        "fixed_options": dict(row.baseline.get("options") or {}), "grid": dict(row.baseline.get("grid") or {}),
+        "candidates": len(baseline_candidates(row)), "training": "none",
+        "selection": "the candidate with the best AP (IoU >= 0.5) on the training and validation images; "
+                     "the test images are used once, by the chosen candidate",
+        "matching": "IoU >= 0.5, a detection takes its best still-unmatched lesion",
+        "metrics": ["ap", "sens_at_0.5fpi", "sens_at_1fpi", "sens_at_2fpi"],
+        "ci": {"method": "bootstrap over test images", "replicates": config.n_bootstrap}}}
 
 
 def plan_row(config: ExperimentConfig, row: ModelRow) -> dict:

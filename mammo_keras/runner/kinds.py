@@ -217,8 +217,13 @@ class Detection:
         return None, ""
 
     def run(self, job: RowRun) -> tuple[pd.DataFrame, dict]:
-        from mammo_keras.runner.detection import run_row
+        from mammo_keras.runner.detection import run_baseline_row, run_row
 
+        if job.row.baseline:  # the table's trivial detector: nothing to train, nothing optional to import
+            detections, summary = run_baseline_row(job.config, job.row, job.data.split, job.folder, job.progress)
+            job.say(f"AP {summary['metrics']['ap']:.3f}, sensitivity at 1 FP/image "
+                    f"{summary['metrics']['sens_at_1fpi']:.3f}")
+            return detections, report.detection_result(summary)
         try:
             # job.options has the row's $VARs expanded (a local weights file): build from those.
             row = dataclasses.replace(job.row, options=job.options)
@@ -331,7 +336,9 @@ def kind_for_row(kind, row: ModelRow):
     """The row's own kind: an ensemble of earlier rows, the classical baseline, or the config's."""
     if row.ensemble:
         return Ensemble()
-    return Baseline() if row.baseline else kind
+    if row.baseline and "detector" not in row.baseline:  # a detector baseline runs in the Detection kind
+        return Baseline()
+    return kind
 
 
 def table_split(config: ExperimentConfig, dataset: str, data: DatasetInputs, out: Path,

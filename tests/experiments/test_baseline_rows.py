@@ -67,7 +67,11 @@ def test_cpu_and_paper_profiles_add_the_baselines_to_classification_tables_only(
         assert load_config("chougrad2018/table2", profile).models[-1].baseline == {
             "classifier": "random_forest", "lesion_boxes": True}
         assert load_config("shen2017/table1", profile).models[-1].baseline["lesion_boxes"] is False
-        assert not any(row.baseline for row in load_config("hamed2020/table3", profile).models)
+        # Detection tables get no classifier baseline; their floor is the explicit detector row.
+        detection_baselines = [row.baseline for row in load_config("hamed2020/table3", profile).models
+                               if row.baseline]
+        assert [baseline["detector"] for baseline in detection_baselines] == ["brightest_blobs"]
+        assert not any("classifier" in baseline for baseline in detection_baselines)
     assert not any(row.baseline for row in load_config("chougrad2018/table2", "tiny").models)
     with pytest.raises(ValueError, match="`baselines` take the classifiers"):
         load_config("chougrad2018/table2", "tiny", overrides={"baselines": ["svm"]})

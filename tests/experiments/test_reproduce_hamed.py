@@ -26,13 +26,18 @@ def test_table3_tiny_end_to_end(tmp_path, capsys, monkeypatch):
     assert "SYNTHETIC phantom data" in printed and "downsampled to 128x128" in printed
     out = results / "hamed2020" / "table3"
     table = pd.read_csv(out / "table.csv")
-    assert list(table["model"]) == ["retinanet", "yolov8"]
-    retina, yolo = table.iloc[0], table.iloc[1]
+    assert list(table["model"]) == ["retinanet", "yolov8", "baseline_blobs"]
+    retina, yolo, floor = table.iloc[0], table.iloc[1], table.iloc[2]
     assert retina["status"] == "ok" and yolo["status"].startswith("not run: The YOLOv8 detector comes from keras-cv")
-    for metric in ("ap", "sens_at_0.5fpi", "sens_at_1fpi", "sens_at_2fpi", "sensitivity_all"):
-        assert 0.0 <= retina[metric] <= 1.0, metric
-        assert retina[f"{metric}_ci_low"] <= retina[metric] + 1e-12 <= retina[f"{metric}_ci_high"] + 2e-12
-    assert retina["sens_at_0.5fpi"] <= retina["sens_at_1fpi"] <= retina["sens_at_2fpi"] <= retina["sensitivity_all"]
+    assert floor["status"] == "ok" and floor["n_test_images"] == retina["n_test_images"]
+    for row in (retina, floor):
+        for metric in ("ap", "sens_at_0.5fpi", "sens_at_1fpi", "sens_at_2fpi", "sensitivity_all"):
+            assert 0.0 <= row[metric] <= 1.0, metric
+            assert row[f"{metric}_ci_low"] <= row[metric] + 1e-12 <= row[f"{metric}_ci_high"] + 2e-12
+        assert row["sens_at_0.5fpi"] <= row["sens_at_1fpi"] <= row["sens_at_2fpi"] <= row["sensitivity_all"]
+    selection = pd.read_csv(out / "phantom" / "baseline_blobs" / "selection.csv")
+    assert len(selection) == 15 and selection["chosen"].sum() == 1  # the grid: 3 sigmas x 5 box sizes
+    assert selection.loc[selection["chosen"], "ap_train_val"].item() == selection["ap_train_val"].max()
     markdown = (out / "table.md").read_text()
     assert "SYNTHETIC DATA" in markdown and "as published (Table 3" in markdown and "99.7%" in markdown
     splits = pd.read_csv(out / "phantom" / "splits.csv")
@@ -57,9 +62,8 @@ def test_table3_absent_datasets_show_the_papers_rows_alone(tmp_path, monkeypatch
     results = tmp_path / "results"
     assert main(["reproduce", "hamed2020/table3", "--profile", "paper", "--results", str(results)]) == 0
     table = pd.read_csv(results / "hamed2020" / "table3" / "table.csv")
-    assert list(zip(table["dataset"], table["model"])) == [
-        ("cbis_ddsm", "retinanet"), ("cbis_ddsm", "yolov8"), ("cbis_ddsm", "retinanet_vgg16_hed"),
-        ("inbreast", "retinanet"), ("inbreast", "yolov8"), ("inbreast", "retinanet_vgg16_hed")]
+    rows = ("retinanet", "yolov8", "retinanet_vgg16_hed", "baseline_blobs")
+    assert list(zip(table["dataset"], table["model"])) == [(d, r) for d in ("cbis_ddsm", "inbreast") for r in rows]
     assert table["status"].str.startswith("absent (").all()
     assert table["paper"].iloc[0] == "[37]: higher true positive rate than the complex model which is average 97%"
     assert "[4]: Detection accuracy = 99.7%" in table["paper"].iloc[1]
