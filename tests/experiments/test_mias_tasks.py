@@ -54,22 +54,31 @@ def test_the_default_recipes_of_the_papers_record_no_new_option():
                                    overrides={"task_options": {"normal_image": 4}}))
 
 
+# a frozen-VGG16 config -> the scratch-CNN config whose items it must read
+FROZEN_VGG16_OF = {"patches_2class_vgg16": "patches_2class", "mass_vs_calcification_vgg16": "mass_vs_calcification"}
+
+
 @pytest.mark.parametrize("profile", PROFILES)
-def test_the_frozen_vgg16_config_runs_chougrads_vgg16_head_only_on_the_same_patches(profile, capsys, monkeypatch):
+@pytest.mark.parametrize("name", sorted(FROZEN_VGG16_OF))
+def test_the_frozen_vgg16_config_runs_chougrads_vgg16_head_only_on_the_same_items(name, profile, capsys, monkeypatch):
     monkeypatch.setenv("MAMMO_VGG16_WEIGHTS", "/nonexistent/vgg16.weights.h5")  # named, not read by --plan
-    config = load_config("mias_tasks/patches_2class_vgg16", profile)
-    same = load_config("mias_tasks/patches_2class", profile)
-    assert (config.task, config.task_options, config.label_map) == (same.task, same.task_options, same.label_map)
+    config = load_config(f"mias_tasks/{name}", profile)
+    same = load_config(f"mias_tasks/{FROZEN_VGG16_OF[name]}", profile)
+    assert (config.task, config.task_options, config.label_map, config.item_part) == (
+        same.task, same.task_options, same.label_map, same.item_part)
     assert config.augment is None and config.input_size == same.input_size  # frozen prefix cached per fold
-    assert main(["reproduce", "mias_tasks/patches_2class_vgg16", "--plan", "--profile", profile, "--json"]) == 0
-    row = json.loads(capsys.readouterr().out)["rows"][0]
-    assert row["model"] == "chougrad_vgg16" and row["data"]["intensity_scale"] == 255
-    (stage,) = [s for s in row["stages"] if s["runs"]]
-    assert (stage["trainable"]["n_conv"], stage["trainable"]["n_layers"], stage["regularisation"][0]["coefficient"]) == (0, 3, 1e-4)
-    # the patches are not GCN-centred: the backbone's scaling subtracts the ImageNet means itself
-    (scaling,) = [step for step in row["data"]["chain"] if step["step"] == "backbone_scaling"]
-    assert (scaling["mode"], scaling["centred"]) == ("caffe", False)
-    assert not [step for step in row["data"]["chain"] if step["step"] == "gcn"]
+    assert main(["reproduce", f"mias_tasks/{name}", "--plan", "--profile", profile, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["label"] for r in rows if r["model"] == "chougrad_vgg16"] == ["vgg16_frozen", "vgg16_block4_frozen"]
+    for row in rows[:2]:
+        assert row["data"]["intensity_scale"] == 255
+        (stage,) = [s for s in row["stages"] if s["runs"]]
+        assert (stage["trainable"]["n_conv"], stage["trainable"]["n_layers"],
+                stage["regularisation"][0]["coefficient"]) == (0, 3, 1e-4)
+        # the items are not GCN-centred: the backbone's scaling subtracts the ImageNet means itself
+        (scaling,) = [step for step in row["data"]["chain"] if step["step"] == "backbone_scaling"]
+        assert (scaling["mode"], scaling["centred"]) == ("caffe", False)
+        assert not [step for step in row["data"]["chain"] if step["step"] == "gcn"]
 
 
 SIMCLR_CONFIGS = {"patches_2class_simclr": None, "benign_vs_malignant_simclr": "shen_s10"}
