@@ -404,7 +404,20 @@ def model_summary(model) -> dict:
             "dropout": {layer.name: float(layer.rate) for layer in model.layers
                         if isinstance(layer, keras.layers.Dropout)},
             "dense_units": [int(layer.units) for layer in model.layers if isinstance(layer, keras.layers.Dense)],
+            "head_input": _head_input(model),
             "kernel_std_range": [round(min(stds), 5), round(max(stds), 5)] if stds else None}
+
+
+def _head_input(model) -> str | None:
+    """The layer that feeds the first dense layer (Flatten, GlobalAveragePooling2D, ...): how a head
+    reads its features, which decides how many activations its first layer sums."""
+    import keras
+
+    dense = next((layer for layer in model.layers if isinstance(layer, keras.layers.Dense)), None)
+    if dense is None:
+        return None
+    history = getattr(dense.input, "_keras_history", None)
+    return type(history.operation).__name__ if history is not None else None
 
 
 def _output_activation(model) -> str:

@@ -95,7 +95,8 @@ def build_chougrad(family: str, input_shape: tuple[int, int, int] = (224, 224, 3
                    num_classes: int = 2, *, weights: str | os.PathLike | None = None,
                    fine_tune: str = "2FT", head_units: tuple[int, ...] = CHOUGRAD_HEAD_UNITS,
                    dropout: float = 0.5, l2: float = 0.1, input_scaling: str | None = "imagenet_centred",
-                   feature_layer: str | None = None, name: str | None = None) -> keras.Model:
+                   feature_layer: str | None = None, head_pooling: str | None = None,
+                   name: str | None = None) -> keras.Model:
     """A Chougrad network: [GreyToRGB] -> [ImageNetScaling] -> backbone -> dense head.
 
     Args:
@@ -111,6 +112,10 @@ def build_chougrad(family: str, input_shape: tuple[int, int, int] = (224, 224, 3
             of an earlier backbone layer, e.g. "block4_pool": the blocks after it are left out, so
             the head reads features less specific to the backbone's own pretraining task. Not the
             paper's network; only a frozen backbone (fine_tune="0FT") is accepted with it.
+        head_pooling: None (the paper's: Flatten, global average pooling for ResNet50) or "flatten",
+            "avg", "max". Not the paper's network when it differs: global pooling gives the head 512
+            means instead of thousands of unnormalised activations, whose sum saturates a frozen
+            backbone's head at its first step.
     """
     if fine_tune not in STRATEGIES:
         raise ValueError(f"`fine_tune` must be one of {STRATEGIES}. Received: fine_tune={fine_tune!r}")
@@ -120,6 +125,9 @@ def build_chougrad(family: str, input_shape: tuple[int, int, int] = (224, 224, 3
     if len(input_shape) != 3 or input_shape[-1] not in (1, 3):
         raise ValueError("`input_shape` must be (height, width, 1) or (height, width, 3). "
                          f"Received: input_shape={input_shape!r}")
+    if head_pooling not in (None, "flatten", "avg", "max"):
+        raise ValueError('`head_pooling` must be None, "flatten", "avg" or "max". '
+                         f"Received: head_pooling={head_pooling!r}")
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = GreyToRGB(name="grey_to_rgb")(inputs) if input_shape[-1] == 1 else inputs
     if input_scaling is not None:
@@ -136,7 +144,7 @@ def build_chougrad(family: str, input_shape: tuple[int, int, int] = (224, 224, 3
                          f"fine_tune={fine_tune!r}, feature_layer={feature_layer!r}")
     features = base.output if feature_layer is None else _backbone_layer(base, feature_layer).output
     outputs = chougrad_head(features, num_classes, units=tuple(head_units), dropout=dropout,
-                            l2=l2, pooling=_HEAD_POOLING[family])
+                            l2=l2, pooling=head_pooling or _HEAD_POOLING[family])
     model = keras.Model(inputs, outputs, name=name or f"chougrad_{family}")
     if fine_tune == "random":
         gaussian_init(model)
@@ -167,11 +175,11 @@ trainable flags, which `set_fine_tuning` sets again on any built model of the fa
 @register("chougrad_vgg16", paper=PAPER, task="roi")
 def chougrad_vgg16(input_shape=(224, 224, 3), num_classes=2, *, weights=None, fine_tune="2FT",
                    head_units=CHOUGRAD_HEAD_UNITS, input_scaling="imagenet_centred", feature_layer=None,
-                   name=None) -> keras.Model:
+                   head_pooling=None, name=None) -> keras.Model:
     """Chougrad 2018 VGG16 with the custom dense head, fine-tuned per `fine_tune`."""
     return build_chougrad("vgg16", input_shape, num_classes, weights=weights, fine_tune=fine_tune,
                           head_units=head_units, input_scaling=input_scaling, feature_layer=feature_layer,
-                          name=name)
+                          head_pooling=head_pooling, name=name)
 
 
 @register("chougrad_resnet50", paper=PAPER, task="roi")

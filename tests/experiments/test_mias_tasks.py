@@ -69,8 +69,11 @@ def test_the_frozen_vgg16_config_runs_chougrads_vgg16_head_only_on_the_same_item
     assert config.augment is None and config.input_size == same.input_size  # frozen prefix cached per fold
     assert main(["reproduce", f"mias_tasks/{name}", "--plan", "--profile", profile, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
-    assert [r["label"] for r in rows if r["model"] == "chougrad_vgg16"] == ["vgg16_frozen", "vgg16_block4_frozen"]
-    for row in rows[:2]:
+    vgg16_rows = [r for r in rows if r["model"] == "chougrad_vgg16"]
+    assert [r["label"] for r in vgg16_rows][:2] == ["vgg16_frozen", "vgg16_block4_frozen"]
+    for row in vgg16_rows:
+        pooled = row["label"].endswith("_gap_frozen")
+        assert row["model_summary"]["head_input"] == ("GlobalAveragePooling2D" if pooled else "Flatten")
         assert row["data"]["intensity_scale"] == 255
         (stage,) = [s for s in row["stages"] if s["runs"]]
         assert (stage["trainable"]["n_conv"], stage["trainable"]["n_layers"],

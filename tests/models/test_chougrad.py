@@ -122,6 +122,23 @@ def test_a_cut_backbone_feeds_the_head_from_the_named_layer_and_stays_frozen():
         models.get("chougrad_vgg16", input_shape=(32, 32, 1), fine_tune="0FT", feature_layer="block6_pool")
 
 
+def test_head_pooling_replaces_the_papers_flatten_and_the_plan_names_it():
+    from mammo_keras.plan import model_summary
+    from mammo_keras.training.feature_cache import frozen_cut
+
+    paper = models.get("chougrad_vgg16", input_shape=(64, 64, 1), fine_tune="0FT")
+    pooled = models.get("chougrad_vgg16", input_shape=(64, 64, 1), fine_tune="0FT", head_pooling="avg")
+    assert model_summary(paper)["head_input"] == "Flatten"
+    assert model_summary(pooled)["head_input"] == "GlobalAveragePooling2D"
+    assert pooled.get_layer("head_dense1").kernel.shape == (512, 256)  # 512 channel means, not 2 x 2 x 512
+    assert paper.get_layer("head_dense1").kernel.shape == (2048, 256)
+    assert frozen_cut(pooled) == "head_pool"  # still cached per fold: the pooling is frozen too
+    resnet = models.get("chougrad_resnet50", input_shape=(64, 64, 1), fine_tune="0FT")
+    assert model_summary(resnet)["head_input"] == "GlobalAveragePooling2D"  # the paper's own for ResNet50
+    with pytest.raises(ValueError, match=r"`head_pooling` must be None, \"flatten\", \"avg\" or \"max\". Received: head_pooling='mean'"):
+        models.get("chougrad_vgg16", input_shape=(64, 64, 1), fine_tune="0FT", head_pooling="mean")
+
+
 def test_builders_are_registered_for_the_paper():
     assert models.list("chougrad_*") == ["chougrad_inceptionv3", "chougrad_resnet50", "chougrad_vgg16"]
     assert {models.entry(name).paper for name in models.list("chougrad_*")} == {"chougrad2018"}
