@@ -210,7 +210,8 @@ def stage_plan(model, stage, *, n_classes_output: int, augment, offline_copies: 
                       "frozen_params": int(sum(math.prod(w.shape) for w in model.non_trainable_weights)),
                       "layers": _prefixes(e["name"] for e in trainable_layers)},
         "batchnorm": {"training": sum(e["trainable"] for e in batchnorm),
-                      "inference": sum(not e["trainable"] for e in batchnorm)},
+                      "inference": sum(not e["trainable"] for e in batchnorm),
+                      "precise": _precise_bn(model) if stage.precise_bn else None},
         "early_stopping": None if stage.early_stopping_patience is None else {
             "monitor": stage.monitor, "patience": stage.early_stopping_patience, "restore_best_weights": True},
         "class_weight": stage.class_weight,
@@ -218,6 +219,15 @@ def stage_plan(model, stage, *, n_classes_output: int, augment, offline_copies: 
         "layers": layers,
     })
     return plan
+
+
+def _precise_bn(model) -> dict:
+    from mammo_keras.training.batchnorm import recalibrated_layers
+
+    layers = [layer.name for layer in recalibrated_layers(model)]
+    return {"layers": len(layers), "what": f"after every epoch the statistics of {len(layers)} layers are set "
+            "to their inputs' mean and variance over the training items (unaugmented, inference mode, "
+            "layer by layer), before validation and early stopping"}
 
 
 def data_plan(config: ExperimentConfig, row: ModelRow, model, dataset: str | None = None) -> dict:
@@ -672,7 +682,9 @@ def render_markdown(plan: dict) -> str:
                       *[f"  - L2 {r['coefficient']:g} on {r['kernels']} kernels ({r['layers']})"
                         for r in entry["regularisation"]],
                       f"  - BatchNorm: {entry['batchnorm']['training']} layers with batch statistics, "
-                      f"{entry['batchnorm']['inference']} frozen (moving statistics)",
+                      f"{entry['batchnorm']['inference']} frozen (moving statistics)"
+                      + (f"; precise: {entry['batchnorm']['precise']['what']}"
+                         if entry['batchnorm'].get('precise') else ""),
                       f"  - early stopping: {_fmt(entry['early_stopping']) if entry['early_stopping'] else 'none'}; "
                       f"class weights: {entry['class_weight'] or 'none'}; augmentation: "
                       f"{'online (see data)' if entry['augmentation'] else 'none'}"]

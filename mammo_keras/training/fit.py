@@ -276,6 +276,19 @@ def snapshot_epochs(total: int, snapshots: int | None) -> set[int] | None:
     return {max(1, round(total * k / snapshots)) for k in range(1, snapshots + 1)}
 
 
+def precise_batchnorm(model: keras.Model, images) -> keras.callbacks.Callback:
+    """The callback of a `precise_bn` stage: BatchNorm statistics from the training items, unaugmented."""
+    from mammo_keras.training.batchnorm import PreciseBatchNorm, nested_batchnorm
+
+    if len(model.inputs) != 1:
+        raise ValueError(f"precise_bn takes a model with one input. Received: {model.name} with "
+                         f"{len(model.inputs)} inputs")
+    if nested_batchnorm(model):
+        raise ValueError(f"precise_bn sets the BatchNorm layers of the model's own graph; {model.name} has "
+                         f"BatchNorm layers inside nested models it cannot reach: {nested_batchnorm(model)[:5]}")
+    return PreciseBatchNorm(model, as_model_input(images, model), batch_size=PREDICT_BATCH)
+
+
 def runnable_stages(stages: Sequence[Stage], fine_tune: str | None) -> list[Stage]:
     """The stages that run for a model row: epochs > 0 and not skipped for its fine-tuning strategy."""
     return [stage for stage in stages if stage.epochs > 0 and not (fine_tune and fine_tune in stage.skip_for)]
@@ -670,6 +683,8 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
             _assign("optimizer", trained.optimizer.variables, restore[1])
             _assign("extra", _extra_variables(model, trained), restore[1])
         callbacks: list[keras.callbacks.Callback] = []
+        if stage.precise_bn:  # before validation, early stopping and backups read the network
+            callbacks.append(precise_batchnorm(model, train[0]))
         if stage_validation is not None:  # first: the callbacks after it read its val_* numbers
             callbacks.append(ValidationMetrics(stage_validation[0], val[1], stage_validation[1]))
         callbacks.append(EpochLog(stage.name, rows, first_epoch=done, best=best, penalty_of=model))

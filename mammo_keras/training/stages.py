@@ -76,6 +76,8 @@ class Stage:
     skip_for: tuple[str, ...] = ()
     clipnorm: float | None = None  # clip each gradient to this norm (the detectors: 10)
     shuffle: bool = True  # reshuffle the training set every epoch (False: the order given)
+    # after every epoch, set the BatchNorm statistics to those of the training items (training.batchnorm)
+    precise_bn: bool = False
 
     def __post_init__(self):
         if self.epochs < 0:
@@ -442,6 +444,14 @@ for _name, _stages in {
     "mias_scratch": (
         Stage("train", 40, optimizer="adam", learning_rate=1e-3, class_weight="balanced",
               early_stopping_patience=10, batch_size=32),),
+    # The same with precise BatchNorm (training.batchnorm): after every epoch, before validation and
+    # early stopping read the network, its BatchNorm statistics are set to those of the fold's
+    # training items. A fold of a few dozen items takes two steps an epoch, too few for Keras' moving
+    # averages (momentum 0.99) to leave their initial values, and the network then scores every item
+    # alike at inference (mass_vs_calcification's first run: 3 of 5 folds collapsed).
+    "mias_scratch_precise_bn": (
+        Stage("train", 40, optimizer="adam", learning_rate=1e-3, class_weight="balanced",
+              early_stopping_patience=10, batch_size=32, precise_bn=True),),
     # The same on a frozen pretrained backbone (experiments/mias_tasks/patches_2class_vgg16): only
     # the layers the row's `fine_tune` leaves trainable learn (0FT: the head on frozen conv features),
     # with L2 1e-4 on the head's kernels (Chougrad's 0.1 makes the loss almost all penalty).

@@ -1,0 +1,91 @@
+"""Precise BatchNorm (training.batchnorm): statistics recomputed from the training items."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from mammo_keras.training.batchnorm import nested_batchnorm, recalibrate, recalibrated_layers
+from mammo_keras.training.fit import fit_stages
+from mammo_keras.training.stages import Stage, preset
+
+
+def bn_model(dropout: float = 0.5) -> keras.Model:
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = keras.layers.Conv2D(4, 3, name="conv1")(inputs)
+    x = keras.layers.BatchNormalization(name="conv1_bn")(x)
+    x = keras.layers.ReLU(name="conv1_relu")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    x = keras.layers.Dense(6, name="fc1")(x)
+    x = keras.layers.BatchNormalization(name="fc1_bn")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="predictions")(keras.layers.ReLU()(x))
+    return keras.Model(inputs, outputs)
+
+
+def items(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (20.0 + 0.1 * rng.normal(size=(n, 8, 8, 1))).astype(np.float32)  # far from BatchNorm's initial 0 / 1
+
+
+def test_each_layer_gets_its_inputs_mean_and_variance_in_inference_mode():
+    keras.utils.set_random_seed(0)
+    model, x = bn_model(), items(37)
+    assert recalibrate(model, x, batch_size=8) == ["conv1_bn", "fc1_bn"]  # 37 = 4 batches of 8 + 5
+    for name, axes in (("conv1_bn", (0, 1, 2)), ("fc1_bn", (0,))):
+        layer = model.get_layer(name)
+        inputs = keras.ops.convert_to_numpy(keras.Model(model.inputs[0], layer.input)(x, training=False))
+        np.testing.assert_allclose(layer.moving_mean.numpy(), inputs.mean(axis=axes), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(layer.moving_variance.numpy(), inputs.var(axis=axes), rtol=1e-4, atol=1e-7)
+    # the second layer's statistics are those of its inputs after the first was set: its output is standardised
+    fc = keras.ops.convert_to_numpy(keras.Model(model.inputs[0], model.get_layer("fc1_bn").output)(x, training=False))
+    np.testing.assert_allclose(fc.mean(axis=0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(fc.std(axis=0), 1.0, rtol=1e-2)
+
+
+def test_frozen_batchnorm_layers_keep_their_statistics():
+    model = bn_model()
+    model.get_layer("conv1_bn").trainable = False
+    assert [layer.name for layer in recalibrated_layers(model)] == ["fc1_bn"]
+    recalibrate(model, items(10))
+    np.testing.assert_array_equal(model.get_layer("conv1_bn").moving_mean.numpy(), np.zeros(4))
+    np.testing.assert_array_equal(model.get_layer("conv1_bn").moving_variance.numpy(), np.ones(4))
+    with pytest.raises(ValueError, match="at least one item. Received: 0 items"):
+        recalibrate(model, items(0))
+
+
+def test_a_few_steps_leave_moving_averages_that_collapse_the_scores_and_precise_bn_does_not():
+    """The defect it fixes: two steps an epoch, inputs far from 0 / 1, Keras' momentum 0.99."""
+    rng = np.random.default_rng(1)
+    x = items(40)
+    labels = (rng.random(40) < 0.5).astype(int)
+    x[labels == 1, 2:6, 2:6] += 0.3  # a small, learnable signal on a large offset
+    spreads = {}
+    for precise in (False, True):
+        keras.utils.set_random_seed(0)
+        model = bn_model(dropout=0.0)
+        stage = Stage("train", 3, optimizer="adam", learning_rate=1e-2, batch_size=20, precise_bn=precise)
+        log = fit_stages(model, [stage], (x[..., 0], labels), (x[..., 0], labels), seed=0)
+        assert len(log) == 3 and np.isfinite(log["val_loss"]).all()
+        spreads[precise] = float(model.predict(x, verbose=0).std())
+        if precise:  # what the callback left after the last epoch: the items' statistics
+            inputs = keras.ops.convert_to_numpy(keras.Model(model.inputs[0], model.get_layer("conv1_bn").input)(x))
+            np.testing.assert_allclose(model.get_layer("conv1_bn").moving_mean.numpy(),
+                                       inputs.mean(axis=(0, 1, 2)), rtol=1e-5)
+    assert spreads[False] < 1e-3 < 0.02 < spreads[True]
+
+
+def test_precise_bn_refuses_batchnorm_it_cannot_reach():
+    inner = bn_model()
+    inputs = keras.Input((8, 8, 1))
+    outer = keras.Model(inputs, inner(inputs))
+    assert nested_batchnorm(outer)[:1] == [f"{inner.name}/conv1_bn"]
+    stage = Stage("train", 1, optimizer="adam", batch_size=8, precise_bn=True)
+    with pytest.raises(ValueError, match="BatchNorm layers inside nested models"):
+        fit_stages(outer, [stage], (items(8)[..., 0], np.arange(8) % 2), None, seed=0)
+
+
+def test_the_mias_preset_with_precise_bn_is_mias_scratch_plus_the_flag():
+    (plain,), (precise,) = preset("mias_scratch"), preset("mias_scratch_precise_bn")
+    assert precise.precise_bn and not plain.precise_bn
+    assert {**vars(precise), "precise_bn": False} == vars(plain)
