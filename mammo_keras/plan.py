@@ -226,8 +226,8 @@ def _precise_bn(model) -> dict:
 
     layers = [layer.name for layer in recalibrated_layers(model)]
     return {"layers": len(layers), "what": f"after every epoch the statistics of {len(layers)} layers are set "
-            "to their inputs' mean and variance over the training items (unaugmented, inference mode, "
-            "layer by layer), before validation and early stopping"}
+            "to their inputs' mean and variance over the training items (unaugmented, one pass with batch "
+            "statistics as in training, dropout off: PreciseBN), before validation and early stopping"}
 
 
 def data_plan(config: ExperimentConfig, row: ModelRow, model, dataset: str | None = None) -> dict:

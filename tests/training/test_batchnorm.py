@@ -28,19 +28,25 @@ def items(n: int, seed: int = 0) -> np.ndarray:
     return (20.0 + 0.1 * rng.normal(size=(n, 8, 8, 1))).astype(np.float32)  # far from BatchNorm's initial 0 / 1
 
 
-def test_each_layer_gets_its_inputs_mean_and_variance_in_inference_mode():
+def test_each_layer_gets_its_inputs_mean_and_variance():
     keras.utils.set_random_seed(0)
     model, x = bn_model(), items(37)
     assert recalibrate(model, x, batch_size=8) == ["conv1_bn", "fc1_bn"]  # 37 = 4 batches of 8 + 5
-    for name, axes in (("conv1_bn", (0, 1, 2)), ("fc1_bn", (0,))):
-        layer = model.get_layer(name)
-        inputs = keras.ops.convert_to_numpy(keras.Model(model.inputs[0], layer.input)(x, training=False))
-        np.testing.assert_allclose(layer.moving_mean.numpy(), inputs.mean(axis=axes), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(layer.moving_variance.numpy(), inputs.var(axis=axes), rtol=1e-4, atol=1e-7)
-    # the second layer's statistics are those of its inputs after the first was set: its output is standardised
-    fc = keras.ops.convert_to_numpy(keras.Model(model.inputs[0], model.get_layer("fc1_bn").output)(x, training=False))
-    np.testing.assert_allclose(fc.mean(axis=0), 0.0, atol=1e-3)
-    np.testing.assert_allclose(fc.std(axis=0), 1.0, rtol=1e-2)
+    assert model.get_layer("dropout").rate == 0.5  # switched off for the pass only
+    # the first layer's inputs do not depend on any BatchNorm: its statistics are exact
+    first = model.get_layer("conv1_bn")
+    inputs = keras.ops.convert_to_numpy(keras.Model(model.inputs[0], first.input)(x))
+    np.testing.assert_allclose(first.moving_mean.numpy(), inputs.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(first.moving_variance.numpy(), inputs.var(axis=(0, 1, 2)), rtol=1e-4, atol=1e-7)
+    # the second layer's are those of its inputs with the first normalising by batch (PreciseBN), close to
+    # the exact ones of inference; its inference output is standardised
+    second = model.get_layer("fc1_bn")
+    inputs = keras.ops.convert_to_numpy(keras.Model(model.inputs[0], second.input)(x, training=False))
+    np.testing.assert_allclose(second.moving_mean.numpy(), inputs.mean(axis=0), atol=0.05 * inputs.std(axis=0).max())
+    np.testing.assert_allclose(second.moving_variance.numpy(), inputs.var(axis=0), rtol=0.25)
+    fc = keras.ops.convert_to_numpy(keras.Model(model.inputs[0], second.output)(x, training=False))
+    np.testing.assert_allclose(fc.mean(axis=0), 0.0, atol=0.1)
+    np.testing.assert_allclose(fc.std(axis=0), 1.0, rtol=0.15)
 
 
 def test_frozen_batchnorm_layers_keep_their_statistics():
