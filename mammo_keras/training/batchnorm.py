@@ -101,6 +101,39 @@ def _reduced_axes(layer: keras.layers.BatchNormalization, rank: int) -> tuple[in
     return tuple(a for a in range(rank) if a not in kept)
 
 
+class MovingAverageWarning(UserWarning):
+    """A stage too short for its BatchNorm layers' moving averages to describe the data."""
+
+
+def stale_share(model: keras.Model, steps: int) -> tuple[float, float] | None:
+    """(share of the initial statistics left after `steps` training steps, momentum) for the trainable
+    BatchNorm layer with the highest momentum (nested ones included), or None without one."""
+    momenta = [float(layer.momentum) for layer in model._flatten_layers(include_self=False)
+               if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    if not momenta:
+        return None
+    momentum = max(momenta)
+    return momentum ** max(0, steps), momentum
+
+
+def warn_if_stale(model: keras.Model, stage_name: str, steps_per_epoch: int, epochs: int,
+                  threshold: float = 0.1) -> str | None:
+    """Warn (and return the message) when a stage's steps leave more than `threshold` of its BatchNorm
+    moving averages at their initial values (mean 0, variance 1): inference would then use statistics
+    that do not describe the data, and scores can collapse. `precise_bn` on the stage avoids it."""
+    import warnings
+
+    stale = stale_share(model, steps_per_epoch * epochs)
+    if stale is None or stale[0] <= threshold:
+        return None
+    message = (f"stage {stage_name!r}: {steps_per_epoch} steps an epoch x {epochs} epochs leave {stale[0]:.0%} of "
+               f"the BatchNorm moving averages at their initial values (momentum {stale[1]:g}); inference "
+               "will normalise with statistics that do not describe the data. Set precise_bn on the stage "
+               "(mammo_keras.training.batchnorm) or train for more steps")
+    warnings.warn(message, MovingAverageWarning, stacklevel=3)
+    return message
+
+
 class PreciseBatchNorm(keras.callbacks.Callback):
     """After every epoch, before validation and early stopping read the model: `recalibrate` on `inputs`.
 

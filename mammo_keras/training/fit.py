@@ -685,6 +685,10 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
         callbacks: list[keras.callbacks.Callback] = []
         if stage.precise_bn:  # before validation, early stopping and backups read the network
             callbacks.append(precise_batchnorm(model, train[0]))
+        elif cut is None:
+            from mammo_keras.training.batchnorm import warn_if_stale
+
+            warn_if_stale(model, stage.name, steps, stage.epochs)
         if stage_validation is not None:  # first: the callbacks after it read its val_* numbers
             callbacks.append(ValidationMetrics(stage_validation[0], val[1], stage_validation[1]))
         callbacks.append(EpochLog(stage.name, rows, first_epoch=done, best=best, penalty_of=model))

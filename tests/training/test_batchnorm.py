@@ -5,7 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from mammo_keras.training.batchnorm import nested_batchnorm, recalibrate, recalibrated_layers
+from mammo_keras.training.batchnorm import (MovingAverageWarning, nested_batchnorm, recalibrate, recalibrated_layers,
+                                            stale_share, warn_if_stale)
 from mammo_keras.training.fit import fit_stages
 from mammo_keras.training.stages import Stage, preset
 
@@ -95,3 +96,24 @@ def test_the_mias_preset_with_precise_bn_is_mias_scratch_plus_the_flag():
     (plain,), (precise,) = preset("mias_scratch"), preset("mias_scratch_precise_bn")
     assert precise.precise_bn and not plain.precise_bn
     assert {**vars(precise), "precise_bn": False} == vars(plain)
+
+
+def test_a_stage_too_short_for_the_moving_averages_is_warned_about_and_a_precise_one_is_not():
+    model = bn_model()
+    assert stale_share(model, 2 * 20) == pytest.approx((0.99 ** 40, 0.99))
+    with pytest.warns(MovingAverageWarning, match=r"stage 'train': 2 steps an epoch x 20 epochs leave 67% .*precise_bn"):
+        warn_if_stale(model, "train", 2, 20)
+    assert warn_if_stale(model, "train", 100, 20) is None  # 0.99 ** 2000: nothing left
+    x, labels = items(8)[..., 0], np.arange(8) % 2
+    with pytest.warns(MovingAverageWarning):
+        fit_stages(model, [Stage("train", 1, optimizer="adam", batch_size=8)], (x, labels), None, seed=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MovingAverageWarning)
+        fit_stages(bn_model(), [Stage("train", 1, optimizer="adam", batch_size=8, precise_bn=True)],
+                   (x, labels), None, seed=0)
+    frozen = bn_model()
+    for layer in frozen.layers:
+        layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+    assert stale_share(frozen, 1) is None
