@@ -148,3 +148,18 @@ def test_the_roi_task_pretrains_on_the_patches_of_women_outside_each_folds_valid
     lines = card_lines(json.loads((out / "plan.json").read_text()), "scratch_cnn_simclr")
     assert any(line.startswith("self-supervised pretraining (simclr) of the encoder up to `conv`: 2 epochs")
                for line in lines)
+
+
+def test_a_precise_batchnorm_config_runs_end_to_end_and_scores_apart(tmp_path, monkeypatch):
+    """mass_vs_calcification at tiny: the scratch CNN (10 BatchNorm layers) trains a few steps an epoch,
+    as on real mini-MIAS; with precise BatchNorm its out-of-fold scores are not constant."""
+    monkeypatch.delenv("MAMMO_DATA", raising=False)
+    results = tmp_path / "results"
+    assert main(["reproduce", "mias_tasks/mass_vs_calcification", "--profile", "tiny", "--results", str(results),
+                 "--set", "rows=[scratch_cnn]", "--set", "grad_cam=false", "--set", "n_bootstrap=100"]) == 0
+    out = results / "mias_tasks" / "mass_vs_calcification"
+    plan = json.loads((out / "plan.json").read_text())
+    (stage,) = [s for s in plan["rows"][0]["stages"] if s["runs"]]
+    assert stage["batchnorm"]["precise"]["layers"] == 10
+    collapse = json.loads((out / "phantom" / "scratch_cnn" / "collapse.json").read_text())
+    assert collapse["collapsed"] is False and collapse["min_fold_std"] > 0.01, collapse
