@@ -22,6 +22,7 @@ mode) are left alone.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -43,13 +44,16 @@ def nested_batchnorm(model: keras.Model) -> list[str]:
     return names
 
 
-def recalibrate(model: keras.Model, inputs, *, batch_size: int = 64) -> list[str]:
+def recalibrate(model: keras.Model, inputs, *, batch_size: int = 64,
+                to_input: Callable[[object], np.ndarray] | None = None) -> list[str]:
     """Set each trainable top-level BatchNorm layer's moving statistics to its inputs' over `inputs`.
 
     Args:
         model: a functional model with one input (its BatchNorm layers are in `model.layers`).
-        inputs: the items the statistics describe (the training items, unaugmented), as the model
-            takes them; an array or lazy rows, read `batch_size` items at a time.
+        inputs: the items the statistics describe (the training items, unaugmented); an array or
+            lazy rows, read `batch_size` items at a time.
+        to_input: turns a slice of `inputs` into what the model takes (e.g. grey repeated to three
+            channels), one batch at a time, so no model-shaped copy of every item is held.
 
     Returns:
         The names of the layers set.
@@ -71,7 +75,8 @@ def recalibrate(model: keras.Model, inputs, *, batch_size: int = 64) -> list[str
         for layer in dropouts:  # batch statistics as in training, without training's dropout
             layer.rate = 0.0
         for start in range(0, n, batch_size):
-            batch = np.asarray(inputs[start:start + batch_size], dtype=np.float32)
+            part = inputs[start:start + batch_size]
+            batch = np.asarray(part if to_input is None else to_input(part), dtype=np.float32)
             outputs = extractor(batch, training=True)
             for k, (layer, values) in enumerate(zip(layers, outputs)):
                 values = keras.ops.convert_to_numpy(values).astype(np.float64)
@@ -141,9 +146,10 @@ class PreciseBatchNorm(keras.callbacks.Callback):
     the network with its inputs' statistics, not those of a moving average that has not caught up.
     """
 
-    def __init__(self, target: keras.Model, inputs, *, batch_size: int = 64):
+    def __init__(self, target: keras.Model, inputs, *, batch_size: int = 64,
+                 to_input: Callable[[object], np.ndarray] | None = None):
         super().__init__()
-        self.target, self.inputs, self.batch_size = target, inputs, batch_size
+        self.target, self.inputs, self.batch_size, self.to_input = target, inputs, batch_size, to_input
 
     def on_epoch_end(self, epoch, logs=None):
-        recalibrate(self.target, self.inputs, batch_size=self.batch_size)
+        recalibrate(self.target, self.inputs, batch_size=self.batch_size, to_input=self.to_input)

@@ -286,7 +286,7 @@ def precise_batchnorm(model: keras.Model, images) -> keras.callbacks.Callback:
     if nested_batchnorm(model):
         raise ValueError(f"precise_bn sets the BatchNorm layers of the model's own graph; {model.name} has "
                          f"BatchNorm layers inside nested models it cannot reach: {nested_batchnorm(model)[:5]}")
-    return PreciseBatchNorm(model, as_model_input(images, model), batch_size=PREDICT_BATCH)
+    return PreciseBatchNorm(model, images, batch_size=PREDICT_BATCH, to_input=lambda part: as_model_input(part, model))
 
 
 def runnable_stages(stages: Sequence[Stage], fine_tune: str | None) -> list[Stage]:

@@ -117,3 +117,24 @@ def test_a_stage_too_short_for_the_moving_averages_is_warned_about_and_a_precise
     for layer in frozen.layers:
         layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
     assert stale_share(frozen, 1) is None
+
+
+def test_grey_items_are_given_the_models_channels_one_batch_at_a_time():
+    """A three-channel model's statistics from (N, H, W) grey items: the same as from the repeated array."""
+    from mammo_keras.models.inputs import as_model_input
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(2, 3, name="conv")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(x)))
+    grey = items(20)[..., 0]
+    seen = []
+
+    def to_input(part):
+        seen.append(len(part))
+        return as_model_input(part, model)
+
+    recalibrate(model, grey, batch_size=8, to_input=to_input)
+    assert seen == [8, 8, 4]
+    by_batch = model.get_layer("bn").moving_variance.numpy().copy()
+    recalibrate(model, np.repeat(grey[..., None], 3, axis=-1), batch_size=8)
+    np.testing.assert_allclose(model.get_layer("bn").moving_variance.numpy(), by_batch, rtol=1e-6)
