@@ -60,7 +60,7 @@ import keras
 from mammo_keras.models.backbones import (
     SCALING_MODE, STRATEGIES, backbone, conv_blocks, family_of, set_fine_tuning,
 )
-from mammo_keras.models.heads import CHOUGRAD_HEAD_UNITS, chougrad_head
+from mammo_keras.models.heads import CHOUGRAD_HEAD_UNITS, POOLINGS, chougrad_head
 from mammo_keras.models.layers import SCALING_MODES, GreyToRGB, ImageNetScaling
 from mammo_keras.models.registry import register
 
@@ -125,9 +125,8 @@ def build_chougrad(family: str, input_shape: tuple[int, int, int] = (224, 224, 3
     if len(input_shape) != 3 or input_shape[-1] not in (1, 3):
         raise ValueError("`input_shape` must be (height, width, 1) or (height, width, 3). "
                          f"Received: input_shape={input_shape!r}")
-    if head_pooling not in (None, "flatten", "avg", "max"):
-        raise ValueError('`head_pooling` must be None, "flatten", "avg" or "max". '
-                         f"Received: head_pooling={head_pooling!r}")
+    if head_pooling is not None and head_pooling not in POOLINGS:  # before the backbone (and its weights) load
+        raise ValueError(f"`head_pooling` must be None or one of {POOLINGS}. Received: head_pooling={head_pooling!r}")
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = GreyToRGB(name="grey_to_rgb")(inputs) if input_shape[-1] == 1 else inputs
     if input_scaling is not None:

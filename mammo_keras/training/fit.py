@@ -283,9 +283,10 @@ def precise_batchnorm(model: keras.Model, images) -> keras.callbacks.Callback:
     if len(model.inputs) != 1:
         raise ValueError(f"precise_bn takes a model with one input. Received: {model.name} with "
                          f"{len(model.inputs)} inputs")
-    if nested_batchnorm(model):
+    unreachable = nested_batchnorm(model)
+    if unreachable:
         raise ValueError(f"precise_bn sets the BatchNorm layers of the model's own graph; {model.name} has "
-                         f"BatchNorm layers inside nested models it cannot reach: {nested_batchnorm(model)[:5]}")
+                         f"BatchNorm layers inside nested models it cannot reach: {unreachable[:5]}")
     return PreciseBatchNorm(model, images, batch_size=PREDICT_BATCH, to_input=lambda part: as_model_input(part, model))
 
 

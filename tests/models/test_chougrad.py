@@ -135,7 +135,7 @@ def test_head_pooling_replaces_the_papers_flatten_and_the_plan_names_it():
     assert frozen_cut(pooled) == "head_pool"  # still cached per fold: the pooling is frozen too
     resnet = models.get("chougrad_resnet50", input_shape=(64, 64, 1), fine_tune="0FT")
     assert model_summary(resnet)["head_input"] == "GlobalAveragePooling2D"  # the paper's own for ResNet50
-    with pytest.raises(ValueError, match=r"`head_pooling` must be None, \"flatten\", \"avg\" or \"max\". Received: head_pooling='mean'"):
+    with pytest.raises(ValueError, match=r"`head_pooling` must be None or one of \('flatten', 'avg', 'max'\). Received: head_pooling='mean'"):
         models.get("chougrad_vgg16", input_shape=(64, 64, 1), fine_tune="0FT", head_pooling="mean")
 
 
