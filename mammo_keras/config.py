@@ -165,6 +165,7 @@ class ExperimentConfig:
     dataset_options: dict = dataclasses.field(default_factory=dict)  # reader options per training dataset
     test_abnormality: str | None = None  # lesion type kept in the test set (None: every type)
     batch_size: int | None = None  # overrides every stage's batch size; null: the stages' own
+    precise_bn: bool | None = None  # overrides every stage's precise_bn (PreciseBN after every epoch); null: the stages' own
     seed: int = 0  # seeds splits, initialisation, augmentation and the bootstrap (recorded in run.json)
     n_bootstrap: int = 2000  # bootstrap replicates of every 95% CI
     metrics: tuple[str, ...] = ("accuracy", "auc")  # the metrics in the table (accuracy, auc, a_auc, sensitivity, ...)
@@ -287,6 +288,8 @@ class ExperimentConfig:
             bad("fractions", "three train/val/test shares in [0, 1] that sum to 1, with a training share > 0")
         if self.batch_size is not None and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
             bad("batch_size", "an integer >= 1, or null for the stages' own")
+        if self.precise_bn is not None and not isinstance(self.precise_bn, bool):
+            bad("precise_bn", "true, false, or null for the stages' own")
         if not (isinstance(self.n_bootstrap, int) and self.n_bootstrap >= 1):
             bad("n_bootstrap", "an integer >= 1 (bootstrap replicates of the CIs)")
         if self.selection_snapshots is not None and not (isinstance(self.selection_snapshots, int)

@@ -225,6 +225,8 @@ def _precise_bn(model) -> dict:
     from mammo_keras.training.batchnorm import recalibrated_layers
 
     layers = [layer.name for layer in recalibrated_layers(model)]
+    if not layers:
+        return {"layers": 0, "what": "no trainable BatchNorm layers: nothing to set"}
     return {"layers": len(layers), "what": f"after every epoch the statistics of {len(layers)} layers are set "
             "to their inputs' mean and variance over the training items (unaugmented, one pass with batch "
             "statistics as in training, dropout off: PreciseBN), before validation and early stopping"}

@@ -2,7 +2,8 @@
 
     facts:        what the paper states, each with its cite, as expected plan values
     decisions:    what the paper leaves open or ambiguous and what the package does instead
-                  (with `expect`, checked like facts, so the text stays true)
+                  (with `expect`, checked like facts, so the text stays true); a decision with
+                  `profiles: [cpu]` is one of a reduced profile, checked against that profile's plans
     deviations:   facts the package does differently, each with its reason; printed under every
                   results table of the paper
     no_paper:     (a folder of tasks of our own, not a paper's) why it has no published numbers;
@@ -35,9 +36,11 @@ from pathlib import Path
 
 import yaml
 
-from mammo_keras.config import EXPERIMENTS_DIR
+from mammo_keras.config import EXPERIMENTS_DIR, PROFILES
 
 PROTOCOL_FILE = "protocol.yaml"
+CHECKED_PROFILES = ("paper",)
+"""The profile facts and decisions are held against unless a decision names its `profiles`."""
 _LIST_KEYS = ("name", "step", "label")
 
 
@@ -83,6 +86,14 @@ def load(paper: str, experiments_dir: Path = EXPERIMENTS_DIR) -> dict:
         missing = [key for key in ("id", "text") if key not in item]
         if missing:
             raise ProtocolError(f"{path}: decision {item.get('id')!r} lacks {missing}")
+        profiles = item.get("profiles", list(CHECKED_PROFILES))
+        if not (isinstance(profiles, list) and profiles and set(profiles) <= set(PROFILES)):
+            raise ProtocolError(f"{path}: decision {item['id']!r}: `profiles` must be a non-empty list of "
+                                f"{list(PROFILES)}. Received: {profiles!r}")
+    stray = [item["id"] for item in raw.get("facts") or [] if "profiles" in item]
+    if stray:
+        raise ProtocolError(f"{path}: facts {stray} name `profiles`; a paper's facts hold at the paper profile "
+                            "(a choice of a reduced profile is a decision)")
     facts = {item["id"] for item in raw.get("facts") or []}
     for item in raw.get("deviations") or []:
         if item.get("fact") not in facts or not item.get("reason"):
@@ -105,7 +116,7 @@ def declared(paper: str) -> dict:
         "facts": len(protocol.get("facts") or []),
         "deviations": [{"fact": d["fact"], "stated": texts[d["fact"]]["text"], "cite": texts[d["fact"]]["cite"],
                         "reason": d["reason"]} for d in protocol.get("deviations") or []],
-        "decisions": [{"id": d["id"], "text": d["text"]} for d in protocol.get("decisions") or []],
+        "decisions": [{"id": d["id"], "text": _decision_text(d)} for d in protocol.get("decisions") or []],
     }
 
 
@@ -197,7 +208,16 @@ def same(expected, found) -> bool:
     return expected == found
 
 
+def _decision_text(item: dict) -> str:
+    """A decision's text, prefixed by the profiles it holds at when they are not the paper's."""
+    profiles = item.get("profiles", list(CHECKED_PROFILES))
+    text = " ".join(str(item["text"]).split())
+    return text if list(profiles) == list(CHECKED_PROFILES) else f"({', '.join(profiles)} profile) {text}"
+
+
 def _applies(item: dict, table: str, row: dict) -> bool:
+    if row.get("profile", "paper") not in item.get("profiles", CHECKED_PROFILES):
+        return False
     configs = item.get("configs")
     if configs is not None and table not in configs:
         return False
@@ -257,8 +277,10 @@ def check_plan(plan: dict, protocol: dict) -> tuple[list[Mismatch], set[str], li
 
 
 def conformance(plans: list[dict], protocol: dict) -> list[str]:
-    """Problems of a paper's paper-profile plans: undeclared differences, stale deviations, facts
-    that apply to nothing, deviations that are not real (the plan now matches the fact)."""
+    """Problems of a paper's plans: undeclared differences, stale deviations, facts that apply to
+    nothing, deviations that are not real (the plan now matches the fact). Facts and decisions are
+    held against the paper-profile plans, a decision naming `profiles` against those profiles' plans;
+    plans of other profiles are ignored."""
     problems, applied, differing = [], set(), set()
     for plan in plans:
         mismatches, used, errors = check_plan(plan, protocol)
@@ -306,7 +328,7 @@ def readme_block(paper: str) -> str:
     if loaded.get("decisions"):
         lines += ["", f"Where {source} is silent or ambiguous, the package decides (the decisions with plan "
                       "values are checked like the facts):", ""]
-        lines += [f"- {' '.join(d['text'].split())}" for d in loaded["decisions"]]
+        lines += [f"- {_decision_text(d)}" for d in loaded["decisions"]]
     lines += ["", README_END]
     return "\n".join(lines)
 

@@ -68,3 +68,32 @@ def test_comparisons():
     reported = {"includes": ["ap", "sens_at_1fpi"]}
     assert same(reported, ["sens_at_1fpi", "mean_iou_tp", "ap"]) and not same(reported, ["ap"])
     assert not same(reported, "ap, sens_at_1fpi")
+
+
+def test_a_decision_naming_profiles_is_held_against_those_plans_only():
+    """A cpu-profile choice (precise BatchNorm at 6 steps an epoch) is checked on the cpu plan; the
+    paper-profile facts ignore it, and it ignores the paper plan."""
+    cpu = {**PLAN, "profile": "cpu", "rows": [{**PLAN["rows"][1], "stages": [{"name": "head", "runs": True,
+                                                                            "epochs": 3, "layers": []}]}]}
+    decision = {"id": "short", "text": "t", "profiles": ["cpu"], "expect": {"stages[head].epochs": 3}}
+    assert conformance([PLAN, cpu], {"decisions": [decision]}) == []
+    wrong = {**decision, "expect": {"stages[head].epochs": 10}}  # the paper plan's value: not seen here
+    assert conformance([PLAN, cpu], {"decisions": [wrong]})[0].startswith(
+        "undeclared deviation: paper/table9 row 'b': fact 'short'")
+    assert conformance([PLAN], {"decisions": [decision]}) == [
+        "fact 'short' applies to no row of any config (configs None, rows None)"]
+    facts = [fact("head_epochs", {"stages[head].epochs": 10}, rows=["b"])]  # paper plans only
+    assert conformance([PLAN, cpu], {"facts": facts}) == []
+
+
+def test_profiles_are_refused_on_facts_and_checked_on_decisions(tmp_path):
+    from mammo_keras.protocol import load
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    for n, body, message in [
+            (1, "facts: [{id: a, cite: x, text: t, expect: {k: 1}, profiles: [cpu]}]", "facts \\['a'\\] name `profiles`"),
+            (2, "facts: []\ndecisions: [{id: d, text: t, profiles: [gpu]}]", "decision 'd': `profiles` must be")]:
+        (folder / "protocol.yaml").write_text(body + f"\n# {n}\n")
+        with pytest.raises(ProtocolError, match=message):
+            load("p", tmp_path)

@@ -61,13 +61,16 @@ def resolve_results(options: dict, results_dir: str | Path, dataset: str) -> tup
 
 
 def row_stages(config: ExperimentConfig, row: ModelRow) -> tuple:
-    """The row's stage list at the config's profile: its preset, epochs scaled, batch size overridden."""
+    """The row's stage list at the config's profile: its preset, epochs scaled, batch size and precise_bn
+    overridden where the config sets them."""
     from mammo_keras.training.stages import preset as stage_preset
 
     stages = [stage.scaled(config.epoch_scale) if config.epoch_scale != 1.0 else stage
               for stage in stage_preset(row.stages or config.stages)]
     if config.batch_size:
         stages = [dataclasses.replace(stage, batch_size=config.batch_size) for stage in stages]
+    if config.precise_bn is not None:
+        stages = [dataclasses.replace(stage, precise_bn=config.precise_bn) for stage in stages]
     return tuple(stages)
 
 

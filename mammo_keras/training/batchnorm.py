@@ -35,12 +35,13 @@ def recalibrated_layers(model: keras.Model) -> list[keras.layers.BatchNormalizat
 
 
 def nested_batchnorm(model: keras.Model) -> list[str]:
-    """Names of BatchNormalization layers inside nested models, which `recalibrate` cannot reach."""
+    """Names of trainable BatchNormalization layers inside nested models, which `recalibrate` cannot
+    reach (frozen ones run on their moving statistics and are left alone anyway)."""
     names = []
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             names += [f"{layer.name}/{inner.name}" for inner in layer._flatten_layers(include_self=False)
-                      if isinstance(inner, keras.layers.BatchNormalization)]
+                      if isinstance(inner, keras.layers.BatchNormalization) and inner.trainable]
     return names
 
 

@@ -276,9 +276,10 @@ def snapshot_epochs(total: int, snapshots: int | None) -> set[int] | None:
     return {max(1, round(total * k / snapshots)) for k in range(1, snapshots + 1)}
 
 
-def precise_batchnorm(model: keras.Model, images) -> keras.callbacks.Callback:
-    """The callback of a `precise_bn` stage: BatchNorm statistics from the training items, unaugmented."""
-    from mammo_keras.training.batchnorm import PreciseBatchNorm, nested_batchnorm
+def precise_batchnorm(model: keras.Model, images) -> keras.callbacks.Callback | None:
+    """The callback of a `precise_bn` stage: BatchNorm statistics from the training items, unaugmented
+    (None for a model without trainable BatchNorm layers: nothing to set, no pass to pay for)."""
+    from mammo_keras.training.batchnorm import PreciseBatchNorm, nested_batchnorm, recalibrated_layers
 
     if len(model.inputs) != 1:
         raise ValueError(f"precise_bn takes a model with one input. Received: {model.name} with "
@@ -287,6 +288,8 @@ def precise_batchnorm(model: keras.Model, images) -> keras.callbacks.Callback:
     if unreachable:
         raise ValueError(f"precise_bn sets the BatchNorm layers of the model's own graph; {model.name} has "
                          f"BatchNorm layers inside nested models it cannot reach: {unreachable[:5]}")
+    if not recalibrated_layers(model):
+        return None
     return PreciseBatchNorm(model, images, batch_size=PREDICT_BATCH, to_input=lambda part: as_model_input(part, model))
 
 
@@ -684,9 +687,10 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
             _assign("optimizer", trained.optimizer.variables, restore[1])
             _assign("extra", _extra_variables(model, trained), restore[1])
         callbacks: list[keras.callbacks.Callback] = []
-        if stage.precise_bn:  # before validation, early stopping and backups read the network
-            callbacks.append(precise_batchnorm(model, train[0]))
-        elif cut is None:
+        precise = precise_batchnorm(model, train[0]) if stage.precise_bn else None
+        if precise is not None:  # before validation, early stopping and backups read the network
+            callbacks.append(precise)
+        elif cut is None and not stage.precise_bn:
             from mammo_keras.training.batchnorm import warn_if_stale
 
             warn_if_stale(model, stage.name, steps, stage.epochs)

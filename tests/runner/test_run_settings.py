@@ -63,3 +63,19 @@ def test_the_runner_prepares_with_the_configured_workers_and_the_same_items(tmp_
     np.testing.assert_array_equal(np.asarray(loaded[1].images), np.asarray(loaded[2].images))
     prepared = json.loads(next((tmp_path / "w2" / "prepared").glob("*/prepare.json")).read_text())
     assert prepared["workers"] == 2
+
+
+def test_precise_bn_overrides_every_stage_of_every_row_and_only_where_set():
+    """mias_cv sets it at the cpu profile only (its folds train 6 steps an epoch); the paper profile
+    keeps the presets' own flag, and `--set precise_bn=...` takes a boolean or null."""
+    from mammo_keras.runner.rows import row_stages
+
+    cpu, paper = (load_config("chougrad2018/mias_cv", profile) for profile in ("cpu", "paper"))
+    assert cpu.precise_bn is True and paper.precise_bn is None
+    for row in cpu.models:
+        assert all(stage.precise_bn for stage in row_stages(cpu, row)), row.label
+        assert not any(stage.precise_bn for stage in row_stages(paper, row)), row.label
+    off = load_config("chougrad2018/mias_cv", "cpu", overrides={"precise_bn": False})
+    assert not any(stage.precise_bn for row in off.models for stage in row_stages(off, row))
+    with pytest.raises(ValueError, match="precise_bn"):
+        load_config("chougrad2018/mias_cv", "cpu", overrides={"precise_bn": "yes"})

@@ -92,6 +92,23 @@ def test_precise_bn_refuses_batchnorm_it_cannot_reach():
         fit_stages(outer, [stage], (items(8)[..., 0], np.arange(8) % 2), None, seed=0)
 
 
+def test_precise_bn_accepts_a_frozen_nested_backbone_and_a_model_without_batchnorm(monkeypatch):
+    """Frozen nested BatchNorm runs on its moving statistics (nothing to set), and a model with no
+    trainable BatchNorm layer (VGG16) trains with precise_bn as without it: no recalibration pass."""
+    from mammo_keras.training import batchnorm
+
+    inner = bn_model()
+    inner.trainable = False
+    inputs = keras.Input((8, 8, 1))
+    outer = keras.Model(inputs, inner(inputs))
+    assert nested_batchnorm(outer) == [] and recalibrated_layers(outer) == []
+    calls = []
+    monkeypatch.setattr(batchnorm, "recalibrate", lambda *a, **k: calls.append(1) or [])
+    stage = Stage("train", 2, optimizer="adam", batch_size=8, trainable="as_built", precise_bn=True)
+    log = fit_stages(outer, [stage], (items(8)[..., 0], np.arange(8) % 2), None, seed=0)
+    assert len(log) == 2 and calls == []
+
+
 def test_the_mias_preset_with_precise_bn_is_mias_scratch_plus_the_flag():
     (plain,), (precise,) = preset("mias_scratch"), preset("mias_scratch_precise_bn")
     assert precise.precise_bn and not plain.precise_bn
