@@ -174,6 +174,9 @@ class ValidationMetrics(keras.callbacks.Callback):
         scores = positive_scores(predictions)
         if logs is None:
             return
+        if not np.isfinite(predictions).all():  # diverged weights: NaN numbers, so fit_stages says where
+            logs.update({"val_auc": float("nan"), "val_loss": float("nan"), "val_accuracy": float("nan")})
+            return
         logs["val_auc"] = auc(self.labels, scores) if len(np.unique(self.labels)) == 2 else float("nan")
         logs.update(validation_logs(self.model, self.targets, predictions))
 

@@ -213,6 +213,15 @@ def test_a_diverging_loss_stops_and_says_where(tmp_path):
     log = pd.read_csv(tmp_path / "log.csv")
     assert list(log["stage"]) == ["warm", "blows_up"] and np.isfinite(log["loss"].iloc[0])
     assert not np.isfinite(log["loss"].iloc[-1])
+    # With a validation part the NaN predictions are not scored (before: the AUC's "y_score must be
+    # finite" error escaped fit and ended the whole run, chougrad2018/mias_cv's vgg16_random at the cpu profile).
+    keras.utils.set_random_seed(0)
+    linear = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="predictions")(
+        keras.layers.Flatten()(inputs)))
+    with pytest.raises(TrainingDiverged, match=r"stage 'blows_up', epoch 1"):
+        fit_stages(linear, stages, (images * 1e4, index.label), (images[:8] * 1e4, index.label[:8]),
+                   log_csv=tmp_path / "log_val.csv")
+    assert np.isnan(pd.read_csv(tmp_path / "log_val.csv")["val_auc"].iloc[-1])
 
 
 def test_progress_bars_draw_per_stage_and_change_nothing(capfd):
