@@ -185,3 +185,27 @@ def test_sigkilled_at_a_polled_moment_resumes_with_identical_predictions(tmp_pat
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "killed" / "predictions.csv"), expected, check_exact=True)
     assert np.isfinite(expected["score"]).all() and expected["score"].between(0, 1).all()
     same_log(tmp_path / "killed", tmp_path / "clean")
+
+
+def test_a_precise_batchnorm_stage_resumes_with_the_uninterrupted_statistics(tmp_path, monkeypatch):
+    """PreciseBN sets the BatchNorm statistics before the epoch's backup is written, so a fold killed
+    mid-stage restarts from the recalibrated network and ends bitwise as an uninterrupted run."""
+    stages = tuple(dataclasses.replace(stage, precise_bn=True) for stage in resume_task.STAGES)
+    spec = dataclasses.replace(resume_task.SPEC, stages=stages)
+    clean = tmp_path / "clean"
+    resume_task.run(clean, spec)
+    saved = fit.FitBackup.save
+
+    def dies_mid_second_stage(self, state, arrays):
+        saved(self, state, arrays)
+        if not state["finished"] and len(state["rows"]) == 5:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(fit.FitBackup, "save", dies_mid_second_stage)
+    with pytest.raises(KeyboardInterrupt):
+        resume_task.run(tmp_path / "killed", spec)
+    assert resume_task.epochs_in_backup(tmp_path / "killed") == 5
+    monkeypatch.setattr(fit.FitBackup, "save", saved)
+    resume_task.run(tmp_path / "killed", spec)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "killed" / "predictions.csv"),
+                                  pd.read_csv(clean / "predictions.csv"), check_exact=True)
+    same_log(tmp_path / "killed", clean)
