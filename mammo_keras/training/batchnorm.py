@@ -123,16 +123,19 @@ def stale_share(model: keras.Model, steps: int) -> tuple[float, float] | None:
 
 
 def warn_if_stale(model: keras.Model, stage_name: str, steps_per_epoch: int, epochs: int,
-                  threshold: float = 0.1) -> str | None:
+                  threshold: float = 0.1, *, restored: bool = False) -> str | None:
     """Warn (and return the message) when a stage's steps leave more than `threshold` of its BatchNorm
     moving averages at their initial values (mean 0, variance 1): inference would then use statistics
-    that do not describe the data, and scores can collapse. `precise_bn` on the stage avoids it."""
+    that do not describe the data, and scores can collapse. `precise_bn` on the stage avoids it.
+    `restored`: `epochs` is the epoch early stopping restored (its weights, moving averages included),
+    which can be stale where the whole stage would not be."""
     import warnings
 
     stale = stale_share(model, steps_per_epoch * epochs)
     if stale is None or stale[0] <= threshold:
         return None
-    message = (f"stage {stage_name!r}: {steps_per_epoch} steps an epoch x {epochs} epochs leave {stale[0]:.0%} of "
+    what = f"early stopping restored epoch {epochs}: " if restored else ""
+    message = (f"stage {stage_name!r}: {what}{steps_per_epoch} steps an epoch x {epochs} epochs leave {stale[0]:.0%} of "
                f"the BatchNorm moving averages at their initial values (momentum {stale[1]:g}); inference "
                "will normalise with statistics that do not describe the data. Set precise_bn on the stage "
                "(mammo_keras.training.batchnorm) or train for more steps")

@@ -751,6 +751,10 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
         # Early stopping leaves the weights of its best epoch, which the next stage starts from.
         kept = done + stopping.best_epoch + 1 if stopping is not None and stopping.best_weights is not None \
             else len(rows)
+        if precise is None and cut is None and not stage.precise_bn and kept - done < stage.epochs:
+            from mammo_keras.training.batchnorm import warn_if_stale
+
+            warn_if_stale(model, stage.name, steps, kept - done, restored=True)
         done = len(rows)
         if backup is not None:
             save_state(stage.epochs, False, None, None, finished=True)

@@ -155,3 +155,23 @@ def test_grey_items_are_given_the_models_channels_one_batch_at_a_time():
     by_batch = model.get_layer("bn").moving_variance.numpy().copy()
     recalibrate(model, np.repeat(grey[..., None], 3, axis=-1), batch_size=8)
     np.testing.assert_allclose(model.get_layer("bn").moving_variance.numpy(), by_batch, rtol=1e-6)
+
+
+def test_early_stopping_restoring_an_early_epoch_is_warned_about_when_the_stage_would_not_be():
+    """30 epochs of 8 steps leave 9% of the averages (no warning before the stage); the epoch early
+    stopping restores, with its few steps, leaves far more, and that is what inference uses."""
+    import warnings
+
+    assert warn_if_stale(bn_model(), "train", 8, 30) is None
+    with pytest.warns(MovingAverageWarning):
+        message = warn_if_stale(bn_model(), "train", 8, 2, restored=True)
+    assert message.startswith("stage 'train': early stopping restored epoch 2: 8 steps an epoch x 2 epochs leave 85%")
+    x, labels = items(8)[..., 0], np.arange(8) % 2
+    stage = Stage("train", 30, optimizer="sgd", learning_rate=5.0, batch_size=1, early_stopping_patience=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        log = fit_stages(bn_model(), [stage], (x, labels), (x, labels), seed=0)
+    restored = [str(w.message) for w in caught if "early stopping restored" in str(w.message)]
+    assert len(log) < 30 and len(restored) == 1, (len(log), restored)
+    kept = int(log.loc[log["selected"], "epoch"].iloc[0])
+    assert f"restored epoch {kept}:" in restored[0]
