@@ -564,6 +564,7 @@ def row_plan(config: ExperimentConfig, row: ModelRow, cache: dict) -> dict:
         from mammo_keras.training import contrastive
 
         plan["pretraining"] = contrastive.plan(model, pretraining)
+    plan["stage_preset"] = row.stages or config.stages
     plan["stages"] = [stage_plan(model, stage, n_classes_output=int(model.outputs[0].shape[-1]), augment=augment,
                                  offline_copies=offline, fine_tune=options.get("fine_tune"), built=flags["built"])
                       for stage in stages]
@@ -581,7 +582,7 @@ def compile_plan(config: ExperimentConfig, cache: dict | None = None) -> dict:
     cache = {} if cache is None else cache
     plan = {"plan_version": PLAN_VERSION, "config": config.name, "profile": config.profile, "title": config.title,
             "kind": config.kind, "source": config.source, "datasets": list(config.datasets),
-            "epoch_scale": config.epoch_scale, "stage_preset": config.stages, "deterministic": config.deterministic,
+            "epoch_scale": config.epoch_scale, "deterministic": config.deterministic,
             "split": split_plan(config), "evaluation": evaluation_plan(config),
             "rows": [row_plan(config, row, cache) for row in config.models]}
     from mammo_keras.protocol import declared
@@ -666,6 +667,8 @@ def render_markdown(plan: dict) -> str:
                       f"  - encoder: the layers up to `{pre['encoder_output']}` ({pre['encoder_layers']} weighted "
                       f"layers, {pre['encoder_params']:,} params); projection: {pre['projection']}",
                       f"  - views: {_fmt(pre['views'])}"]
+        if "stage_preset" in row:
+            lines.append(f"- stage preset `{row['stage_preset']}` (training.stages.PRESETS)")
         for entry in row.get("stages", []):
             if not entry["runs"]:
                 lines.append(f"- stage `{entry['name']}`: {entry['skipped']}")

@@ -385,11 +385,18 @@ for _name, _stages in {
     # Shen 2017 §3.1.2, whole image: the new top layers (30 epochs, 1e-4, weight decay 0.001), then
     # all layers (20 epochs, 1e-5, weight decay 0.01); batch 2; Adam (as for patches and INbreast).
     # Weight decay is the L2 penalty of the authors' Keras code, on the new layers' kernels.
+    # "If the above 50 epochs did not lead to convergence, the training was resumed with up to 200
+    # additional epochs" (Table 3's best epochs reach 165): stage 2's settings for up to 200 more
+    # epochs, stopped once the validation loss has not improved for 10 (convergence is not defined;
+    # the authors' code, lishen/end2end-all-conv, early-stops on val_loss with patience 10).
     "shen2017_whole": (
         Stage("top", 30, optimizer="adam", learning_rate=1e-4, trainable=r"re:^(top\d*_|predictions$)",
               l2=0.001, l2_layers=r"re:^(top\d*_|predictions$)", batch_size=2),
         Stage("all", 20, optimizer="adam", learning_rate=1e-5, trainable="all",
-              l2=0.01, l2_layers=r"re:^(top\d*_|predictions$)", batch_size=2)),
+              l2=0.01, l2_layers=r"re:^(top\d*_|predictions$)", batch_size=2),
+        Stage("resume", 200, optimizer="adam", learning_rate=1e-5, trainable="all",
+              l2=0.01, l2_layers=r"re:^(top\d*_|predictions$)", batch_size=2,
+              early_stopping_patience=10)),
     # Shen 2017 §3.2.2: the DDSM whole-image models fine-tuned on INbreast: all layers, Adam 1e-5,
     # 200 epochs, weight decay 0.01; batch 2 as on DDSM (not restated).
     "shen2017_inbreast": (
