@@ -22,6 +22,7 @@ from mammo_keras.runner import report
 from mammo_keras.runner.inputs import check_found
 from mammo_keras.runner.kinds import RowRun, kind_for_row, kind_of
 from mammo_keras.runner.paper import reported_value, row_table
+from mammo_keras.runner.reuse import check_reusable, record_dataset, record_row
 from mammo_keras.runner.rows import describe_weights, expand_options, resolve_results
 
 
@@ -33,7 +34,10 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
     check_data_dir(data_dir)
     started, commit = time.perf_counter(), report.git_commit()  # the code at the start, not after edits
     out = Path(results_dir) / config.paper / config.table
-    write_plan(compile_plan(config), out)
+    plan = compile_plan(config)
+    check_reusable(out, plan)  # before the plan is replaced: finished parts are reused only under their own
+    write_plan(plan, out)
+    plans = {entry["label"]: entry for entry in plan["rows"]}
     progress(f"{config.name} [{config.profile} profile]: {report.profile_title(config)}; plan in {out / 'plan.md'}")
     kind = kind_of(config)
     inputs = kind.datasets(config, data_dir, out, progress)
@@ -51,6 +55,8 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
             shown, compared = f"{dataset} -> {config.test_dataset}", config.test_dataset
             if test_inputs.absent and not data.absent:
                 data = dataclasses.replace(data, absent=f"test set {test_inputs.absent}")
+        if not data.absent:
+            record_dataset(out / dataset, plan)
         split, split_missing = kind.dataset_split(config, dataset, data, out, results_dir, progress)
         finished: set[str] = set()
         for row in config.models:
@@ -64,6 +70,8 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
             else:
                 progress(f"{dataset} / {row.label}: {kind_for_row(kind, row).name}")
                 job = RowRun(config, row, dataset, data, out / dataset, options, progress, split, test_inputs)
+                if row.label in plans:  # every row is planned; kept safe for rows a kind adds
+                    record_row(job.folder, plans[row.label])
                 _, outcome = kind_for_row(kind, row).run(job)
                 result.status = outcome.pop("status", "ok")
                 result.extra.update(outcome.pop("extra", {}))

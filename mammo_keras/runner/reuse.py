@@ -1,0 +1,118 @@
+"""A results folder is resumed only under the protocol that made it.
+
+`mammo-keras reproduce` reuses every finished part (fold, hold-out test) and split file it finds
+under `--results`, so that a killed run restarts where it stopped. They are reused by their files
+alone, so a run whose protocol changed in between (`--set n_splits=3`, other epochs, another seed,
+a changed config) would mix parts of two protocols in one table. Each dataset folder and each row
+folder therefore records the protocol it was made under (`protocol.json`: the split settings, and
+the row's plan), and `check_reusable` refuses a run whose plan differs from a record, naming the
+folder and what differs, before anything is trained. Folders of runs made before these records
+are held against the results folder's previous plan.json.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RECORD = "protocol.json"
+PLAN_LEVEL = ("kind", "split", "epoch_scale", "deterministic")
+"""The plan keys every row's parts and the split files depend on."""
+ROW_IGNORED = ("label", "paper_row")
+"""Row keys that describe the row without changing what it trains or predicts."""
+
+
+def _normalised(value):
+    from mammo_keras.plan import _jsonable
+
+    return json.loads(json.dumps(_jsonable(value)))
+
+
+def dataset_protocol(plan: dict) -> dict:
+    """What a dataset folder's split files and parts depend on: the split settings, the epochs' scale,
+    op determinism and the test-time augmentation of the saved predictions."""
+    entry = {key: plan.get(key) for key in PLAN_LEVEL}
+    entry["tta"] = (plan.get("evaluation") or {}).get("tta")
+    return _normalised(entry)
+
+
+def row_protocol(row: dict) -> dict:
+    """What a row's parts depend on: its plan (model, options, weights, data chain, stages, selection)."""
+    return _normalised({key: value for key, value in row.items() if key not in ROW_IGNORED})
+
+
+def _has_results(folder: Path) -> bool:
+    return folder.is_dir() and any(child.name != RECORD for child in folder.iterdir())
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} cannot be read ({error}); it records the protocol of the results beside it. "
+                         "Remove the folder to start it over") from None
+
+
+def _difference(old: dict, new: dict) -> list[str]:
+    return [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+
+
+def check_reusable(out: str | Path, plan: dict) -> None:
+    """Refuse to run `plan` into `out` where a dataset or row folder holds results of another protocol.
+
+    Raises:
+        ValueError: naming each such folder with the plan keys that differ, and what to do.
+    """
+    out = Path(out)
+    previous = _read(out / "plan.json") if (out / "plan.json").is_file() else None
+    old_rows = {row.get("label"): row for row in (previous or {}).get("rows") or []}
+    level, stale = dataset_protocol(plan), []
+    for dataset in plan.get("datasets") or []:
+        folder = out / str(dataset)
+        if not _has_results(folder):
+            continue
+        if (folder / RECORD).is_file():
+            recorded = _read(folder / RECORD)
+        elif previous is not None:
+            recorded = dataset_protocol(previous)
+        else:
+            recorded = level  # made before any record: nothing to hold it against
+        differ = _difference(recorded, level)
+        if differ:
+            stale.append((folder, differ))
+            continue
+        for row in plan.get("rows") or []:
+            row_folder = folder / row["label"]
+            if not _has_results(row_folder):
+                continue
+            if (row_folder / RECORD).is_file():
+                recorded = _read(row_folder / RECORD)
+            elif row["label"] in old_rows:
+                recorded = row_protocol(old_rows[row["label"]])
+            else:
+                continue
+            differ = _difference(recorded, row_protocol(row))
+            if differ:
+                stale.append((row_folder, differ))
+    if stale:
+        lines = "; ".join(f"{folder}: {', '.join(differ)} differ" for folder, differ in stale[:8])
+        more = f" (and {len(stale) - 8} more folders)" if len(stale) > 8 else ""
+        raise ValueError(
+            f"{out} holds results made under another protocol than this run's plan ({lines}{more}); their "
+            "split files and finished parts would be reused under the new plan. Use another --results folder, "
+            f"or remove {'that folder' if len(stale) == 1 else 'those folders'} to train again")
+
+
+def record_dataset(folder: str | Path, plan: dict) -> None:
+    """Write the dataset folder's protocol record (before its split files are drawn)."""
+    from mammo_keras.fileio import atomic_write_json
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(folder) / RECORD, dataset_protocol(plan))
+
+
+def record_row(folder: str | Path, row: dict) -> None:
+    """Write the row folder's protocol record (before its parts are trained)."""
+    from mammo_keras.fileio import atomic_write_json
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(folder) / RECORD, row_protocol(row))
