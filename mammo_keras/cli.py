@@ -575,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="AUROC, AUPRC with 95%% CIs at image, breast and exam level, "
                                               "sensitivity/specificity, RSNA pF1, calibration",
                                 description="Score a predictions CSV at image, breast (image scores averaged per "
-                                            "patient and side) and exam level: AUROC and AUPRC with 95%% bootstrap "
+                                            "patient and side) and exam level: AUROC and AUPRC with 95% bootstrap "
                                             "CIs over patients, sensitivity/specificity, RSNA's pF1, calibration.")
     score.add_argument("predictions", metavar="PREDICTIONS.csv",
                        help="the package's predictions.csv, or a CSV with image_id, patient_id, laterality, "

@@ -36,6 +36,7 @@ def test_every_command_has_a_description(argv, capsys):
     assert usage.startswith(f"usage: mammo-keras {' '.join(argv)}")
     assert not description.startswith(("positional arguments", "options")), f"{argv}: no description"
     assert "dispatch" not in text and '"""' not in text
+    assert "%%" not in text, f"{argv}: a literal %% (argparse %-formats help strings, not descriptions)"
 
 
 def test_help_config_lists_every_field_with_its_type_default_and_comment(capsys):

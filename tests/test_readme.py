@@ -1,4 +1,4 @@
-"""The README's Python examples run as written (so the README stays true)."""
+"""The README's Python examples run as written and its config table is complete (so the README stays true)."""
 from __future__ import annotations
 
 import ast
@@ -68,3 +68,17 @@ def test_readme_listing_snippet_shows_the_registry():
     papers = {registered[n] for n in matched}
     assert papers == {"chougrad2018", "shen2017", "jain_levy", "coccomini2021"}
     assert matched == {n for n, p in registered.items() if p in papers}
+
+
+def test_readme_config_table_names_every_config():
+    """The README's table of configs names each one `mammo-keras reproduce --list` lists, and no other."""
+    from mammo_keras.config import list_configs
+
+    text = (REPO / "README.md").read_text()
+    start = text.index("| paper | configs (`experiments/<paper>/`)")
+    table = text[start:text.index("\n\n", start)]
+    named = set()
+    for line in table.splitlines()[2:]:
+        paper = line.split("|")[1].split()[0]
+        named.update(f"{paper}/{name}" for name in re.findall(r"`([a-z0-9_]+)`", line.split("|", 2)[2]))
+    assert named == set(list_configs())
