@@ -37,7 +37,7 @@ from mammo_keras.data.splits import fraction_of_patients
 from mammo_keras.evaluation.metrics import METRIC_NAMES, METRICS, auc, multiclass_accuracy
 from mammo_keras.evaluation.scoring import calibration, reliability_diagram
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
-from mammo_keras.models.inputs import as_model_input, positive_scores
+from mammo_keras.models.inputs import as_model_input, count, positive_scores
 from mammo_keras.training.fit import BACKUP_EVERY, augment_place, fit_stages, predict_fixed, wait_for_backup
 from mammo_keras.training.contrastive import Pretraining, unlabelled_rows
 from mammo_keras.training.stages import Stage
@@ -301,6 +301,7 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
         explain(model, fitted.transform(images[test_rows]), predictions, out)
     atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
     (out / PRETRAINED_FILE).unlink(missing_ok=True)  # the whole model's weights: kept only to resume
+    (out / PRETRAINED_RECORD).unlink(missing_ok=True)
     (out / OFFLINE_FILE).unlink(missing_ok=True)  # the part's offline copies, made again if it reruns
     if spec.backup:
         wait_for_backup(out / "backup" / "backup.npz")  # the last stage's end, written while predicting
@@ -312,6 +313,7 @@ def train_and_test(build_model: Callable[[], keras.Model], images: np.ndarray, i
 
 
 PRETRAINED_FILE = "pretrained.weights.h5"
+PRETRAINED_RECORD = "pretrained.json"  # what the saved encoder was pretrained on: reused only for the same
 OFFLINE_FILE = "offline_copies.npy"  # a part's offline-augmented training items, read per batch
 
 
@@ -321,16 +323,31 @@ def pretrain_part(model: keras.Model, x_fit, spec: TrainSpec, out: Path, *, seed
     start from the same state either way."""
     from mammo_keras.training.contrastive import pretrain
 
-    saved = out / PRETRAINED_FILE
-    if saved.is_file():
+    saved, record = out / PRETRAINED_FILE, out / PRETRAINED_RECORD
+    made_by = {"pretraining": json.loads(json.dumps(dataclasses.asdict(spec.pretrain), default=str)),
+               "seed": int(seed), "items": count(x_fit), "items_sha256": _items_digest(x_fit)}
+    if saved.is_file() and record.is_file() and json.loads(record.read_text()) == made_by:
         model.load_weights(str(saved))
-    else:
+    else:  # none yet, or one pretrained on other items or settings (a part whose split changed): never reused
         out.mkdir(parents=True, exist_ok=True)
         pretrain(model, as_model_input(x_fit, model), spec.pretrain, seed=seed, log_csv=out / "pretrain_log.csv")
         partial = out / f".{PRETRAINED_FILE}.partial.weights.h5"
         model.save_weights(str(partial))
+        atomic_write_json(record, made_by)
         partial.replace(saved)
     seed_everything(seed, deterministic=spec.deterministic)
+
+
+def _items_digest(items, chunk: int = 256) -> str:
+    """SHA-256 of the items' values, read `chunk` at a time (lazy rows too): which items were pretrained on."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for start in range(0, count(items), chunk):
+        part = np.ascontiguousarray(np.asarray(items[start:start + chunk], dtype=np.float32))
+        digest.update(str(part.shape[1:]).encode())
+        digest.update(part.tobytes())
+    return digest.hexdigest()
 
 
 CARD_METRICS = ("accuracy", "auc")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import keras
@@ -188,6 +189,27 @@ def test_a_part_pretrains_on_its_fit_items_and_a_resumed_part_reuses_the_saved_e
     pd.testing.assert_frame_equal(resumed, clean)
     plain = _fold(tmp_path / "plain", resume_task.SPEC)
     assert not np.allclose(plain["score"], clean["score"])  # the pretraining changed what the part learned
+    assert not (tmp_path / "killed" / cv.PRETRAINED_RECORD).exists()
+
+
+def test_a_saved_encoder_pretrained_on_other_items_or_settings_is_pretrained_again(tmp_path, monkeypatch):
+    """Before: `pretrained.weights.h5` was loaded whatever it was pretrained on, so a part whose split had
+    changed (folds.csv removed, another seed) started from an encoder that had seen its test women."""
+    spec = dataclasses.replace(resume_task.SPEC, pretrain=Pretraining(epochs=1, batch_size=8))
+    images, _ = resume_task.task()
+    seen = []
+    real = contrastive.pretrain
+    monkeypatch.setattr(contrastive, "pretrain", lambda model, x, p, **kw: (seen.append(len(x)), real(model, x, p, **kw)))
+    out = tmp_path / "part"
+    cv.pretrain_part(resume_task.model(), images[:32], spec, out, seed=5)
+    cv.pretrain_part(resume_task.model(), images[:32], spec, out, seed=5)  # the same: loaded
+    assert seen == [32]
+    cv.pretrain_part(resume_task.model(), images[16:48], spec, out, seed=5)  # other items
+    cv.pretrain_part(resume_task.model(), images[16:48], spec, out, seed=6)  # another seed
+    longer = dataclasses.replace(spec, pretrain=Pretraining(epochs=2, batch_size=8))
+    cv.pretrain_part(resume_task.model(), images[16:48], longer, out, seed=6)  # other settings
+    assert seen == [32, 32, 32, 32]
+    assert json.loads((out / cv.PRETRAINED_RECORD).read_text())["pretraining"]["epochs"] == 2
 
 
 def test_unlabelled_items_of_a_parts_validation_and_test_patients_are_held_out(tmp_path, monkeypatch):
