@@ -34,7 +34,7 @@ import numpy as np
 
 from mammo_keras.config import ExperimentConfig, ModelRow
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: each row names its stage preset; model_summary lists the kernel initialisers
 UNTRAINED_WEIGHTS = ("weights", "patch_weights")
 
 
@@ -402,7 +402,8 @@ def selection_plan(config: ExperimentConfig) -> dict:
 
 
 def model_summary(model) -> dict:
-    """Layer and parameter counts, output width, dropout rates and the spread of the initial kernels."""
+    """Layer and parameter counts, output width, dropout rates, the kernels' initialisers and the spread
+    of the initial kernels."""
     import keras
 
     # Kernels of at least 10,000 values: their sample std is within about 0.7% of the initialiser's
@@ -417,7 +418,20 @@ def model_summary(model) -> dict:
                         if isinstance(layer, keras.layers.Dropout)},
             "dense_units": [int(layer.units) for layer in model.layers if isinstance(layer, keras.layers.Dense)],
             "head_input": _head_input(model),
+            "kernel_initializers": _kernel_initializers(model),
             "kernel_std_range": [round(min(stds), 5), round(max(stds), 5)] if stds else None}
+
+
+def _kernel_initializers(model) -> dict[str, int]:
+    """{initialiser class: layers} over the layers with a kernel (nested models included), as built:
+    the initialisation a paper states (Xavier, Gaussian) is then a plan value, not only a spread."""
+    counts: dict[str, int] = {}
+    for layer in model._flatten_layers(include_self=False):
+        initializer = getattr(layer, "kernel_initializer", None)
+        if initializer is not None and getattr(layer, "kernel", None) is not None:
+            name = type(initializer).__name__
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _head_input(model) -> str | None:

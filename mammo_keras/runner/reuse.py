@@ -29,15 +29,28 @@ def _normalised(value):
 
 def dataset_protocol(plan: dict) -> dict:
     """What a dataset folder's split files and parts depend on: the split settings, the epochs' scale,
-    op determinism and the test-time augmentation of the saved predictions."""
+    op determinism and the test-time augmentation of the saved predictions (and the plan's format)."""
     entry = {key: plan.get(key) for key in PLAN_LEVEL}
     entry["tta"] = (plan.get("evaluation") or {}).get("tta")
+    entry["plan_version"] = plan.get("plan_version")
     return _normalised(entry)
 
 
-def row_protocol(row: dict) -> dict:
+def row_protocol(row: dict, plan_version: int | None = None) -> dict:
     """What a row's parts depend on: its plan (model, options, weights, data chain, stages, selection)."""
-    return _normalised({key: value for key, value in row.items() if key not in ROW_IGNORED})
+    entry = {key: value for key, value in row.items() if key not in ROW_IGNORED}
+    entry["plan_version"] = plan_version
+    return _normalised(entry)
+
+
+def _same_where_both_say(old, new) -> bool:
+    """Equal in every key both hold (recursively): plans of two formats, a key one of them lacks
+    being a description added or dropped, not a protocol change."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return all(_same_where_both_say(old[key], new[key]) for key in set(old) & set(new))
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(_same_where_both_say(a, b) for a, b in zip(old, new))
+    return old == new
 
 
 def _has_results(folder: Path) -> bool:
@@ -53,6 +66,10 @@ def _read(path: Path) -> dict:
 
 
 def _difference(old: dict, new: dict) -> list[str]:
+    """The keys whose values differ; across plan formats (`plan_version`), only in what both plans say."""
+    if old.get("plan_version") != new.get("plan_version"):
+        return [key for key in sorted((set(old) & set(new)) - {"plan_version"})
+                if not _same_where_both_say(old[key], new[key])]
     return [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
 
@@ -87,10 +104,10 @@ def check_reusable(out: str | Path, plan: dict) -> None:
             if (row_folder / RECORD).is_file():
                 recorded = _read(row_folder / RECORD)
             elif row["label"] in old_rows:
-                recorded = row_protocol(old_rows[row["label"]])
+                recorded = row_protocol(old_rows[row["label"]], previous.get("plan_version"))
             else:
                 continue
-            differ = _difference(recorded, row_protocol(row))
+            differ = _difference(recorded, row_protocol(row, plan.get("plan_version")))
             if differ:
                 stale.append((row_folder, differ))
     if stale:
@@ -110,9 +127,9 @@ def record_dataset(folder: str | Path, plan: dict) -> None:
     atomic_write_json(Path(folder) / RECORD, dataset_protocol(plan))
 
 
-def record_row(folder: str | Path, row: dict) -> None:
+def record_row(folder: str | Path, row: dict, plan_version: int | None) -> None:
     """Write the row folder's protocol record (before its parts are trained)."""
     from mammo_keras.fileio import atomic_write_json
 
     Path(folder).mkdir(parents=True, exist_ok=True)
-    atomic_write_json(Path(folder) / RECORD, row_protocol(row))
+    atomic_write_json(Path(folder) / RECORD, row_protocol(row, plan_version))

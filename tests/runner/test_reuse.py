@@ -10,7 +10,7 @@ import pytest
 from mammo_keras.cli import main
 from mammo_keras.runner.reuse import check_reusable, record_dataset, record_row
 
-PLAN = {"kind": "cv", "datasets": ["mias"], "epoch_scale": 0.5, "deterministic": True,
+PLAN = {"plan_version": 2, "kind": "cv", "datasets": ["mias"], "epoch_scale": 0.5, "deterministic": True,
         "split": {"kind": "cv", "seed": 0, "n_splits": 5}, "evaluation": {"tta": None, "metrics": ["auc"]},
         "rows": [{"label": "cnn", "paper_row": None, "model": "m", "stages": [{"name": "train", "epochs": 20}]},
                  {"label": "other", "model": "m2", "stages": [{"name": "train", "epochs": 3}]}]}
@@ -27,7 +27,7 @@ def _finished(folder):
 
 def test_the_same_protocol_resumes_and_a_changed_row_or_split_is_refused(tmp_path):
     record_dataset(tmp_path / "mias", PLAN)
-    record_row(tmp_path / "mias" / "cnn", PLAN["rows"][0])
+    record_row(tmp_path / "mias" / "cnn", PLAN["rows"][0], PLAN.get("plan_version"))
     _finished(tmp_path / "mias" / "cnn")
     check_reusable(tmp_path, PLAN)  # a killed run started again
     # the metrics and the row's paper number are read from the predictions later: not a change
@@ -76,3 +76,19 @@ def test_reproduce_refuses_to_resume_a_run_under_other_folds_and_keeps_its_resul
     assert "phantom: split differ" in capsys.readouterr().err
     assert (out / "table.csv").read_text() == table  # nothing of the first run lost
     assert json.loads((out / "plan.json").read_text())["split"]["n_splits"] == 2
+
+
+def test_plans_of_two_formats_are_compared_in_what_both_say(tmp_path):
+    """A newer package's plan adds descriptions (keys) an older record lacks: not a protocol change; a
+    value both say differently still is."""
+    record_dataset(tmp_path / "mias", PLAN)
+    record_row(tmp_path / "mias" / "cnn", PLAN["rows"][0], PLAN["plan_version"])
+    _finished(tmp_path / "mias" / "cnn")
+    described = {**PLAN["rows"][0], "stage_preset": "mias_scratch",
+                 "stages": [{"name": "train", "epochs": 20, "batchnorm": {"precise": None}}]}
+    newer = _with(PLAN, plan_version=3, rows=[described, PLAN["rows"][1]])
+    check_reusable(tmp_path, newer)
+    with pytest.raises(ValueError, match=r"mias/cnn: stages differ"):
+        check_reusable(tmp_path, _with(newer, rows=[{**described, "stages": [{"name": "train", "epochs": 30}]}]))
+    with pytest.raises(ValueError, match=r"mias/cnn: stage_preset, stages differ"):  # the same format: every key counts
+        check_reusable(tmp_path, _with(PLAN, rows=[described, PLAN["rows"][1]]))
