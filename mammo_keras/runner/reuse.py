@@ -17,6 +17,8 @@ from pathlib import Path
 RECORD = "protocol.json"
 PLAN_LEVEL = ("kind", "split", "epoch_scale", "deterministic")
 """The plan keys every row's parts and the split files depend on."""
+SPLIT_PER_ROW = ("train_fractions",)
+"""Split keys that describe rows (a learning curve's shares of each fold's patients), not the folds."""
 ROW_IGNORED = ("label", "paper_row")
 """Row keys that describe the row without changing what it trains or predicts."""
 
@@ -31,6 +33,8 @@ def dataset_protocol(plan: dict) -> dict:
     """What a dataset folder's split files and parts depend on: the split settings, the epochs' scale,
     op determinism and the test-time augmentation of the saved predictions (and the plan's format)."""
     entry = {key: plan.get(key) for key in PLAN_LEVEL}
+    if isinstance(entry["split"], dict):  # the learning curve's shares are rows' (each row's plan has its own)
+        entry["split"] = {key: value for key, value in entry["split"].items() if key not in SPLIT_PER_ROW}
     entry["tta"] = (plan.get("evaluation") or {}).get("tta")
     entry["plan_version"] = plan.get("plan_version")
     return _normalised(entry)
