@@ -12,6 +12,7 @@ are held against the results folder's previous plan.json.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 RECORD = "protocol.json"
@@ -40,11 +41,29 @@ def dataset_protocol(plan: dict) -> dict:
     return _normalised(entry)
 
 
+AUTO_NAME = re.compile(r"^(conv2d|batch_normalization|activation|max_pooling2d|average_pooling2d|"
+                       r"global_average_pooling2d|global_max_pooling2d|concatenate|dense|dropout|add|flatten|"
+                       r"input_layer|zero_padding2d|re_lu|lambda|rescaling|normalization|functional|sequential)_\d+$")
+"""Keras' automatic layer names (`conv2d_93`): numbered per process, so the same model built twice in one
+session (a notebook, the tests) has other numbers; compared by their stem."""
+
+
+def _without_auto_numbers(value):
+    if isinstance(value, dict):
+        return {_without_auto_numbers(key): _without_auto_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_auto_numbers(item) for item in value]
+    if isinstance(value, str):
+        return AUTO_NAME.sub(r"\1", value)
+    return value
+
+
 def row_protocol(row: dict, plan_version: int | None = None) -> dict:
-    """What a row's parts depend on: its plan (model, options, weights, data chain, stages, selection)."""
+    """What a row's parts depend on: its plan (model, options, weights, data chain, stages, selection),
+    Keras' automatic layer numbers left out."""
     entry = {key: value for key, value in row.items() if key not in ROW_IGNORED}
     entry["plan_version"] = plan_version
-    return _normalised(entry)
+    return _without_auto_numbers(_normalised(entry))
 
 
 def _same_where_both_say(old, new) -> bool:

@@ -92,3 +92,19 @@ def test_plans_of_two_formats_are_compared_in_what_both_say(tmp_path):
         check_reusable(tmp_path, _with(newer, rows=[{**described, "stages": [{"name": "train", "epochs": 30}]}]))
     with pytest.raises(ValueError, match=r"mias/cnn: stage_preset, stages differ"):  # the same format: every key counts
         check_reusable(tmp_path, _with(PLAN, rows=[described, PLAN["rows"][1]]))
+
+
+def test_keras_automatic_layer_numbers_are_not_a_protocol_change(tmp_path):
+    """InceptionV3's layers are named conv2d_93 ... by a per-process counter: built again in the same
+    session (the second `reproduce` of a notebook or a test) the numbers differ, the network does not."""
+    row = {"label": "cnn", "model": "m", "stages": [{"name": "train", "layers": [{"name": "conv2d_12"},
+                                                                             {"name": "block1_conv1"}]}]}
+    plan = _with(PLAN, rows=[row])
+    record_dataset(tmp_path / "mias", plan)
+    record_row(tmp_path / "mias" / "cnn", row, plan["plan_version"])
+    _finished(tmp_path / "mias" / "cnn")
+    renumbered = {**row, "stages": [{"name": "train", "layers": [{"name": "conv2d_106"}, {"name": "block1_conv1"}]}]}
+    check_reusable(tmp_path, _with(plan, rows=[renumbered]))
+    renamed = {**row, "stages": [{"name": "train", "layers": [{"name": "conv2d_12"}, {"name": "block1_conv2"}]}]}
+    with pytest.raises(ValueError, match="stages differ"):
+        check_reusable(tmp_path, _with(plan, rows=[renamed]))
