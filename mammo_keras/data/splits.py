@@ -192,6 +192,19 @@ def reuse_split(table: pd.DataFrame, source: pd.DataFrame, *, fractions: Sequenc
     return assigned, n_new
 
 
+def moved_patients(saved: pd.DataFrame, drawn: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """Patients that a new draw (`drawn`: patient_id, split) puts in another part than a saved split:
+    {patient: (saved part, drawn part)}. Patients in only one of the two are not moved."""
+    def by_patient(table: pd.DataFrame) -> pd.Series:
+        return table.assign(patient_id=table["patient_id"].astype(str)).drop_duplicates("patient_id") \
+            .set_index("patient_id")["split"].astype(str)
+
+    before, after = by_patient(saved), by_patient(drawn)
+    shared = before.index.intersection(after.index)
+    changed = shared[(before[shared] != after[shared]).to_numpy()]
+    return {patient: (before[patient], after[patient]) for patient in sorted(changed)}
+
+
 TRAINED_PARTS = ("train", "val")  # the parts a saved model learned from (val: its epoch selection)
 
 
@@ -414,7 +427,7 @@ def load_assignments(path: str | Path) -> pd.DataFrame:
 
 
 __all__ = ["LeakageError", "OFFICIAL_COLUMN", "SPLIT_NAMES", "balance_parts", "check_no_leakage",
-           "check_official_sides", "load_assignments", "official_leaks", "official_split",
+           "check_official_sides", "load_assignments", "moved_patients", "official_leaks", "official_split",
            "official_summary", "patient_kfold", "reuse_split", "save_assignments", "train_val_test", "upstream_leaks"]
 
 

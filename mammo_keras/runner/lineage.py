@@ -12,6 +12,9 @@ table's: a hold-out or transfer row's split.csv (its train and val parts), a cro
 folds.csv (a `fold_<k>/` model learned from every patient outside fold k; any other file of the row,
 from all of them). A row that passes keeps what it started from in upstream_patients.csv, so a row
 starting from *it* is checked against the whole chain (Table 4 -> model averaging -> Table 1).
+
+A dataset's saved split is not redrawn under finished work either (`check_split_kept`): rows reused
+as "done earlier" were trained on the saved one, and chained tables read it.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mammo_keras.data.splits import LeakageError, load_assignments, upstream_leaks
+from mammo_keras.data.splits import LeakageError, load_assignments, moved_patients, upstream_leaks
 from mammo_keras.fileio import atomic_write_text
 
 UPSTREAM_FILE = "upstream_patients.csv"  # patient_id, part, source: who a row's starting model learned from
@@ -135,3 +138,32 @@ def check_references(job, refs: dict[str, dict], results_dir: str | Path) -> Non
     record = trained.assign(patient_id=trained["patient_id"].astype(str))[["patient_id", "part", "source"]]
     job.folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(job.folder / UPSTREAM_FILE, record.drop_duplicates().to_csv(index=False))
+
+
+def kept_work(folder: Path) -> list[str]:
+    """The rows under a dataset's results folder that finished (a predictions.csv) or have training state
+    to resume from (a backup): work that was made with the folder's saved split."""
+    marks = [*folder.glob("*/**/predictions.csv"), *folder.glob("*/**/backup/backup.npz")]
+    return sorted({mark.relative_to(folder).parts[0] for mark in marks})
+
+
+def check_split_kept(path: Path, drawn: pd.DataFrame) -> None:
+    """Refuse to replace a dataset's saved split (`path`) by one that moves patients between parts while
+    rows beside it were made with the saved one; with no such rows, replacing it is harmless."""
+    if not path.is_file():
+        return
+    moved = moved_patients(load_assignments(path), drawn)
+    work = kept_work(path.parent) if moved else []
+    if not work:
+        return
+    shown = "; ".join(f"{patient} ({before} -> {after})" for patient, (before, after) in list(moved.items())[:SHOWN])
+    more = f" and {len(moved) - SHOWN} more" if len(moved) > SHOWN else ""
+    rows = ", ".join(work[:SHOWN]) + (f" and {len(work) - SHOWN} more" if len(work) > SHOWN else "")
+    raise LeakageError(path, f"the patient split drawn now puts {len(moved)} patients in another part than this "
+                             f"saved split: {shown}{more}; rows made with the saved split are kept beside it "
+                             f"({rows}) and would be reused as done, their models trained on women the new split "
+                             "tests on, and tables chained to this one (`split_from`, `results:` references) "
+                             "would test on them too. Something that decides the split changed (seed, fractions, "
+                             "max_items, the data files, the split it keeps). Use a new --results folder for "
+                             f"this run, or remove {path.parent} to start this dataset's rows over; to keep the "
+                             "finished rows, run with the settings that made them")

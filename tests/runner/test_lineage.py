@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from mammo_keras.config import load_config
-from mammo_keras.data.splits import LeakageError, save_assignments, upstream_leaks
+from mammo_keras.data.splits import LeakageError, load_assignments, moved_patients, save_assignments, upstream_leaks
 from mammo_keras.io import WEIGHTS_FILE
-from mammo_keras.runner.kinds import RowRun
+from mammo_keras.runner.kinds import RowRun, table_split
 from mammo_keras.runner.lineage import UPSTREAM_FILE, check_references, references, trained_patients
 
 PATIENTS = [f"p{number:02d}" for number in range(20)]
@@ -158,6 +158,52 @@ def test_shen_table2s_s1_row_is_checked_against_the_s1_classifiers_own_split(tmp
     job = job_of(table2, "resnet_resnet_s1", results, "cbis_ddsm", split)
     with pytest.raises(ValueError, match=r"learned from 2 of the patients.*p12 \(test here, train there\)"):
         check_references(job, references(job.row.options), results)
+
+
+def test_a_saved_split_is_not_redrawn_under_finished_rows(tmp_path):
+    """Finding 1's cause: rerunning table1 with another seed overwrote split.csv under its reused rows."""
+    results = tmp_path / "results"
+    out = results / "shen2017" / "table1"
+    data = types.SimpleNamespace(index=index_of(), absent="")
+    first = load_config("shen2017/table1", "tiny")
+    table_split(first, "phantom", data, out, results, lambda message: None)
+    saved = (out / "phantom" / "split.csv").read_text()
+    reseeded = load_config("shen2017/table1", "tiny", overrides={"seed": 3})
+    table_split(reseeded, "phantom", data, out, results, lambda message: None)  # nothing finished: redrawn
+    redrawn = (out / "phantom" / "split.csv").read_text()
+    assert redrawn != saved
+    done = out / "phantom" / "s10_vgg16_pretrained" / "test" / "predictions.csv"
+    done.parent.mkdir(parents=True)
+    done.write_text("item_id,score\n")
+    table_split(reseeded, "phantom", data, out, results, lambda message: None)  # the same draw: fine
+    with pytest.raises(ValueError) as error:
+        table_split(first, "phantom", data, out, results, lambda message: None)
+    message = str(error.value)
+    moved = moved_patients(load_assignments(out / "phantom" / "split.csv"), _draw(first, data))
+    assert f"puts {len(moved)} patients in another part" in message and moved
+    patient, (before, after) = next(iter(moved.items()))
+    assert f"{patient} ({before} -> {after})" in message
+    assert "(s10_vgg16_pretrained)" in message and "new --results folder" in message and "remove" in message
+    assert (out / "phantom" / "split.csv").read_text() == redrawn  # kept as the finished row's
+
+
+def _draw(config, data):
+    from mammo_keras.training.cv import holdout_split
+
+    return holdout_split(data.index, fractions=config.fractions, seed=config.seed)[0]
+
+
+def test_a_saved_split_is_not_redrawn_under_a_rows_training_backup(tmp_path):
+    results = tmp_path / "results"
+    out = results / "shen2017" / "table1"
+    data = types.SimpleNamespace(index=index_of(), absent="")
+    table_split(load_config("shen2017/table1", "tiny"), "phantom", data, out, results, lambda message: None)
+    backup = out / "phantom" / "s10_vgg16_pretrained" / "test" / "backup" / "backup.npz"
+    backup.parent.mkdir(parents=True)
+    backup.write_bytes(b"state")
+    with pytest.raises(ValueError, match="another part than this saved split"):
+        table_split(load_config("shen2017/table1", "tiny", overrides={"seed": 3}), "phantom", data, out, results,
+                    lambda message: None)
 
 
 @pytest.mark.usefixtures("isolated_cache")
