@@ -160,6 +160,33 @@ def test_shen_table2s_s1_row_is_checked_against_the_s1_classifiers_own_split(tmp
         check_references(job, references(job.row.options), results)
 
 
+def test_shen_table4_tiny_keeps_model_averagings_split_and_passes(tmp_path):
+    """Finding 3: at the tiny profile Table 4 fine-tunes model_averaging's phantom model on the same
+    phantom; with its own fresh split its test women were trained on upstream, with `split_from` not."""
+    results = tmp_path / "results"
+    data = types.SimpleNamespace(index=index_of(), absent="")
+    for config in (load_config("shen2017/table1", "tiny"), WHOLE):  # the chain's table-level splits
+        split, missing = table_split(config, "phantom", data, results / "shen2017" / config.table, results,
+                                     lambda message: None)
+        assert not missing
+    averaging = split
+    saved_row(results, "model_averaging", "phantom", "vgg_vgg", split=dict(zip(averaging.patient_id, averaging.split)))
+    table4 = load_config("shen2017/table4", "tiny")
+    assert table4.split_from == "shen2017/model_averaging" and not load_config("shen2017/table4", "paper").split_from
+    split, missing = table_split(table4, "phantom", data, results / "shen2017" / "table4", results,
+                                 lambda message: None)
+    assert not missing
+    for label in ("vgg_vgg_20p", "vgg_vgg_all"):
+        job = job_of(table4, label, results, "phantom", split)
+        check_references(job, references(job.row.options), results)
+    own = load_config("shen2017/table4", "tiny", overrides={"split_from": ""})  # before: a fresh split of its own
+    fresh = table_split(own, "phantom", data, tmp_path / "elsewhere", results, lambda message: None)[0]
+    with pytest.raises(ValueError, match=r"starts from a saved model.*give this config `split_from: "
+                                         r"shen2017/model_averaging`"):
+        check_references(job_of(own, "vgg_vgg_all", results, "phantom", fresh), references(own.models[-1].options),
+                         results)
+
+
 def test_a_saved_split_is_not_redrawn_under_finished_rows(tmp_path):
     """Finding 1's cause: rerunning table1 with another seed overwrote split.csv under its reused rows."""
     results = tmp_path / "results"
