@@ -109,13 +109,12 @@ def check_references(job, refs: dict[str, dict], results_dir: str | Path) -> Non
     from learned from; otherwise record that model's patients beside the row (UPSTREAM_FILE)."""
     if not refs:
         return
-    trained = pd.concat([trained_patients(reference, results_dir, job.dataset).assign(option=key)
-                         for key, reference in refs.items()], ignore_index=True)
+    trained = pd.concat([trained_patients(reference, results_dir, job.dataset) for reference in refs.values()],
+                        ignore_index=True)
     evaluated, decided = evaluated_patients(job)
     leaks = upstream_leaks(evaluated, trained)
     if len(leaks):
-        first = trained.assign(patient_id=trained["patient_id"].astype(str))
-        sources = sorted(set(first.loc[first["patient_id"].isin(leaks["patient_id"]), "source"]))
+        sources = sorted(set(trained.loc[trained["patient_id"].isin(leaks["patient_id"]), "source"]))
         options = ", ".join(f"`{key}` = {reference['results']} row {reference['row']}"
                             for key, reference in refs.items())
         shown = "; ".join(f"{row.patient_id} ({row.part} here, {row.trained_part} there)"
@@ -135,9 +134,8 @@ def check_references(job, refs: dict[str, dict], results_dir: str | Path) -> Non
                                        f"tests on: {shown}{more}. Its scores would be on women its starting model "
                                        f"has seen. The starting model's split: {splits}; this row's: {decided}. "
                                        f"{advice}")
-    record = trained.assign(patient_id=trained["patient_id"].astype(str))[["patient_id", "part", "source"]]
     job.folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(job.folder / UPSTREAM_FILE, record.drop_duplicates().to_csv(index=False))
+    atomic_write_text(job.folder / UPSTREAM_FILE, trained.drop_duplicates().to_csv(index=False))
 
 
 def kept_work(folder: Path) -> list[str]:
