@@ -157,7 +157,8 @@ def check_split_kept(path: Path, drawn: pd.DataFrame) -> None:
     shown = "; ".join(f"{patient} ({before} -> {after})" for patient, (before, after) in list(moved.items())[:SHOWN])
     more = f" and {len(moved) - SHOWN} more" if len(moved) > SHOWN else ""
     rows = ", ".join(work[:SHOWN]) + (f" and {len(work) - SHOWN} more" if len(work) > SHOWN else "")
-    raise LeakageError(path, f"the patient split drawn now puts {len(moved)} patients in another part than this "
+    raise LeakageError(path, f"the patient split drawn now puts {len(moved)} patient{'s' if len(moved) > 1 else ''} "
+                             "in another part than this "
                              f"saved split: {shown}{more}; rows made with the saved split are kept beside it "
                              f"({rows}) and would be reused as done, their models trained on women the new split "
                              "tests on, and tables chained to this one (`split_from`, `results:` references) "
