@@ -250,12 +250,32 @@ class ExperimentConfig:
         if self.kind == "transfer":
             if not self.test_dataset:
                 raise ValueError(f"{self.source}: kind 'transfer' needs `test_dataset`")
-            if self.test_dataset in self.datasets and not self.test_dataset_options:
-                raise ValueError(f"{self.source}: test_dataset {self.test_dataset!r} is also a training "
-                                 "dataset; an independent test needs other data (or other "
-                                 "`test_dataset_options`, e.g. another phantom seed)")
+            self._check_independent_test()
 
         self._check_ranges()
+
+    def _check_independent_test(self) -> None:
+        """A transfer's test set must be other women than its training sets: another dataset under any of
+        its names (`mini-mias` is `mias`, `ddsm` is `cbis_ddsm`), or a generated one drawn with another
+        seed. Another lesion type (`test_abnormality`) or other reader options of a real dataset keep the
+        same women."""
+        from mammo_keras.vocabulary import GENERATED_DATASETS, dataset_key
+
+        test = dataset_key(self.test_dataset)
+        trained = [name for name in self.datasets if dataset_key(name) == test]
+        if not trained:
+            return
+        own = next((dict(options or {}) for key, options in self.dataset_options.items() if dataset_key(key) == test), {})
+        default_seed = 0  # data.phantom.DEFAULTS
+        if (test in GENERATED_DATASETS and "seed" in self.test_dataset_options
+                and self.test_dataset_options["seed"] != own.get("seed", default_seed)):
+            return
+        raise ValueError(f"{self.source}: test_dataset {self.test_dataset!r} is also a training dataset "
+                         f"({trained[0]!r}: the same women); an independent test needs other women: another "
+                         f"dataset, or for a generated one ({', '.join(GENERATED_DATASETS)}) another `seed` in "
+                         "`test_dataset_options`. Another lesion type (`test_abnormality`) or other reader options "
+                         f"do not make other women. Received: datasets={list(self.datasets)}, "
+                         f"test_dataset={self.test_dataset!r}, test_dataset_options={self.test_dataset_options!r}")
 
     def _check_ranges(self) -> None:
         """Numbers and names a run would otherwise meet only after reading and preparing the data (or

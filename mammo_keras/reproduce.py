@@ -7,7 +7,9 @@ selector that matches nothing or an input too small for a network stops the run 
 and prepares the datasets through the config's kind (`runner.kinds`), runs every (dataset, row),
 and writes the tables, plots and run record (`runner.report`). Rows whose dataset is absent say
 where it was looked for and carry the paper's number alone; rows whose earlier run (a chained
-table), local weights file or ensemble members are missing say which command to run first.
+table), local weights file or ensemble members are missing say which command to run first. A row
+that starts from another run's saved model is refused, naming the patients, when it would validate
+or test on women that model learned from (`runner.lineage`).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from mammo_keras.data import check_data_dir
 from mammo_keras.runner import report
 from mammo_keras.runner.inputs import check_found
 from mammo_keras.runner.kinds import RowRun, kind_for_row, kind_of
+from mammo_keras.runner.lineage import check_references, references
 from mammo_keras.runner.paper import reported_value, row_table
 from mammo_keras.runner.reuse import check_reusable, record_dataset, record_row
 from mammo_keras.runner.rows import describe_weights, expand_options, resolve_results
@@ -70,6 +73,7 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
             else:
                 progress(f"{dataset} / {row.label}: {kind_for_row(kind, row).name}")
                 job = RowRun(config, row, dataset, data, out / dataset, options, progress, split, test_inputs)
+                check_references(job, references(row.options), results_dir)  # before it trains or is reused
                 if row.label in plans:  # every row is planned; kept safe for rows a kind adds
                     record_row(job.folder, plans[row.label], plan["plan_version"])
                 _, outcome = kind_for_row(kind, row).run(job)

@@ -57,3 +57,21 @@ METRIC_NAMES = ("accuracy", "auc", "sensitivity", "specificity", "precision", "r
 
 ABNORMALITIES = ("mass", "calcification", "distortion", "asymmetry", "other", "normal")
 """Lesion types of the records table (`data.records`); a config's `abnormality` keeps one of them."""
+
+DATASET_ALIASES = {"mini-mias": "mias", "mini_mias": "mias", "all-mias": "mias", "cbis-ddsm": "cbis_ddsm",
+                   "ddsm": "cbis_ddsm", "cocc_npy": "cocc", "coccomini": "cocc", "vindr-mammo": "vindr_mammo",
+                   "vindr": "vindr_mammo", "rsna-screening": "rsna_screening", "rsna": "rsna_screening",
+                   "rsna-breast-cancer-detection": "rsna_screening"}
+"""Other spellings of the datasets' names (lower case), so the config layer can tell that two names are
+one dataset (a transfer's test set among its training sets) without importing the readers; held
+equal to the reader registry's aliases by tests/data/test_dataset_names.py."""
+
+GENERATED_DATASETS = ("phantom",)
+"""Datasets drawn by a generator: another `seed` is other (synthetic) women."""
+
+
+def dataset_key(name: str) -> str:
+    """The registered name of a dataset from any of its spellings (`data.canonical_name` without the
+    registry): `mini-MIAS` -> mias, `ddsm` -> cbis_ddsm; an unknown name comes back in lower case."""
+    lower = str(name).lower()
+    return DATASET_ALIASES.get(lower, lower)

@@ -192,6 +192,47 @@ def reuse_split(table: pd.DataFrame, source: pd.DataFrame, *, fractions: Sequenc
     return assigned, n_new
 
 
+def moved_patients(saved: pd.DataFrame, drawn: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """Patients that a new draw (`drawn`: patient_id, split) puts in another part than a saved split:
+    {patient: (saved part, drawn part)}. Patients in only one of the two are not moved."""
+    def by_patient(table: pd.DataFrame) -> pd.Series:
+        return table.assign(patient_id=table["patient_id"].astype(str)).drop_duplicates("patient_id") \
+            .set_index("patient_id")["split"].astype(str)
+
+    before, after = by_patient(saved), by_patient(drawn)
+    shared = before.index.intersection(after.index)
+    changed = shared[(before[shared] != after[shared]).to_numpy()]
+    return {patient: (before[patient], after[patient]) for patient in sorted(changed)}
+
+
+TRAINED_PARTS = ("train", "val")  # the parts a saved model learned from (val: its epoch selection)
+
+
+def upstream_leaks(evaluated: pd.DataFrame, trained: pd.DataFrame) -> pd.DataFrame:
+    """The patients a row validates or tests on that the model it starts from learned from.
+
+    `evaluated`: patient_id, part ("val" or "test") of the row; `trained`: patient_id, part ("train"
+    or "val") of the split the starting model was trained on. A test patient may be in neither of
+    that model's parts (its weights were fitted or selected on her); a validation patient may not be
+    in its training part, but may be in its validation part: a chain that keeps one split (Shen's
+    whole-image tables on the patch classifier's) validates on the same women throughout, and they
+    are never scored as test.
+
+    Returns:
+        patient_id, part (here) and trained_part (there) of every such patient, sorted by patient.
+    """
+    def strictest(table: pd.DataFrame, order: dict) -> pd.DataFrame:  # one row per patient, its strictest part
+        return (table.assign(patient_id=table["patient_id"].astype(str), order=table["part"].map(order).fillna(9))
+                .sort_values(["patient_id", "order"], kind="stable").drop_duplicates("patient_id"))
+
+    there = strictest(trained, {"train": 0, "val": 1}).set_index("patient_id")["part"]
+    here = strictest(evaluated[["patient_id", "part"]], {"test": 0, "val": 1})[["patient_id", "part"]]
+    found = here.assign(trained_part=here["patient_id"].map(there))
+    bad = ((found["part"] == "test") & found["trained_part"].isin(TRAINED_PARTS)) | \
+          ((found["part"] != "test") & (found["trained_part"] == "train"))
+    return found[bad].sort_values("patient_id").reset_index(drop=True)
+
+
 def official_split(table: pd.DataFrame, *, val_fraction: float, seed: int, label: str = "pathology",
                    column: str = OFFICIAL_COLUMN, origin: str | None = None) -> pd.DataFrame:
     """Assign `split` from the dataset's own train/test column: its test rows are the test part, and
@@ -386,8 +427,8 @@ def load_assignments(path: str | Path) -> pd.DataFrame:
 
 
 __all__ = ["LeakageError", "OFFICIAL_COLUMN", "SPLIT_NAMES", "balance_parts", "check_no_leakage",
-           "check_official_sides", "load_assignments", "official_leaks", "official_split", "official_summary", "patient_kfold",
-           "reuse_split", "save_assignments", "train_val_test"]
+           "check_official_sides", "load_assignments", "moved_patients", "official_leaks", "official_split",
+           "official_summary", "patient_kfold", "reuse_split", "save_assignments", "train_val_test", "upstream_leaks"]
 
 
 

@@ -113,8 +113,8 @@ def load_inputs(config: ExperimentConfig, dataset: str, data_dir: str | Path | N
     progress(f"{name}: {len(index)} items ({index['label'].value_counts().sort_index().to_dict()}) "
              f"from {index['patient_id'].nunique()} patients{' [SYNTHETIC phantom data]' if synthetic else ''}")
     if tag:  # items of a second reading of one source (another phantom seed) get their own ids
-        index = index.assign(patient_id=name + tag + ":" + index["patient_id"].astype(str),
-                             item_id=name + tag + ":" + index["item_id"].astype(str))
+        index = index.assign(**{column: name + tag + ":" + index[column].astype(str)
+                                for column in ("patient_id", "item_id", "image_id") if column in index})
     return DatasetInputs(name, images, index, report.data_fingerprint, synthetic, root=root)
 
 

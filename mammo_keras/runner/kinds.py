@@ -351,8 +351,12 @@ def table_split(config: ExperimentConfig, dataset: str, data: DatasetInputs, out
     With `split_from`, the earlier run's split of the same dataset is kept (chained tables: a
     whole-image test patient may not sit in the part the patch classifier trained on). Returns
     (patient_id, split) or None with the reason when the earlier run has not been made.
+
+    A saved split.csv that the new draw contradicts (a patient in another part) is not overwritten
+    while rows made with it are kept beside it (`lineage.check_split_kept` raises, naming them).
     """
     from mammo_keras.data.splits import load_assignments, save_assignments
+    from mammo_keras.runner.lineage import check_split_kept
     from mammo_keras.training.cv import holdout_split
 
     source = None
@@ -365,6 +369,7 @@ def table_split(config: ExperimentConfig, dataset: str, data: DatasetInputs, out
     split, new = holdout_split(data.index, fractions=config.fractions, seed=config.seed, source=source,
                                balance_eval=config.balance_eval, official_val=config.official_val_fraction,
                                origin=dataset)
+    check_split_kept(out / dataset / "split.csv", split)  # finished rows were made with the saved one
     save_assignments(split, out / dataset / "split.csv")
     if source is not None:
         progress(f"{dataset}: patient split kept from {config.split_from} ({new} patients new to it)")

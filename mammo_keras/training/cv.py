@@ -473,19 +473,19 @@ def transfer(build_model: Callable[[], keras.Model], images: np.ndarray, index: 
     """Train on one dataset, test once on another (Chougrad's independent MIAS test).
 
     `val_fraction` of the training patients (stratified) steer early stopping; the test set is
-    never seen in training. The trained model is saved to out/test/model (JSON + HDF5 + .keras)
-    for later use, e.g. by a screening application. A finished run is reused.
+    never seen in training, and may share no item, image or patient with the training set
+    (`check_independent`, before training). The parts are saved as out/split.csv (`transfer_split`)
+    and the trained model to out/test/model (JSON + HDF5 + .keras) for later use, e.g. by a
+    screening application or a row that starts from it. A finished run is reused.
     """
     spec = as_spec(spec, **{"save_models": True, **options})
     out = Path(out)
     finished = _finished_test(out, progress, "independent test")
     if finished is not None:
         return finished
-    shared = set(index["item_id"].astype(str)) & set(test_index["item_id"].astype(str))
-    if shared:
-        raise ValueError(f"the test set shares {len(shared)} items with the training set "
-                         f"(first: {sorted(shared)[0]!r}); an independent test needs disjoint data")
-    inner = _inner_split(index.reset_index(drop=True), val_fraction, seed)
+    split = transfer_split(index, test_index, val_fraction=val_fraction, seed=seed)
+    save_assignments(split, out / "split.csv")  # who the saved model learned from (runner.lineage reads it)
+    inner = split["split"].to_numpy()[:len(index)]
     columns = [c for c in index.columns if c in test_index.columns]
     both = pd.concat([index[columns], test_index[columns]], ignore_index=True)
     joined = np.concatenate([np.asarray(images, np.float32), np.asarray(test_images, np.float32)])  # ROI sets
@@ -495,6 +495,35 @@ def transfer(build_model: Callable[[], keras.Model], images: np.ndarray, index: 
         test_rows=len(index) + np.arange(len(test_index)), fold=0, seed=seed, explain=explain)
     _report_test(progress, "independent test", metrics)
     return predictions.reset_index(drop=True)
+
+
+def check_independent(index: pd.DataFrame, test_index: pd.DataFrame) -> None:
+    """Raise ValueError when the test set shares an item, an image or a patient with the training set.
+
+    An independent test is on other women: the same patient's other lesion type (CBIS-DDSM's masses for
+    training and its calcifications for testing), another view, or another reading of the same images
+    is not one."""
+    for column, what in (("item_id", "items"), ("image_id", "images"), ("patient_id", "patients")):
+        if column not in index.columns or column not in test_index.columns:
+            continue
+        shared = sorted(set(index[column].astype(str)) & set(test_index[column].astype(str)))
+        if shared:
+            shown = ", ".join(repr(value) for value in shared[:5]) + (f" and {len(shared) - 5} more"
+                                                                      if len(shared) > 5 else "")
+            raise ValueError(f"the test set shares {len(shared)} {what} with the training set ({column}: {shown}); "
+                             "an independent test needs other women: test on another dataset (`test_dataset`), "
+                             "or on a phantom drawn with another seed (`test_dataset_options`)")
+
+
+def transfer_split(index: pd.DataFrame, test_index: pd.DataFrame, *, val_fraction: float, seed: int) -> pd.DataFrame:
+    """The parts of a transfer run (`transfer`): the training set's patients split train/val (patient-level,
+    stratified, `val_fraction`), then every test-set item as "test"; checked independent first
+    (`check_independent`). Columns item_id, image_id, patient_id, lesion_id (= item_id), split."""
+    check_independent(index, test_index)
+    inner = _inner_split(index.reset_index(drop=True), val_fraction, seed)
+    both = pd.concat([index.assign(split=inner), test_index.assign(split="test")], ignore_index=True)
+    ids = {column: both[column].astype(str) for column in ("item_id", "image_id", "patient_id") if column in both}
+    return pd.DataFrame({**ids, "lesion_id": both["item_id"].astype(str), "split": both["split"].to_numpy()})
 
 
 def _finished_test(out: Path, progress: Callable[[str], None] | None, what: str) -> pd.DataFrame | None:

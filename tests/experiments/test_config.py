@@ -42,6 +42,25 @@ def test_listing_and_errors(tmp_path):
     assert load_config(str(bad)).test_dataset == "inbreast"
 
 
+@pytest.mark.parametrize("overrides", [
+    {"datasets": ["mias"], "test_dataset": "mini-mias"},  # another spelling of the training set
+    {"test_dataset": "ddsm", "test_abnormality": "calcification"},  # CBIS-DDSM's other lesions, the same women
+    {"test_dataset": "cbis_ddsm", "test_dataset_options": {"subset": "x"}},  # reader options: the same women
+    {"datasets": ["phantom"], "test_dataset": "phantom", "test_dataset_options": {"seed": 0}},  # the same draw
+    {"datasets": ["phantom"], "dataset_options": {"phantom": {"seed": 7}}, "test_dataset": "phantom",
+     "test_dataset_options": {"seed": 7, "n_patients": 6}},
+])
+def test_a_transfer_test_set_is_other_women_under_any_name(overrides):
+    with pytest.raises(ValueError, match="is also a training dataset .*the same women"):
+        load_config("chougrad2018/mias_test", "paper", overrides=overrides)
+
+
+def test_a_phantom_drawn_with_another_seed_is_an_independent_test_set():
+    assert load_config("chougrad2018/mias_test", "tiny").test_dataset_options["seed"] == 7
+    load_config("chougrad2018/mias_test", "paper", overrides={"datasets": ["phantom"], "test_dataset": "phantom",
+                                                              "test_dataset_options": {"seed": 1}})
+
+
 @pytest.mark.parametrize("profile", ["tiny", "cpu", "paper"])
 @pytest.mark.parametrize("experiment", list_configs())
 def test_every_config_resolves_to_registered_parts(experiment, profile):

@@ -176,7 +176,8 @@ def test_transfer_trains_on_one_set_tests_on_another_and_saves_the_model(tmp_pat
 
     images, index = tiny_task(n_patients=16)
     test_images, test_index = tiny_task(n_patients=6, seed=5)
-    test_index = test_index.assign(item_id="t" + test_index["item_id"], patient_id="t" + test_index["patient_id"])
+    test_index = test_index.assign(item_id="t" + test_index["item_id"], image_id="t" + test_index["image_id"],
+                                   patient_id="t" + test_index["patient_id"])
     explained = []
     predictions = cv.transfer(tiny_model, images, index, test_images, test_index, STAGES, tmp_path / "run",
                               seed=2, explain=lambda model, imgs, preds, out: explained.append(len(imgs)))
@@ -192,6 +193,27 @@ def test_transfer_trains_on_one_set_tests_on_another_and_saves_the_model(tmp_pat
     pd.testing.assert_frame_equal(again, predictions, check_dtype=False)  # a finished run is reused
     with pytest.raises(ValueError, match="shares 12 items"):
         cv.transfer(tiny_model, images, index, test_images, index.iloc[:12], STAGES, tmp_path / "leak")
+    split = pd.read_csv(tmp_path / "run" / "split.csv", dtype=str)  # who the saved model learned from
+    assert set(split.loc[split["split"] != "test", "patient_id"]) == set(index["patient_id"])
+    assert set(split.loc[split["split"] == "test", "patient_id"]) == set(test_index["patient_id"])
+
+
+def test_transfer_refuses_a_test_set_of_the_same_women_before_training(tmp_path):
+    """Other items of the same patients (CBIS-DDSM's calcifications after training on its masses) or
+    the same images under other item ids are not an independent test."""
+    images, index = tiny_task(n_patients=16)
+
+    def never():
+        raise AssertionError("trained")
+
+    other_lesions = index.iloc[:6].assign(item_id="calc_" + index["item_id"].iloc[:6],
+                                          image_id="calc_" + index["image_id"].iloc[:6])
+    with pytest.raises(ValueError, match=r"shares 3 patients .*'p000', 'p001', 'p002'.*other women"):
+        cv.transfer(never, images, index, images[:6], other_lesions, STAGES, tmp_path / "a")
+    same_images = index.iloc[:4].assign(item_id="t" + index["item_id"].iloc[:4], patient_id="t" + index["patient_id"].iloc[:4])
+    with pytest.raises(ValueError, match="shares 4 images"):
+        cv.transfer(never, images, index, images[:4], same_images, STAGES, tmp_path / "b")
+    assert not (tmp_path / "a" / "test").exists() and not (tmp_path / "b" / "test").exists()
 
 
 def test_a_diverging_loss_stops_and_says_where(tmp_path):
