@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from mammo_keras.config import ExperimentConfig, ModelRow
+from mammo_keras.vocabulary import dataset_key
 
 PLAN_VERSION = 2  # 2: each row names its stage preset; model_summary lists the kernel initialisers
 UNTRAINED_WEIGHTS = ("weights", "patch_weights")
@@ -336,6 +337,15 @@ def _in_model_steps(model) -> list[dict]:
     return steps
 
 
+GROUPING_CAVEATS = {
+    "cocc": "the course arrays carry no patient ids: items are grouped by lesion pair, so one woman's "
+            "lesions can fall in two parts (data/cocc_npy.py)",
+    "vindr_mammo": "the release has no patient id beyond the exam: items are grouped by study, so two exams "
+                   "of one woman can fall in two parts (data/vindr_mammo.py)",
+}
+"""Datasets whose readers cannot group items by woman, and what they group by instead."""
+
+
 def split_plan(config: ExperimentConfig) -> dict:
     split = {"kind": config.kind, "group": "patient_id", "stratify": "label", "seed": config.seed}
     if config.kind == "cv":
@@ -372,6 +382,10 @@ def split_plan(config: ExperimentConfig) -> dict:
                     "the shares are nested; validation is drawn from the kept patients; the test folds are the "
                     "same for every share. P is about (n_splits - 1) / n_splits of the dataset's patients; the "
                     "run records each fold's count in learning_curve.csv and table.md"}
+    caveats = {dataset: GROUPING_CAVEATS[dataset_key(dataset)] for dataset in config.datasets
+               if dataset_key(dataset) in GROUPING_CAVEATS}
+    if caveats:  # "patient-level" is then only as good as the ids the dataset has
+        split["group_caveats"] = caveats
     split["rule"] = config.split
     split["reuses"] = config.split_from or None
     return split

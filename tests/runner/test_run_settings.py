@@ -79,3 +79,15 @@ def test_precise_bn_overrides_every_stage_of_every_row_and_only_where_set():
     assert not any(stage.precise_bn for row in off.models for stage in row_stages(off, row))
     with pytest.raises(ValueError, match="precise_bn"):
         load_config("chougrad2018/mias_cv", "cpu", overrides={"precise_bn": "yes"})
+
+
+def test_the_plan_says_where_patient_level_means_less():
+    """The cocc course arrays have no patient ids (a split groups lesion pairs) and VinDr-Mammo only study
+    ids: the plan's split says so for those datasets, and for no other."""
+    from mammo_keras.plan import split_plan
+
+    cocc = load_config("coccomini2021/table2", "paper", overrides={"datasets": ["cocc"]})
+    assert "no patient ids" in split_plan(cocc)["group_caveats"]["cocc"]
+    assert "group_caveats" not in split_plan(load_config("coccomini2021/table2", "paper"))
+    plan = render_markdown(compile_plan(load_config("chougrad2018/table2", "tiny", overrides={"rows": ["vgg16"]})))
+    assert "group_caveats" not in plan
