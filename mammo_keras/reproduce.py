@@ -74,8 +74,7 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
                 progress(f"{dataset} / {row.label}: {kind_for_row(kind, row).name}")
                 job = RowRun(config, row, dataset, data, out / dataset, options, progress, split, test_inputs)
                 check_references(job, references(row.options), results_dir)  # before it trains or is reused
-                if row.label in plans:  # every row is planned; kept safe for rows a kind adds
-                    record_row(job.folder, plans[row.label], plan["plan_version"])
+                record_row(job.folder, plans[row.label], plan["plan_version"])  # compile_plan plans every row
                 _, outcome = kind_for_row(kind, row).run(job)
                 result.status = outcome.pop("status", "ok")
                 result.extra.update(outcome.pop("extra", {}))

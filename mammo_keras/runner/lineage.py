@@ -30,6 +30,11 @@ UPSTREAM_FILE = "upstream_patients.csv"  # patient_id, part, source: who a row's
 SHOWN = 5  # patients named in a message
 
 
+def _first(items: list[str], separator: str) -> str:
+    """The first SHOWN items joined, with how many more there are."""
+    return separator.join(items[:SHOWN]) + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
+
+
 def references(options: dict) -> dict[str, dict]:
     """The row's options that name another run's saved file (`runner.rows.resolve_results`)."""
     return {key: value for key, value in options.items() if isinstance(value, dict) and "results" in value}
@@ -117,9 +122,8 @@ def check_references(job, refs: dict[str, dict], results_dir: str | Path) -> Non
         sources = sorted(set(trained.loc[trained["patient_id"].isin(leaks["patient_id"]), "source"]))
         options = ", ".join(f"`{key}` = {reference['results']} row {reference['row']}"
                             for key, reference in refs.items())
-        shown = "; ".join(f"{row.patient_id} ({row.part} here, {row.trained_part} there)"
-                          for row in leaks.head(SHOWN).itertuples())
-        more = f" and {len(leaks) - SHOWN} more" if len(leaks) > SHOWN else ""
+        shown = _first([f"{row.patient_id} ({row.part} here, {row.trained_part} there)"
+                        for row in leaks.itertuples()], "; ")
         splits = ", ".join(sources)
         kept = job.config.split_from
         advice = (f"This table keeps the patient split of {kept}, which is not the split the starting model was "
@@ -131,7 +135,7 @@ def check_references(job, refs: dict[str, dict], results_dir: str | Path) -> Non
                   "settings (seed, fractions, max_items, data files)")
         raise LeakageError(job.folder, f"row {job.row.label!r} on {job.dataset} starts from a saved model ({options}) "
                                        f"that learned from {len(leaks)} of the patients this row validates or "
-                                       f"tests on: {shown}{more}. Its scores would be on women its starting model "
+                                       f"tests on: {shown}. Its scores would be on women its starting model "
                                        f"has seen. The starting model's split: {splits}; this row's: {decided}. "
                                        f"{advice}")
     job.folder.mkdir(parents=True, exist_ok=True)
@@ -154,12 +158,11 @@ def check_split_kept(path: Path, drawn: pd.DataFrame) -> None:
     work = kept_work(path.parent) if moved else []
     if not work:
         return
-    shown = "; ".join(f"{patient} ({before} -> {after})" for patient, (before, after) in list(moved.items())[:SHOWN])
-    more = f" and {len(moved) - SHOWN} more" if len(moved) > SHOWN else ""
-    rows = ", ".join(work[:SHOWN]) + (f" and {len(work) - SHOWN} more" if len(work) > SHOWN else "")
+    shown = _first([f"{patient} ({before} -> {after})" for patient, (before, after) in moved.items()], "; ")
+    rows = _first(work, ", ")
     raise LeakageError(path, f"the patient split drawn now puts {len(moved)} patient{'s' if len(moved) > 1 else ''} "
                              "in another part than this "
-                             f"saved split: {shown}{more}; rows made with the saved split are kept beside it "
+                             f"saved split: {shown}; rows made with the saved split are kept beside it "
                              f"({rows}) and would be reused as done, their models trained on women the new split "
                              "tests on, and tables chained to this one (`split_from`, `results:` references) "
                              "would test on them too. Something that decides the split changed (seed, fractions, "

@@ -22,6 +22,7 @@ from mammo_keras.errors import TrainingDiverged
 from mammo_keras.fileio import atomic_write_text
 from mammo_keras.models.inputs import (PAIR_PARTS, as_model_input, as_targets, count, input_channels,  # noqa: F401
                                        positive_scores)
+from mammo_keras.training.batchnorm import PreciseBatchNorm, nested_batchnorm, recalibrated_layers, warn_if_stale
 from mammo_keras.training.distribute import ready_for_fit
 from mammo_keras.training.feature_cache import CachedFeatures, feature_dataset, frozen_cut
 from mammo_keras.training.stages import Stage, apply_l2, apply_trainable, make_optimizer, trainable_flags
@@ -282,8 +283,6 @@ def snapshot_epochs(total: int, snapshots: int | None) -> set[int] | None:
 def precise_batchnorm(model: keras.Model, images) -> keras.callbacks.Callback | None:
     """The callback of a `precise_bn` stage: BatchNorm statistics from the training items, unaugmented
     (None for a model without trainable BatchNorm layers: nothing to set, no pass to pay for)."""
-    from mammo_keras.training.batchnorm import PreciseBatchNorm, nested_batchnorm, recalibrated_layers
-
     if len(model.inputs) != 1:
         raise ValueError(f"precise_bn takes a model with one input. Received: {model.name} with "
                          f"{len(model.inputs)} inputs")
@@ -693,9 +692,8 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
         precise = precise_batchnorm(model, train[0]) if stage.precise_bn else None
         if precise is not None:  # before validation, early stopping and backups read the network
             callbacks.append(precise)
-        elif cut is None and not stage.precise_bn:
-            from mammo_keras.training.batchnorm import warn_if_stale
-
+        moving_averages = cut is None and not stage.precise_bn  # inference will read Keras' moving averages
+        if moving_averages:
             warn_if_stale(model, stage.name, steps, stage.epochs)
         if stage_validation is not None:  # first: the callbacks after it read its val_* numbers
             callbacks.append(ValidationMetrics(stage_validation[0], val[1], stage_validation[1]))
@@ -751,9 +749,7 @@ def fit_stages(model: keras.Model, stages: Sequence[Stage], train: tuple[np.ndar
         # Early stopping leaves the weights of its best epoch, which the next stage starts from.
         kept = done + stopping.best_epoch + 1 if stopping is not None and stopping.best_weights is not None \
             else len(rows)
-        if precise is None and cut is None and not stage.precise_bn and kept - done < stage.epochs:
-            from mammo_keras.training.batchnorm import warn_if_stale
-
+        if moving_averages and kept - done < stage.epochs:
             warn_if_stale(model, stage.name, steps, kept - done, restored=True)
         done = len(rows)
         if backup is not None:
