@@ -615,7 +615,7 @@ def compile_plan(config: ExperimentConfig, cache: dict | None = None) -> dict:
             "rows": [row_plan(config, row, cache) for row in config.models]}
     from mammo_keras.protocol import declared
 
-    plan["protocol"] = declared(config.paper)
+    plan["protocol"] = declared(config.paper, plan)
     return plan
 
 

@@ -107,16 +107,27 @@ def no_paper(folder: str) -> str:
     return " ".join(str(load(folder).get("no_paper") or "").split())
 
 
-def declared(paper: str) -> dict:
-    """The deviations and decisions a paper's plans and tables print (with the facts' texts)."""
-    protocol = load(paper)
+def declared(paper: str, plan: dict | None = None, experiments_dir: Path = EXPERIMENTS_DIR) -> dict:
+    """The deviations and decisions a paper's plans and tables print (with the facts' texts).
+
+    With `plan` (a compiled plan of one config), only those that hold for one of its rows: a
+    decision or deviated fact naming other configs, rows or profiles is not this plan's protocol.
+    """
+    protocol = load(paper, experiments_dir)
     texts = {item["id"]: item for item in protocol.get("facts") or []}
+
+    def shown(item: dict) -> bool:
+        if plan is None:
+            return True
+        table = plan["config"].split("/", 1)[-1]
+        return any(_applies(item, table, row_view(plan, row), default_profiles=None) for row in plan.get("rows", []))
+
     return {
         "source": protocol.get("source"),
         "facts": len(protocol.get("facts") or []),
         "deviations": [{"fact": d["fact"], "stated": texts[d["fact"]]["text"], "cite": texts[d["fact"]]["cite"],
-                        "reason": d["reason"]} for d in protocol.get("deviations") or []],
-        "decisions": [{"id": d["id"], "text": _decision_text(d)} for d in protocol.get("decisions") or []],
+                        "reason": d["reason"]} for d in protocol.get("deviations") or [] if shown(texts[d["fact"]])],
+        "decisions": [{"id": d["id"], "text": _decision_text(d)} for d in protocol.get("decisions") or [] if shown(d)],
     }
 
 
@@ -215,8 +226,11 @@ def _decision_text(item: dict) -> str:
     return text if list(profiles) == list(CHECKED_PROFILES) else f"({', '.join(profiles)} profile) {text}"
 
 
-def _applies(item: dict, table: str, row: dict) -> bool:
-    if row.get("profile", "paper") not in item.get("profiles", CHECKED_PROFILES):
+def _applies(item: dict, table: str, row: dict, default_profiles: tuple[str, ...] | None = CHECKED_PROFILES) -> bool:
+    """Whether a fact or decision holds for one row's view; `default_profiles` are those of an item
+    naming none (None: every profile, for printing what a plan's rows run under)."""
+    profiles = item.get("profiles", default_profiles)
+    if profiles is not None and row.get("profile", "paper") not in profiles:
         return False
     configs = item.get("configs")
     if configs is not None and table not in configs:

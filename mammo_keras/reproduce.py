@@ -87,7 +87,7 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
             rows.append(result)
     synthetic = any(d.synthetic for d in inputs.values()) or bool(test_inputs and test_inputs.synthetic)
     report.write_run(config, rows, out, commit=commit, started=started, fingerprints=fingerprints,
-                     synthetic=synthetic)
+                     synthetic=synthetic, plan=plan)
     return out
 
 

@@ -97,3 +97,37 @@ def test_profiles_are_refused_on_facts_and_checked_on_decisions(tmp_path):
         (folder / "protocol.yaml").write_text(body + f"\n# {n}\n")
         with pytest.raises(ProtocolError, match=message):
             load("p", tmp_path)
+
+
+def test_a_plan_prints_only_the_decisions_and_deviations_that_hold_for_its_rows(tmp_path):
+    """A decision naming another config, other rows or another profile is not this plan's protocol
+    (the 5-class plan listed the VGG16 rows' decisions); one naming none holds everywhere."""
+    from mammo_keras.plan import render_markdown
+    from mammo_keras.protocol import declared
+
+    (tmp_path / "paper").mkdir()
+    (tmp_path / "paper" / "protocol.yaml").write_text("""
+facts:
+  - {id: epochs_a, cite: x, text: "row a's epochs", rows: [a], expect: {"stages[head].epochs": 90}}
+  - {id: other_table, cite: x, text: "table 8's", configs: [table8], expect: {kind: cv}}
+deviations:
+  - {fact: epochs_a, reason: "a trains 30"}
+  - {fact: other_table, reason: "not here"}
+decisions:
+  - {id: everywhere, text: "held by every plan"}
+  - {id: rows_b, text: "row b's", rows: [b]}
+  - {id: rows_z, text: "a row this plan lacks", rows: [z]}
+  - {id: pattern, text: "rows matching", rows: "re:^a$"}
+  - {id: table8, text: "table 8's", configs: [table8]}
+  - {id: table9, text: "table 9's", configs: [table9]}
+  - {id: cpu_only, text: "cpu's", profiles: [cpu]}
+""")
+    shown = declared("paper", PLAN, tmp_path)
+    assert [d["id"] for d in shown["decisions"]] == ["everywhere", "rows_b", "pattern", "table9"]
+    assert [d["fact"] for d in shown["deviations"]] == ["epochs_a"]
+    cpu = declared("paper", {**PLAN, "profile": "cpu"}, tmp_path)
+    assert [d["id"] for d in cpu["decisions"]][-1] == "cpu_only"
+    assert len(declared("paper", None, tmp_path)["decisions"]) == 7  # no plan: the paper's whole list
+    text = render_markdown({**PLAN, "title": "t", "kind": "cv", "source": "s", "datasets": [], "epoch_scale": 1,
+                            "deterministic": True, "rows": [], "protocol": shown})
+    assert "`rows_b`" in text and "`rows_z`" not in text and "`table8`" not in text

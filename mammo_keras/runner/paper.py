@@ -92,11 +92,12 @@ def reproductions(paper: str, experiments_dir: Path = EXPERIMENTS_DIR) -> dict[t
     return found
 
 
-def deviation_lines(paper: str) -> list[str]:
-    """The paper's declared deviations (protocol.yaml), printed under every results table of it."""
+def deviation_lines(paper: str, plan: dict | None = None) -> list[str]:
+    """The paper's declared deviations (protocol.yaml), printed under its results tables: with
+    `plan`, those of the facts that hold for one of the plan's rows (the plan's protocol block)."""
     from mammo_keras.protocol import declared
 
-    deviations = declared(paper)["deviations"]
+    deviations = (plan.get("protocol") or {}).get("deviations", []) if plan else declared(paper)["deviations"]
     if not deviations:
         return []
     return ["Declared deviations from the paper's stated protocol (experiments/"

@@ -382,12 +382,14 @@ def header_lines(config: ExperimentConfig, *, commit: str, started: float, synth
     return lines
 
 
-def write_tables(config: ExperimentConfig, rows: list[ResultRow], out: Path, header: list[str]) -> None:
-    """table.csv (one line per row) and table.md (paper vs ours, with CIs)."""
+def write_tables(config: ExperimentConfig, rows: list[ResultRow], out: Path, header: list[str],
+                 plan: dict | None = None) -> None:
+    """table.csv (one line per row) and table.md (paper vs ours, with CIs; under it the deviations
+    of `plan`'s protocol, or without a plan every deviation the paper declares)."""
     atomic_write_text(out / "table.csv", pd.DataFrame([row.flat() for row in rows]).to_csv(index=False))
     body = _detection_lines(rows) if config.kind == "detection" else _classification_lines(config, rows)
     lines = [f"# {profile_title(config)}", "", *header, "", *body, "", *_learning_curve_lines(config, rows),
-             *deviation_lines(config.paper)]
+             *deviation_lines(config.paper, plan)]
     table = reported_table(config)
     if table.get("rows"):
         columns = [c for c in dict.fromkeys(k for r in table["rows"] for k in r) if c != "reproduced_by"]
@@ -534,10 +536,10 @@ def machine() -> dict:
 
 
 def write_run(config: ExperimentConfig, rows: list[ResultRow], out: Path, *, commit: str, started: float,
-              fingerprints: dict, synthetic: bool) -> None:
+              fingerprints: dict, synthetic: bool, plan: dict | None = None) -> None:
     """table.md, table.csv, comparison.png, config.yaml and run.json of a finished run (and the learning
     curve's csv and png with `train_fractions`)."""
-    write_tables(config, rows, out, header_lines(config, commit=commit, started=started, synthetic=synthetic))
+    write_tables(config, rows, out, header_lines(config, commit=commit, started=started, synthetic=synthetic), plan)
     comparison_plot(config, rows, out)
     learning_curve_outputs(config, rows, out)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
