@@ -23,7 +23,7 @@ from mammo_keras.fileio import atomic_write_text
 
 RESULTS_FILE = "results.yaml"
 METRIC_FIELDS = ("fold_mean", "fold_std", "pooled", "ci_low", "ci_high")
-PERCENT_METRICS = ("accuracy", "sensitivity", "specificity", "precision", "recall")
+PERCENT_METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "recall")
 # A detection row's metrics (runner.detection.METRIC_COLUMNS, less mean_iou_tp, which has no CI)
 DETECTION_METRICS = ("ap", "sens_at_0.5fpi", "sens_at_1fpi", "sens_at_2fpi", "sensitivity_all")
 

@@ -51,9 +51,10 @@ BASELINE_LABELS = {"logistic_regression": "baseline_lr", "random_forest": "basel
 PRETRAIN_KEYS = ("method", "epochs", "batch_size", "learning_rate", "temperature", "encoder_output", "projection",
                  "crop_area", "aspect", "brightness", "contrast", "noise", "centre", "unlabelled")
 
-METRIC_NAMES = ("accuracy", "auc", "sensitivity", "specificity", "precision", "recall", "f1")
+METRIC_NAMES = ("accuracy", "auc", "sensitivity", "specificity", "precision", "recall", "f1", "balanced_accuracy")
 """The per-item metrics of a results table (`evaluation.metrics.METRICS`); configs may also list
-"a_auc", the AUC of flip-averaged scores."""
+"a_auc", the AUC of flip-averaged scores. Of a table with more than two classes only accuracy and
+balanced_accuracy (the mean recall of the classes) are defined."""
 
 ABNORMALITIES = ("mass", "calcification", "distortion", "asymmetry", "other", "normal")
 """Lesion types of the records table (`data.records`); a config's `abnormality` keeps one of them."""

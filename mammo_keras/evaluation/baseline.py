@@ -56,7 +56,7 @@ from sklearn.preprocessing import StandardScaler
 
 from mammo_keras.data.rows import is_lazy
 from mammo_keras.data.splits import check_no_leakage, fraction_of_patients
-from mammo_keras.evaluation.metrics import all_metrics, multiclass_accuracy
+from mammo_keras.evaluation.metrics import MULTICLASS_METRICS, all_metrics
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
 from mammo_keras.vocabulary import BASELINE_CLASSIFIERS
 
@@ -358,9 +358,9 @@ def fit_predict(name: str, features: np.ndarray, items: pd.DataFrame, *, seed: i
 
 
 def _metrics(predictions: pd.DataFrame) -> dict[str, float]:
-    """A part's metrics as `training.cv` records them: every binary metric of `score`, or the accuracy of `pred`."""
+    """A part's metrics as `training.cv` records them: every binary metric of `score`, or the multi-class ones of `pred`."""
     if "pred" in predictions:
-        return {"accuracy": multiclass_accuracy(predictions["label"], predictions["pred"])}
+        return {name: function(predictions["label"], predictions["pred"]) for name, function in MULTICLASS_METRICS.items()}
     return all_metrics(predictions["label"], predictions["score"])
 
 

@@ -125,8 +125,14 @@ def f1(y_true, y_score, *, threshold: float = 0.5) -> float:
     return _ratio(2 * p * r, p + r) if np.isfinite(p) and np.isfinite(r) else float("nan")
 
 
-def multiclass_accuracy(y_true, y_pred) -> float:
-    """Share of items whose predicted class (integer) equals the true class (any number of classes)."""
+def balanced_accuracy(y_true, y_score, *, threshold: float = 0.5) -> float:
+    """The mean of sensitivity and specificity: accuracy with both classes weighted alike (0.5 for a
+    constant prediction, whatever the class balance)."""
+    sens, spec = sensitivity(y_true, y_score, threshold=threshold), specificity(y_true, y_score, threshold=threshold)
+    return (sens + spec) / 2 if np.isfinite(sens) and np.isfinite(spec) else float("nan")
+
+
+def _classes(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     y_true = _labels(y_true, binary=False)
     y_pred = _finite(np.asarray(y_pred).ravel(), "y_pred")
     if not (y_pred == np.round(y_pred)).all():
@@ -134,13 +140,34 @@ def multiclass_accuracy(y_true, y_pred) -> float:
     y_pred = y_pred.astype(int)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true and y_pred need the same length. Received: {y_true.shape} and {y_pred.shape}")
+    return y_true, y_pred
+
+
+def multiclass_accuracy(y_true, y_pred) -> float:
+    """Share of items whose predicted class (integer) equals the true class (any number of classes)."""
+    y_true, y_pred = _classes(y_true, y_pred)
     return float(np.mean(y_true == y_pred)) if len(y_true) else float("nan")
+
+
+def multiclass_balanced_accuracy(y_true, y_pred) -> float:
+    """The mean recall of the classes present in `y_true` (scikit-learn's balanced_accuracy_score):
+    1 / k for a constant prediction among k classes, where accuracy is the majority class's share."""
+    y_true, y_pred = _classes(y_true, y_pred)
+    if not len(y_true):
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a predicted class absent from y_true: scikit-learn warns, the value stands
+        return float(skm.balanced_accuracy_score(y_true, y_pred))
 
 
 METRICS: Mapping[str, Callable[..., float]] = {
     "accuracy": accuracy, "auc": auc, "sensitivity": sensitivity, "specificity": specificity,
-    "precision": precision, "recall": recall, "f1": f1,
+    "precision": precision, "recall": recall, "f1": f1, "balanced_accuracy": balanced_accuracy,
 }
+MULTICLASS_METRICS: Mapping[str, Callable[..., float]] = {
+    "accuracy": multiclass_accuracy, "balanced_accuracy": multiclass_balanced_accuracy,
+}
+"""The metrics of a table with more than two classes, on the predicted class (`pred`)."""
 
 
 def all_metrics(y_true, y_score, *, names=METRIC_NAMES) -> dict[str, float]:
@@ -188,6 +215,13 @@ def _replicate_rows(function: Callable[..., float], y_true: np.ndarray, y_score:
     """
     if function is multiclass_accuracy:
         return counts @ (y_true == y_score).astype(np.float64) / y_true.size
+    if function is multiclass_balanced_accuracy:
+        classes = np.unique(y_true)
+        members = (y_true[None, :] == classes[:, None]).astype(np.float64)  # (classes, n)
+        hits = members * (y_score == y_true)[None, :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recalls = (counts @ hits.T) / (counts @ members.T)  # (replicates, classes); NaN: class not drawn
+        return np.nanmean(recalls, axis=1)
     if function not in METRICS.values():
         return None
     if function is auc:
@@ -203,6 +237,8 @@ def _replicate_rows(function: Callable[..., float], y_true: np.ndarray, y_score:
         return sensitivity_rows
     if function is specificity:
         return _ratio_rows(tn, tn + fp)
+    if function is balanced_accuracy:
+        return (sensitivity_rows + _ratio_rows(tn, tn + fp)) / 2
     if function is precision:
         return precision_rows
     both = np.isfinite(precision_rows) & np.isfinite(sensitivity_rows)
@@ -216,7 +252,7 @@ def bootstrap_ci(y_true, y_score, metric: str | Callable[..., float], *, n_repli
 
     Replicates where the metric is undefined (a resample with one class, for AUC)
     are dropped. Returns (estimate, low, high). A named metric (or one of METRICS) checks its
-    inputs as binary; any other function (`multiclass_accuracy`) gets integer class numbers.
+    inputs as binary; any other function (`MULTICLASS_METRICS`) gets integer class numbers.
 
     The resamples are `np.random.default_rng(seed).integers(0, n, (n_replicates, n))`, drawn in
     chunks of one stream (the same indices as one draw); the package's metrics are computed for
@@ -234,7 +270,7 @@ def bootstrap_ci(y_true, y_score, metric: str | Callable[..., float], *, n_repli
     rng = np.random.default_rng(seed)
     n = len(y_true)
     chunk = max(1, _CHUNK_DRAWS // max(n, 1))
-    vectorised = function in METRICS.values() or function is multiclass_accuracy
+    vectorised = function in METRICS.values() or function in MULTICLASS_METRICS.values()
     parts = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

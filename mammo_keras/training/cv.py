@@ -34,7 +34,7 @@ from mammo_keras.data.recipes import FittedInputs, Normalisation, OfflineAugment
 from mammo_keras.data.splits import balance_parts, check_no_leakage, load_assignments, patient_kfold
 from mammo_keras.data.splits import OFFICIAL_COLUMN, official_split, reuse_split, save_assignments, train_val_test
 from mammo_keras.data.splits import fraction_of_patients
-from mammo_keras.evaluation.metrics import METRIC_NAMES, METRICS, auc, multiclass_accuracy
+from mammo_keras.evaluation.metrics import METRIC_NAMES, METRICS, MULTICLASS_METRICS, auc
 from mammo_keras.evaluation.scoring import calibration, reliability_diagram
 from mammo_keras.fileio import atomic_write_json, atomic_write_text
 from mammo_keras.models.inputs import as_model_input, count, positive_scores
@@ -203,18 +203,18 @@ def metric_inputs(predictions: pd.DataFrame, metric: str):
     """(y_true, y_score, function) for `metric` on a predictions table, or None where undefined.
 
     "a_auc" is the AUC of the flip-augmented score (`score_tta`); a multi-class table (`pred`)
-    has accuracy only.
+    has accuracy and balanced accuracy only.
     """
     labels = predictions["label"]
     if "pred" in predictions:
-        return (labels, predictions["pred"], multiclass_accuracy) if metric == "accuracy" else None
+        return (labels, predictions["pred"], MULTICLASS_METRICS[metric]) if metric in MULTICLASS_METRICS else None
     if metric == "a_auc":
         return (labels, predictions["score_tta"], auc) if "score_tta" in predictions else None
     return labels, predictions["score"], METRICS[metric]
 
 
 def prediction_metrics(predictions: pd.DataFrame) -> dict[str, float]:
-    """Every binary metric of `score` (plus `a_auc` of `score_tta`), or the accuracy of `pred`."""
+    """Every binary metric of `score` (plus `a_auc` of `score_tta`), or the multi-class ones of `pred`."""
     metrics = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

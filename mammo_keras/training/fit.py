@@ -152,7 +152,8 @@ def regularisation_penalty(model: keras.Model) -> float:
 
 class ValidationMetrics(keras.callbacks.Callback):
     """The epoch's validation numbers from one forward pass over the validation rows: `val_auc` (ROC
-    AUC of the positive-class score; NaN unless the part holds two classes), `val_loss` and
+    AUC of the positive-class score; NaN unless the part holds two classes and the network is
+    binary), `val_loss` and
     `val_accuracy` (against `targets`, the model's one-hot or 0/1 targets), so that `fit` runs no
     evaluation of its own.
 
@@ -172,13 +173,15 @@ class ValidationMetrics(keras.callbacks.Callback):
         from mammo_keras.evaluation.metrics import auc
 
         predictions = self.batches.predict(self.model)
-        scores = positive_scores(predictions)
         if logs is None:
             return
         if not np.isfinite(predictions).all():  # diverged weights: NaN numbers, so fit_stages says where
             logs.update({"val_auc": float("nan"), "val_loss": float("nan"), "val_accuracy": float("nan")})
             return
-        logs["val_auc"] = auc(self.labels, scores) if len(np.unique(self.labels)) == 2 else float("nan")
+        # a network with more than two outputs has no positive-class score, even on a part holding two of its classes
+        binary = predictions.ndim == 1 or predictions.shape[-1] <= 2
+        logs["val_auc"] = (auc(self.labels, positive_scores(predictions))
+                           if binary and len(np.unique(self.labels)) == 2 else float("nan"))
         logs.update(validation_logs(self.model, self.targets, predictions))
 
 

@@ -136,3 +136,28 @@ def test_vectorised_bootstrap_keeps_its_stream_across_chunks(monkeypatch):
     # any other function is still called on each resample
     median_score = metrics.bootstrap_ci(y, scores, lambda t, s: float(np.median(s)), n_replicates=50, seed=2)
     assert median_score == loop_bootstrap(y, scores, lambda t, s: float(np.median(s)), n_replicates=50, seed=2)
+
+
+def test_balanced_accuracy_is_the_mean_recall_of_the_classes():
+    """A constant prediction scores 1 / k whatever the balance (accuracy: the majority's share)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    assert metrics.balanced_accuracy(Y, S) == pytest.approx((5 / 6 + 3 / 4) / 2)
+    truth = np.array([0] * 66 + [1] * 6 + [2] * 5 + [3] * 15 + [4] * 8)
+    background = np.zeros_like(truth)
+    assert metrics.multiclass_accuracy(truth, background) == 0.66
+    assert metrics.multiclass_balanced_accuracy(truth, background) == pytest.approx(0.2)
+    rng = np.random.default_rng(3)
+    predicted = rng.integers(0, 5, truth.size)
+    assert metrics.multiclass_balanced_accuracy(truth, predicted) == pytest.approx(
+        balanced_accuracy_score(truth, predicted), abs=1e-15)
+    # the vectorised bootstrap draws the same resamples as the loop; a class absent from a resample
+    # is left out of its mean, as scikit-learn does
+    got = metrics.bootstrap_ci(truth, predicted, metrics.multiclass_balanced_accuracy, n_replicates=300, seed=5)
+    expected = loop_bootstrap(truth, predicted, metrics.multiclass_balanced_accuracy, n_replicates=300, seed=5)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    small = np.array([0, 0, 0, 0, 0, 1, 2])  # resamples often miss class 1 or 2
+    np.testing.assert_allclose(
+        metrics.bootstrap_ci(small, np.zeros(7, int), metrics.multiclass_balanced_accuracy, n_replicates=200, seed=0),
+        loop_bootstrap(small, np.zeros(7, int), metrics.multiclass_balanced_accuracy, n_replicates=200, seed=0),
+        rtol=1e-12)

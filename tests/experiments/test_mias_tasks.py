@@ -163,3 +163,35 @@ def test_a_precise_batchnorm_config_runs_end_to_end_and_scores_apart(tmp_path, m
     assert stage["batchnorm"]["precise"]["layers"] == 10
     collapse = json.loads((out / "phantom" / "scratch_cnn" / "collapse.json").read_text())
     assert collapse["collapsed"] is False and collapse["min_fold_std"] > 0.01, collapse
+
+
+@pytest.mark.usefixtures("isolated_cache")
+def test_the_five_class_table_reports_accuracy_and_the_mean_recall_of_its_classes(tmp_path, monkeypatch):
+    """With classes weighted in the loss, accuracy (66% for always answering background on mini-MIAS)
+    does not say whether a network learned the four small lesion classes; balanced accuracy (1/5 for
+    a constant answer) does. Both are pooled over the out-of-fold predictions."""
+    import keras
+    import pandas as pd
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    from mammo_keras import models
+
+    def tiny_cnn(name, input_shape, num_classes=1, **_):
+        inputs = keras.Input(input_shape)
+        x = keras.layers.Flatten(name="flatten")(keras.layers.Conv2D(2, 3, strides=4, name="conv")(inputs))
+        return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x))
+
+    monkeypatch.delenv("MAMMO_DATA", raising=False)
+    monkeypatch.setattr(models, "get", tiny_cnn)
+    results = tmp_path / "results"
+    assert main(["reproduce", "mias_tasks/patches_5class", "--profile", "tiny", "--results", str(results),
+                 "--set", "n_splits=2", "--set", "n_bootstrap=100"]) == 0
+    out = results / "mias_tasks" / "patches_5class"
+    predictions = pd.concat(pd.read_csv(p) for p in sorted((out / "phantom" / "scratch_cnn").glob("fold_*/predictions.csv")))
+    assert predictions["label"].nunique() > 2 and {"pred", "p_4"} <= set(predictions)
+    table = pd.read_csv(out / "table.csv").iloc[0]
+    assert table["balanced_accuracy_pooled"] == pytest.approx(
+        balanced_accuracy_score(predictions["label"], predictions["pred"]))
+    assert table["accuracy_pooled"] == pytest.approx(accuracy_score(predictions["label"], predictions["pred"]))
+    assert table["balanced_accuracy_ci_low"] <= table["balanced_accuracy_pooled"] <= table["balanced_accuracy_ci_high"]
+    assert "ours balanced_accuracy (%) pooled [95% CI]" in (out / "table.md").read_text()

@@ -208,3 +208,26 @@ def test_validation_numbers_come_from_one_pass_and_equal_kerass_own_evaluation()
                                verbose=0)  # the last epoch's weights ("last" selection), 45 rows = 32 + 13
     np.testing.assert_allclose(log["val_loss"].iloc[-1], evaluated["loss"], rtol=1e-6)
     np.testing.assert_allclose(log["val_accuracy"].iloc[-1], evaluated["accuracy"], rtol=1e-6)
+
+
+def test_validation_of_a_multiclass_network_on_a_part_holding_two_of_its_classes():
+    """No positive-class AUC for a 5-way softmax, even where the validation patients hold only
+    classes 0 and 2 (before: 'y_true must hold the labels 0 and 1' ended the fold)."""
+    from mammo_keras.training.fit import ValidationMetrics
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(inputs))
+    model.compile(loss="categorical_crossentropy")
+    x = np.random.default_rng(0).random((6, 4)).astype("float32")
+    labels = np.array([0, 2, 0, 2, 2, 0])
+    callback = ValidationMetrics(x, labels, keras.utils.to_categorical(labels, 5))
+    callback.set_model(model)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    assert np.isnan(logs["val_auc"]) and np.isfinite(logs["val_loss"]) and 0 <= logs["val_accuracy"] <= 1
+    binary = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
+    binary.compile(loss="binary_crossentropy")
+    callback = ValidationMetrics(x, labels // 2, (labels // 2)[:, None])
+    callback.set_model(binary)
+    callback.on_epoch_end(0, logs)
+    assert 0 <= logs["val_auc"] <= 1
