@@ -35,7 +35,9 @@ import numpy as np
 from mammo_keras.config import ExperimentConfig, ModelRow
 from mammo_keras.vocabulary import dataset_key
 
-PLAN_VERSION = 2  # 2: each row names its stage preset; model_summary lists the kernel initialisers
+PLAN_VERSION = 3  # 2: each row names its stage preset; model_summary lists the kernel initialisers
+# 3: they are those that drew the kernels (`kernel_init`; a re-initialised network, Chougrad's N(0, 0.05), named
+# the builder's GlorotUniform in `kernel_initializers`)
 UNTRAINED_WEIGHTS = ("weights", "patch_weights")
 
 
@@ -432,7 +434,7 @@ def model_summary(model) -> dict:
                         if isinstance(layer, keras.layers.Dropout)},
             "dense_units": [int(layer.units) for layer in model.layers if isinstance(layer, keras.layers.Dense)],
             "head_input": _head_input(model),
-            "kernel_initializers": _kernel_initializers(model),
+            "kernel_init": _kernel_initializers(model),
             "kernel_std_range": [round(min(stds), 5), round(max(stds), 5)] if stds else None}
 
 

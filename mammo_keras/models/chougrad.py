@@ -78,16 +78,23 @@ INPUT_SCALINGS = (None, "imagenet", "imagenet_centred")
 
 
 def gaussian_init(model: keras.Model, stddev: float = RANDOM_INIT_STDDEV, seed: int | None = None) -> keras.Model:
-    """Every Conv/Dense kernel drawn from N(0, stddev), biases 0 (Chougrad's random initialisation)."""
+    """Every Conv/Dense kernel drawn from N(0, stddev), biases 0 (Chougrad's random initialisation).
+
+    Each layer's `kernel_initializer` and `bias_initializer` are set to what drew its weights, so its
+    config (the saved JSON, the plan's `kernel_init`) names the initialisation the network had, not
+    the builder's default it replaced.
+    """
     initializer = keras.initializers.RandomNormal(0.0, stddev, seed=seed)
     for layer in model.layers:
         kernel = getattr(layer, "kernel", None)
         if kernel is None:
             continue
         kernel.assign(initializer(kernel.shape, dtype=kernel.dtype))
+        layer.kernel_initializer = initializer
         bias = getattr(layer, "bias", None)
         if bias is not None:
             bias.assign(keras.ops.zeros(bias.shape, dtype=bias.dtype))
+            layer.bias_initializer = keras.initializers.Zeros()
     return model
 
 

@@ -106,6 +106,22 @@ def test_random_init_refuses_pretrained_weights():
         models.get("chougrad_vgg16", input_shape=(32, 32, 3), weights="imagenet", fine_tune="random")
 
 
+def test_random_init_names_the_gaussian_that_drew_the_kernels():
+    """The plan's `kernel_init` and the saved JSON read the layers' initialisers: after the N(0, 0.05)
+    draw they name it, not the builder's GlorotUniform (what plan format 2 printed)."""
+    from mammo_keras.plan import _kernel_initializers
+
+    model = models.get("chougrad_vgg16", input_shape=(32, 32, 1), fine_tune="random")
+    kernels = [layer for layer in model.layers if getattr(layer, "kernel", None) is not None]
+    assert _kernel_initializers(model) == {"RandomNormal": len(kernels)} and len(kernels) == 16
+    for layer in kernels:
+        assert layer.get_config()["kernel_initializer"]["config"]["stddev"] == 0.05
+        assert layer.get_config()["bias_initializer"]["class_name"] == "Zeros"
+        assert abs(float(np.std(keras.ops.convert_to_numpy(layer.kernel))) - 0.05) < 0.005
+    assert _kernel_initializers(models.get("chougrad_vgg16", input_shape=(32, 32, 1), fine_tune="0FT",
+                                           weights=None)) == {"GlorotUniform": 16}
+
+
 def test_a_cut_backbone_feeds_the_head_from_the_named_layer_and_stays_frozen():
     from mammo_keras.training.feature_cache import frozen_cut
 
