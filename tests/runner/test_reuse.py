@@ -108,3 +108,18 @@ def test_keras_automatic_layer_numbers_are_not_a_protocol_change(tmp_path):
     renamed = {**row, "stages": [{"name": "train", "layers": [{"name": "conv2d_12"}, {"name": "block1_conv2"}]}]}
     with pytest.raises(ValueError, match="stages differ"):
         check_reusable(tmp_path, _with(plan, rows=[renamed]))
+
+
+def test_a_random_row_recorded_in_format_2_resumes_under_format_3(tmp_path):
+    """Format 3 renamed model_summary's initialisers (`kernel_init`: those that drew the kernels;
+    format 2's `kernel_initializers` named the builder's GlorotUniform for Chougrad's N(0, 0.05) rows):
+    a corrected description, not another protocol, so a format-2 folder of such a row resumes."""
+    old_row = {**PLAN["rows"][0], "model_summary": {"params": 10, "kernel_initializers": {"GlorotUniform": 16}}}
+    record_dataset(tmp_path / "mias", PLAN)
+    record_row(tmp_path / "mias" / "cnn", old_row, 2)
+    _finished(tmp_path / "mias" / "cnn")
+    new_row = {**PLAN["rows"][0], "model_summary": {"params": 10, "kernel_init": {"RandomNormal": 16}}}
+    check_reusable(tmp_path, _with(PLAN, plan_version=3, rows=[new_row, PLAN["rows"][1]]))
+    with pytest.raises(ValueError, match=r"mias/cnn: model_summary differ"):  # what both say still counts
+        check_reusable(tmp_path, _with(PLAN, plan_version=3, rows=[
+            {**new_row, "model_summary": {"params": 11, "kernel_init": {"RandomNormal": 16}}}, PLAN["rows"][1]]))
