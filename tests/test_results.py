@@ -68,6 +68,32 @@ def test_record_writes_each_finished_row_and_replaces_a_rerun(tmp_path):
         results.record(_run(tmp_path, [skipped]), experiments_dir=experiments)
 
 
+def test_a_reused_row_keeps_the_commit_and_wall_time_of_the_run_that_trained_it(tmp_path):
+    """A rerun that adds a row beside finished ones reuses their parts: their numbers are the earlier
+    run's, and so are their commit and wall time; a row that measured anything else is the new run's."""
+    experiments = tmp_path / "experiments"
+    (experiments / "chougrad2018").mkdir(parents=True)
+    results.record(_run(tmp_path, [ROW]), experiments_dir=experiments, data="/data")
+    added = {**ROW, "model": "vgg16_random_unit_scale", "auc_pooled": 0.477}
+    later = json.loads((_run(tmp_path, [ROW, added], wall=60.0) / "run.json").read_text())
+    later["git_commit"] = "fedcba9876543210"
+    (tmp_path / "run" / "run.json").write_text(json.dumps(later))
+    results.record(tmp_path / "run", experiments_dir=experiments, data="/data")
+    entries = {e["row"]: e for e in results.load("chougrad2018", experiments)}
+    assert (entries["levynet"]["commit"], entries["levynet"]["run_wall_minutes"]) == ("abc123def4567890", 10.0)
+    assert (entries["vgg16_random_unit_scale"]["commit"], entries["vgg16_random_unit_scale"]["run_wall_minutes"]) == (
+        "fedcba9876543210", 1.0)
+    retrained = json.loads(json.dumps(later))
+    retrained["rows"][0]["seconds"] = 50.0  # a reused row's recorded minutes stay the training run's
+    (tmp_path / "run" / "run.json").write_text(json.dumps(retrained))
+    results.record(tmp_path / "run", experiments_dir=experiments, data="/data")
+    assert {e["row"]: e for e in results.load("chougrad2018", experiments)}["levynet"]["minutes"] == 0.7
+    retrained["rows"][0]["auc_pooled"] = 0.56  # trained again: other numbers
+    (tmp_path / "run" / "run.json").write_text(json.dumps(retrained))
+    results.record(tmp_path / "run", experiments_dir=experiments, data="/data")
+    assert {e["row"]: e for e in results.load("chougrad2018", experiments)}["levynet"]["commit"] == "fedcba9876543210"
+
+
 def test_write_readmes_replaces_only_the_block(tmp_path):
     experiments = tmp_path / "experiments"
     (experiments / "chougrad2018").mkdir(parents=True)
