@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from mammo_keras.config import ExperimentConfig, ModelRow
-from mammo_keras.vocabulary import dataset_key
+from mammo_keras.vocabulary import GROUPING_CAVEATS, dataset_key
 
 PLAN_VERSION = 3  # 2: each row names its stage preset; model_summary lists the kernel initialisers
 # 3: they are those that drew the kernels (`kernel_init`; a re-initialised network, Chougrad's N(0, 0.05), named
@@ -337,15 +337,6 @@ def _in_model_steps(model) -> list[dict]:
             steps.append({"step": "backbone_scaling", "mode": layer.mode, "centred": layer.centred,
                           "layer": layer.name})
     return steps
-
-
-GROUPING_CAVEATS = {
-    "cocc": "the course arrays carry no patient ids: items are grouped by lesion pair, so one woman's "
-            "lesions can fall in two parts (data/cocc_npy.py)",
-    "vindr_mammo": "the release has no patient id beyond the exam: items are grouped by study, so two exams "
-                   "of one woman can fall in two parts (data/vindr_mammo.py)",
-}
-"""Datasets whose readers cannot group items by woman, and what they group by instead."""
 
 
 def split_plan(config: ExperimentConfig) -> dict:

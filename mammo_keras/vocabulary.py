@@ -76,3 +76,12 @@ def dataset_key(name: str) -> str:
     registry): `mini-MIAS` -> mias, `ddsm` -> cbis_ddsm; an unknown name comes back in lower case."""
     lower = str(name).lower()
     return DATASET_ALIASES.get(lower, lower)
+
+
+GROUPING_CAVEATS = {
+    "cocc": "the course arrays carry no patient ids: items are grouped by lesion pair, so one woman's "
+            "lesions can fall in two parts (data/cocc_npy.py)",
+    "vindr_mammo": "the release has no patient id beyond the exam: items are grouped by study, so two exams "
+                   "of one woman can fall in two parts (data/vindr_mammo.py)",
+}
+"""Datasets whose readers cannot group items by woman, and what they group by instead."""

@@ -91,3 +91,9 @@ def test_the_plan_says_where_patient_level_means_less():
     assert "group_caveats" not in split_plan(load_config("coccomini2021/table2", "paper"))
     plan = render_markdown(compile_plan(load_config("chougrad2018/table2", "tiny", overrides={"rows": ["vgg16"]})))
     assert "group_caveats" not in plan
+    # and the results table says it too, under its header, where a reader of the numbers looks
+    lines = report.header_lines(cocc, commit="abc", started=time.perf_counter(), synthetic=False)
+    assert [line for line in lines if line.startswith("Patient-level on cocc: the course arrays carry no patient ids")]
+    assert not [line for line in report.header_lines(load_config("coccomini2021/table2", "paper"), commit="abc",
+                                                     started=time.perf_counter(), synthetic=False)
+                if line.startswith("Patient-level on")]
