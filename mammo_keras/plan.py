@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from mammo_keras.config import ExperimentConfig, ModelRow
-from mammo_keras.vocabulary import GROUPING_CAVEATS, dataset_key
+from mammo_keras.vocabulary import grouping_caveats
 
 PLAN_VERSION = 3  # 2: each row names its stage preset; model_summary lists the kernel initialisers
 # 3: they are those that drew the kernels (`kernel_init`; a re-initialised network, Chougrad's N(0, 0.05), named
@@ -375,8 +375,7 @@ def split_plan(config: ExperimentConfig) -> dict:
                     "the shares are nested; validation is drawn from the kept patients; the test folds are the "
                     "same for every share. P is about (n_splits - 1) / n_splits of the dataset's patients; the "
                     "run records each fold's count in learning_curve.csv and table.md"}
-    caveats = {dataset: GROUPING_CAVEATS[dataset_key(dataset)] for dataset in config.datasets
-               if dataset_key(dataset) in GROUPING_CAVEATS}
+    caveats = grouping_caveats(config.datasets)
     if caveats:  # "patient-level" is then only as good as the ids the dataset has
         split["group_caveats"] = caveats
     split["rule"] = config.split

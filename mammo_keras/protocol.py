@@ -116,11 +116,11 @@ def declared(paper: str, plan: dict | None = None, experiments_dir: Path = EXPER
     protocol = load(paper, experiments_dir)
     texts = {item["id"]: item for item in protocol.get("facts") or []}
 
+    table = plan["config"].split("/", 1)[-1] if plan is not None else None
+    views = [row_view(plan, row) for row in plan.get("rows", [])] if plan is not None else []
+
     def shown(item: dict) -> bool:
-        if plan is None:
-            return True
-        table = plan["config"].split("/", 1)[-1]
-        return any(_applies(item, table, row_view(plan, row), default_profiles=None) for row in plan.get("rows", []))
+        return plan is None or any(_applies(item, table, view, default_profiles=None) for view in views)
 
     return {
         "source": protocol.get("source"),

@@ -105,16 +105,18 @@ MEASURED = ("data_fingerprint", "n_items", "weights", "metrics", "collapsed")
 the record stays the earlier run's (a reused baseline's `minutes` differ by its feature reading)."""
 
 
+PROVENANCE = ("minutes", "commit", "run_wall_minutes", "command", "environment")
+"""What a record says of the run that trained the row (an entry's last keys, in this order)."""
+
+
 def _provenance_kept(entry: dict, old: list[dict]) -> dict:
-    """`entry`, with the minutes, commit, wall time and environment of the run that trained it where an older
-    record of the row holds the same measurements (a rerun that reused its finished parts, to add a
-    row beside it, measured nothing new for it)."""
+    """`entry`, with the provenance of the run that trained it where an older record of the row holds
+    the same measurements (a rerun that reused its finished parts, to add a row beside it, measured
+    nothing new for it)."""
     for earlier in old:
         if all(earlier.get(key) == entry.get(key) for key in ("config", "row", "profile", "dataset", *MEASURED)):
-            kept = {**entry, **{key: earlier[key] for key in ("minutes", "commit", "run_wall_minutes", "command")
-                                if key in earlier}}
-            kept.pop("environment", None)
-            return {**kept, **({"environment": earlier["environment"]} if "environment" in earlier else {})}
+            measured = {key: value for key, value in entry.items() if key not in PROVENANCE}
+            return {**measured, **{key: earlier[key] for key in PROVENANCE if key in earlier}}
     return entry
 
 

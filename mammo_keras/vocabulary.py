@@ -85,3 +85,9 @@ GROUPING_CAVEATS = {
                    "of one woman can fall in two parts (data/vindr_mammo.py)",
 }
 """Datasets whose readers cannot group items by woman, and what they group by instead."""
+
+
+def grouping_caveats(datasets) -> dict[str, str]:
+    """{dataset: what its items are grouped by instead of the woman} for those of `datasets` in GROUPING_CAVEATS."""
+    return {dataset: GROUPING_CAVEATS[dataset_key(dataset)] for dataset in datasets
+            if dataset_key(dataset) in GROUPING_CAVEATS}

@@ -377,12 +377,10 @@ def header_lines(config: ExperimentConfig, *, commit: str, started: float, synth
         lines.insert(0, "**SYNTHETIC DATA**: these rows ran on the embedded phantom dataset, not on "
                         "mammograms; they show the pipeline works, not the paper's accuracy. Point the "
                         "command at real data with `--data DIR` (or MAMMO_DATA) and `--profile cpu|paper`.")
-    from mammo_keras.vocabulary import GROUPING_CAVEATS, dataset_key
+    from mammo_keras.vocabulary import grouping_caveats
 
-    for dataset in config.datasets:  # "patient-level" is only as good as the ids the dataset has
-        caveat = GROUPING_CAVEATS.get(dataset_key(dataset))
-        if caveat:
-            lines.append(f"Patient-level on {dataset}: {caveat}.")
+    # "patient-level" is only as good as the ids the dataset has
+    lines += [f"Patient-level on {dataset}: {caveat}." for dataset, caveat in grouping_caveats(config.datasets).items()]
     if config.note:
         lines.append(config.note)
     return lines
