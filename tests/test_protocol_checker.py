@@ -68,6 +68,9 @@ def test_comparisons():
     reported = {"includes": ["ap", "sens_at_1fpi"]}
     assert same(reported, ["sens_at_1fpi", "mean_iou_tp", "ap"]) and not same(reported, ["ap"])
     assert not same(reported, "ap, sens_at_1fpi")
+    only_gaussian = {"keys": ["RandomNormal"]}  # which initialisers, whatever their layer counts
+    assert same(only_gaussian, {"RandomNormal": 16}) and not same(only_gaussian, {"RandomNormal": 15, "GlorotUniform": 1})
+    assert not same(only_gaussian, {}) and not same(only_gaussian, ["RandomNormal"])
 
 
 def test_a_decision_naming_profiles_is_held_against_those_plans_only():
