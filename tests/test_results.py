@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -148,3 +149,49 @@ def test_a_detection_run_records_its_test_set_metrics_with_their_cis(tmp_path):
     block = results.render(results.load("hamed2020", experiments), "hamed2020/table3")
     assert "| row | ap test set [95% CI] | sens_at_0.5fpi test set [95% CI]" in block
     assert "| baseline_blobs | 0.010 [0.000, 0.067] | 0.000 [0.000, 0.000] | 0.000 [0.000, 0.182] |" in block
+
+
+QUOTED = re.compile(r"(?<![\d.])(\d+\.\d+)%? \[(\d+\.\d+), (\d+\.\d+)\]")  # "0.799 [0.779, 0.817]", "33.9% [32.1, 35.8]"
+EARLIER_RUN = re.compile(r"commit [0-9a-f]{7,40}")
+
+
+def _recorded_figures() -> set[tuple[str, str, str]]:
+    """Every recorded metric's (value, CI low, CI high) as a README can print it: 3 decimals, or a
+    percentage with 1 (both for every metric, as an AUC prints as 0.xxx and an accuracy as xx.x)."""
+    figures = set()
+    for paper in FOLDERS:
+        for entry in results.load(paper):
+            for fields in entry["metrics"].values():
+                if fields.get("ci_low") is None:
+                    continue
+                triple = (fields["pooled"], fields["ci_low"], fields["ci_high"])
+                figures.add(tuple(f"{value:.3f}" for value in triple))
+                figures.add(tuple(f"{100 * value:.1f}" for value in triple))
+    return figures
+
+
+def test_every_figure_with_a_ci_in_a_readmes_prose_is_a_recorded_result():
+    """A README sentence quoting a result (value [CI]) outside the generated blocks quotes one of the
+    results.yaml entries, unless it names the earlier run it comes from (`commit abc1234`, within
+    the 250 characters before it). Checked: the top README and every experiments README with a
+    results.yaml (shen2017's and coccomini2021's hand-written phantom tables have none yet)."""
+    recorded = _recorded_figures()
+    readmes = [EXPERIMENTS_DIR.parent / "README.md"] + [
+        EXPERIMENTS_DIR / paper / "README.md" for paper in FOLDERS if (EXPERIMENTS_DIR / paper / "results.yaml").is_file()]
+    unrecorded = []
+    for readme in readmes:
+        text = re.sub(r"<!-- results:begin .*?<!-- results:end [^>]*-->", "", readme.read_text(encoding="utf-8"),
+                      flags=re.S)
+        for quoted in QUOTED.finditer(text):
+            if quoted.groups() in recorded or EARLIER_RUN.search(text[max(0, quoted.start() - 250):quoted.start()]):
+                continue
+            unrecorded.append(f"{readme.relative_to(EXPERIMENTS_DIR.parent)}: {quoted.group(0)!r}")
+    assert len(readmes) >= 4
+    assert not unrecorded, "figures quoted in prose that no results.yaml entry has:\n" + "\n".join(unrecorded)
+
+
+def test_the_prose_check_catches_a_figure_that_is_not_recorded():
+    recorded = _recorded_figures()
+    assert ("0.799", "0.779", "0.817") in recorded  # task (a)'s precise-BN CNN, as the top README quotes it
+    assert QUOTED.search("AUC 0.801 [0.779, 0.817]").groups() not in recorded
+    assert QUOTED.search("33.9% [32.1, 35.8] accuracy").groups() in recorded
