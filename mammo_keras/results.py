@@ -8,11 +8,14 @@ their 95% CIs, the collapse flag, the data fingerprint, the commit, the row's tr
 wall time and the command. A README shows a run's numbers only inside a block generated from the file
 (`<!-- results:begin <config> -->` ... `<!-- results:end <config> -->`), and tests/test_results.py
 checks that every block equals what the file renders, so the two cannot disagree. A row a rerun
-reused (the same measurements) keeps the commit and wall time of the run that trained it.
+reused (the same measurements) keeps the commit and wall time of the run that trained it. Beside a
+row that reproduces a row of the paper's table, the block prints the paper's number (paper_tables.yaml,
+read when rendering), saying on which data when the paper had another dataset.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from pathlib import Path
@@ -138,8 +141,46 @@ def end_marker(config: str) -> str:
     return f"<!-- results:end {config} -->"
 
 
-def render(entries: list[dict], config: str) -> str:
-    """The README block of one config's recorded runs: a table per (profile, dataset)."""
+@functools.lru_cache(maxsize=None)
+def _reported(config: str, profile: str, row: str, dataset: str, experiments_dir: Path) -> tuple | None:
+    """(metric, value, std) the paper prints for a recorded row, as the run's table.md shows it beside
+    ours (runner.paper.reported_value: the config's paper table, matched on model and dataset), or None.
+    Read from paper_tables.yaml when rendering, since the paper's number is a fact, not a measurement."""
+    from mammo_keras.config import load_config
+    from mammo_keras.runner.paper import matching_rows, reported_value, row_table
+
+    try:
+        loaded = load_config(config, profile, experiments_dir=experiments_dir)
+    except (OSError, ValueError):  # a config renamed since: its rows are still shown, without the paper
+        return None
+    model = next((m for m in loaded.models if m.label == row), None)
+    if model is None or not loaded.reported_metric or loaded.kind == "detection":
+        return None
+    compared = dataset.split(" -> ")[-1]  # a transfer row is compared on its test set
+    table = row_table(loaded, model, experiments_dir)
+    value, std = reported_value(table, loaded, model, compared)
+    if value is not None:
+        return loaded.reported_metric, value, std, None
+    other = matching_rows(table, loaded, model, None)  # the paper's number for this network, on its own data
+    if not other:
+        return None
+    printed = table["rows"][other[0]]
+    value, std = reported_value(table, loaded, model, printed.get("dataset", compared))
+    return None if value is None else (loaded.reported_metric, value, std, printed.get("dataset"))
+
+
+def _paper_cell(reported: tuple | None) -> str:
+    if reported is None:
+        return "-"
+    metric, value, std, elsewhere = reported
+    scale, digits = (100, 1) if metric in PERCENT_METRICS else (1, 3)
+    return (f"{scale * value:.{digits}f}" + ("" if std is None else f" ± {scale * std:.{digits}f}")
+            + (f" (on {elsewhere})" if elsewhere else ""))
+
+
+def render(entries: list[dict], config: str, experiments_dir: Path = EXPERIMENTS_DIR) -> str:
+    """The README block of one config's recorded runs: a table per (profile, dataset), with the
+    paper's number beside each row that reproduces one of its table's rows."""
     mine = [e for e in entries if e["config"] == config]
     lines = [begin_marker(config), ""]
     if not mine:
@@ -151,16 +192,20 @@ def render(entries: list[dict], config: str) -> str:
         metrics = list(dict.fromkeys(m for r in rows for m in r["metrics"]))
         unit = lambda m: " %" if m in PERCENT_METRICS else ""  # noqa: E731
         where = "test set" if all(m in DETECTION_METRICS for m in metrics) else "pooled"
+        reported = [_reported(config, r["profile"], r["row"], r["dataset"], Path(experiments_dir)) for r in rows]
+        paper_metric = next((found[0] for found in reported if found), None)
+        paper = f" paper: {paper_metric}{unit(paper_metric)} |" if paper_metric else ""
         lines += [f"`{command}` (profile `{profile}`, dataset `{dataset}`"
                   f"{' (SYNTHETIC)' if rows[0]['synthetic'] else ''}, {rows[0]['n_items']} items, commit "
                   f"{commit[:12]}, run wall time {rows[0]['run_wall_minutes']:.1f} min, data fingerprint "
                   f"{rows[0]['data_fingerprint'][:12] or '-'}):", "",
-                  "| row | " + " | ".join(f"{m}{unit(m)} {where} [95% CI]" for m in metrics)
+                  "| row |" + paper + " " + " | ".join(f"{m}{unit(m)} {where} [95% CI]" for m in metrics)
                   + " | collapsed | training minutes |",
-                  "|---|" + "---:|" * len(metrics) + "---|---:|"]
-        for row in rows:
+                  "|---|" + ("---:|" if paper else "") + "---:|" * len(metrics) + "---|---:|"]
+        for row, found in zip(rows, reported):
             flag = {True: "**yes**", False: "no"}.get(row["collapsed"], "-")
-            lines.append(f"| {row['row']} | " + " | ".join(_cell(m, row["metrics"].get(m)) for m in metrics)
+            lines.append(f"| {row['row']} |" + (f" {_paper_cell(found)} |" if paper else "") + " "
+                         + " | ".join(_cell(m, row["metrics"].get(m)) for m in metrics)
                          + f" | {flag} | {row['minutes']:.1f} |")
         lines.append("")
     lines.append(end_marker(config))
@@ -186,7 +231,7 @@ def update_readme(paper: str, experiments_dir: Path = EXPERIMENTS_DIR) -> bool:
     for config in readme_blocks(text):
         start = text.index(begin_marker(config).split(" (generated")[0])
         end = text.index(end_marker(config), start) + len(end_marker(config))
-        text = text[:start] + render(entries, config) + text[end:]
+        text = text[:start] + render(entries, config, experiments_dir) + text[end:]
     if text != original:
         atomic_write_text(path, text)
     return text != original

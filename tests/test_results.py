@@ -195,3 +195,19 @@ def test_the_prose_check_catches_a_figure_that_is_not_recorded():
     assert ("0.799", "0.779", "0.817") in recorded  # task (a)'s precise-BN CNN, as the top README quotes it
     assert QUOTED.search("AUC 0.801 [0.779, 0.817]").groups() not in recorded
     assert QUOTED.search("33.9% [32.1, 35.8] accuracy").groups() in recorded
+
+
+def test_a_block_shows_the_papers_number_beside_the_row_that_reproduces_it():
+    entry = {"config": "jain_levy/table2", "row": "levynet", "profile": "cpu", "dataset": "cbis_ddsm",
+             "synthetic": False, "n_items": 100, "data_fingerprint": "f" * 64, "weights": "random",
+             "metrics": {"accuracy": {"fold_mean": 0.6, "fold_std": 0.1, "pooled": 0.61, "ci_low": 0.5,
+                                      "ci_high": 0.7}},
+             "collapsed": False, "minutes": 1.0, "commit": "abc", "run_wall_minutes": 2.0, "command": "mammo-keras reproduce x"}
+    on_its_data = results.render([entry], "jain_levy/table2")
+    assert "| row | paper: accuracy % | accuracy % pooled [95% CI] |" in on_its_data
+    assert "| levynet | 60.4 | 61.0 [50.0, 70.0] |" in on_its_data  # Jain & Levy's test accuracy, 60.4%
+    elsewhere = results.render([{**entry, "dataset": "mias"}], "jain_levy/table2")
+    assert "| levynet | 60.4 (on ddsm) | 61.0 [50.0, 70.0] |" in elsewhere  # the paper had no mini-MIAS
+    no_paper = results.render([{**entry, "config": "mias_tasks/patches_2class", "row": "scratch_cnn"}],
+                              "mias_tasks/patches_2class")
+    assert "paper:" not in no_paper and "| scratch_cnn | 61.0 [50.0, 70.0] |" in no_paper
