@@ -144,6 +144,22 @@ def load_converted_weights(model: keras.Model, weights: str | os.PathLike | None
     return model
 
 
+def caffe_max_pool(x, size: int, stride: int, name: str):
+    """Max pooling with Caffe's output size, ceil((n - size) / stride) + 1, where Keras floors.
+
+    Caffe's last window may run past the bottom/right edge and ignores what lies outside; here the
+    input is padded with zeros there first, which gives the same maxima because AlexNet pools ReLU
+    (or LRN of ReLU) outputs, never below 0. At 227x227 no padding is needed (55, 27, 13 divide
+    evenly); at Jain & Levy's 224x224 crops, floor pooling would end at 5x5 and fc6 would not take
+    BVLC's 6x6x256 = 9,216 inputs (Caffe ends at 6x6 there too).
+    """
+    height, width = x.shape[1], x.shape[2]
+    pad = [max(0, (math.ceil((n - size) / stride)) * stride + size - n) for n in (height, width)]
+    if any(pad):
+        x = layers.ZeroPadding2D(((0, pad[0]), (0, pad[1])), name=f"{name}_ceil_pad")(x)
+    return layers.MaxPooling2D(size, strides=stride, name=name)(x)
+
+
 def _alexnet(input_shape, num_classes, *, weights, name, dropout, weight_decay,
              classifier_activation) -> keras.Model:
     if not 0.0 <= dropout < 1.0:
@@ -159,14 +175,14 @@ def _alexnet(input_shape, num_classes, *, weights, name, dropout, weight_decay,
     x = GreyToRGB(name="grey_to_rgb")(inputs) if input_shape[-1] == 1 else inputs
     x = conv(96, 11, "conv1", strides=4, padding="valid")(x)
     x = LocalResponseNormalization.from_caffe(5, 1e-4, 0.75, name="norm1")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
+    x = caffe_max_pool(x, 3, 2, "pool1")
     x = conv(256, 5, "conv2", groups=2)(x)
     x = LocalResponseNormalization.from_caffe(5, 1e-4, 0.75, name="norm2")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="pool2")(x)
+    x = caffe_max_pool(x, 3, 2, "pool2")
     x = conv(384, 3, "conv3")(x)
     x = conv(384, 3, "conv4", groups=2)(x)
     x = conv(256, 3, "conv5", groups=2)(x)
-    x = layers.MaxPooling2D(3, strides=2, name="pool5")(x)
+    x = caffe_max_pool(x, 3, 2, "pool5")
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(4096, activation="relu", kernel_regularizer=reg, name="fc6")(x)
     x = layers.Dropout(dropout, name="drop6")(x)
@@ -188,8 +204,9 @@ def jain_levy_alexnet(input_shape=(227, 227, 3), num_classes=2, *, weights=None,
 
     conv1 96 11x11/4 - LRN - pool - conv2 256 5x5 (2 groups) - LRN - pool - conv3 384 -
     conv4 384 (2 groups) - conv5 256 (2 groups) - pool - fc6 4096 - dropout - fc7 4096 - dropout - fc8.
-    The 1000-class model has 60,965,224 parameters, as the Caffe reference. Caffe pools with
-    ceil rounding; at the native 227x227 input the sizes (55, 27, 13, 6) are identical.
+    The 1000-class model has 60,965,224 parameters, as the Caffe reference. The pools round up
+    as Caffe's do (`caffe_max_pool`), so pool5 is 6x6x256 at 227x227 and at Jain & Levy's 224x224
+    alike, and converted BVLC weights load at both.
 
     Args:
         input_shape: channels-last input shape; 227x227x3 is BVLC's native size.

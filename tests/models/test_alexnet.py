@@ -98,3 +98,22 @@ def test_alexnet_weights(tmp_path):
     np.testing.assert_array_equal(same.predict(x, verbose=0), source.predict(x, verbose=0))
     with pytest.raises(DataError, match="fc6"):  # a larger input changes fc6's rows
         jain_levy_alexnet((99, 99, 3), weights=tmp_path / "alexnet.weights.h5")
+
+
+def test_alexnet_pools_round_up_as_caffe_so_bvlc_weights_fit_jain_levys_224_crops():
+    """Caffe's pools output ceil((n - 3) / 2) + 1 where Keras floors: at 224x224 (Jain & Levy's
+    crops) Caffe's AlexNet ends at 6x6x256, as at 227, so fc6's 9,216 x 4,096 BVLC weights load."""
+    from mammo_keras.models.alexnet import caffe_max_pool
+
+    for side in (224, 227):
+        model = jain_levy_alexnet((side, side, 3), num_classes=1000)
+        assert model.get_layer("pool5").output.shape == (None, 6, 6, 256)
+        assert model.get_layer("fc6").kernel.shape == (9216, 4096)
+    assert "pool1_ceil_pad" in [layer.name for layer in jain_levy_alexnet((224, 224, 3)).layers]  # 54 -> 27, not 26
+    inputs = keras.Input((27, 27, 2))
+    pooled = keras.Model(inputs, caffe_max_pool(inputs, 3, 2, "pool"))
+    x = np.random.default_rng(0).random((1, 27, 27, 2)).astype("float32")  # >= 0, as after ReLU
+    # Caffe's windows: start 2i, the last clipped at the edge (13 outputs from 27 inputs).
+    expected = np.array([[x[0, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(0, 1)) for j in range(13)]
+                         for i in range(13)])
+    np.testing.assert_array_equal(pooled.predict(x, verbose=0)[0], expected)
