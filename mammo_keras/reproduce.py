@@ -66,7 +66,8 @@ def reproduce(config: ExperimentConfig, *, data_dir: str | Path | None = None,
             options, needs = row_options(row, results_dir, dataset, finished)
             status = data.absent or (f"skipped: {split_missing}" if split_missing else "") or needs or "ok"
             result = report.ResultRow(shown + (" (synthetic)" if data.synthetic else ""), row.label, status,
-                                      *reported_value(row_table(config, row), config, row, compared),
+                                      *reported_value(row_table(config, row), config, row, compared,
+                                                      trained_on=dataset if test_inputs is not None else None),
                                       weights=row_weights(row, options), extra=paper_text(config, row))
             if status != "ok":
                 progress(f"{dataset} / {row.label}: {status}")

@@ -156,16 +156,18 @@ def _reported(config: str, profile: str, row: str, dataset: str, experiments_dir
     model = next((m for m in loaded.models if m.label == row), None)
     if model is None or not loaded.reported_metric or loaded.kind == "detection":
         return None
-    compared = dataset.split(" -> ")[-1]  # a transfer row is compared on its test set
+    trained_on, _, tested_on = dataset.rpartition(" -> ")  # a transfer row: compared on its test set
+    compared, trained_on = tested_on, trained_on or None
     table = row_table(loaded, model, experiments_dir)
-    value, std = reported_value(table, loaded, model, compared)
+    value, std = reported_value(table, loaded, model, compared, trained_on=trained_on)
     if value is not None:
         return loaded.reported_metric, value, std, None
-    other = matching_rows(table, loaded, model, None)  # the paper's number for this network, on its own data
+    # the paper's number for this network on its own data (a transfer row: from the same training set)
+    other = matching_rows(table, loaded, model, None, trained_on=trained_on)
     if not other:
         return None
     printed = table["rows"][other[0]]
-    value, std = reported_value(table, loaded, model, printed.get("dataset", compared))
+    value, std = reported_value(table, loaded, model, printed.get("dataset", compared), trained_on=trained_on)
     return None if value is None else (loaded.reported_metric, value, std, printed.get("dataset"))
 
 

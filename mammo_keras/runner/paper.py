@@ -26,14 +26,17 @@ def row_table(config: ExperimentConfig, row: ModelRow, experiments_dir: Path = E
 
 
 def matching_rows(table: dict, config: ExperimentConfig, model: ModelRow | str, dataset: str | None, *,
-                  require_metric: bool = True) -> list[int]:
+                  require_metric: bool = True, trained_on: str | None = None) -> list[int]:
     """Positions of the paper's rows that `model` on `dataset` reproduces in `table`.
 
     A paper row matches when it carries the model's `paper_keys()` (by default model = label; a list
     value matches any of its items), names the config's key for `dataset` if it names a dataset
-    (dataset None: any), and has the reported metric.
+    (dataset None: any), names the key of `trained_on` if it names a `train_dataset` (a transfer
+    row: Chougrad's MIAS test is of the model trained on the merged set, not of the single sets'),
+    and has the reported metric.
     """
     key = None if dataset is None else config.dataset_keys.get(dataset, dataset)
+    trained_key = None if trained_on is None else config.dataset_keys.get(trained_on, trained_on)
     metric = config.reported_metric
     keys = model.paper_keys() if isinstance(model, ModelRow) else {"model": model}
 
@@ -47,19 +50,22 @@ def matching_rows(table: dict, config: ExperimentConfig, model: ModelRow | str, 
             continue
         if "dataset" in row and key is not None and str(row["dataset"]).lower() != str(key).lower():
             continue
+        if ("train_dataset" in row and trained_key is not None
+                and str(row["train_dataset"]).lower() != str(trained_key).lower()):
+            continue
         if row.get(metric) is not None or not require_metric:
             found.append(number)
     return found
 
 
 def reported_value(table: dict, config: ExperimentConfig, model: ModelRow | str,
-                   dataset: str) -> tuple[float | None, float | None]:
+                   dataset: str, *, trained_on: str | None = None) -> tuple[float | None, float | None]:
     """(value, std) the paper reports for this model and dataset (its first matching row), as fractions.
 
     Values the paper prints in percent (`units: {metric: percent}`) are divided by 100, so the
     paper's number and ours are on one scale whatever the paper's habit.
     """
-    found = matching_rows(table, config, model, dataset)
+    found = matching_rows(table, config, model, dataset, trained_on=trained_on)
     if not found:
         return None, None
     metric = config.reported_metric
@@ -85,7 +91,8 @@ def reproductions(paper: str, experiments_dir: Path = EXPERIMENTS_DIR) -> dict[t
             for dataset in config.datasets:
                 shown = config.test_dataset if config.kind == "transfer" else dataset
                 numbers = matching_rows(table, config, model, None if detection else shown,
-                                        require_metric=not detection)
+                                        require_metric=not detection,
+                                        trained_on=dataset if config.kind == "transfer" else None)
                 for number in numbers if detection else numbers[:1]:
                     found.setdefault((table_name, number), []).append(
                         {"config": config.table, "row": model.label, "dataset": dataset})

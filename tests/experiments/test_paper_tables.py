@@ -87,6 +87,15 @@ def test_published_values_are_normalised_to_fractions():
     assert reported_value(table, config, "inceptionv3", "mias") == (None, None)
 
 
+def test_the_mias_test_number_is_that_of_the_model_trained_on_the_merged_set_only():
+    """Chougrad's 98.23% on MIAS is Inceptionv3-MD's: a model trained on one dataset is not compared with it."""
+    config = load_config("chougrad2018/mias_test", "paper")
+    table = reported_table(config)
+    assert reported_value(table, config, "inceptionv3", "mias", trained_on="merged")[0] == pytest.approx(0.9823)
+    for single in ("cbis_ddsm", "bcdr", "inbreast"):
+        assert reported_value(table, config, "inceptionv3", "mias", trained_on=single) == (None, None)
+
+
 def _paper_text(paper: str) -> str:
     """The text file named in the header of experiments/<paper>/paper_tables.yaml (it must exist)."""
     header = (EXPERIMENTS_DIR / paper / "paper_tables.yaml").read_text()
