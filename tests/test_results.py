@@ -174,7 +174,7 @@ def test_every_figure_with_a_ci_in_a_readmes_prose_is_a_recorded_result():
     """A README sentence quoting a result (value [CI]) outside the generated blocks quotes one of the
     results.yaml entries, unless it names the earlier run it comes from (`commit abc1234`, within
     the 250 characters before it). Checked: the top README and every experiments README with a
-    results.yaml (shen2017's and coccomini2021's hand-written phantom tables have none yet)."""
+    results.yaml (all of them now: the phantom tables of shen2017 and coccomini2021 included)."""
     recorded = _recorded_figures()
     readmes = [EXPERIMENTS_DIR.parent / "README.md"] + [
         EXPERIMENTS_DIR / paper / "README.md" for paper in FOLDERS if (EXPERIMENTS_DIR / paper / "results.yaml").is_file()]
