@@ -353,14 +353,16 @@ for _name, _stages in {
               schedule="plateau", plateau_patience=10, early_stopping_patience=20, batch_size=128)),
     # Shen 2017 §3.1.2, pretrained patch classifiers on S10: Adam, batch 32, classes balanced within
     # each batch; the last layer (3 epochs, 1e-3), the top layers (10 epochs, 1e-4), all (37, 1e-5).
-    # "The top layer number is set to 46 for Resnet50 and 11 for VGG16": the top 11 layers of the
-    # VGG16 patch classifier hold blocks 4-5 (as does the authors' `layers[11:]`); the top 46 Keras 2
-    # layers of ResNet50 hold conv5 and conv4_block6.
+    # "The top layer number is set to 46 for Resnet50 and 11 for VGG16": the authors' code unfreezes
+    # `org_model.layers[top_layer_nb:]`, an index counted from the input. VGG16's layers[11:] is
+    # block4 onward; Keras 2's ResNet50 layers[46:] begins at the end of res3a, after its
+    # convolutions (Keras 3 has one more layer before it, pool1_pad): res3a's closing BatchNorms,
+    # then conv3_block2 onward (decision top_layer_numbers).
     "shen2017_patch_resnet50": (
         Stage("last_layer", 3, optimizer="adam", learning_rate=1e-3, trainable="re:^predictions$",
               class_weight="batch"),
         Stage("top_layers", 10, optimizer="adam", learning_rate=1e-4,
-              trainable="re:^(conv4_block6_|conv5_|predictions$)", class_weight="batch"),
+              trainable="re:^(conv3_block1_[03]_bn|conv3_block1_(add|out)|conv3_block[2-4]_|conv4_|conv5_|predictions$)", class_weight="batch"),
         Stage("all", 37, optimizer="adam", learning_rate=1e-5, trainable="all", class_weight="batch")),
     "shen2017_patch_vgg16": (
         Stage("last_layer", 3, optimizer="adam", learning_rate=1e-3, trainable="re:^predictions$",
@@ -374,7 +376,7 @@ for _name, _stages in {
         Stage("last_layer", 3, optimizer="adam", learning_rate=1e-3, trainable="re:^predictions$",
               class_weight="batch"),
         Stage("top_layers", 10, optimizer="adam", learning_rate=1e-4,
-              trainable="re:^(conv4_block6_|conv5_|predictions$)", class_weight="batch"),
+              trainable="re:^(conv3_block1_[03]_bn|conv3_block1_(add|out)|conv3_block[2-4]_|conv4_|conv5_|predictions$)", class_weight="batch"),
         Stage("all", 187, optimizer="adam", learning_rate=1e-5, trainable="all", class_weight="batch")),
     # Randomly initialised patch classifiers: "a constant learning rate of 1e-3", all layers,
     # 50 epochs on S10 and 200 on S1.
