@@ -35,9 +35,10 @@ import numpy as np
 from mammo_keras.config import ExperimentConfig, ModelRow
 from mammo_keras.vocabulary import grouping_caveats
 
-PLAN_VERSION = 3  # 2: each row names its stage preset; model_summary lists the kernel initialisers
+PLAN_VERSION = 4  # 2: each row names its stage preset; model_summary lists the kernel initialisers
 # 3: they are those that drew the kernels (`kernel_init`; a re-initialised network, Chougrad's N(0, 0.05), named
-# the builder's GlorotUniform in `kernel_initializers`)
+# the builder's GlorotUniform in `kernel_initializers`); 4: a hold-out split names the whole folds it deals
+# (`split.folds`: the fractions that run)
 UNTRAINED_WEIGHTS = ("weights", "patch_weights")
 
 
@@ -339,6 +340,16 @@ def _in_model_steps(model) -> list[dict]:
     return steps
 
 
+def _whole_folds(fractions) -> dict:
+    """The whole folds a hold-out split deals (data.splits.folds_per_split), so the plan shows the
+    fractions that run, not only those asked for: (0.765, 0.085, 0.15) is 10 / 1 / 2 folds of 13."""
+    from mammo_keras.data.splits import MAX_SPLIT_FOLDS, folds_per_split
+
+    k, counts = folds_per_split(list(fractions), MAX_SPLIT_FOLDS)
+    return {"k": k, "per_part": counts, "fractions_run": [round(c / k, 4) for c in counts],
+            "when": f"with at least {k} patients (fewer: k is capped by the number of patients)"}
+
+
 def split_plan(config: ExperimentConfig) -> dict:
     split = {"kind": config.kind, "group": "patient_id", "stratify": "label", "seed": config.seed}
     if config.kind == "cv":
@@ -347,7 +358,8 @@ def split_plan(config: ExperimentConfig) -> dict:
                      test="the pooled out-of-fold predictions of every fold")
     elif config.kind in ("holdout", "detection"):
         split.update(fractions=list(config.fractions), method="whole StratifiedGroupKFold folds dealt to "
-                                                              "test, val, train")
+                                                              "test, val, train",
+                     folds=_whole_folds(config.fractions))
         split["test"] = "the held-out test part"
         if config.balance_eval:
             split["balance_eval"] = "patients moved to train until val and test hold both classes equally"

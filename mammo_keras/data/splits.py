@@ -107,7 +107,7 @@ def patient_kfold(table: pd.DataFrame, n_splits: int = 5, *, seed: int,
     return assigned
 
 
-def _folds_per_split(fractions: Sequence[float], max_folds: int) -> tuple[int, list[int]]:
+def folds_per_split(fractions: Sequence[float], max_folds: int) -> tuple[int, list[int]]:
     """The fold count k <= max_folds and folds per split whose k-ths best match `fractions`."""
     best = None
     for k in range(2, max_folds + 1):
@@ -152,7 +152,7 @@ def train_val_test(table: pd.DataFrame, *, fractions: Sequence[float] = (0.8, 0.
         raise ValueError("fractions must be three numbers (train, val, test) >= 0 with train > 0, "
                          f"summing to 1. Received: fractions={fractions}")
     n_patients = table["patient_id"].nunique()
-    k, (n_train, n_val, n_test) = _folds_per_split(fractions, min(MAX_SPLIT_FOLDS, n_patients))
+    k, (n_train, n_val, n_test) = folds_per_split(fractions, min(MAX_SPLIT_FOLDS, n_patients))
     folds = _stratified_group_folds(table, k, seed, label)
     names = np.array(["test"] * n_test + ["val"] * n_val + ["train"] * n_train)
     assigned = table.assign(split=names[folds])

@@ -7,7 +7,7 @@ import pytest
 
 from mammo_keras.data.records import circle_geometry, make_table
 from mammo_keras.data.splits import (
-    LeakageError, _folds_per_split, check_no_leakage, load_assignments, patient_kfold,
+    LeakageError, folds_per_split, check_no_leakage, load_assignments, patient_kfold,
     save_assignments, train_val_test,
 )
 from mammo_keras.errors import DataError
@@ -168,7 +168,7 @@ def test_save_refuses_leaking_assignments(tmp_path):
     ((0.765, 0.085, 0.15), 13, [10, 1, 2]),
 ])
 def test_fractions_are_rounded_to_whole_folds(fractions, folds, counts):
-    assert _folds_per_split(fractions, 20) == (folds, counts)
+    assert folds_per_split(fractions, 20) == (folds, counts)
 
 
 def test_train_val_test_is_patient_level_stratified_and_honours_fractions(tmp_path):
