@@ -192,8 +192,8 @@ def same(expected, found) -> bool:
     `{approx: value, rel: r}` compares numbers (or lists of them) within relative tolerance r;
     `{startswith: text}` a string's beginning; `{includes: [a, b]}` a list holding each of them (in
     any order, others allowed); `{keys: [a, b]}` a dict with exactly these keys, any values (the
-    initialisers a network's kernels were drawn by, whatever their counts); `{not: expected}` anything `expected` does not match (a pretrained
-    start: `{not: {startswith: random}}`).
+    initialisers a network's kernels were drawn by, whatever their counts); `{not: expected}`
+    anything `expected` does not match (a pretrained start: `{not: {startswith: random}}`).
     """
     if isinstance(expected, dict) and set(expected) == {"includes"}:
         return isinstance(found, (list, tuple)) and all(any(same(e, f) for f in found)

@@ -143,7 +143,7 @@ def end_marker(config: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _reported(config: str, profile: str, row: str, dataset: str, experiments_dir: Path) -> tuple | None:
-    """(metric, value, std) the paper prints for a recorded row, as the run's table.md shows it beside
+    """(metric, value, std, other dataset or None) the paper prints for a recorded row, as the run's table.md shows it beside
     ours (runner.paper.reported_value: the config's paper table, matched on model and dataset), or None.
     Read from paper_tables.yaml when rendering, since the paper's number is a fact, not a measurement."""
     from mammo_keras.config import load_config

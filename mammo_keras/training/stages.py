@@ -342,6 +342,9 @@ def _caffe_rates(full: str, classifier: str, rest: float = 0.1, head: float = 10
 
 
 PRESETS: Registry[tuple[Stage, ...]] = Registry("stage preset", listing="training.stages.PRESETS.names()")
+# Shen's ResNet50 patch stage 2 (decision top_layer_numbers): Keras 2's layers[46:], res3a's closing
+# BatchNorms and conv3_block2 onward; one selector for the S10 and S1 presets.
+_SHEN_RESNET50_TOP = "re:^(conv3_block1_[03]_bn|conv3_block1_(add|out)|conv3_block[2-4]_|conv4_|conv5_|predictions$)"
 for _name, _stages in {
     # Chougrad 2018 §2.2.4: head warm-up with Adam for 30 epochs (backbone frozen), then SGD 1e-4 on
     # the blocks the row's `fine_tune` names, /10 on a plateau, early stopping (patience 20) up to
@@ -362,7 +365,7 @@ for _name, _stages in {
         Stage("last_layer", 3, optimizer="adam", learning_rate=1e-3, trainable="re:^predictions$",
               class_weight="batch"),
         Stage("top_layers", 10, optimizer="adam", learning_rate=1e-4,
-              trainable="re:^(conv3_block1_[03]_bn|conv3_block1_(add|out)|conv3_block[2-4]_|conv4_|conv5_|predictions$)", class_weight="batch"),
+              trainable=_SHEN_RESNET50_TOP, class_weight="batch"),
         Stage("all", 37, optimizer="adam", learning_rate=1e-5, trainable="all", class_weight="batch")),
     "shen2017_patch_vgg16": (
         Stage("last_layer", 3, optimizer="adam", learning_rate=1e-3, trainable="re:^predictions$",
@@ -376,7 +379,7 @@ for _name, _stages in {
         Stage("last_layer", 3, optimizer="adam", learning_rate=1e-3, trainable="re:^predictions$",
               class_weight="batch"),
         Stage("top_layers", 10, optimizer="adam", learning_rate=1e-4,
-              trainable="re:^(conv3_block1_[03]_bn|conv3_block1_(add|out)|conv3_block[2-4]_|conv4_|conv5_|predictions$)", class_weight="batch"),
+              trainable=_SHEN_RESNET50_TOP, class_weight="batch"),
         Stage("all", 187, optimizer="adam", learning_rate=1e-5, trainable="all", class_weight="batch")),
     # Randomly initialised patch classifiers: "a constant learning rate of 1e-3", all layers,
     # 50 epochs on S10 and 200 on S1.
