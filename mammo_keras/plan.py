@@ -33,12 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from mammo_keras.config import ExperimentConfig, ModelRow
+from mammo_keras.data.splits import GROUP_KEY
 from mammo_keras.vocabulary import grouping_caveats
 
-PLAN_VERSION = 4  # 2: each row names its stage preset; model_summary lists the kernel initialisers
+PLAN_VERSION = 5  # 2: each row names its stage preset; model_summary lists the kernel initialisers
 # 3: they are those that drew the kernels (`kernel_init`; a re-initialised network, Chougrad's N(0, 0.05), named
 # the builder's GlorotUniform in `kernel_initializers`); 4: a hold-out split names the whole folds it deals
-# (`split.folds`: the fractions that run)
+# (`split.folds`: the fractions that run); 5: `split.group` / `split.stratify` are read from the splitting
+# modules (a detection split stratifies on pathology), `split.stratify_kept` where a split is kept
 UNTRAINED_WEIGHTS = ("weights", "patch_weights")
 
 
@@ -350,11 +352,20 @@ def _whole_folds(fractions) -> dict:
             "when": f"with at least {k} patients (fewer: k is capped by the number of patients)"}
 
 
+def _stratify_key(config: ExperimentConfig) -> str:
+    """The column the runner's split of this config stratifies on, read from the module that splits."""
+    if config.kind == "detection":
+        from mammo_keras.runner.detection import STRATIFY_KEY
+    else:
+        from mammo_keras.training.cv import STRATIFY_KEY
+    return STRATIFY_KEY
+
+
 def split_plan(config: ExperimentConfig) -> dict:
-    split = {"kind": config.kind, "group": "patient_id", "stratify": "label", "seed": config.seed}
+    split = {"kind": config.kind, "group": GROUP_KEY, "stratify": _stratify_key(config), "seed": config.seed}
     if config.kind == "cv":
         split.update(n_splits=config.n_splits, method="StratifiedGroupKFold",
-                     inner_validation={"fraction": config.val_fraction, "group": "patient_id"},
+                     inner_validation={"fraction": config.val_fraction, "group": GROUP_KEY},
                      test="the pooled out-of-fold predictions of every fold")
     elif config.kind in ("holdout", "detection"):
         split.update(fractions=list(config.fractions), method="whole StratifiedGroupKFold folds dealt to "
@@ -365,13 +376,13 @@ def split_plan(config: ExperimentConfig) -> dict:
             split["balance_eval"] = "patients moved to train until val and test hold both classes equally"
     elif config.kind == "transfer":
         split.update(test_dataset=config.test_dataset, test_abnormality=config.test_abnormality,
-                     inner_validation={"fraction": config.val_fraction, "group": "patient_id"},
+                     inner_validation={"fraction": config.val_fraction, "group": GROUP_KEY},
                      test=f"every item of {config.test_dataset}, once")
     if config.split == "official":
         split.update(method="the dataset's own train/test assignment (its reader's `split` column: CBIS-DDSM's "
                             "description CSVs, VinDr-Mammo); a patient on both sides is an error",
                      test="the dataset's official test part",
-                     inner_validation={"fraction": config.official_val_fraction, "group": "patient_id",
+                     inner_validation={"fraction": config.official_val_fraction, "group": GROUP_KEY,
                                        "drawn_from": "the official training part"})
         for key in ("n_splits", "fractions"):
             split.pop(key, None)
@@ -387,6 +398,9 @@ def split_plan(config: ExperimentConfig) -> dict:
                     "the shares are nested; validation is drawn from the kept patients; the test folds are the "
                     "same for every share. P is about (n_splits - 1) / n_splits of the dataset's patients; the "
                     "run records each fold's count in learning_curve.csv and table.md"}
+    if config.split_from:  # the earlier run's parts are kept: its stratification holds for its patients
+        split["stratify_kept"] = (f"patients {config.split_from} saw keep its parts (stratified on its items' "
+                                  f"{split['stratify']}); only patients new to it are split here")
     caveats = grouping_caveats(config.datasets)
     if caveats:  # "patient-level" is then only as good as the ids the dataset has
         split["group_caveats"] = caveats

@@ -37,6 +37,7 @@ SPLIT_NAMES = ("train", "val", "test")
 ASSIGNMENT_COLUMNS = ("fold", "split")
 ID_COLUMNS = ("image_id", "patient_id", "lesion_id")
 MAX_SPLIT_FOLDS = 20
+GROUP_KEY = "patient_id"  # the column every split groups on (the plan's `split.group` is read from here)
 OFFICIAL_COLUMN = "official_split"  # the dataset's own "train" / "test" per row (readers' `split` column)
 OFFICIAL_SIDES = ("train", "test")
 
@@ -46,11 +47,11 @@ class LeakageError(DataError):
 
 
 def _check_table(table: pd.DataFrame, label: str) -> None:
-    missing = [c for c in ("patient_id", label) if c not in table.columns]
+    missing = [c for c in (GROUP_KEY, label) if c not in table.columns]
     if missing:
         raise ValueError(f"A split needs the columns 'patient_id' and the label column. "
                          f"Received: table without {missing}")
-    no_patient = table["patient_id"].isna() | (table["patient_id"].astype(str) == "")
+    no_patient = table[GROUP_KEY].isna() | (table[GROUP_KEY].astype(str) == "")
     if no_patient.any():
         raise ValueError("Every row needs a patient_id to split by patient. "
                          f"Received: {int(no_patient.sum())} rows without one")
@@ -60,14 +61,14 @@ def _stratified_group_folds(table: pd.DataFrame, n_splits: int, seed: int, label
     """Fold number per row from StratifiedGroupKFold(groups=patient_id)."""
     if not isinstance(n_splits, (int, np.integer)) or n_splits < 2:
         raise ValueError(f"n_splits must be an integer >= 2. Received: n_splits={n_splits!r}")
-    n_patients = table["patient_id"].nunique()
+    n_patients = table[GROUP_KEY].nunique()
     if n_patients < n_splits:
         raise ValueError(f"Splitting by patient into {n_splits} folds needs at least {n_splits} "
                          f"patients. Received: {n_patients} patients")
     folds = np.full(len(table), -1, dtype=np.int64)
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     labels = table[label].astype(str).to_numpy()
-    groups = table["patient_id"].astype(str).to_numpy()
+    groups = table[GROUP_KEY].astype(str).to_numpy()
     with warnings.catch_warnings():
         # scikit-learn warns whenever a class has fewer members than folds (a 15% validation part is 3 of 20
         # folds): the folds are still made, and the callers check that each part holds both classes.
@@ -369,14 +370,14 @@ def check_no_leakage(assignments: pd.DataFrame, by: str = "fold", *,
     """
     if by not in ASSIGNMENT_COLUMNS:
         raise ValueError(f"by must be one of {list(ASSIGNMENT_COLUMNS)}. Received: by={by!r}")
-    missing = [c for c in ("patient_id", by) if c not in assignments.columns]
+    missing = [c for c in (GROUP_KEY, by) if c not in assignments.columns]
     if missing:
         raise DataError(origin, f"assignments lack the columns {missing}")
     unassigned = assignments[by].isna() | (assignments[by].astype(str) == "")
     if unassigned.any():
         raise DataError(origin, f"every row needs a {by}; {int(unassigned.sum())} rows have none "
                                 f"(first: row {int(np.flatnonzero(unassigned.to_numpy())[0])})")
-    per_patient = assignments.groupby(assignments["patient_id"].astype(str))[by].unique()
+    per_patient = assignments.groupby(assignments[GROUP_KEY].astype(str))[by].unique()
     leaked = per_patient[per_patient.map(len) > 1]
     if len(leaked):
         shown = "; ".join(f"patient {patient!r} in {by}s {sorted(values.tolist())}"

@@ -41,6 +41,7 @@ DEFAULTS = {"epochs": 10, "learning_rate": 1e-4, "negatives_per_positive": None,
             "normalisation": "imagenet", "dataset_options": {}, "n_box_images": 4}
 METRIC_COLUMNS = ("ap", "sens_at_0.5fpi", "sens_at_1fpi", "sens_at_2fpi", "sensitivity_all", "mean_iou_tp")
 CLIPNORM = 10.0
+STRATIFY_KEY = "pathology"  # benign / malignant / normal: every part gets both mass kinds (the plan reads it)
 
 
 def settings_of(config: ExperimentConfig) -> dict:
@@ -88,9 +89,8 @@ def load_items(config: ExperimentConfig, dataset: str, data_dir, options: dict) 
             if "split" in table.columns else pd.Series(dtype=str)
         items = items.assign(**{OFFICIAL_COLUMN: items["image_id"].astype(str).map(sides).fillna("").to_numpy()})
         return official_split(items, val_fraction=config.official_val_fraction, seed=config.seed,
-                              label="pathology", origin=name).drop(columns=[OFFICIAL_COLUMN])
-    return train_val_test(items, fractions=config.fractions, seed=config.seed,
-                          label="pathology")  # benign / malignant / normal: every split gets both mass kinds
+                              label=STRATIFY_KEY, origin=name).drop(columns=[OFFICIAL_COLUMN])
+    return train_val_test(items, fractions=config.fractions, seed=config.seed, label=STRATIFY_KEY)
 
 
 @dataclasses.dataclass

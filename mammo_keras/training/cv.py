@@ -64,6 +64,9 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> None:
         tf_config.disable_op_determinism()
 
 
+STRATIFY_KEY = "label"  # the column the runner's splits stratify on (the plan's `split.stratify` reads it)
+
+
 def assign_folds(index: pd.DataFrame, n_splits: int, seed: int, path: Path) -> pd.DataFrame:
     """Fold per item, saved to `path` (reused when it exists, so a resumed run keeps its folds).
 
@@ -76,7 +79,7 @@ def assign_folds(index: pd.DataFrame, n_splits: int, seed: int, path: Path) -> p
         return folds
     table = index.assign(image_id=index["image_id"].astype(str), lesion_id=index["item_id"].astype(str))
     folds = patient_kfold(table[["item_id", "image_id", "patient_id", "lesion_id", "label"]],
-                          n_splits=n_splits, seed=seed, label="label")
+                          n_splits=n_splits, seed=seed, label=STRATIFY_KEY)
     save_assignments(folds, path)
     return load_assignments(path)
 
@@ -418,17 +421,17 @@ def holdout_split(index: pd.DataFrame, *, fractions=(0.8, 0.1, 0.1), seed: int =
     table = index.assign(image_id=index["image_id"].astype(str), lesion_id=index["item_id"].astype(str))
     columns = ["image_id", "patient_id", "lesion_id", "label"]
     if source is not None:
-        split, new = reuse_split(table[columns], source, fractions=fractions, seed=seed, label="label")
+        split, new = reuse_split(table[columns], source, fractions=fractions, seed=seed, label=STRATIFY_KEY)
     elif official_val is not None:
         official = [OFFICIAL_COLUMN] if OFFICIAL_COLUMN in table.columns else []
-        split = official_split(table[columns + official], val_fraction=official_val, seed=seed, label="label",
+        split = official_split(table[columns + official], val_fraction=official_val, seed=seed, label=STRATIFY_KEY,
                                origin=origin)
         split, new = split.drop(columns=official), 0
     else:
-        split, new = train_val_test(table[columns], fractions=fractions, seed=seed, label="label"), 0
+        split, new = train_val_test(table[columns], fractions=fractions, seed=seed, label=STRATIFY_KEY), 0
     if balance_eval:
         parts = ("val",) if official_val is not None else ("val", "test")
-        split = balance_parts(split, parts=parts, seed=seed, label="label")
+        split = balance_parts(split, parts=parts, seed=seed, label=STRATIFY_KEY)
     return split, new
 
 
@@ -568,7 +571,7 @@ def _inner_split(train_index: pd.DataFrame, val_fraction: float, seed: int) -> n
                                lesion_id=train_index["item_id"].astype(str))
     try:
         split = train_val_test(table, fractions=(1.0 - val_fraction, val_fraction, 0.0),
-                               seed=seed, label="label")["split"].to_numpy()
+                               seed=seed, label=STRATIFY_KEY)["split"].to_numpy()
     except ValueError:  # too few patients of a class for a stratified hold-out
         return np.full(len(train_index), "train")
     return np.where(split == "val", "val", "train")

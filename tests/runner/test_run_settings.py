@@ -97,3 +97,37 @@ def test_the_plan_says_where_patient_level_means_less():
     assert not [line for line in report.header_lines(load_config("coccomini2021/table2", "paper"), commit="abc",
                                                      started=time.perf_counter(), synthetic=False)
                 if line.startswith("Patient-level on")]
+
+
+def test_the_plans_grouping_and_stratification_are_those_the_splitters_use(monkeypatch):
+    """`split.group` / `split.stratify` are read from the modules that split (a fact on them could not fail
+    while they were constants of the plan): a detection split stratifies on pathology, the others on the
+    item label, and a kept split (`split_from`) says that its patients keep the earlier run's parts."""
+    from mammo_keras.data import splits
+    from mammo_keras.plan import split_plan
+    from mammo_keras.runner import detection
+    from mammo_keras.training import cv
+
+    table2 = load_config("chougrad2018/table2", "paper")
+    hamed = load_config("hamed2020/table3", "paper")
+    assert split_plan(table2)["group"] == splits.GROUP_KEY == "patient_id"
+    assert split_plan(table2)["stratify"] == cv.STRATIFY_KEY == "label"
+    assert split_plan(hamed)["stratify"] == detection.STRATIFY_KEY == "pathology"
+    assert "stratify_kept" not in split_plan(table2)
+    kept = split_plan(load_config("shen2017/table2", "paper"))["stratify_kept"]
+    assert kept.startswith("patients shen2017/table1 saw keep its parts")
+    monkeypatch.setattr(cv, "STRATIFY_KEY", "abnormality")
+    monkeypatch.setattr(splits, "GROUP_KEY", "study_id")
+    monkeypatch.setattr("mammo_keras.plan.GROUP_KEY", "study_id")
+    assert (split_plan(table2)["group"], split_plan(table2)["stratify"]) == ("study_id", "abnormality")
+
+
+def test_the_splitter_groups_on_its_group_key():
+    """The column named GROUP_KEY is the one kept whole: two rows of one patient never part."""
+    import pandas as pd
+
+    from mammo_keras.data.splits import GROUP_KEY, patient_kfold
+
+    table = pd.DataFrame({GROUP_KEY: [f"p{i // 2}" for i in range(40)], "label": [i // 2 % 2 for i in range(40)]})
+    folds = patient_kfold(table, n_splits=5, seed=0, label="label")
+    assert (folds.groupby(GROUP_KEY)["fold"].nunique() == 1).all() and folds["fold"].nunique() == 5
